@@ -1,0 +1,115 @@
+"""Settings shared by every service: pydantic-settings, one env prefix per service.
+
+A service calls `load_settings(MySettings)` at start; a missing or invalid variable stops it
+with one line naming the variable, and placeholder secrets are refused outside development.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from typing import Self, TypeVar
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_MARKERS = ("change-me", "changeme", "placeholder", "example", "dev-", "insecure")
+MIN_SECRET_LENGTH = 32
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class PlaceholderSecretError(ValueError):
+    pass
+
+
+def is_placeholder(secret: str) -> bool:
+    lowered = secret.lower()
+    return len(secret) < MIN_SECRET_LENGTH or any(m in lowered for m in PLACEHOLDER_MARKERS)
+
+
+class ServiceSettings(BaseSettings):
+    """Base of each service's settings; subclasses set `env_prefix` in their model_config."""
+
+    model_config = SettingsConfigDict(env_prefix="IKD_", extra="ignore", frozen=True)
+
+    environment: Environment = Field(
+        default=Environment.PRODUCTION,
+        validation_alias=AliasChoices("IKD_ENVIRONMENT"),
+        description="development allows placeholder secrets and private webhook targets",
+    )
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:19092",
+        validation_alias=AliasChoices("IKD_KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    kafka_topic_prefix: str = Field(
+        default="",
+        validation_alias=AliasChoices("IKD_KAFKA_TOPIC_PREFIX"),
+        pattern=r"^[a-zA-Z0-9._-]*$",
+        description="prepended to every topic name (tests use a unique one per run)",
+    )
+    kafka_replication_factor: int = Field(
+        default=1, ge=1, validation_alias=AliasChoices("IKD_KAFKA_REPLICATION_FACTOR")
+    )
+    pseudonym_key: SecretStr = Field(
+        validation_alias=AliasChoices("IKD_PSEUDONYM_KEY"),
+        description="HMAC key that turns a NIK into the citizen pseudonym; same for all services",
+    )
+
+    @property
+    def is_development(self) -> bool:
+        return self.environment is Environment.DEVELOPMENT
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Self:
+        if self.is_development:
+            return self
+        for name, value in self:
+            if isinstance(value, SecretStr) and is_placeholder(value.get_secret_value()):
+                raise PlaceholderSecretError(
+                    f"{env_name(type(self), name)} holds a placeholder or short secret "
+                    f"(need {MIN_SECRET_LENGTH}+ random characters outside development)"
+                )
+        return self
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def env_name(settings_cls: type[ServiceSettings], field_name: str) -> str:
+    """The environment variable that sets a field."""
+    field = settings_cls.model_fields.get(field_name)
+    if field is not None and isinstance(field.validation_alias, AliasChoices):
+        first = field.validation_alias.choices[0]
+        if isinstance(first, str):
+            return first
+    prefix = settings_cls.model_config.get("env_prefix", "")
+    return f"{prefix}{field_name}".upper()
+
+
+def describe_errors(settings_cls: type[ServiceSettings], error: ValidationError) -> list[str]:
+    lines = []
+    for item in error.errors():
+        message = item["msg"].removeprefix("Value error, ")
+        if not item["loc"]:
+            lines.append(message)
+            continue
+        variable = env_name(settings_cls, str(item["loc"][0]))
+        if item["type"] == "missing":
+            lines.append(f"setting {variable} is missing")
+        else:
+            lines.append(f"setting {variable} is invalid: {message}")
+    return lines
+
+
+def load_settings(settings_cls: type[S]) -> S:
+    """Build settings from the environment or exit with one line per bad variable."""
+    try:
+        return settings_cls()
+    except ValidationError as error:
+        for line in describe_errors(settings_cls, error):
+            print(f"{settings_cls.__module__.split('.')[0]}: {line}", file=sys.stderr)
+        raise SystemExit(2) from None
