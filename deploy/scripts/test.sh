@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# `make test`: start what the suite needs (reusing what already runs), run it, stop what we started.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$IKD_ROOT"
+scripts=deploy/scripts
+log=.run/test-platform.log
+mkdir -p .run
+started=()
+
+cleanup() {
+  local status=$?
+  for (( i=${#started[@]}-1; i>=0; i-- )); do
+    bash "$scripts/${started[$i]}.sh" stop >>"$log" 2>&1 || true
+  done
+  exit "$status"
+}
+trap cleanup EXIT INT TERM
+
+# Browser for the console's end-to-end test: Debian's chromium (Playwright's download is not used).
+if ! command -v chromium >/dev/null 2>&1; then
+  if [[ $(id -u) -eq 0 ]]; then
+    echo "installing chromium for the console test (apt-get)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >>"$log" 2>&1
+  else
+    echo "chromium is missing: install Debian's 'chromium' package to run the console test" >&2
+  fi
+fi
+
+for part in kafka postgres; do
+  if ! bash "$scripts/$part.sh" status >/dev/null 2>&1; then
+    bash "$scripts/$part.sh" start
+    started+=("$part")
+  else
+    echo "$part: already running, reusing it"
+  fi
+done
+ikdctl topics ensure
+
+set +e
+pytest tests "$@"
+status=$?
+set -e
+# pytest's exit code 5 means "no tests collected": that is a failure here.
+exit "$status"
