@@ -1,0 +1,409 @@
+#!/usr/bin/env bash
+# Local single-node Kafka (KRaft, combined broker+controller) for development
+# and tests, run straight from Maven Central jars: no Docker, no tarball.
+#
+# Usage: deploy/scripts/kafka.sh fetch|start|stop|restart|status|version|reset
+#
+#   fetch    copy the jars listed in deploy/kafka/pom.xml into .run/kafka/lib
+#            (skipped when already done for the same pom.xml)
+#   start    fetch, write server.properties, format storage on first start,
+#            start the broker in the background and wait until it answers
+#            an ApiVersions request; reuses a broker that is already running
+#   stop     SIGTERM, wait up to 30 s, then SIGKILL; idempotent
+#   restart  stop + start
+#   status   exit 0 and print "kafka <version> listening on ..." if running
+#   version  print the Kafka version
+#   reset    stop and delete all topics/data (keeps the jars)
+#
+# Environment:
+#   KAFKA_PORT             client listener port         (default 19092)
+#   KAFKA_CONTROLLER_PORT  KRaft controller port        (default 19093)
+#   KAFKA_HEAP_OPTS        broker heap                  (default -Xms256m -Xmx512m)
+#   KAFKA_OPTS             extra JVM options for the broker
+#   KAFKA_START_TIMEOUT    seconds to wait for the broker (default 60)
+#   JAVA_HOME / JAVA       Java 17+ to use              (default: java on PATH)
+#
+# Runtime files live in .run/kafka/: lib/ data/ logs/ server.properties
+# kafka.pid cluster.id. Broker log: .run/kafka/logs/server.log; JVM
+# stdout/stderr: .run/kafka/logs/kafka.out.
+set -euo pipefail
+
+LOG_TAG=kafka
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+KAFKA_PORT="${KAFKA_PORT:-19092}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
+KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
+KAFKA_OPTS="${KAFKA_OPTS:-}"
+KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"
+KAFKA_HOST=127.0.0.1
+
+POM_DIR="${IKD_ROOT}/deploy/kafka"
+POM="${POM_DIR}/pom.xml"
+LOG4J_CONF="${POM_DIR}/log4j2.properties"
+
+RUN_DIR="${IKD_RUN}/kafka"
+LIB_DIR="${RUN_DIR}/lib"
+DATA_DIR="${RUN_DIR}/data"
+LOG_DIR="${RUN_DIR}/logs"
+PROPS="${RUN_DIR}/server.properties"
+PID_FILE="${RUN_DIR}/kafka.pid"
+CLUSTER_ID_FILE="${RUN_DIR}/cluster.id"
+LIB_STAMP="${RUN_DIR}/lib.stamp"
+
+if [[ -n "${JAVA:-}" ]]; then
+  :
+elif [[ -n "${JAVA_HOME:-}" && -x "${JAVA_HOME}/bin/java" ]]; then
+  JAVA="${JAVA_HOME}/bin/java"
+else
+  JAVA=java
+fi
+
+[[ "$KAFKA_PORT" =~ ^[0-9]+$ ]] || die "KAFKA_PORT must be a number, got '$KAFKA_PORT'"
+[[ "$KAFKA_CONTROLLER_PORT" =~ ^[0-9]+$ ]] ||
+  die "KAFKA_CONTROLLER_PORT must be a number, got '$KAFKA_CONTROLLER_PORT'"
+[[ "$KAFKA_PORT" != "$KAFKA_CONTROLLER_PORT" ]] ||
+  die "KAFKA_PORT and KAFKA_CONTROLLER_PORT must differ"
+
+# ---------------------------------------------------------------- helpers --
+
+require_java() {
+  have "$JAVA" || die "java not found; install a JDK 17+ (apt-get install openjdk-17-jre-headless) or set JAVA_HOME"
+  local major
+  major="$("$JAVA" -XshowSettings:properties -version 2>&1 |
+    sed -n 's/^ *java\.specification\.version = \([0-9.]*\).*/\1/p')"
+  major="${major#1.}"
+  major="${major%%.*}"
+  if [[ -n "$major" ]] && ((major < 17)); then
+    die "Kafka 4 needs Java 17+, but $JAVA is Java $major"
+  fi
+}
+
+# Short-lived CLI tool JVMs (StorageTool, BrokerApiVersionsCommand): small
+# heap, fast start-up, WARN-level logging to logs/tools.log. An array rather
+# than a function so that it also works under `timeout`.
+TOOL_JAVA=("$JAVA" -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1
+  -Djava.awt.headless=true
+  -Dlog4j2.configurationFile="$LOG4J_CONF"
+  -Dkafka.logs.dir="$LOG_DIR" -Dkafka.log.file=tools.log -Dkafka.log.level=WARN
+  -cp "${LIB_DIR}/*")
+
+lib_present() {
+  compgen -G "${LIB_DIR}/kafka_2.13-*.jar" >/dev/null &&
+    compgen -G "${LIB_DIR}/kafka-tools-*.jar" >/dev/null
+}
+
+lib_current() {
+  lib_present && [[ -f "$LIB_STAMP" && "$(<"$LIB_STAMP")" == "$(file_hash "$POM")" ]]
+}
+
+kafka_version() {
+  local jar
+  jar="$(compgen -G "${LIB_DIR}/kafka_2.13-*.jar" | head -n1 || true)"
+  if [[ -n "$jar" ]]; then
+    jar="${jar##*/kafka_2.13-}"
+    printf '%s\n' "${jar%.jar}"
+  else
+    # Not fetched yet: what fetch would install.
+    sed -n 's:.*<kafka\.version>\(.*\)</kafka\.version>.*:\1:p' "$POM" | head -n1
+  fi
+}
+
+# Pid of our broker if it runs, else nothing (and return 1). A pid file
+# whose process is gone, or now belongs to something else, is ignored.
+broker_pid() {
+  local pid
+  if [[ -f "$PID_FILE" ]]; then
+    pid="$(<"$PID_FILE")"
+    if pid_alive "$pid" && [[ "$(pid_cmdline "$pid")" == *"kafka.Kafka ${PROPS}"* ]]; then
+      printf '%s\n' "$pid"
+      return 0
+    fi
+  fi
+  # No (valid) pid file: look for a broker started on our server.properties.
+  pid="$(pgrep -f -- "kafka\.Kafka $(regex_escape "$PROPS")( |$)" | head -n1 || true)"
+  if [[ -n "$pid" ]]; then
+    printf '%s\n' "$pid" >"$PID_FILE"
+    printf '%s\n' "$pid"
+    return 0
+  fi
+  return 1
+}
+
+tail_logs() {
+  local f
+  for f in "${LOG_DIR}/kafka.out" "${LOG_DIR}/server.log"; do
+    if [[ -s "$f" ]]; then
+      printf -- '--- last lines of %s ---\n' "${f#"${IKD_ROOT}/"}" >&2
+      tail -n 30 "$f" >&2
+    fi
+  done
+}
+
+# --------------------------------------------------------------- commands --
+
+cmd_fetch() {
+  local pid
+  if lib_current; then
+    return 0
+  fi
+  have mvn || die "mvn not found; install Maven 3.6+ (apt-get install maven)"
+  require_java
+  if pid="$(broker_pid)"; then
+    die "the broker (pid $pid) runs from ${LIB_DIR#"${IKD_ROOT}/"}; stop it before refetching"
+  fi
+  mkdir -p "$RUN_DIR"
+  local tmp="${RUN_DIR}/lib.new" mvn_log="${RUN_DIR}/mvn.log"
+  local -a mvn_args=(-B -q -Dstyle.color=never -f "$POM"
+    dependency:copy-dependencies -DoutputDirectory="$tmp")
+  rm -rf "$tmp"
+  # Offline first: after the first download everything is in ~/.m2.
+  if ! mvn -o "${mvn_args[@]}" >"$mvn_log" 2>&1; then
+    rm -rf "$tmp"
+    log "downloading Kafka $(kafka_version) jars with Maven (~55 MB, once)"
+    if ! mvn "${mvn_args[@]}" >"$mvn_log" 2>&1; then
+      cat "$mvn_log" >&2
+      rm -rf "$tmp"
+      die "mvn dependency:copy-dependencies failed (see above)"
+    fi
+  fi
+  # Swap in atomically-ish, so a pom change never leaves stale jars behind.
+  rm -rf "$LIB_DIR"
+  mv "$tmp" "$LIB_DIR"
+  rm -f "$mvn_log"
+  file_hash "$POM" >"$LIB_STAMP"
+  lib_present || die "jars missing from ${LIB_DIR} after mvn; check ${POM#"${IKD_ROOT}/"}"
+  log "jars ready in ${LIB_DIR#"${IKD_ROOT}/"} ($(find "$LIB_DIR" -name '*.jar' | wc -l) jars)"
+}
+
+write_server_properties() {
+  local tmp="${PROPS}.tmp"
+  cat >"$tmp" <<EOF
+# Generated by deploy/scripts/kafka.sh on every start; edits are overwritten.
+# Single-node KRaft cluster for development and tests.
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=${KAFKA_HOST}:${KAFKA_CONTROLLER_PORT}
+listeners=PLAINTEXT://${KAFKA_HOST}:${KAFKA_PORT},CONTROLLER://${KAFKA_HOST}:${KAFKA_CONTROLLER_PORT}
+advertised.listeners=PLAINTEXT://${KAFKA_HOST}:${KAFKA_PORT},CONTROLLER://${KAFKA_HOST}:${KAFKA_CONTROLLER_PORT}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+
+log.dirs=${DATA_DIR}
+
+# Topics are created explicitly by the services (with their own settings).
+auto.create.topics.enable=false
+delete.topic.enable=true
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+
+# Internal topics: one replica; fewer partitions than the defaults (50) so
+# the first consumer group / transaction on a fresh broker is quick.
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=10
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+
+# Tests start consumers one after the other; do not wait 3 s per rebalance.
+group.initial.rebalance.delay.ms=0
+
+# Sized for a 2-core development machine.
+num.network.threads=2
+num.io.threads=4
+background.threads=4
+num.recovery.threads.per.data.dir=1
+num.replica.fetchers=1
+log.cleaner.threads=1
+
+log.retention.hours=168
+log.segment.bytes=268435456
+EOF
+  mv "$tmp" "$PROPS"
+}
+
+format_storage() {
+  if [[ -f "${DATA_DIR}/meta.properties" ]]; then
+    return 0
+  fi
+  local cluster_id
+  if [[ -s "$CLUSTER_ID_FILE" ]]; then
+    cluster_id="$(<"$CLUSTER_ID_FILE")"
+  else
+    cluster_id="$("${TOOL_JAVA[@]}" kafka.tools.StorageTool random-uuid)" ||
+      die "kafka-storage random-uuid failed (see ${LOG_DIR}/tools.log)"
+    printf '%s\n' "$cluster_id" >"$CLUSTER_ID_FILE"
+  fi
+  local out
+  if ! out="$("${TOOL_JAVA[@]}" kafka.tools.StorageTool format --standalone \
+    --cluster-id "$cluster_id" --config "$PROPS" 2>&1)"; then
+    printf '%s\n' "$out" >&2
+    die "formatting ${DATA_DIR} failed"
+  fi
+  log "formatted ${DATA_DIR#"${IKD_ROOT}/"} (cluster id $cluster_id)"
+}
+
+# For wait_for: 0 = port answers, 1 = not yet, 2 = broker process died.
+broker_port_up() {
+  pid_alive "$1" || return 2
+  port_open "$KAFKA_HOST" "$KAFKA_PORT"
+}
+
+broker_answers() {
+  timeout 30 "${TOOL_JAVA[@]}" org.apache.kafka.tools.BrokerApiVersionsCommand \
+    --bootstrap-server "${KAFKA_HOST}:${KAFKA_PORT}" >/dev/null 2>&1
+}
+
+cmd_start() {
+  local pid
+  if pid="$(broker_pid)"; then
+    if port_open "$KAFKA_HOST" "$KAFKA_PORT"; then
+      log "already running: kafka $(kafka_version) on ${KAFKA_HOST}:${KAFKA_PORT} (pid $pid)"
+      return 0
+    fi
+    log "pid $pid runs our broker but ${KAFKA_HOST}:${KAFKA_PORT} does not answer; waiting for it"
+  else
+    cmd_fetch
+    require_java
+    local port
+    for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+      if port_open "$KAFKA_HOST" "$port"; then
+        die "${KAFKA_HOST}:${port} is already taken by another process; set KAFKA_PORT/KAFKA_CONTROLLER_PORT"
+      fi
+    done
+    mkdir -p "$DATA_DIR" "$LOG_DIR"
+    write_server_properties
+    format_storage
+    rm -f "$PID_FILE"
+    {
+      printf '\n=== %s starting kafka %s ===\n' "$(date '+%F %T')" "$(kafka_version)"
+    } >>"${LOG_DIR}/kafka.out"
+    local -a heap extra
+    read -r -a heap <<<"$KAFKA_HEAP_OPTS"
+    read -r -a extra <<<"$KAFKA_OPTS"
+    # setsid: own session, so the broker survives the calling shell/terminal
+    # and a Ctrl-C there. nohup+setsid exec in place, so $! is java's pid.
+    # 9>&-: the broker must not inherit (and hold) the start/stop lock.
+    (
+      cd "$RUN_DIR"
+      exec setsid nohup "$JAVA" "${heap[@]}" -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+        -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
+        -Djava.awt.headless=true \
+        -Dlog4j2.configurationFile="$LOG4J_CONF" -Dkafka.logs.dir="$LOG_DIR" \
+        "${extra[@]}" \
+        -cp "${LIB_DIR}/*" kafka.Kafka "$PROPS" \
+        >>"${LOG_DIR}/kafka.out" 2>&1 </dev/null 9>&-
+    ) &
+    pid=$!
+    printf '%s\n' "$pid" >"$PID_FILE"
+  fi
+
+  local started rc=0
+  started="$(now_ms)"
+  wait_for "$KAFKA_START_TIMEOUT" 0.5 broker_port_up "$pid" || rc=$?
+  if ((rc == 0)); then
+    # The port opens slightly before the broker is registered and unfenced;
+    # one real ApiVersions round trip proves it serves clients.
+    local left=$((KAFKA_START_TIMEOUT - ($(now_ms) - started) / 1000))
+    ((left > 5)) || left=5
+    wait_for "$left" 0.5 broker_answers || rc=$?
+  fi
+  if ((rc != 0)); then
+    tail_logs
+    if ((rc == 2)); then
+      rm -f "$PID_FILE"
+      die "broker exited during start-up (log tail above)"
+    fi
+    cmd_stop >/dev/null 2>&1 || true
+    die "broker did not answer on ${KAFKA_HOST}:${KAFKA_PORT} within ${KAFKA_START_TIMEOUT}s; stopped it (log tail above)"
+  fi
+  local secs=$((($(now_ms) - started + 500) / 1000))
+  log "started kafka $(kafka_version) on ${KAFKA_HOST}:${KAFKA_PORT} (pid $pid, ready in ${secs}s)"
+}
+
+cmd_stop() {
+  local pid stopped=0
+  if pid="$(broker_pid)"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    if ! wait_for 30 0.2 negate pid_alive "$pid"; then
+      log "pid $pid ignored SIGTERM for 30s; sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      wait_for 5 0.1 negate pid_alive "$pid" || die "could not kill pid $pid"
+    fi
+    stopped=1
+  fi
+  # Anything else still running on our server.properties (e.g. a broker
+  # whose pid file was deleted): same treatment.
+  local pattern
+  pattern="kafka\.Kafka $(regex_escape "$PROPS")( |$)"
+  if pgrep -f -- "$pattern" >/dev/null; then
+    pkill -TERM -f -- "$pattern" || true
+    if ! wait_for 30 0.2 negate pgrep -f -- "$pattern"; then
+      pkill -KILL -f -- "$pattern" || true
+      wait_for 5 0.1 negate pgrep -f -- "$pattern" || die "could not kill leftover brokers: $(pgrep -af -- "$pattern")"
+    fi
+    stopped=1
+  fi
+  rm -f "$PID_FILE"
+  if ((stopped)); then
+    log "stopped"
+  else
+    log "not running"
+  fi
+}
+
+negate() {
+  ! "$@" >/dev/null 2>&1
+}
+
+cmd_status() {
+  local pid
+  if pid="$(broker_pid)" && port_open "$KAFKA_HOST" "$KAFKA_PORT"; then
+    printf 'kafka %s listening on %s:%s (pid %s)\n' "$(kafka_version)" "$KAFKA_HOST" "$KAFKA_PORT" "$pid"
+    return 0
+  fi
+  if [[ -n "${pid:-}" ]]; then
+    printf 'kafka: pid %s is running but %s:%s does not answer\n' "$pid" "$KAFKA_HOST" "$KAFKA_PORT"
+  else
+    printf 'kafka: not running\n'
+  fi
+  return 1
+}
+
+cmd_reset() {
+  cmd_stop
+  rm -rf "$DATA_DIR" "$CLUSTER_ID_FILE"
+  log "deleted ${DATA_DIR#"${IKD_ROOT}/"}; next start formats a fresh cluster"
+}
+
+usage() {
+  sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+}
+
+main() {
+  local cmd="${1:-}"
+  case "$cmd" in
+  fetch | start | stop | restart | reset) take_lock kafka ;;
+  esac
+  case "$cmd" in
+  fetch) cmd_fetch ;;
+  start) cmd_start ;;
+  stop) cmd_stop ;;
+  restart) cmd_stop && cmd_start ;;
+  status) cmd_status ;;
+  version) kafka_version ;;
+  reset) cmd_reset ;;
+  -h | --help | help) usage ;;
+  *)
+    usage >&2
+    exit 2
+    ;;
+  esac
+}
+
+main "$@"
