@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 
 import typer
 
+from ikd_shared.db import migrate
 from ikd_shared.kafka import ensure_topics, wait_for_broker
 
 app = typer.Typer(help="Operate the IKD MPP platform.", no_args_is_help=True)
@@ -35,3 +37,17 @@ def topics_ensure(
 
     created = asyncio.run(run())
     typer.echo(f"topics: {len(created)} created" + (f" ({', '.join(created)})" if created else ""))
+
+
+db_app = typer.Typer(help="Service databases.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("migrate")
+def db_migrate(
+    migrations: Path = typer.Argument(..., exists=True, file_okay=False, help="yoyo folder"),
+    dsn: str = typer.Argument(..., help="postgresql:// URL of the database's owner role"),
+) -> None:
+    """Apply a service's pending migrations to its database."""
+    applied = migrate(dsn, migrations)
+    typer.echo(f"{migrations.parent.name}: {applied} migrations applied")
