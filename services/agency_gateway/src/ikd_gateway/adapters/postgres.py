@@ -1,0 +1,338 @@
+"""PostgreSQL adapters: all of the gateway's SQL lives here (asyncpg)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import asyncpg
+
+from ikd_gateway.domain.model import CitizenView, ConsentSet, SourcePosition
+from ikd_gateway.service_layer import unit_of_work as uow_types
+from ikd_gateway.service_layer.unit_of_work import (
+    Attempt,
+    Endpoint,
+    UnitOfWork,
+    WebhookMessage,
+)
+from ikd_shared.events.access_v1 import AccessRecorded
+from ikd_shared.events.consent_v1 import Consent
+
+_SELECT_VIEW = """SELECT pseudonym, version, data, expires, next_expiry, verified_at, erased,
+    source_partition, source_offset FROM citizen_view WHERE pseudonym = $1"""
+_SELECT_VIEW_FOR_UPDATE = _SELECT_VIEW + " FOR UPDATE"
+
+
+def _view_args(view: CitizenView) -> tuple[Any, ...]:
+    return (
+        view.pseudonym,
+        view.version,
+        dict(view.data),
+        {name: until.isoformat() for name, until in view.expires.items()},
+        view.next_expiry,
+        view.verified_at,
+        view.erased,
+        view.source.partition if view.source else None,
+        view.source.offset if view.source else None,
+    )
+
+
+def _view_from(row: asyncpg.Record | Mapping[str, Any]) -> CitizenView:
+    source = None
+    if row["source_partition"] is not None:
+        source = SourcePosition(row["source_partition"], row["source_offset"])
+    return CitizenView(
+        pseudonym=row["pseudonym"],
+        version=row["version"],
+        data=row["data"],
+        expires={name: dt.datetime.fromisoformat(until) for name, until in row["expires"].items()},
+        verified_at=row["verified_at"],
+        erased=row["erased"],
+        source=source,
+    )
+
+
+class PgViews(uow_types.ViewRepository):
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def get(self, pseudonym: str, *, for_update: bool = False) -> CitizenView | None:
+        row = await self.conn.fetchrow(
+            _SELECT_VIEW_FOR_UPDATE if for_update else _SELECT_VIEW, pseudonym
+        )
+        return _view_from(row) if row else None
+
+    async def upsert_newer(self, view: CitizenView) -> bool:
+        row = await self.conn.fetchrow(
+            """INSERT INTO citizen_view (pseudonym, version, data, expires, next_expiry,
+                  verified_at, erased, source_partition, source_offset)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                ON CONFLICT (pseudonym) DO UPDATE SET
+                  version = EXCLUDED.version, data = EXCLUDED.data, expires = EXCLUDED.expires,
+                  next_expiry = EXCLUDED.next_expiry, verified_at = EXCLUDED.verified_at,
+                  erased = EXCLUDED.erased, source_partition = EXCLUDED.source_partition,
+                  source_offset = EXCLUDED.source_offset, updated_at = now()
+                WHERE citizen_view.version < EXCLUDED.version
+                RETURNING version""",
+            *_view_args(view),
+        )
+        return row is not None
+
+    async def replace_same_version(self, view: CitizenView) -> bool:
+        status = await self.conn.execute(
+            """UPDATE citizen_view SET data = $3, expires = $4, next_expiry = $5,
+                 verified_at = $6, erased = $7, source_partition = $8, source_offset = $9,
+                 updated_at = now()
+               WHERE pseudonym = $1 AND version = $2""",
+            *_view_args(view),
+        )
+        return bool(status == "UPDATE 1")
+
+    async def due_for_expiry(self, now: dt.datetime, limit: int) -> Sequence[CitizenView]:
+        rows = await self.conn.fetch(
+            """SELECT pseudonym, version, data, expires, next_expiry, verified_at, erased,
+                  source_partition, source_offset FROM citizen_view WHERE next_expiry <= $1
+                ORDER BY next_expiry LIMIT $2""",
+            now,
+            limit,
+        )
+        return [_view_from(row) for row in rows]
+
+
+class PgConsents(uow_types.ConsentRepository):
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def get(self, pseudonym: str) -> ConsentSet | None:
+        row = await self.conn.fetchrow(
+            "SELECT consents_version, consents FROM citizen_consents WHERE pseudonym = $1",
+            pseudonym,
+        )
+        if row is None:
+            return None
+        consents = tuple(Consent.model_validate(c) for c in row["consents"])
+        return ConsentSet(pseudonym, row["consents_version"], consents)
+
+    async def replace_newer(self, consents: ConsentSet) -> bool:
+        row = await self.conn.fetchrow(
+            """INSERT INTO citizen_consents (pseudonym, consents_version, consents)
+               VALUES ($1, $2, $3)
+               ON CONFLICT (pseudonym) DO UPDATE SET consents_version = EXCLUDED.consents_version,
+                 consents = EXCLUDED.consents, updated_at = now()
+               WHERE citizen_consents.consents_version < EXCLUDED.consents_version
+               RETURNING consents_version""",
+            consents.pseudonym,
+            consents.version,
+            [c.model_dump(mode="json") for c in consents.consents],
+        )
+        return row is not None
+
+    async def delete(self, pseudonym: str) -> None:
+        await self.conn.execute("DELETE FROM citizen_consents WHERE pseudonym = $1", pseudonym)
+
+
+class PgProcessed(uow_types.ProcessedEvents):
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def add(self, consumer: str, event_id: str) -> bool:
+        status = await self.conn.execute(
+            """INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)
+               ON CONFLICT DO NOTHING""",
+            consumer,
+            event_id,
+        )
+        return bool(status == "INSERT 0 1")
+
+
+class PgOutbox(uow_types.AccessOutbox):
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def add(self, event: AccessRecorded) -> None:
+        await self.conn.execute(
+            "INSERT INTO access_outbox (access_id, record_key, payload) VALUES ($1, $2, $3)",
+            event.access_id,
+            event.pseudonym or f"agency:{event.agency}",
+            event.model_dump(mode="json"),
+        )
+
+
+def _endpoint_from(row: asyncpg.Record | Mapping[str, Any]) -> Endpoint:
+    return Endpoint(
+        id=row["id"],
+        url=row["url"],
+        service=row["service"],
+        secret=row["secret"],
+        enabled=row["enabled"],
+        description=row["description"],
+        disabled_reason=row["disabled_reason"],
+        created_at=row["created_at"],
+    )
+
+
+def _message_from(row: asyncpg.Record | Mapping[str, Any]) -> WebhookMessage:
+    return WebhookMessage(
+        id=row["id"],
+        endpoint_id=row["endpoint_id"],
+        pseudonym=row["pseudonym"],
+        version=row["version"],
+        event_type=row["event_type"],
+        changed_fields=tuple(row["changed_fields"]),
+        attempts=row["attempts"],
+        status=row["status"],
+    )
+
+
+class PgWebhooks(uow_types.WebhookRepository):
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def add_endpoint(self, endpoint: Endpoint, created_by: str) -> None:
+        await self.conn.execute(
+            """INSERT INTO webhook_endpoints (id, url, service, description, secret, created_by)
+               VALUES ($1, $2, $3, $4, $5, $6)""",
+            endpoint.id,
+            endpoint.url,
+            endpoint.service,
+            endpoint.description,
+            endpoint.secret,
+            created_by,
+        )
+
+    async def endpoints(self, *, enabled_only: bool = False) -> Sequence[Endpoint]:
+        rows = await self.conn.fetch(
+            "SELECT * FROM webhook_endpoints WHERE enabled OR NOT $1 ORDER BY created_at",
+            enabled_only,
+        )
+        return [_endpoint_from(row) for row in rows]
+
+    async def endpoint(self, endpoint_id: uuid.UUID) -> Endpoint | None:
+        row = await self.conn.fetchrow("SELECT * FROM webhook_endpoints WHERE id = $1", endpoint_id)
+        return _endpoint_from(row) if row else None
+
+    async def disable_endpoint(self, endpoint_id: uuid.UUID, reason: str) -> None:
+        await self.conn.execute(
+            """UPDATE webhook_endpoints SET enabled = false, disabled_reason = $2,
+               updated_at = now() WHERE id = $1""",
+            endpoint_id,
+            reason,
+        )
+        await self.conn.execute(
+            """UPDATE webhook_messages SET status = 'cancelled', updated_at = now()
+               WHERE endpoint_id = $1 AND status = 'pending'""",
+            endpoint_id,
+        )
+
+    async def enqueue(self, message: WebhookMessage) -> None:
+        await self.conn.execute(
+            """INSERT INTO webhook_messages (id, endpoint_id, pseudonym, version, event_type,
+               changed_fields) VALUES ($1, $2, $3, $4, $5, $6)""",
+            message.id,
+            message.endpoint_id,
+            message.pseudonym,
+            message.version,
+            message.event_type,
+            list(message.changed_fields),
+        )
+
+    async def claim_due(
+        self, now: dt.datetime, limit: int, lease: dt.timedelta
+    ) -> Sequence[WebhookMessage]:
+        rows = await self.conn.fetch(
+            """UPDATE webhook_messages SET next_attempt_at = $1 + $3::interval, updated_at = now()
+               WHERE id IN (SELECT id FROM webhook_messages
+                            WHERE status = 'pending' AND next_attempt_at <= $1
+                            ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+               RETURNING *""",
+            now,
+            limit,
+            lease,
+        )
+        return [_message_from(row) for row in rows]
+
+    async def message(self, message_id: uuid.UUID) -> WebhookMessage | None:
+        row = await self.conn.fetchrow("SELECT * FROM webhook_messages WHERE id = $1", message_id)
+        return _message_from(row) if row else None
+
+    async def record_attempt(self, attempt: Attempt) -> None:
+        await self.conn.execute(
+            """INSERT INTO webhook_attempts (message_id, endpoint_id, attempt, status_code, error,
+               duration_ms, outcome) VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+            attempt.message_id,
+            attempt.endpoint_id,
+            attempt.attempt,
+            attempt.status_code,
+            attempt.error,
+            attempt.duration_ms,
+            attempt.outcome,
+        )
+
+    async def set_status(
+        self,
+        message_id: uuid.UUID,
+        status: str,
+        *,
+        attempts: int,
+        next_attempt_at: dt.datetime | None = None,
+    ) -> None:
+        await self.conn.execute(
+            """UPDATE webhook_messages SET status = $2, attempts = $3,
+                 next_attempt_at = COALESCE($4, next_attempt_at), updated_at = now()
+               WHERE id = $1""",
+            message_id,
+            status,
+            attempts,
+            next_attempt_at,
+        )
+
+    async def cancel_pending(self, pseudonym: str) -> int:
+        status = await self.conn.execute(
+            """UPDATE webhook_messages SET status = 'cancelled', updated_at = now()
+               WHERE pseudonym = $1 AND status = 'pending'""",
+            pseudonym,
+        )
+        return int(status.split()[-1])
+
+
+class PgUnitOfWork(UnitOfWork):
+    """One pooled connection and one transaction for the length of an `async with` block."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._conn: Any = None
+        self._tx: Any = None
+
+    async def __aenter__(self) -> PgUnitOfWork:
+        self._conn = await self.pool.acquire()
+        self._tx = self._conn.transaction()
+        await self._tx.start()
+        self.views = PgViews(self._conn)
+        self.consents = PgConsents(self._conn)
+        self.processed = PgProcessed(self._conn)
+        self.outbox = PgOutbox(self._conn)
+        self.webhooks = PgWebhooks(self._conn)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            await self.rollback()
+        finally:
+            if self._conn is not None:
+                await self.pool.release(self._conn)
+                self._conn = None
+
+    async def lock_citizen(self, pseudonym: str) -> None:
+        await self._conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", pseudonym)
+
+    async def commit(self) -> None:
+        if self._tx is not None:
+            await self._tx.commit()
+            self._tx = None
+
+    async def rollback(self) -> None:
+        if self._tx is not None:
+            tx, self._tx = self._tx, None
+            await tx.rollback()

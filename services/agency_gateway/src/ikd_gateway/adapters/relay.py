@@ -1,0 +1,103 @@
+"""Access-event outbox relay: publishes `access_outbox` rows to the audit topic, in order.
+
+Why an outbox. The gateway must never serve citizen data without an audit record (UU PDP:
+a record of all processing; the citizen's trail). Sending the access event to Kafka *before*
+answering would tie every prefill to the broker's availability and still leave a window where
+the answer goes out and the send fails; sending it *after* loses it if the process dies in
+between. Instead the access event is inserted into `access_outbox` in the same PostgreSQL
+transaction that reads the view (prefill), writes the view (stream) or logs a webhook attempt:
+if the transaction commits, the audit record is durable before any byte of data leaves, and if
+it rolls back, nothing was served. This relay then publishes the rows with an idempotent
+producer (acks=all) and deletes them only after the broker acknowledged them. A crash between
+send and delete re-sends the same event with the same CloudEvent id (`access_id`), which the
+audit service deduplicates. Several relays (the API and the worker each run one) can share the
+table: rows are claimed with FOR UPDATE SKIP LOCKED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from ikd_shared.events import to_cloudevent
+from ikd_shared.events.access_v1 import AccessRecorded
+from ikd_shared.events.envelope import to_kafka
+
+log = logging.getLogger(__name__)
+
+
+class AccessRelay:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        *,
+        topic: str,
+        source: str,
+        interval: float = 0.2,
+        batch_size: int = 500,
+    ) -> None:
+        self.pool = pool
+        self.producer = producer
+        self.topic = topic
+        self.source = source
+        self.interval = interval
+        self.batch_size = batch_size
+        self._wake = asyncio.Event()
+        self.published = 0
+
+    def wake(self) -> None:
+        """Called after a commit that added outbox rows, to publish without waiting."""
+        self._wake.set()
+
+    async def publish_batch(self) -> int:
+        """Publish one batch of outbox rows; return how many were published."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                """SELECT position, access_id, record_key, payload FROM access_outbox
+                   ORDER BY position LIMIT $1 FOR UPDATE SKIP LOCKED""",
+                self.batch_size,
+            )
+            if not rows:
+                return 0
+            futures = [await self._send(row) for row in rows]
+            await asyncio.gather(*futures)
+            await conn.execute(
+                "DELETE FROM access_outbox WHERE position = ANY($1::bigint[])",
+                [row["position"] for row in rows],
+            )
+        self.published += len(rows)
+        return len(rows)
+
+    async def _send(self, row: Any) -> Any:
+        event = AccessRecorded.model_validate(row["payload"])
+        cloud_event = to_cloudevent(
+            event,
+            source=self.source,
+            key=row["record_key"],
+            event_id=str(event.access_id),
+            time=event.occurred_at,
+        )
+        record = to_kafka(cloud_event)
+        return await self.producer.send(
+            self.topic, value=record.value, key=record.key, headers=record.headers
+        )
+
+    async def run(self) -> None:
+        """Publish until cancelled; a failed batch is retried after the interval."""
+        while True:
+            self._wake.clear()
+            try:
+                while await self.publish_batch() == self.batch_size:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("access relay batch failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.interval)

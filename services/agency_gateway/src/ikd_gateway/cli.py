@@ -1,0 +1,141 @@
+"""`ikd-gateway`: migrate, run the worker and the API of one agency, check a policy file.
+
+The faust worker owns its event loop, so the stream worker and the HTTP API are separate
+processes: `worker` and `api`; `serve` starts both as child processes and stops both when
+either ends or on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ikd_gateway.config import DEFAULT_POLICY, GatewaySettings
+from ikd_shared.settings import load_settings
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
+app = typer.Typer(help="IKD agency gateway (one deployment per agency)", no_args_is_help=True)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the gateway's migrations with IKD_GATEWAY_MIGRATION_DATABASE_URL (owner role)."""
+    from ikd_shared.db import migrate as run_migrations
+
+    settings = load_settings(GatewaySettings)
+    if settings.migration_database_url is None:
+        print("ikd_gateway: setting IKD_GATEWAY_MIGRATION_DATABASE_URL is missing", file=sys.stderr)
+        raise typer.Exit(2)
+    applied = run_migrations(str(settings.migration_database_url), MIGRATIONS)
+    print(f"applied {applied} migrations to the view of {settings.agency}")
+
+
+@app.command("check-policy")
+def check_policy(
+    file: Annotated[Path, typer.Option(help="policy YAML")] = DEFAULT_POLICY,
+    agency: Annotated[str | None, typer.Option(help="also check this agency is in it")] = None,
+) -> None:
+    """Validate a policy file and summarise it."""
+    from ikd_gateway.domain.policy import PolicyError, load_policy
+
+    try:
+        policy = load_policy(file)
+        if agency:
+            policy.agency(agency)
+    except PolicyError as error:
+        print(f"ikd_gateway: invalid policy: {error}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    services = sum(len(a.services) for a in policy.agencies)
+    print(f"{policy.mpp.name}: {len(policy.agencies)} agencies, {services} services")
+    for item in policy.agencies:
+        consent = [s.code for s in item.services if s.needs_consent]
+        print(
+            f"  {item.code:34} {item.kind.value:20} services={len(item.services)}"
+            f" consent-based={','.join(consent) or '-'}"
+        )
+
+
+@app.command()
+def api() -> None:
+    """Serve the prefill and webhook API (uvicorn) on IKD_GATEWAY_HOST:IKD_GATEWAY_PORT."""
+    import uvicorn
+
+    from ikd_gateway.bootstrap import bootstrap, configure_logging
+    from ikd_gateway.entrypoints.api import create_app
+
+    settings = load_settings(GatewaySettings)
+    configure_logging()
+    gateway = bootstrap(settings)
+    uvicorn.run(
+        create_app(gateway),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+    )
+
+
+@app.command()
+def worker(loglevel: Annotated[str, typer.Option()] = "INFO") -> None:
+    """Consume the profile and consent topics into the view; relay, webhooks, retention."""
+    from ikd_gateway.bootstrap import bootstrap
+    from ikd_gateway.entrypoints.worker import run_worker
+
+    settings = load_settings(GatewaySettings)
+    run_worker(bootstrap(settings), loglevel=loglevel)
+
+
+@app.command()
+def serve() -> None:
+    """Run `worker` and `api` side by side as child processes."""
+    settings = load_settings(GatewaySettings)
+    from ikd_gateway.bootstrap import check_or_exit
+
+    check_or_exit(settings)
+    command = [sys.executable, "-m", "ikd_gateway"]
+    children = [subprocess.Popen([*command, "worker"]), subprocess.Popen([*command, "api"])]  # noqa: S603
+
+    def stop(*_: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+    finally:
+        stop()
+        codes = [child.wait(timeout=30) for child in children]
+    raise typer.Exit(max(abs(code) for code in codes))
+
+
+@app.command("example-receiver")
+def example_receiver(
+    port: Annotated[int, typer.Option()] = 18200,
+    secret: Annotated[
+        str | None, typer.Option(help="whsec_... (or IKD_GATEWAY_RECEIVER_SECRET)")
+    ] = None,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+) -> None:
+    """Run the example receiver that verifies signatures and deduplicates by webhook-id."""
+    import uvicorn
+
+    from ikd_gateway.bootstrap import configure_logging
+    from ikd_gateway.entrypoints.receiver import create_receiver_app
+
+    secret = secret or os.environ.get("IKD_GATEWAY_RECEIVER_SECRET")
+    if not secret:
+        print("ikd_gateway: give --secret or IKD_GATEWAY_RECEIVER_SECRET", file=sys.stderr)
+        raise typer.Exit(2)
+    configure_logging()
+    uvicorn.run(create_receiver_app(secret), host=host, port=port, log_config=None)

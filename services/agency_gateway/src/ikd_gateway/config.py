@@ -1,0 +1,64 @@
+"""Settings of one gateway deployment (env prefix IKD_GATEWAY_); one agency per deployment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, PostgresDsn, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from ikd_shared.legal import CODE_PATTERN
+from ikd_shared.settings import ServiceSettings
+
+REPO_ROOT = Path(__file__).resolve().parents[4]
+DEFAULT_POLICY = REPO_ROOT / "deploy" / "policies" / "mpp-kabupaten-cirebon.yaml"
+
+
+class GatewaySettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="IKD_GATEWAY_", extra="ignore", frozen=True)
+
+    agency: Annotated[str, Field(pattern=CODE_PATTERN)] = Field(
+        description="the agency this deployment serves (a code from the policy file)"
+    )
+    policy_file: Path = Field(default=DEFAULT_POLICY, description="the MPP's policy YAML")
+    database_url: PostgresDsn = Field(description="runtime role (<db>_app) of the agency's DB")
+    migration_database_url: PostgresDsn | None = Field(
+        default=None, description="owner role (<db>_owner); only `ikd-gateway migrate` needs it"
+    )
+    token_jwks: str = Field(description="identity's token JWKS: inline JSON or @path")
+    token_issuer: str = "ikd-identity"  # noqa: S105 - an issuer name, not a secret
+    token_audience: str = "ikd-gateway"  # noqa: S105 - an audience name
+    host: str = "127.0.0.1"
+    port: int = Field(default=18100, ge=1, le=65535)
+    data_dir: Path | None = Field(
+        default=None, description="faust data dir; default .run/gateway/<agency>/ in the repo"
+    )
+    worker_web_port: int | None = Field(
+        default=None, description="faust's own web server (metrics); disabled when unset"
+    )
+    relay_interval_seconds: float = Field(default=0.2, gt=0, le=60)
+    retention_check_seconds: float = Field(default=60.0, gt=0)
+    webhook_max_attempts: int = Field(default=8, ge=1, le=30)
+    webhook_backoff_base_seconds: float = Field(default=2.0, gt=0)
+    webhook_backoff_max_seconds: float = Field(default=3600.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    webhook_poll_seconds: float = Field(default=0.2, gt=0, le=60)
+    webhook_allow_private_targets: bool = Field(
+        default=False,
+        description="allow loopback/private webhook URLs; honoured only in development",
+    )
+    receiver_secret: SecretStr | None = Field(
+        default=None, description="whsec_... secret of the example receiver"
+    )
+
+    @property
+    def consumer_group(self) -> str:
+        return f"ikd-gateway-{self.agency}"
+
+    @property
+    def private_targets_allowed(self) -> bool:
+        return self.is_development and self.webhook_allow_private_targets
+
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir or REPO_ROOT / ".run" / "gateway" / self.agency

@@ -1,0 +1,280 @@
+"""The agency's HTTP API: prefill and webhook endpoint management (FastAPI, OpenAPI at /docs).
+
+Only the agency this gateway serves may call it: a token from the identity service with
+audience `ikd-gateway`, the agency's code in its `agency` claim and the route's scope. Every
+answer and every refusal of a prefill request leaves an access event in the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Path, Query, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+
+from ikd_gateway.adapters.webhooks import generate_secret
+from ikd_gateway.bootstrap import Gateway
+from ikd_gateway.domain import errors
+from ikd_gateway.service_layer import handlers
+from ikd_gateway.service_layer.webhooks import register_endpoint
+from ikd_shared.api import BodySizeLimit, install_error_handlers
+from ikd_shared.auth import AuthError, Principal, Scope
+from ikd_shared.legal import LegalBasis
+
+bearer = HTTPBearer(auto_error=False, description="access token from the identity service")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+class PurposeOut(BaseModel):
+    code: str
+    text: str
+
+
+class PrefillResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"description": "one service's granted fields"})
+
+    agency: str
+    service: str
+    pseudonym: str
+    version: int = Field(description="profile version the fields come from")
+    verified_at: dt.datetime = Field(description="when the IKD credential was last verified")
+    purpose: PurposeOut
+    legal_basis: LegalBasis
+    fields: dict[str, Any] = Field(description="exactly the fields this service is granted")
+
+
+class EndpointIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: HttpUrl
+    service: str = Field(max_length=48, description="the agency service whose fields to push")
+    description: str | None = Field(default=None, max_length=200)
+
+
+class EndpointOut(BaseModel):
+    id: uuid.UUID
+    url: str
+    service: str
+    description: str | None
+    enabled: bool
+    disabled_reason: str | None = None
+
+
+class EndpointCreated(EndpointOut):
+    secret: str = Field(description="whsec_... signing secret; shown only once")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "ikd_gateway_http_requests",
+            "HTTP requests",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.prefill_seconds = Histogram(
+            "ikd_gateway_prefill_seconds",
+            "prefill latency incl. audit write",
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
+
+
+def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
+    agency = gateway.ctx.agency
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if manage_lifecycle:
+            await gateway.start()
+        relay_task = None
+        if gateway.relay is not None and manage_lifecycle:
+            relay_task = asyncio.create_task(gateway.relay.run(), name="access-relay")
+        try:
+            yield
+        finally:
+            if relay_task is not None:
+                relay_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await relay_task
+                await gateway.relay.publish_batch() if gateway.relay else None
+            if manage_lifecycle:
+                await gateway.stop()
+
+    app = FastAPI(
+        title=f"IKD agency gateway: {agency.name}",
+        version="1.0.0",
+        description=(
+            f"Prefill and webhooks for `{agency.code}`. Every answer, push and refusal "
+            "is recorded as an access event for the citizen's audit trail."
+        ),
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=16 * 1024)
+
+    def authenticate(credentials: HTTPAuthorizationCredentials | None, scope: Scope) -> Principal:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise errors.Unauthenticated("a bearer token is required")
+        assert gateway.verifier is not None
+        try:
+            principal = gateway.verifier.verify(credentials.credentials)
+        except AuthError as error:
+            raise errors.Unauthenticated(str(error), code=error.code) from None
+        if principal.agency != agency.code:
+            raise errors.WrongAgency(f"this gateway serves {agency.code} only")
+        if not principal.has(scope):
+            raise errors.MissingScope(f"the token lacks scope {scope.value}")
+        return principal
+
+    def wake_relay() -> None:
+        if gateway.relay is not None:
+            gateway.relay.wake()
+
+    @app.middleware("http")
+    async def count(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        route = request.scope.get("route")
+        metrics.requests.labels(
+            getattr(route, "path", "unmatched"), str(response.status_code)
+        ).inc()
+        return response
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        try:
+            assert gateway.pool is not None
+            await gateway.pool.fetchval("SELECT 1")
+        except Exception:
+            return Response('{"status":"unavailable"}', 503, media_type="application/json")
+        return Response('{"status":"ready"}', media_type="application/json")
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get(
+        "/v1/prefill/{service}",
+        response_model=PrefillResponse,
+        responses={401: {}, 403: {}, 404: {}, 400: {}},
+    )
+    async def prefill(
+        request: Request,
+        credentials: Credentials,
+        service: Annotated[str, Path(max_length=64)],
+        nik: Annotated[str | None, Query(max_length=32)] = None,
+        pseudonym: Annotated[str | None, Query(max_length=128)] = None,
+    ) -> PrefillResponse:
+        """One citizen's fields for one of the agency's services: exactly what it is granted.
+
+        Look the citizen up by `nik` (only where the service is granted the NIK) or by
+        `pseudonym`. 404 for an unknown citizen; 403 for another agency's token, a service
+        that is not this agency's, or a consent the citizen has not given.
+        """
+        started = time.perf_counter()
+        correlation = request.headers.get("x-request-id", str(uuid.uuid4()))[:64]
+        try:
+            authenticate(credentials, Scope.PREFILL)
+            answer = await handlers.prefill(
+                gateway.uow_factory()(),
+                gateway.ctx,
+                service_code=service,
+                nik=nik,
+                pseudonym=pseudonym,
+                correlation_id=correlation,
+            )
+        except (errors.GatewayError, handlers.DeniedRequest) as failure:
+            if isinstance(failure, handlers.DeniedRequest):
+                error, denial = failure.error, failure.denial
+            else:
+                error, denial = failure, handlers.Denial(service=service)
+            await handlers.record_denial(
+                gateway.uow_factory()(), gateway.ctx, error, denial, correlation_id=correlation
+            )
+            wake_relay()
+            raise error from None
+        wake_relay()
+        metrics.prefill_seconds.observe(time.perf_counter() - started)
+        return PrefillResponse(
+            agency=agency.code,
+            service=answer.service.code,
+            pseudonym=answer.pseudonym,
+            version=answer.version,
+            verified_at=answer.verified_at,
+            purpose=PurposeOut(code=answer.service.purpose.code, text=answer.service.purpose.text),
+            legal_basis=answer.service.legal_basis,
+            fields=answer.fields,
+        )
+
+    @app.post("/v1/webhooks/endpoints", status_code=201, response_model=EndpointCreated)
+    async def create_endpoint(credentials: Credentials, body: EndpointIn) -> EndpointCreated:
+        """Register a URL to receive signed pushes of one service's fields (Standard Webhooks)."""
+        principal = authenticate(credentials, Scope.WEBHOOKS)
+        endpoint = await register_endpoint(
+            gateway.uow_factory(),
+            gateway.ctx,
+            url=str(body.url),
+            service=body.service,
+            description=body.description,
+            created_by=principal.client_id,
+            check=gateway.check_target,
+            secret=generate_secret(),
+        )
+        return EndpointCreated(
+            id=endpoint.id,
+            url=endpoint.url,
+            service=endpoint.service,
+            description=endpoint.description,
+            enabled=True,
+            secret=endpoint.secret,
+        )
+
+    @app.get("/v1/webhooks/endpoints", response_model=list[EndpointOut])
+    async def list_endpoints(credentials: Credentials) -> list[EndpointOut]:
+        authenticate(credentials, Scope.WEBHOOKS)
+        async with gateway.uow_factory()() as uow:
+            endpoints = await uow.webhooks.endpoints()
+        return [
+            EndpointOut(
+                id=e.id,
+                url=e.url,
+                service=e.service,
+                description=e.description,
+                enabled=e.enabled,
+                disabled_reason=e.disabled_reason,
+            )
+            for e in endpoints
+        ]
+
+    @app.delete("/v1/webhooks/endpoints/{endpoint_id}", status_code=204)
+    async def disable_endpoint(credentials: Credentials, endpoint_id: uuid.UUID) -> Response:
+        """Disable an endpoint; pending deliveries to it are cancelled."""
+        principal = authenticate(credentials, Scope.WEBHOOKS)
+        async with gateway.uow_factory()() as uow:
+            if await uow.webhooks.endpoint(endpoint_id) is None:
+                raise errors.EndpointNotFound("no such endpoint")
+            await uow.webhooks.disable_endpoint(endpoint_id, f"disabled by {principal.client_id}")
+            await uow.commit()
+        return Response(status_code=204)
+
+    return app

@@ -1,0 +1,349 @@
+"""The stream worker: a faust-streaming app in the agency's own consumer group.
+
+Two agents consume the profile and consent topics (`at_least_once`: offsets are committed only
+after the handler returned). Handlers are idempotent and version-guarded, so the records a crash
+makes Kafka redeliver change nothing. A record that is not a valid event goes to the gateway
+dead-letter topic with the reason and the stream moves on; a database or broker outage is
+retried until it passes, never skipped.
+
+Beside the agents the worker runs the access-event relay, the webhook dispatcher and the
+retention sweep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from ikd_gateway.bootstrap import SERVICE, Gateway
+from ikd_gateway.domain.model import SourcePosition
+from ikd_gateway.service_layer import handlers
+from ikd_shared.events import decode, topics
+from ikd_shared.events.consent_v1 import EVENTS as CONSENT_EVENTS
+from ikd_shared.events.envelope import EnvelopeError, from_kafka
+from ikd_shared.events.profile_v1 import EVENTS as PROFILE_EVENTS
+from ikd_shared.events.profile_v1 import TOMBSTONE_TYPE, ProfileUpdated, ProfileVerified
+from ikd_shared.kafka import dead_letter_headers
+from ikd_shared.pseudonym import is_pseudonym
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TRANSIENT = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    OSError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+)
+
+
+class PoisonRecord(Exception):
+    """A record the gateway can never process; it goes to the dead-letter topic."""
+
+
+def read_profile_record(
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes | None]],
+    source: SourcePosition | None,
+) -> handlers.ProfileRecord:
+    try:
+        event = from_kafka(key, value, headers)
+    except EnvelopeError as error:
+        raise PoisonRecord(f"envelope: {error}") from None
+    if event.key is None or not is_pseudonym(event.key):
+        raise PoisonRecord("record key is not a citizen pseudonym")
+    if event.is_tombstone:
+        if event.type != TOMBSTONE_TYPE:
+            raise PoisonRecord(f"a record without value has type {event.type!r}")
+        return handlers.ProfileRecord(event.id, event.key, None, source)
+    try:
+        payload = decode(event, PROFILE_EVENTS)
+    except EnvelopeError as error:
+        raise PoisonRecord(f"{type(error).__name__}: {error}") from None
+    if payload.pseudonym != event.key:
+        raise PoisonRecord("the event's pseudonym differs from the record key")
+    return handlers.ProfileRecord(event.id, event.key, payload, source)
+
+
+def read_consent_record(
+    key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]]
+) -> handlers.ConsentRecord:
+    try:
+        event = from_kafka(key, value, headers)
+        if event.key is None or not is_pseudonym(event.key):
+            raise PoisonRecord("record key is not a citizen pseudonym")
+        if event.is_tombstone:
+            raise PoisonRecord("a consent record without value")
+        payload = decode(event, CONSENT_EVENTS)
+    except EnvelopeError as error:
+        raise PoisonRecord(f"{type(error).__name__}: {error}") from None
+    if payload.pseudonym != event.key:
+        raise PoisonRecord("the event's pseudonym differs from the record key")
+    return handlers.ConsentRecord(event.id, event.key, payload)
+
+
+class StreamProcessor:
+    """What the agents do with each record; independent of faust so it can be reused."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self._started = asyncio.Lock()
+        self._ready = False
+        self._refetch_consumer: AIOKafkaConsumer | None = None
+        self._refetch_lock = asyncio.Lock()
+        self.dead_lettered = 0
+
+    async def ready(self) -> None:
+        if self._ready:
+            return
+        async with self._started:
+            if not self._ready:
+                await self.gateway.start()
+                self._ready = True
+
+    async def retry_transient(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        delay = 0.2
+        while True:
+            try:
+                return await call()
+            except TRANSIENT as error:
+                log.warning("%s failed (%s); retrying in %.1fs", what, error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def dead_letter(
+        self,
+        reason: str,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes | None]],
+    ) -> None:
+        producer = self.gateway.producer
+        assert producer is not None
+        kept = [(name, raw) for name, raw in headers if raw is not None]
+        kept += dead_letter_headers(
+            reason,
+            source_topic=topic,
+            partition=partition,
+            offset=offset,
+            service=f"{SERVICE}:{self.gateway.ctx.agency.code}",
+        )
+        await producer.send_and_wait(
+            self.gateway.topic(topics.GATEWAY_DEAD_LETTER), key=key, value=value, headers=kept
+        )
+        self.dead_lettered += 1
+        log.warning("dead-lettered %s[%d]@%d: %s", topic, partition, offset, reason)
+
+    async def on_profile(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes | None]],
+    ) -> None:
+        await self.ready()
+        try:
+            record = read_profile_record(key, value, headers, SourcePosition(partition, offset))
+        except PoisonRecord as poison:
+            await self.dead_letter(str(poison), topic, partition, offset, key, value, headers)
+            return
+        uow_factory = self.gateway.uow_factory()
+        await self.retry_transient(
+            "profile write", lambda: handlers.apply_profile(uow_factory(), self.gateway.ctx, record)
+        )
+        self._wake_relay()
+
+    async def on_consent(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes | None]],
+    ) -> None:
+        await self.ready()
+        try:
+            record = read_consent_record(key, value, headers)
+        except PoisonRecord as poison:
+            await self.dead_letter(str(poison), topic, partition, offset, key, value, headers)
+            return
+        uow_factory = self.gateway.uow_factory()
+        result = await self.retry_transient(
+            "consent write",
+            lambda: handlers.apply_consents(uow_factory(), self.gateway.ctx, record),
+        )
+        if result.refetch is not None:
+            await self.refetch(record.pseudonym, result.refetch)
+        self._wake_relay()
+
+    async def refetch(self, pseudonym: str, source: SourcePosition) -> None:
+        """Re-read the stored profile version from the topic and re-project it.
+
+        A consent just granted fields the row does not hold (the view never keeps what it may
+        not): Kafka still has the record, at the position stored in the row.
+        """
+        topic = self.gateway.topic(topics.PROFILE)
+        partition = TopicPartition(topic, source.partition)
+        async with self._refetch_lock:
+            if self._refetch_consumer is None:
+                self._refetch_consumer = AIOKafkaConsumer(
+                    bootstrap_servers=self.gateway.settings.kafka_bootstrap_servers,
+                    enable_auto_commit=False,
+                    group_id=None,
+                )
+                await self._refetch_consumer.start()
+            consumer = self._refetch_consumer
+            consumer.assign([partition])
+            consumer.seek(partition, source.offset)
+            batch = await consumer.getmany(partition, timeout_ms=5000, max_records=1)
+        messages = batch.get(partition, [])
+        if not messages or messages[0].offset != source.offset:
+            log.info(
+                "profile record %s@%d is gone (compacted); a newer one will follow",
+                topic,
+                source.offset,
+            )
+            return
+        message = messages[0]
+        try:
+            record = read_profile_record(message.key, message.value, message.headers, source)
+        except PoisonRecord:
+            return
+        if record.pseudonym != pseudonym or not isinstance(
+            record.event, ProfileVerified | ProfileUpdated
+        ):
+            return
+        uow_factory = self.gateway.uow_factory()
+        await self.retry_transient(
+            "profile re-projection",
+            lambda: handlers.apply_profile(uow_factory(), self.gateway.ctx, record, reapply=True),
+        )
+
+    def _wake_relay(self) -> None:
+        if self.gateway.relay is not None:
+            self.gateway.relay.wake()
+
+    async def close(self) -> None:
+        if self._refetch_consumer is not None:
+            await self._refetch_consumer.stop()
+        await self.gateway.stop()
+
+
+def create_worker_app(gateway: Gateway) -> tuple[faust.App, StreamProcessor]:
+    settings = gateway.settings
+    processor = StreamProcessor(gateway)
+    web_port = settings.worker_web_port
+    app = faust.App(
+        settings.consumer_group,
+        broker=f"kafka://{settings.kafka_bootstrap_servers.split(',')[0]}",
+        broker_consumer=[f"kafka://{s}" for s in settings.kafka_bootstrap_servers.split(",")],
+        processing_guarantee="at_least_once",
+        store="memory://",
+        datadir=str(settings.resolved_data_dir()),
+        consumer_auto_offset_reset="earliest",
+        topic_disable_leader=True,
+        topic_allow_declare=False,
+        producer_acks=-1,
+        broker_commit_interval=1.0,
+        web_enabled=web_port is not None,
+        web_port=web_port or 6066,
+        web_host="127.0.0.1",
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    profile_topic = app.topic(
+        gateway.topic(topics.PROFILE), key_serializer="raw", value_serializer="raw"
+    )
+    consent_topic = app.topic(
+        gateway.topic(topics.CONSENT), key_serializer="raw", value_serializer="raw"
+    )
+
+    def unpack(
+        event: Any,
+    ) -> tuple[str, int, int, bytes | None, bytes | None, list[tuple[str, bytes | None]]]:
+        message = event.message
+        headers = message.headers or []
+        if isinstance(headers, dict):
+            headers = list(headers.items())
+        return (
+            message.topic,
+            message.partition,
+            message.offset,
+            message.key,
+            message.value,
+            list(headers),
+        )
+
+    @app.agent(profile_topic, name="profiles")
+    async def profiles(stream: Any) -> None:
+        async for event in stream.events():
+            await processor.on_profile(*unpack(event))
+
+    @app.agent(consent_topic, name="consents")
+    async def consents(stream: Any) -> None:
+        async for event in stream.events():
+            await processor.on_consent(*unpack(event))
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def relay() -> None:
+        await processor.ready()
+        assert gateway.relay is not None
+        await gateway.relay.run()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def webhooks() -> None:
+        await processor.ready()
+        dispatcher = gateway.dispatcher()
+        while True:
+            try:
+                attempted = await dispatcher.run_once()
+            except Exception:
+                log.exception("webhook dispatch failed")
+                attempted = 0
+            if attempted:
+                processor._wake_relay()
+            else:
+                await asyncio.sleep(settings.webhook_poll_seconds)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def retention() -> None:
+        await processor.ready()
+        while True:
+            try:
+                uow_factory = gateway.uow_factory()
+                purged = await handlers.sweep_retention(uow_factory(), gateway.ctx)
+                if purged:
+                    log.info("retention sweep purged fields of %d citizens", purged)
+                    continue
+            except Exception:
+                log.exception("retention sweep failed")
+            await asyncio.sleep(settings.retention_check_seconds)
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def close(app: faust.App, **_: Any) -> None:
+        await processor.close()
+
+    return app, processor
+
+
+def run_worker(gateway: Gateway, *, loglevel: str = "INFO") -> None:
+    """Run the faust worker until SIGTERM/SIGINT (faust owns the event loop)."""
+    app, _ = create_worker_app(gateway)
+    settings = gateway.settings
+    settings.resolved_data_dir().mkdir(parents=True, exist_ok=True)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()

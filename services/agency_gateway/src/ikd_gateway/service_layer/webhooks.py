@@ -1,0 +1,247 @@
+"""Webhook use cases: register endpoints, deliver due messages with retries and a dead letter.
+
+Retries are scheduled in the database (`webhook_messages.next_attempt_at`), so they survive
+restarts: exponential backoff with jitter, one `webhook_attempts` row per attempt, a dead-letter
+record after the last attempt, and 410 Gone disables the endpoint. The body is built at send time
+from the current view row and consents, so a purged citizen or a revoked consent is never sent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ikd_gateway.domain import errors
+from ikd_gateway.domain.model import answer_fields
+from ikd_gateway.service_layer.handlers import GatewayContext, UnitOfWorkFactory
+from ikd_gateway.service_layer.unit_of_work import Attempt, Endpoint, WebhookMessage
+from ikd_shared import codec
+from ikd_shared.events.access_v1 import Channel, Outcome
+
+log = logging.getLogger(__name__)
+
+EVENT_NAMES = {
+    "id.go.mpp.profile.verified.v1": "citizen.profile.verified",
+    "id.go.mpp.profile.updated.v1": "citizen.profile.updated",
+}
+
+
+class Sender(Protocol):
+    async def post(self, url: str, request: Any) -> Any: ...
+
+
+Signer = Callable[[str, str, dt.datetime, bytes], Any]
+TargetCheck = Callable[[str], Awaitable[str]]
+DeadLetter = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 8
+    base_seconds: float = 2.0
+    max_seconds: float = 3600.0
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> dt.timedelta:
+        """Exponential backoff with equal jitter: half fixed, half random."""
+        ceiling = min(self.max_seconds, self.base_seconds * 2 ** (attempt - 1))
+        jitter = (rng or random).uniform(0, ceiling / 2)
+        return dt.timedelta(seconds=ceiling / 2 + jitter)
+
+
+async def register_endpoint(
+    uow_factory: UnitOfWorkFactory,
+    ctx: GatewayContext,
+    *,
+    url: str,
+    service: str,
+    description: str | None,
+    created_by: str,
+    check: TargetCheck,
+    secret: str,
+) -> Endpoint:
+    if ctx.agency.service(service) is None:
+        raise errors.ServiceNotAllowed(
+            f"service {service!r} is not one of {ctx.agency.code}'s services"
+        )
+    try:
+        await check(url)
+    except ValueError as error:
+        raise errors.WebhookUrlNotAllowed(str(error)) from None
+    endpoint = Endpoint(
+        id=uuid.uuid4(),
+        url=url,
+        service=service,
+        secret=secret,
+        enabled=True,
+        description=description,
+        created_at=ctx.clock(),
+    )
+    async with uow_factory() as uow:
+        await uow.webhooks.add_endpoint(endpoint, created_by)
+        await uow.commit()
+    return endpoint
+
+
+def webhook_body(
+    ctx: GatewayContext,
+    message: WebhookMessage,
+    service_code: str,
+    fields: dict[str, Any],
+    version: int,
+    verified_at: dt.datetime,
+    now: dt.datetime,
+) -> bytes:
+    service = ctx.agency.service(service_code)
+    assert service is not None
+    return codec.dumps(
+        {
+            "type": EVENT_NAMES.get(message.event_type, "citizen.profile.changed"),
+            "timestamp": now,
+            "data": {
+                "agency": ctx.agency.code,
+                "service": service.code,
+                "purpose": service.purpose.code,
+                "legal_basis": service.legal_basis.value,
+                "pseudonym": message.pseudonym,
+                "version": version,
+                "verified_at": verified_at,
+                "changed_fields": sorted(set(message.changed_fields) & set(fields)),
+                "fields": fields,
+            },
+        }
+    )
+
+
+@dataclass
+class Dispatcher:
+    uow_factory: UnitOfWorkFactory
+    ctx: GatewayContext
+    sender: Sender
+    signer: Signer
+    check: TargetCheck
+    dead_letter: DeadLetter
+    retry: RetryPolicy
+    lease: dt.timedelta = dt.timedelta(seconds=60)
+
+    async def run_once(self, limit: int = 50) -> int:
+        """Attempt every due message once; return how many were attempted."""
+        async with self.uow_factory() as uow:
+            claimed = await uow.webhooks.claim_due(self.ctx.clock(), limit, self.lease)
+            await uow.commit()
+        for message in claimed:
+            try:
+                await self.deliver(message)
+            except Exception:
+                log.exception("webhook delivery %s failed unexpectedly", message.id)
+        return len(claimed)
+
+    async def deliver(self, message: WebhookMessage) -> str:
+        now = self.ctx.clock()
+        async with self.uow_factory() as uow:
+            endpoint = await uow.webhooks.endpoint(message.endpoint_id)
+            view = await uow.views.get(message.pseudonym)
+            consent_set = await uow.consents.get(message.pseudonym)
+            service = self.ctx.agency.service(endpoint.service) if endpoint else None
+            fields = None
+            if endpoint and endpoint.enabled and service and view and not view.erased:
+                fields = answer_fields(
+                    service, consent_set.consents if consent_set else (), view, now
+                )
+            if (
+                not fields
+                or endpoint is None
+                or service is None
+                or view is None
+                or view.verified_at is None
+            ):
+                await uow.webhooks.set_status(message.id, "cancelled", attempts=message.attempts)
+                await uow.commit()
+                return "cancelled"
+            await uow.commit()
+        body = webhook_body(
+            self.ctx, message, service.code, fields, view.version, view.verified_at, now
+        )
+        attempt = message.attempts + 1
+        try:
+            await self.check(endpoint.url)
+            result = await self.sender.post(
+                endpoint.url, self.signer(endpoint.secret, str(message.id), now, body)
+            )
+            status_code, error, duration = result.status_code, result.error, result.duration_ms
+        except ValueError as unsafe:
+            status_code, error, duration = None, f"unsafe target: {unsafe}", 0.0
+        delivered = status_code is not None and 200 <= status_code < 300
+        if delivered:
+            outcome = "delivered"
+        elif status_code == 410:
+            outcome = "gone"
+        elif attempt >= self.retry.max_attempts:
+            outcome = "dead"
+        else:
+            outcome = "retry"
+        async with self.uow_factory() as uow:
+            await uow.webhooks.record_attempt(
+                Attempt(
+                    message_id=message.id,
+                    endpoint_id=endpoint.id,
+                    attempt=attempt,
+                    status_code=status_code,
+                    error=error,
+                    duration_ms=duration,
+                    outcome=outcome,
+                )
+            )
+            await uow.outbox.add(
+                self.ctx.access(
+                    service=service.code,
+                    pseudonym=message.pseudonym,
+                    fields=sorted(fields),
+                    purpose=service.purpose.code,
+                    legal_basis=service.legal_basis,
+                    channel=Channel.WEBHOOK,
+                    outcome=Outcome.SERVED if delivered else Outcome.FAILED,
+                    reason=None
+                    if delivered
+                    else (f"http_{status_code}" if status_code else "unreachable"),
+                    correlation_id=str(message.id),
+                )
+            )
+            if outcome == "delivered":
+                await uow.webhooks.set_status(message.id, "delivered", attempts=attempt)
+            elif outcome == "retry":
+                await uow.webhooks.set_status(
+                    message.id,
+                    "pending",
+                    attempts=attempt,
+                    next_attempt_at=now + self.retry.delay(attempt),
+                )
+            else:
+                await uow.webhooks.set_status(message.id, "dead", attempts=attempt)
+                if outcome == "gone":
+                    await uow.webhooks.disable_endpoint(endpoint.id, "receiver answered 410 Gone")
+                await self.dead_letter(
+                    {
+                        "message_id": str(message.id),
+                        "endpoint_id": str(endpoint.id),
+                        "agency": self.ctx.agency.code,
+                        "service": service.code,
+                        "pseudonym": message.pseudonym,
+                        "version": message.version,
+                        "event_type": message.event_type,
+                        "fields": sorted(fields),
+                        "attempts": attempt,
+                        "last_status": status_code,
+                        "last_error": error,
+                        "reason": outcome,
+                    }
+                )
+            await uow.commit()
+        log.info(
+            "webhook %s attempt %d -> %s (%s)", message.id, attempt, outcome, status_code or error
+        )
+        return outcome
