@@ -1,0 +1,342 @@
+"""All of the identity service's SQL: repositories, the unit of work, clients, the outbox."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import asyncpg
+
+from ikd_identity.domain.clients import Client
+from ikd_identity.domain.model import OutboxMessage, ProfileRecord, ProfileStatus
+from ikd_identity.service_layer.handlers import ConcurrentWrite
+from ikd_identity.service_layer.unit_of_work import Consents, Outbox, Profiles, SeenCredentials
+from ikd_shared import codec
+from ikd_shared.events.consent_v1 import Consent
+from ikd_shared.events.profile_v1 import CitizenProfile
+
+NOTIFY_CHANNEL = "ikd_identity_outbox"
+# One active relay per outbox: a session-level advisory lock (locks are per database).
+RELAY_LOCK_KEY = 0x1CD0_0B0C
+
+_SELECT_PROFILE = (
+    "SELECT pseudonym, version, status, profile, verified_at, updated_at, revoked_at FROM profiles "
+)
+
+
+def _profile_record(row: asyncpg.Record) -> ProfileRecord:
+    return ProfileRecord(
+        pseudonym=row["pseudonym"],
+        version=row["version"],
+        profile=CitizenProfile.model_validate(row["profile"]),
+        status=ProfileStatus(row["status"]),
+        verified_at=row["verified_at"],
+        updated_at=row["updated_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+def _profile_json(record: ProfileRecord) -> str:
+    return record.profile.model_dump_json()
+
+
+class PgProfiles:
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self._db = connection
+
+    async def get_for_update(self, pseudonym: str) -> ProfileRecord | None:
+        row = await self._db.fetchrow(
+            _SELECT_PROFILE + "WHERE pseudonym = $1 FOR UPDATE", pseudonym
+        )
+        return _profile_record(row) if row else None
+
+    async def get_many_for_update(self, pseudonyms: Sequence[str]) -> dict[str, ProfileRecord]:
+        rows = await self._db.fetch(
+            _SELECT_PROFILE + "WHERE pseudonym = ANY($1::text[]) ORDER BY pseudonym FOR UPDATE",
+            list(pseudonyms),
+        )
+        return {row["pseudonym"]: _profile_record(row) for row in rows}
+
+    async def save(self, record: ProfileRecord) -> None:
+        await self.save_many([record])
+
+    async def save_many(self, records: Sequence[ProfileRecord]) -> None:
+        """Insert new profiles (version 1) and update existing ones, guarded by version."""
+        if not records:
+            return
+        new = [r for r in records if r.version == 1]
+        changed = [r for r in records if r.version > 1]
+        if new:
+            inserted = await self._db.fetchval(
+                """
+                WITH rows AS (
+                    INSERT INTO profiles (pseudonym, nik, version, status, profile, verified_at,
+                                          updated_at, revoked_at)
+                    SELECT p, n, 1, s, j::jsonb, v, u, NULL
+                    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                                $5::timestamptz[], $6::timestamptz[]) AS t(p, n, s, j, v, u)
+                    ON CONFLICT DO NOTHING
+                    RETURNING 1
+                ) SELECT count(*) FROM rows
+                """,
+                [r.pseudonym for r in new],
+                [r.nik for r in new],
+                [r.status.value for r in new],
+                [_profile_json(r) for r in new],
+                [r.verified_at for r in new],
+                [r.updated_at for r in new],
+            )
+            if inserted != len(new):
+                raise ConcurrentWrite("a profile was created concurrently")
+        if changed:
+            updated = await self._db.fetchval(
+                """
+                WITH rows AS (
+                    UPDATE profiles SET version = t.version, status = t.status,
+                        profile = t.profile::jsonb, verified_at = t.verified_at,
+                        updated_at = t.updated_at, revoked_at = t.revoked_at
+                    FROM unnest($1::text[], $2::int[], $3::text[], $4::text[],
+                                $5::timestamptz[], $6::timestamptz[], $7::timestamptz[])
+                         AS t(pseudonym, version, status, profile, verified_at, updated_at,
+                              revoked_at)
+                    WHERE profiles.pseudonym = t.pseudonym AND profiles.version = t.version - 1
+                    RETURNING 1
+                ) SELECT count(*) FROM rows
+                """,
+                [r.pseudonym for r in changed],
+                [r.version for r in changed],
+                [r.status.value for r in changed],
+                [_profile_json(r) for r in changed],
+                [r.verified_at for r in changed],
+                [r.updated_at for r in changed],
+                [r.revoked_at for r in changed],
+            )
+            if updated != len(changed):
+                raise ConcurrentWrite("a profile changed concurrently")
+
+
+class PgSeenCredentials:
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self._db = connection
+
+    async def record(self, jti: str, pseudonym: str, expires_at: dt.datetime) -> bool:
+        inserted = await self._db.fetchval(
+            "INSERT INTO seen_credentials (jti, pseudonym, expires_at) VALUES ($1, $2, $3) "
+            "ON CONFLICT (jti) DO NOTHING RETURNING true",
+            jti,
+            pseudonym,
+            expires_at,
+        )
+        return bool(inserted)
+
+
+class PgConsents:
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self._db = connection
+
+    async def get_for_update(self, consent_id: uuid.UUID) -> Consent | None:
+        raw = await self._db.fetchval(
+            "SELECT consent FROM consents WHERE consent_id = $1 FOR UPDATE", consent_id
+        )
+        return Consent.model_validate(raw) if raw is not None else None
+
+    async def for_citizen(self, pseudonym: str) -> list[Consent]:
+        rows = await self._db.fetch(
+            "SELECT consent FROM consents WHERE pseudonym = $1 AND status = 'active'", pseudonym
+        )
+        return [Consent.model_validate(row["consent"]) for row in rows]
+
+    async def save(self, consent: Consent, *, recorded_by: str) -> None:
+        await self._db.execute(
+            """
+            INSERT INTO consents (consent_id, pseudonym, agency, service, status, starts_at,
+                                  expires_at, consent, recorded_by)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb, $9)
+            ON CONFLICT (consent_id) DO UPDATE SET status = EXCLUDED.status,
+                consent = EXCLUDED.consent, recorded_by = EXCLUDED.recorded_by,
+                updated_at = now()
+            """,
+            consent.consent_id,
+            consent.pseudonym,
+            consent.agency,
+            consent.service,
+            consent.status.value,
+            consent.starts_at,
+            consent.expires_at,
+            consent.model_dump_json(),
+            recorded_by,
+        )
+
+    async def next_version(self, pseudonym: str) -> int:
+        version: int = await self._db.fetchval(
+            "INSERT INTO consent_versions (pseudonym, version) VALUES ($1, 1) "
+            "ON CONFLICT (pseudonym) DO UPDATE SET version = consent_versions.version + 1 "
+            "RETURNING version",
+            pseudonym,
+        )
+        return version
+
+
+class PgOutbox:
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self._db = connection
+
+    async def add(self, messages: Sequence[OutboxMessage]) -> None:
+        if not messages:
+            return
+        records = [
+            (m.event_id, m.topic, m.key, m.ce_type, m.ce_source, m.dataschema, m.payload)
+            for m in messages
+        ]
+        if len(records) < 50:
+            await self._db.executemany(
+                "INSERT INTO outbox (event_id, topic, key, ce_type, ce_source, dataschema, "
+                "payload) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                records,
+            )
+        else:
+            await self._db.copy_records_to_table(
+                "outbox",
+                records=records,
+                columns=[
+                    "event_id",
+                    "topic",
+                    "key",
+                    "ce_type",
+                    "ce_source",
+                    "dataschema",
+                    "payload",
+                ],
+            )
+
+
+class PgUnitOfWork:
+    """One connection and one transaction; __aexit__ is the only commit or rollback."""
+
+    profiles: Profiles
+    credentials: SeenCredentials
+    consents: Consents
+    outbox: Outbox
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._connection: Any = None
+        self._transaction: Any = None
+
+    async def __aenter__(self) -> Self:
+        self._connection = await self._pool.acquire()
+        try:
+            self._transaction = self._connection.transaction()
+            await self._transaction.start()
+        except BaseException:
+            await self._pool.release(self._connection)
+            raise
+        self.profiles = PgProfiles(self._connection)
+        self.credentials = PgSeenCredentials(self._connection)
+        self.consents = PgConsents(self._connection)
+        self.outbox = PgOutbox(self._connection)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if exc_type is None:
+                await self._transaction.commit()
+            else:
+                await self._transaction.rollback()
+        finally:
+            await self._pool.release(self._connection)
+
+
+class PgClients:
+    def __init__(self, pool_or_connection: asyncpg.Pool | asyncpg.Connection) -> None:
+        self._db = pool_or_connection
+
+    async def get(self, client_id: str) -> Client | None:
+        row = await self._db.fetchrow(
+            "SELECT client_id, secret_hash, scopes, agency, disabled FROM clients "
+            "WHERE client_id = $1",
+            client_id,
+        )
+        if row is None:
+            return None
+        return Client(
+            client_id=row["client_id"],
+            secret_hash=row["secret_hash"],
+            scopes=frozenset(row["scopes"]),
+            agency=row["agency"],
+            disabled=row["disabled"],
+        )
+
+    async def put(self, client: Client) -> None:
+        await self._db.execute(
+            """
+            INSERT INTO clients (client_id, secret_hash, scopes, agency, disabled)
+            VALUES ($1, $2, $3, $4, $5)
+            ON CONFLICT (client_id) DO UPDATE SET secret_hash = EXCLUDED.secret_hash,
+                scopes = EXCLUDED.scopes, agency = EXCLUDED.agency,
+                disabled = EXCLUDED.disabled, updated_at = now()
+            """,
+            client.client_id,
+            client.secret_hash,
+            sorted(client.scopes),
+            client.agency,
+            client.disabled,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    position: int
+    event_id: uuid.UUID
+    topic: str
+    key: str
+    ce_type: str
+    ce_source: str
+    dataschema: str | None
+    payload: bytes | None
+    created_at: dt.datetime
+
+
+class OutboxStore:
+    """The relay's view of the outbox, on its own dedicated connection."""
+
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self._db = connection
+
+    async def try_lock(self) -> bool:
+        return bool(await self._db.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY))
+
+    async def unsent(self, limit: int) -> list[OutboxRow]:
+        rows = await self._db.fetch(
+            "SELECT position, event_id, topic, key, ce_type, ce_source, dataschema, payload, "
+            "created_at FROM outbox WHERE sent_at IS NULL ORDER BY position LIMIT $1",
+            limit,
+        )
+        return [OutboxRow(**dict(row)) for row in rows]
+
+    async def mark_sent(self, positions: Sequence[int]) -> None:
+        await self._db.execute(
+            "UPDATE outbox SET sent_at = now() WHERE position = ANY($1::bigint[])",
+            list(positions),
+        )
+
+    async def backlog(self) -> int:
+        count: int = await self._db.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+        return count
+
+
+async def ping(pool: asyncpg.Pool) -> bool:
+    return bool(await pool.fetchval("SELECT true"))
+
+
+def json_text(value: Any) -> str:
+    return codec.dumps(value).decode()

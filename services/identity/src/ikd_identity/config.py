@@ -1,0 +1,79 @@
+"""Identity service settings: variables prefixed IKD_IDENTITY_, plus the shared IKD_* ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, PostgresDsn, SecretStr, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from ikd_shared.auth import load_ed25519_private_key, load_jwks
+from ikd_shared.settings import ServiceSettings
+
+DEFAULT_CREDENTIAL_ISSUER = "https://dukcapil.kemendagri.go.id/ikd"
+DEFAULT_CREDENTIAL_AUDIENCE = "ikd-mpp"
+
+
+class IdentitySettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="IKD_IDENTITY_", extra="ignore", frozen=True)
+
+    database_url: PostgresDsn = Field(description="runtime DSN (the ikd_identity_app role)")
+    migration_database_url: PostgresDsn | None = Field(
+        default=None, description="owner DSN for `migrate` and `clients add`"
+    )
+    trust_jwks: Annotated[dict[str, Any], NoDecode] = Field(
+        description="Dukcapil trust anchors: a JWKS as inline JSON or @path"
+    )
+    credential_issuer: str = Field(default=DEFAULT_CREDENTIAL_ISSUER, min_length=1)
+    credential_audience: str = Field(default=DEFAULT_CREDENTIAL_AUDIENCE, min_length=1)
+    credential_max_age_s: int = Field(
+        default=300, ge=10, description="how fresh a credential proving a consent must be"
+    )
+    token_signing_key: SecretStr = Field(description="Ed25519 private key (PEM or @path)")
+    token_key_id: str | None = Field(
+        default=None, description="kid of the token key; default: its RFC 7638 thumbprint"
+    )
+    token_issuer: str = Field(default="ikd-identity", min_length=1)
+    token_ttl_s: int = Field(default=300, ge=30, le=3600)
+    host: str = "127.0.0.1"
+    port: int = Field(default=18000, ge=1, le=65535)
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    db_pool_max: int = Field(default=10, ge=1)
+    relay_enabled: bool = Field(default=True, description="run the outbox relay inside `serve`")
+    relay_batch_size: int = Field(default=1000, ge=1, le=10000)
+    relay_poll_interval_s: float = Field(default=1.0, gt=0)
+    log_level: str = "INFO"
+
+    @field_validator("trust_jwks", mode="before")
+    @classmethod
+    def _load_jwks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return load_jwks(value)
+            except (OSError, ValueError) as error:
+                raise ValueError(f"cannot load the JWKS: {error}") from None
+        return value
+
+    @field_validator("token_signing_key", mode="after")
+    @classmethod
+    def _load_key(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if raw.startswith("@"):
+            try:
+                raw = Path(raw[1:]).read_text()
+            except OSError as error:
+                raise ValueError(f"cannot read the key file: {error.strerror}") from None
+        try:
+            load_ed25519_private_key(raw)
+        except (ValueError, TypeError):
+            raise ValueError("not an Ed25519 private key in PEM form") from None
+        return SecretStr(raw)
+
+    @property
+    def app_dsn(self) -> str:
+        return str(self.database_url)
+
+    @property
+    def owner_dsn(self) -> str:
+        return str(self.migration_database_url or self.database_url)

@@ -1,0 +1,24 @@
+"""Registered API clients (agency counters, Dukcapil's feed, officers, auditors)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ikd_shared.auth import Scope
+
+SERVICE_AUDIENCES = {"identity": "ikd-identity", "gateway": "ikd-gateway", "audit": "ikd-audit"}
+KNOWN_SCOPES = frozenset(scope.value for scope in Scope)
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    client_id: str
+    secret_hash: str
+    scopes: frozenset[str]
+    agency: str | None
+    disabled: bool = False
+
+
+def audiences_for(scopes: frozenset[str] | set[str]) -> list[str]:
+    """The services a token with these scopes is meant for (its `aud` list)."""
+    return sorted({SERVICE_AUDIENCES[scope.split(":", 1)[0]] for scope in scopes})

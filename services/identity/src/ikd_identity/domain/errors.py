@@ -1,0 +1,89 @@
+"""The identity service's errors: one hierarchy, each with its HTTP status and stable code."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from ikd_shared.api import ApiError
+
+
+class IdentityError(ApiError):
+    status_code = 400
+    code = "bad_request"
+
+
+class Unauthenticated(IdentityError):
+    status_code = 401
+    code = "unauthenticated"
+
+
+class Forbidden(IdentityError):
+    status_code = 403
+    code = "insufficient_scope"
+
+
+class CredentialRejected(IdentityError):
+    """The IKD credential is not accepted; the code names the reason."""
+
+    # Content problems are 400, trust problems 403, a replay 409, size 413.
+    STATUS_BY_CODE: ClassVar[dict[str, int]] = {
+        "malformed_credential": 400,
+        "missing_claims": 400,
+        "invalid_claims": 400,
+        "invalid_nik": 400,
+        "nik_mismatch": 400,
+        "bad_signature": 403,
+        "unknown_kid": 403,
+        "disallowed_algorithm": 403,
+        "wrong_issuer": 403,
+        "wrong_audience": 403,
+        "credential_expired": 403,
+        "credential_not_yet_valid": 403,
+        "credential_not_fresh": 403,
+        "credential_revoked": 403,
+        "credential_replayed": 409,
+        "credential_too_large": 413,
+    }
+
+    def __init__(self, code: str, detail: str) -> None:
+        status = self.STATUS_BY_CODE.get(code, 400 if code.startswith("invalid_nik") else 403)
+        super().__init__(detail, code=code, status_code=status)
+
+
+class CitizenNotFound(IdentityError):
+    status_code = 404
+    code = "citizen_not_found"
+
+
+class CitizenInactive(IdentityError):
+    """The citizen is recorded as deceased, or their credential is revoked."""
+
+    status_code = 409
+    code = "citizen_inactive"
+
+
+class InvalidUpdate(IdentityError):
+    status_code = 400
+    code = "invalid_update"
+
+
+class ConsentNotFound(IdentityError):
+    status_code = 404
+    code = "consent_not_found"
+
+
+class ConsentNotActive(IdentityError):
+    status_code = 409
+    code = "consent_not_active"
+
+
+class InvalidConsent(IdentityError):
+    status_code = 400
+    code = "invalid_consent"
+
+
+class OAuthError(IdentityError):
+    """RFC 6749 section 5.2 errors; the code is the OAuth `error` value."""
+
+    def __init__(self, code: str, detail: str, status_code: int = 400) -> None:
+        super().__init__(detail, code=code, status_code=status_code)

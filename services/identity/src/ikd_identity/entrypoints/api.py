@@ -1,0 +1,352 @@
+"""The HTTP API (FastAPI): verifications, Dukcapil's feed, consents, OAuth2 tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Form, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ikd_identity import metrics
+from ikd_identity.adapters.postgres import ping
+from ikd_identity.bootstrap import Container, bootstrap, build_relay
+from ikd_identity.config import IdentitySettings
+from ikd_identity.domain import commands
+from ikd_identity.domain.errors import Forbidden, OAuthError, Unauthenticated
+from ikd_identity.entrypoints import schemas
+from ikd_identity.service_layer import handlers, tokens
+from ikd_shared.api import BodySizeLimit, install_error_handlers, problem
+from ikd_shared.auth import AuthError, Principal, Scope
+
+log = logging.getLogger(__name__)
+
+_bearer = HTTPBearer(auto_error=False, description="an access token from POST /oauth/token")
+
+
+def get_container(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
+
+
+ContainerDep = Annotated[Container, Depends(get_container)]
+
+
+def require(scope: Scope) -> Callable[..., Coroutine[Any, Any, Principal]]:
+    async def principal(
+        container: ContainerDep,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise Unauthenticated("a bearer token is required", code="missing_token")
+        try:
+            caller = container.token_verifier.verify(credentials.credentials)
+        except AuthError as error:
+            raise Unauthenticated(str(error), code=error.code) from None
+        if not caller.has(scope):
+            raise Forbidden(f"the token lacks the scope {scope.value}")
+        return caller
+
+    return principal
+
+
+Verifier = Annotated[Principal, Depends(require(Scope.VERIFY))]
+Feed = Annotated[Principal, Depends(require(Scope.FEED))]
+Officer = Annotated[Principal, Depends(require(Scope.CONSENT))]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"description": description, "content": {"application/problem+json": {}}}
+    for status, description in {
+        400: "invalid input (code names the reason)",
+        401: "missing or invalid bearer token",
+        403: "wrong scope, or an untrusted credential",
+        404: "not found",
+        409: "replayed credential or inactive citizen/consent",
+        413: "body or credential too large",
+        422: "the body does not match the schema",
+    }.items()
+}
+
+
+def _profile_out(result: handlers.ProfileResult) -> schemas.ProfileStatusOut:
+    return schemas.ProfileStatusOut(
+        pseudonym=result.pseudonym,
+        version=result.version,
+        changed=result.changed,
+        changed_fields=result.changed_fields,
+        status=result.status.value,
+    )
+
+
+def _terms(body: schemas.ConsentTermsIn) -> commands.ConsentTerms:
+    return commands.ConsentTerms(
+        agency=body.agency,
+        service=body.service,
+        fields=body.fields,
+        purpose_code=body.purpose_code,
+        purpose_text=body.purpose_text,
+        legal_basis=body.legal_basis,
+        expires_at=body.expires_at,
+        starts_at=body.starts_at,
+    )
+
+
+def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> FastAPI:
+    relay_on = settings.relay_enabled if run_relay is None else run_relay
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        container = await bootstrap(settings)
+        app.state.container = container
+        stop = asyncio.Event()
+        relay_task = None
+        if relay_on:
+            relay_task = asyncio.create_task(build_relay(settings).run(stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            if relay_task is not None:
+                await relay_task
+            await container.close()
+
+    app = FastAPI(
+        title="IKD identity service",
+        version="1.0.0",
+        description="Verifies IKD credentials, keeps canonical citizen profiles and consents, "
+        "and publishes every change through a transactional outbox.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+
+    async def on_oauth_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, OAuthError)
+        response = problem(exc.status_code, exc.code, exc.detail, error=exc.code)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    app.add_exception_handler(OAuthError, on_oauth_error)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+
+    @app.post(
+        "/v1/verifications",
+        response_model=schemas.ProfileStatusOut,
+        responses=_ERRORS,
+        tags=["profiles"],
+    )
+    async def verify(
+        body: schemas.VerificationRequest, caller: Verifier, container: ContainerDep
+    ) -> schemas.ProfileStatusOut:
+        """Verify a citizen's IKD credential at an agency counter and record the profile."""
+        if caller.agency is None:
+            raise Forbidden("the token names no agency", code="agency_required")
+        try:
+            result = await handlers.verify_credential(
+                commands.VerifyCredential(credential=body.credential, agency=caller.agency),
+                container.deps,
+            )
+        except Exception:
+            metrics.VERIFICATIONS.labels("rejected").inc()
+            raise
+        metrics.VERIFICATIONS.labels("changed" if result.changed else "unchanged").inc()
+        return _profile_out(result)
+
+    @app.post(
+        "/v1/feed/updates",
+        response_model=schemas.ProfileStatusOut,
+        responses=_ERRORS,
+        tags=["feed"],
+    )
+    async def feed_update(
+        body: schemas.FeedUpdate, _: Feed, container: ContainerDep
+    ) -> schemas.ProfileStatusOut:
+        """Dukcapil's update feed: changed fields, a death, or a revoked credential."""
+        deps = container.deps
+        if isinstance(body, schemas.FieldUpdate):
+            changes = body.changes.model_dump(mode="json", exclude_unset=True)
+            result = await handlers.update_profile(commands.UpdateProfile(body.nik, changes), deps)
+        elif isinstance(body, schemas.DeathRecord):
+            result = await handlers.record_death(
+                commands.RecordDeath(body.nik, body.date_of_death), deps
+            )
+        else:
+            result = await handlers.revoke_credential(
+                commands.RevokeCredential(body.nik, body.reason), deps
+            )
+        metrics.FEED_UPDATES.labels(body.kind).inc()
+        return _profile_out(result)
+
+    @app.post(
+        "/v1/feed/profiles", response_model=schemas.BulkResultOut, responses=_ERRORS, tags=["feed"]
+    )
+    async def feed_profiles(
+        body: schemas.BulkProfiles, _: Feed, container: ContainerDep
+    ) -> schemas.BulkResultOut:
+        """Bulk feed: up to 1000 profiles in one transaction (new ones, or refreshed ones)."""
+        result = await handlers.load_profiles(commands.LoadProfiles(body.profiles), container.deps)
+        return schemas.BulkResultOut(
+            created=result.created,
+            updated=result.updated,
+            unchanged=result.unchanged,
+            skipped_inactive=result.skipped_inactive,
+        )
+
+    @app.post(
+        "/v1/consents",
+        response_model=schemas.ConsentOut,
+        status_code=201,
+        responses=_ERRORS,
+        tags=["consents"],
+    )
+    async def officer_grant(
+        body: schemas.OfficerConsentGrant, caller: Officer, container: ContainerDep
+    ) -> schemas.ConsentOut:
+        """An MPP officer records a consent on the citizen's behalf."""
+        actor = commands.OfficerActing(
+            officer_id=body.officer_id, client_id=caller.client_id, nik=body.nik
+        )
+        consent = await handlers.grant_consent(
+            commands.GrantConsent(actor=actor, terms=_terms(body)), container.deps
+        )
+        metrics.CONSENT_CHANGES.labels("granted").inc()
+        return schemas.ConsentOut(consent=consent)
+
+    @app.post(
+        "/v1/consents/{consent_id}/revoke",
+        response_model=schemas.ConsentOut,
+        responses=_ERRORS,
+        tags=["consents"],
+    )
+    async def officer_revoke(
+        consent_id: uuid.UUID,
+        body: schemas.OfficerConsentRevoke,
+        caller: Officer,
+        container: ContainerDep,
+    ) -> schemas.ConsentOut:
+        """An MPP officer revokes a consent on the citizen's behalf."""
+        actor = commands.OfficerActing(officer_id=body.officer_id, client_id=caller.client_id)
+        consent = await handlers.revoke_consent(
+            commands.RevokeConsent(actor=actor, consent_id=consent_id), container.deps
+        )
+        metrics.CONSENT_CHANGES.labels("revoked").inc()
+        return schemas.ConsentOut(consent=consent)
+
+    @app.post(
+        "/v1/citizen/consents",
+        response_model=schemas.ConsentOut,
+        status_code=201,
+        responses=_ERRORS,
+        tags=["consents"],
+    )
+    async def citizen_grant(
+        body: schemas.CitizenConsentGrant, container: ContainerDep
+    ) -> schemas.ConsentOut:
+        """A citizen grants a consent, proven by a freshly issued IKD credential."""
+        consent = await handlers.grant_consent(
+            commands.GrantConsent(actor=commands.CitizenProof(body.credential), terms=_terms(body)),
+            container.deps,
+        )
+        metrics.CONSENT_CHANGES.labels("granted").inc()
+        return schemas.ConsentOut(consent=consent)
+
+    @app.post(
+        "/v1/citizen/consents/{consent_id}/revoke",
+        response_model=schemas.ConsentOut,
+        responses=_ERRORS,
+        tags=["consents"],
+    )
+    async def citizen_revoke(
+        consent_id: uuid.UUID, body: schemas.CitizenConsentRevoke, container: ContainerDep
+    ) -> schemas.ConsentOut:
+        """A citizen revokes one of their consents, proven by a fresh IKD credential."""
+        consent = await handlers.revoke_consent(
+            commands.RevokeConsent(
+                actor=commands.CitizenProof(body.credential), consent_id=consent_id
+            ),
+            container.deps,
+        )
+        metrics.CONSENT_CHANGES.labels("revoked").inc()
+        return schemas.ConsentOut(consent=consent)
+
+    @app.post("/oauth/token", response_model=schemas.TokenOut, responses=_ERRORS, tags=["oauth"])
+    async def token(
+        request: Request,
+        response: Response,
+        container: ContainerDep,
+        grant_type: Annotated[str, Form(max_length=64)],
+        client_id: Annotated[str | None, Form(max_length=64)] = None,
+        client_secret: Annotated[str | None, Form(max_length=256)] = None,
+        scope: Annotated[str | None, Form(max_length=512)] = None,
+    ) -> schemas.TokenOut:
+        """OAuth2 client credentials grant (client_secret_post or client_secret_basic)."""
+        if grant_type != "client_credentials":
+            raise OAuthError("unsupported_grant_type", "only client_credentials is supported")
+        basic = _basic_credentials(request.headers.get("authorization"))
+        if basic is not None:
+            client_id, client_secret = basic
+        if not client_id or client_secret is None:
+            raise OAuthError("invalid_client", "client authentication is required", status_code=401)
+        requested = set(scope.split()) if scope else None
+        issued = await tokens.issue_token(
+            client_id,
+            client_secret,
+            requested,
+            clients=container.clients,
+            hasher=container.hasher,
+            issuer=container.token_issuer,
+        )
+        response.headers["Cache-Control"] = "no-store"
+        return schemas.TokenOut(
+            access_token=issued.access_token,
+            expires_in=issued.expires_in,
+            scope=" ".join(sorted(issued.scopes)),
+        )
+
+    @app.get("/.well-known/jwks.json", tags=["oauth"])
+    async def jwks(container: ContainerDep) -> dict[str, Any]:
+        """The public key that signs access tokens; services verify tokens locally with it."""
+        return container.token_issuer.jwks()
+
+    @app.get("/healthz", response_model=schemas.Health, tags=["operations"])
+    async def healthz() -> schemas.Health:
+        return schemas.Health(status="ok")
+
+    @app.get(
+        "/readyz",
+        response_model=schemas.Health,
+        tags=["operations"],
+        responses={503: {"description": "the database is unreachable"}},
+    )
+    async def readyz(container: ContainerDep) -> Any:
+        try:
+            await asyncio.wait_for(ping(container.pool), timeout=2)
+        except Exception:  # any failure means not ready
+            return problem(503, "not_ready", "the database is unreachable")
+        return schemas.Health(status="ready")
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _basic_credentials(header: str | None) -> tuple[str, str] | None:
+    if not header or not header.lower().startswith("basic "):
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise OAuthError("invalid_client", "malformed Basic credentials", status_code=401) from None
+    client_id, sep, secret = decoded.partition(":")
+    if not sep:
+        raise OAuthError("invalid_client", "malformed Basic credentials", status_code=401)
+    return client_id, secret

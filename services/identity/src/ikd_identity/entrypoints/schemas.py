@@ -1,0 +1,150 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+from ikd_shared.events.consent_v1 import Consent
+from ikd_shared.events.profile_v1 import (
+    PROFILE_FIELDS,
+    BloodType,
+    CitizenProfile,
+    FamilyCardNumber,
+    LongText,
+    MaritalStatus,
+    Nationality,
+    NeighbourhoodNo,
+    PostalCode,
+    Religion,
+    Text,
+)
+from ikd_shared.legal import AgencyCode, LegalBasis, PurposeCode, ServiceCode
+from ikd_shared.nik import Nik
+
+MAX_BULK_PROFILES = 1000
+OfficerId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._@-]{1,64}$")]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VerificationRequest(Body):
+    credential: str = Field(description="the IKD credential: a compact JWS signed by Dukcapil")
+
+
+class ProfileStatusOut(Body):
+    pseudonym: str
+    version: int
+    changed: bool = Field(description="false when the profile was already on record unchanged")
+    changed_fields: list[str]
+    status: str
+
+
+class AddressChanges(Body):
+    street: LongText | None = None
+    rt: NeighbourhoodNo | None = None
+    rw: NeighbourhoodNo | None = None
+    village: Text | None = None
+    district: Text | None = None
+    regency: Text | None = None
+    province: Text | None = None
+    postal_code: PostalCode | None = None
+
+
+class ProfileChanges(Body):
+    """Fields Dukcapil may change; the NIK, birth date and sex never change."""
+
+    full_name: Text | None = None
+    place_of_birth: Text | None = None
+    blood_type: BloodType | None = None
+    address: AddressChanges | None = None
+    religion: Religion | None = None
+    marital_status: MaritalStatus | None = None
+    occupation: Text | None = None
+    nationality: Nationality | None = None
+    family_card_number: FamilyCardNumber | None = None
+
+
+class FieldUpdate(Body):
+    kind: Literal["profile_update"]
+    nik: Nik
+    changes: ProfileChanges
+
+
+class DeathRecord(Body):
+    kind: Literal["death"]
+    nik: Nik
+    date_of_death: dt.date
+
+
+class CredentialRevocation(Body):
+    kind: Literal["credential_revocation"]
+    nik: Nik
+    reason: Text
+
+
+FeedUpdate = Annotated[
+    FieldUpdate | DeathRecord | CredentialRevocation, Field(discriminator="kind")
+]
+
+
+class BulkProfiles(Body):
+    profiles: list[CitizenProfile] = Field(min_length=1, max_length=MAX_BULK_PROFILES)
+
+
+class BulkResultOut(Body):
+    created: int
+    updated: int
+    unchanged: int
+    skipped_inactive: int
+
+
+class ConsentTermsIn(Body):
+    agency: AgencyCode
+    service: ServiceCode
+    fields: list[str] = Field(
+        min_length=1,
+        max_length=len(PROFILE_FIELDS),
+        description=f"profile field names, from: {', '.join(PROFILE_FIELDS)}",
+    )
+    purpose_code: PurposeCode
+    purpose_text: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    legal_basis: LegalBasis = LegalBasis.CONSENT
+    starts_at: AwareDatetime | None = None
+    expires_at: AwareDatetime
+
+
+class OfficerConsentGrant(ConsentTermsIn):
+    nik: Nik
+    officer_id: OfficerId = Field(description="the MPP officer acting for the citizen")
+
+
+class OfficerConsentRevoke(Body):
+    officer_id: OfficerId
+
+
+class CitizenConsentGrant(ConsentTermsIn):
+    credential: str = Field(description="a freshly issued IKD credential of the citizen")
+
+
+class CitizenConsentRevoke(Body):
+    credential: str
+
+
+class ConsentOut(Body):
+    consent: Consent
+
+
+class TokenOut(Body):
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105
+    expires_in: int
+    scope: str
+
+
+class Health(Body):
+    status: str

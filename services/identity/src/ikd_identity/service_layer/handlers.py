@@ -1,0 +1,439 @@
+"""Command handlers: each runs in one unit of work; state and outbox rows commit together."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from ikd_identity.domain import commands
+from ikd_identity.domain.errors import (
+    CitizenInactive,
+    CitizenNotFound,
+    ConsentNotActive,
+    ConsentNotFound,
+    CredentialRejected,
+    InvalidConsent,
+    InvalidUpdate,
+)
+from ikd_identity.domain.model import (
+    OutboxMessage,
+    ProfileRecord,
+    ProfileStatus,
+    active_consents,
+    changed_fields,
+    event_message,
+    merge_changes,
+    tombstone_message,
+)
+from ikd_identity.service_layer.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from ikd_shared.credentials import CredentialError, CredentialVerifier, VerifiedCredential
+from ikd_shared.events.consent_v1 import (
+    Consent,
+    ConsentGranted,
+    ConsentRevoked,
+    ConsentStatus,
+    GrantedBy,
+)
+from ikd_shared.events.profile_v1 import (
+    CitizenDied,
+    CitizenProfile,
+    CredentialRevoked,
+    ProfileUpdated,
+    ProfileVerified,
+)
+from ikd_shared.events.topics import CONSENT, PROFILE
+from ikd_shared.pseudonym import pseudonymize
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MAX_ATTEMPTS = 3
+
+
+class ConcurrentWrite(Exception):
+    """Another transaction created or changed the same row first; the command is retried."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    """What the handlers need, wired by bootstrap()."""
+
+    uow: UnitOfWorkFactory
+    verifier: CredentialVerifier
+    pseudonym_key: bytes
+    credential_max_age: dt.timedelta
+    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+
+    def pseudonym(self, nik: str) -> str:
+        return pseudonymize(nik, self.pseudonym_key)
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileResult:
+    pseudonym: str
+    version: int
+    changed: bool
+    changed_fields: list[str]
+    status: ProfileStatus
+
+
+@dataclass(frozen=True, slots=True)
+class BulkResult:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped_inactive: int = 0
+
+
+async def _with_retries(deps: Deps, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            async with deps.uow() as uow:
+                return await work(uow)
+        except ConcurrentWrite:
+            if attempt == MAX_ATTEMPTS:
+                raise
+            log.info("concurrent write, retrying", extra={"attempt": attempt})
+    raise AssertionError("unreachable")
+
+
+def _verify(deps: Deps, credential: str, *, fresh: bool = False) -> VerifiedCredential:
+    try:
+        return deps.verifier.verify(credential, max_age=deps.credential_max_age if fresh else None)
+    except CredentialError as error:
+        raise CredentialRejected(error.code, str(error)) from None
+
+
+async def _record_jti(uow: UnitOfWork, credential: VerifiedCredential, pseudonym: str) -> None:
+    if not await uow.credentials.record(credential.jti, pseudonym, credential.expires_at):
+        raise CredentialRejected("credential_replayed", "this credential was already used")
+
+
+def _result(record: ProfileRecord, changed: list[str] | None) -> ProfileResult:
+    return ProfileResult(
+        pseudonym=record.pseudonym,
+        version=record.version,
+        changed=changed is not None,
+        changed_fields=changed or [],
+        status=record.status,
+    )
+
+
+async def verify_credential(cmd: commands.VerifyCredential, deps: Deps) -> ProfileResult:
+    """Verify an IKD credential at a counter; store and publish the profile if new or changed."""
+    credential = _verify(deps, cmd.credential)
+    pseudonym = deps.pseudonym(credential.nik)
+
+    async def work(uow: UnitOfWork) -> ProfileResult:
+        await _record_jti(uow, credential, pseudonym)
+        current = await uow.profiles.get_for_update(pseudonym)
+        if current is not None:
+            if current.status is ProfileStatus.DECEASED:
+                raise CitizenInactive("the citizen is recorded as deceased")
+            if (
+                current.status is ProfileStatus.REVOKED
+                and current.revoked_at is not None
+                and credential.issued_at <= current.revoked_at
+            ):
+                raise CredentialRejected("credential_revoked", "Dukcapil revoked this credential")
+            if current.status is ProfileStatus.ACTIVE and current.profile == credential.profile:
+                return _result(current, None)
+        now = deps.clock()
+        changed = changed_fields(current.profile if current else None, credential.profile)
+        record = ProfileRecord(
+            pseudonym=pseudonym,
+            version=current.version + 1 if current else 1,
+            profile=credential.profile,
+            status=ProfileStatus.ACTIVE,
+            verified_at=now,
+            updated_at=now,
+        )
+        await uow.profiles.save(record)
+        event = ProfileVerified(
+            pseudonym=pseudonym,
+            version=record.version,
+            profile=record.profile,
+            verified_at=now,
+            verified_by=cmd.agency,
+            changed_fields=changed,
+        )
+        await uow.outbox.add([event_message(event, topic=PROFILE, key=pseudonym)])
+        return _result(record, changed)
+
+    return await _with_retries(deps, work)
+
+
+async def _active_profile(uow: UnitOfWork, pseudonym: str) -> ProfileRecord:
+    current = await uow.profiles.get_for_update(pseudonym)
+    if current is None:
+        raise CitizenNotFound("no profile for this NIK")
+    if current.status is not ProfileStatus.ACTIVE:
+        raise CitizenInactive(f"the citizen's profile is {current.status.value}")
+    return current
+
+
+async def update_profile(cmd: commands.UpdateProfile, deps: Deps) -> ProfileResult:
+    """Dukcapil's feed changed some fields of a profile."""
+    pseudonym = deps.pseudonym(cmd.nik)
+
+    async def work(uow: UnitOfWork) -> ProfileResult:
+        current = await _active_profile(uow, pseudonym)
+        try:
+            profile = CitizenProfile.model_validate(merge_changes(current.profile, cmd.changes))
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "profile"
+            raise InvalidUpdate(f"{where}: {first['msg']}") from None
+        if profile == current.profile:
+            return _result(current, None)
+        now = deps.clock()
+        changed = changed_fields(current.profile, profile)
+        record = ProfileRecord(
+            pseudonym=pseudonym,
+            version=current.version + 1,
+            profile=profile,
+            status=ProfileStatus.ACTIVE,
+            verified_at=current.verified_at,
+            updated_at=now,
+        )
+        await uow.profiles.save(record)
+        event = ProfileUpdated(
+            pseudonym=pseudonym,
+            version=record.version,
+            profile=profile,
+            verified_at=current.verified_at,
+            updated_at=now,
+            changed_fields=changed,
+        )
+        await uow.outbox.add([event_message(event, topic=PROFILE, key=pseudonym)])
+        return _result(record, changed)
+
+    return await _with_retries(deps, work)
+
+
+async def record_death(cmd: commands.RecordDeath, deps: Deps) -> ProfileResult:
+    """Dukcapil recorded a death: publish CitizenDied, then a tombstone."""
+    pseudonym = deps.pseudonym(cmd.nik)
+
+    async def work(uow: UnitOfWork) -> ProfileResult:
+        current = await _active_profile(uow, pseudonym)
+        now = deps.clock()
+        if not current.profile.date_of_birth <= cmd.date_of_death <= now.date():
+            raise InvalidUpdate("date_of_death must lie between the birth date and today")
+        record = _replace(
+            current, version=current.version + 1, status=ProfileStatus.DECEASED, updated_at=now
+        )
+        await uow.profiles.save(record)
+        event = CitizenDied(
+            pseudonym=pseudonym,
+            version=record.version,
+            date_of_death=cmd.date_of_death,
+            recorded_at=now,
+        )
+        await uow.outbox.add(
+            [event_message(event, topic=PROFILE, key=pseudonym), tombstone_message(pseudonym)]
+        )
+        return _result(record, [])
+
+    return await _with_retries(deps, work)
+
+
+async def revoke_credential(cmd: commands.RevokeCredential, deps: Deps) -> ProfileResult:
+    """Dukcapil revoked the citizen's credential: publish CredentialRevoked, then a tombstone."""
+    pseudonym = deps.pseudonym(cmd.nik)
+
+    async def work(uow: UnitOfWork) -> ProfileResult:
+        current = await _active_profile(uow, pseudonym)
+        now = deps.clock()
+        record = _replace(
+            current,
+            version=current.version + 1,
+            status=ProfileStatus.REVOKED,
+            updated_at=now,
+            revoked_at=now,
+        )
+        await uow.profiles.save(record)
+        event = CredentialRevoked(
+            pseudonym=pseudonym, version=record.version, reason=cmd.reason, revoked_at=now
+        )
+        await uow.outbox.add(
+            [event_message(event, topic=PROFILE, key=pseudonym), tombstone_message(pseudonym)]
+        )
+        return _result(record, [])
+
+    return await _with_retries(deps, work)
+
+
+def _replace(record: ProfileRecord, **changes: Any) -> ProfileRecord:
+    values = {name: getattr(record, name) for name in ProfileRecord.__slots__}
+    values.update(changes)
+    return ProfileRecord(**values)
+
+
+async def load_profiles(cmd: commands.LoadProfiles, deps: Deps) -> BulkResult:
+    """Dukcapil's bulk feed: one transaction for the whole batch, outbox rows included."""
+    by_pseudonym: dict[str, CitizenProfile] = {}
+    for profile in cmd.profiles:
+        by_pseudonym[deps.pseudonym(profile.nik)] = profile
+
+    async def work(uow: UnitOfWork) -> BulkResult:
+        existing = await uow.profiles.get_many_for_update(sorted(by_pseudonym))
+        now = deps.clock()
+        records: list[ProfileRecord] = []
+        messages: list[OutboxMessage] = []
+        created = updated = unchanged = skipped = 0
+        for pseudonym, profile in by_pseudonym.items():
+            current = existing.get(pseudonym)
+            if current is not None and current.status is not ProfileStatus.ACTIVE:
+                skipped += 1
+                continue
+            if current is not None and current.profile == profile:
+                unchanged += 1
+                continue
+            if current is None:
+                created += 1
+                record = ProfileRecord(
+                    pseudonym=pseudonym,
+                    version=1,
+                    profile=profile,
+                    status=ProfileStatus.ACTIVE,
+                    verified_at=now,
+                    updated_at=now,
+                )
+                event: ProfileVerified | ProfileUpdated = ProfileVerified(
+                    pseudonym=pseudonym,
+                    version=1,
+                    profile=profile,
+                    verified_at=now,
+                    verified_by=None,
+                    changed_fields=changed_fields(None, profile),
+                )
+            else:
+                updated += 1
+                record = _replace(
+                    current, version=current.version + 1, profile=profile, updated_at=now
+                )
+                event = ProfileUpdated(
+                    pseudonym=pseudonym,
+                    version=record.version,
+                    profile=profile,
+                    verified_at=current.verified_at,
+                    updated_at=now,
+                    changed_fields=changed_fields(current.profile, profile),
+                )
+            records.append(record)
+            messages.append(event_message(event, topic=PROFILE, key=pseudonym))
+        await uow.profiles.save_many(records)
+        await uow.outbox.add(messages)
+        return BulkResult(
+            created=created, updated=updated, unchanged=unchanged, skipped_inactive=skipped
+        )
+
+    return await _with_retries(deps, work)
+
+
+def _consent_period(
+    terms: commands.ConsentTerms, now: dt.datetime
+) -> tuple[dt.datetime, dt.datetime]:
+    starts_at = terms.starts_at or now
+    if starts_at.tzinfo is None or terms.expires_at.tzinfo is None:
+        raise InvalidConsent("starts_at and expires_at need a time zone")
+    if terms.expires_at <= max(starts_at, now):
+        raise InvalidConsent("expires_at must be after starts_at and in the future")
+    return starts_at, terms.expires_at
+
+
+async def grant_consent(cmd: commands.GrantConsent, deps: Deps) -> Consent:
+    now = deps.clock()
+    starts_at, expires_at = _consent_period(cmd.terms, now)
+    credential: VerifiedCredential | None = None
+    if isinstance(cmd.actor, commands.CitizenProof):
+        credential = _verify(deps, cmd.actor.credential, fresh=True)
+        pseudonym = deps.pseudonym(credential.nik)
+        granted_by, officer_id, recorded_by = GrantedBy.CITIZEN, None, "citizen"
+    else:
+        if cmd.actor.nik is None:
+            raise InvalidConsent("the citizen's NIK is required")
+        pseudonym = deps.pseudonym(cmd.actor.nik)
+        granted_by, officer_id = GrantedBy.OFFICER, cmd.actor.officer_id
+        recorded_by = cmd.actor.client_id
+    terms = cmd.terms
+    try:
+        consent = Consent(
+            consent_id=cmd.consent_id,
+            pseudonym=pseudonym,
+            agency=terms.agency,
+            service=terms.service,
+            fields=terms.fields,
+            purpose_code=terms.purpose_code,
+            purpose_text=terms.purpose_text,
+            legal_basis=terms.legal_basis,
+            starts_at=starts_at,
+            expires_at=expires_at,
+            status=ConsentStatus.ACTIVE,
+            granted_by=granted_by,
+            officer_id=officer_id,
+        )
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise InvalidConsent(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+    async def work(uow: UnitOfWork) -> Consent:
+        if credential is not None:
+            await _record_jti(uow, credential, pseudonym)
+        profile = await uow.profiles.get_for_update(pseudonym)
+        if profile is None and credential is None:
+            raise CitizenNotFound("no profile for this NIK")
+        if profile is not None and profile.status is not ProfileStatus.ACTIVE:
+            raise CitizenInactive(f"the citizen's profile is {profile.status.value}")
+        version = await uow.consents.next_version(pseudonym)
+        await uow.consents.save(consent, recorded_by=recorded_by)
+        active = active_consents(await uow.consents.for_citizen(pseudonym), now)
+        event = ConsentGranted(
+            pseudonym=pseudonym, consents_version=version, consent=consent, active_consents=active
+        )
+        await uow.outbox.add([event_message(event, topic=CONSENT, key=pseudonym)])
+        return consent
+
+    return await _with_retries(deps, work)
+
+
+async def revoke_consent(cmd: commands.RevokeConsent, deps: Deps) -> Consent:
+    credential: VerifiedCredential | None = None
+    citizen: str | None = None
+    if isinstance(cmd.actor, commands.CitizenProof):
+        credential = _verify(deps, cmd.actor.credential, fresh=True)
+        citizen = deps.pseudonym(credential.nik)
+
+    async def work(uow: UnitOfWork) -> Consent:
+        consent = await uow.consents.get_for_update(cmd.consent_id)
+        if consent is None or (citizen is not None and consent.pseudonym != citizen):
+            raise ConsentNotFound("no such consent for this citizen")
+        if credential is not None:
+            await _record_jti(uow, credential, consent.pseudonym)
+        if consent.status is not ConsentStatus.ACTIVE:
+            raise ConsentNotActive(f"the consent is already {consent.status.value}")
+        now = deps.clock()
+        version = await uow.consents.next_version(consent.pseudonym)
+        revoked = consent.model_copy(update={"status": ConsentStatus.REVOKED, "revoked_at": now})
+        recorded_by = "citizen" if credential is not None else _client(cmd.actor)
+        await uow.consents.save(revoked, recorded_by=recorded_by)
+        active = active_consents(await uow.consents.for_citizen(consent.pseudonym), now)
+        event = ConsentRevoked(
+            pseudonym=consent.pseudonym,
+            consents_version=version,
+            consent=revoked,
+            active_consents=active,
+        )
+        await uow.outbox.add([event_message(event, topic=CONSENT, key=consent.pseudonym)])
+        return revoked
+
+    return await _with_retries(deps, work)
+
+
+def _client(actor: commands.CitizenProof | commands.OfficerActing) -> str:
+    return actor.client_id if isinstance(actor, commands.OfficerActing) else "citizen"

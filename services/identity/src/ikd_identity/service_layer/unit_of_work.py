@@ -1,0 +1,69 @@
+"""The unit of work: one transaction per command; it commits or rolls back in one place.
+
+Repositories are protocols here; adapters/postgres.py implements them with asyncpg and the
+unit tests with in-memory fakes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Protocol, Self
+
+from ikd_identity.domain.model import OutboxMessage, ProfileRecord
+from ikd_shared.events.consent_v1 import Consent
+
+
+class Profiles(Protocol):
+    async def get_for_update(self, pseudonym: str) -> ProfileRecord | None: ...
+
+    async def get_many_for_update(self, pseudonyms: Sequence[str]) -> dict[str, ProfileRecord]: ...
+
+    async def save(self, record: ProfileRecord) -> None: ...
+
+    async def save_many(self, records: Sequence[ProfileRecord]) -> None: ...
+
+
+class SeenCredentials(Protocol):
+    async def record(self, jti: str, pseudonym: str, expires_at: dt.datetime) -> bool:
+        """Remember a credential id; False if it was seen before."""
+        ...
+
+
+class Consents(Protocol):
+    async def get_for_update(self, consent_id: uuid.UUID) -> Consent | None: ...
+
+    async def for_citizen(self, pseudonym: str) -> list[Consent]: ...
+
+    async def save(self, consent: Consent, *, recorded_by: str) -> None: ...
+
+    async def next_version(self, pseudonym: str) -> int:
+        """Lock the citizen's consent set and return its next consents_version."""
+        ...
+
+
+class Outbox(Protocol):
+    async def add(self, messages: Sequence[OutboxMessage]) -> None: ...
+
+
+class UnitOfWork(Protocol):
+    profiles: Profiles
+    credentials: SeenCredentials
+    consents: Consents
+    outbox: Outbox
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Commit if the block succeeded, roll back otherwise: the only place that does."""
+        ...
+
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]

@@ -1,0 +1,64 @@
+"""Helpers of the identity integration tests (imported by the test modules)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer
+
+from ikd_shared.events.profile_v1 import CitizenProfile
+from ikd_shared.synthetic import citizen
+
+
+async def counts(db: asyncpg.Connection) -> dict[str, int]:
+    result = {}
+    for table in ("profiles", "outbox", "seen_credentials", "consents"):
+        result[table] = await db.fetchval(f"SELECT count(*) FROM {table}")
+    return result
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+
+
+async def read_topic(
+    bootstrap: str, topic: str, *, expect: int, timeout: float = 20.0  # noqa: ASYNC109
+) -> list[Record]:
+    """Read from the beginning until `expect` records arrived (or fail at the deadline)."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    records: list[Record] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(records) < expect:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"only {len(records)} of {expect} records on {topic}")
+            batch = await consumer.getmany(timeout_ms=200)
+            for messages in batch.values():
+                records.extend(
+                    Record(
+                        m.topic, m.partition, m.offset, m.key, m.value, {k: v for k, v in m.headers}
+                    )
+                    for m in messages
+                )
+    finally:
+        await consumer.stop()
+    return records
+
+
+def person(index: int, seed: int = 11) -> CitizenProfile:
+    return citizen(seed, index)
