@@ -1,0 +1,191 @@
+"""`ikd-audit`: migrate, serve, verify, export, auditors, public-key."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ikd_audit.domain import merkle
+from ikd_audit.domain.model import load_public_key
+from ikd_audit.domain.verify import (
+    verify_consistency_bundle,
+    verify_inclusion_bundle,
+    verify_log,
+)
+from ikd_shared import codec
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+app = typer.Typer(help="IKD MPP audit service: tamper-evident access log.", no_args_is_help=True)
+auditors = typer.Typer(help="Console sign-in for auditors.", no_args_is_help=True)
+app.add_typer(auditors, name="auditors")
+
+
+def _settings() -> Any:
+    from ikd_audit.config import AuditSettings
+    from ikd_shared.settings import load_settings
+
+    return load_settings(AuditSettings)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations with IKD_AUDIT_MIGRATION_DATABASE_URL (the owner role)."""
+    from ikd_shared.db import migrate as run_migrations
+
+    settings = _settings()
+    if settings.migration_database_url is None:
+        typer.echo("ikd_audit: setting IKD_AUDIT_MIGRATION_DATABASE_URL is missing", err=True)
+        raise typer.Exit(2)
+    applied = run_migrations(settings.migration_database_url, MIGRATIONS)
+    typer.echo(f"applied {applied} migration(s)")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="default IKD_AUDIT_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="default IKD_AUDIT_PORT")] = None,
+) -> None:
+    """Run the API, console, access-event consumer and tree-head signer in one process."""
+    import uvicorn
+
+    from ikd_audit.entrypoints.app import create_app
+    from ikd_audit.entrypoints.observability import configure_logging
+
+    settings = _settings()
+    configure_logging()
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+    )
+
+
+def _read_json(path: Path) -> Any:
+    return codec.loads(path.read_bytes())
+
+
+@app.command()
+def verify(
+    public_key: Annotated[Path, typer.Option(help="the log's Ed25519 public key (PEM)")],
+    log: Annotated[Path | None, typer.Option(help="exported log (JSON lines)")] = None,
+    inclusion: Annotated[Path | None, typer.Option(help="inclusion proof bundle (JSON)")] = None,
+    consistency: Annotated[Path | None, typer.Option(help="consistency proof (JSON)")] = None,
+) -> None:
+    """Check an exported log or proofs against signed tree heads, trusting no database."""
+    key = load_public_key(public_key.read_bytes())
+    if sum(x is not None for x in (log, inclusion, consistency)) != 1:
+        typer.echo("give exactly one of --log, --inclusion, --consistency", err=True)
+        raise typer.Exit(2)
+    if log is not None:
+        with sys.stdin if str(log) == "-" else log.open("rb") as stream:
+            records = (codec.loads(line) for line in stream if line.strip())
+            report = verify_log(records, key)
+        typer.echo(report.summary())
+        if not report.ok:
+            if report.first_bad_position is not None:
+                typer.echo(f"first bad position: {report.first_bad_position}")
+            raise typer.Exit(1)
+        return
+    try:
+        if inclusion is not None:
+            typer.echo(verify_inclusion_bundle(_read_json(inclusion), key))
+        elif consistency is not None:
+            typer.echo(verify_consistency_bundle(_read_json(consistency), key))
+    except (merkle.ProofError, KeyError, ValueError, TypeError) as error:
+        typer.echo(f"FAILED: {error}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option(help="file to write; - for stdout")] = Path("-"),
+) -> None:
+    """Write the whole log (tree heads and entries) as JSON lines for `verify --log`."""
+    from ikd_audit.bootstrap import bootstrap
+
+    settings = _settings()
+
+    async def run() -> int:
+        services = await bootstrap(settings)
+        count = 0
+        try:
+            with sys.stdout.buffer if str(out) == "-" else out.open("wb") as stream:
+                async for record in services.log.export():
+                    stream.write(codec.dumps(record) + b"\n")
+                    count += 1
+        finally:
+            await services.close()
+        return count
+
+    count = asyncio.run(run())
+    if str(out) != "-":
+        typer.echo(f"wrote {count} records to {out}")
+
+
+@app.command("public-key")
+def public_key() -> None:
+    """Print the public key that verifies this log's tree heads."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from ikd_audit.domain.model import public_key_pem
+    from ikd_shared.auth import load_ed25519_private_key
+
+    settings = _settings()
+    key: Ed25519PrivateKey = load_ed25519_private_key(
+        settings.tree_head_signing_key.get_secret_value()
+    )
+    typer.echo(public_key_pem(key.public_key()), nl=False)
+
+
+@auditors.command("add")
+def add_auditor(
+    client_id: Annotated[str, typer.Option("--id", help="the auditor's client id")],
+    secret: Annotated[
+        str | None,
+        typer.Option(help="the secret; default: read IKD_AUDIT_NEW_AUDITOR_SECRET or generate one"),
+    ] = None,
+) -> None:
+    """Create an auditor (or rotate its secret); only an argon2 hash is stored."""
+    import os
+    import re
+
+    from ikd_audit.adapters.repository import LogRepository
+    from ikd_audit.entrypoints.console import hash_secret
+    from ikd_shared.db import create_pool
+
+    if not re.fullmatch(r"[A-Za-z0-9._-]{3,64}", client_id):
+        typer.echo("the id needs 3-64 letters, digits, '.', '_' or '-'", err=True)
+        raise typer.Exit(2)
+    settings = _settings()
+    generated = False
+    secret = secret or os.environ.get("IKD_AUDIT_NEW_AUDITOR_SECRET")
+    if not secret:
+        secret, generated = secrets.token_urlsafe(24), True
+    if len(secret) < 12:
+        typer.echo("the secret needs at least 12 characters", err=True)
+        raise typer.Exit(2)
+
+    async def run() -> None:
+        pool = await create_pool(settings.database_url, max_size=1)
+        try:
+            await LogRepository(pool).save_auditor(client_id, hash_secret(secret))
+        finally:
+            await pool.close()
+
+    asyncio.run(run())
+    typer.echo(f"auditor {client_id} saved")
+    if generated:
+        typer.echo(f"secret (shown once): {secret}")
+
+
+if __name__ == "__main__":
+    app()

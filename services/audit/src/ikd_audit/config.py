@@ -1,0 +1,102 @@
+"""Audit service settings (prefix IKD_AUDIT_); built once at process start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from ikd_shared.auth import load_ed25519_private_key, load_jwks
+from ikd_shared.settings import ServiceSettings
+
+
+class AuditSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="IKD_AUDIT_", extra="ignore", frozen=True)
+
+    database_url: str = Field(
+        pattern=r"^postgres(ql)?://",
+        description="runtime role ikd_audit_app: INSERT and SELECT on the log only",
+    )
+    migration_database_url: str | None = Field(
+        default=None,
+        pattern=r"^postgres(ql)?://",
+        description="owner role, used by `ikd-audit migrate` only",
+    )
+    tree_head_signing_key: SecretStr = Field(
+        description="Ed25519 private key (PKCS8 PEM, or @path to one) that signs tree heads",
+    )
+    token_jwks: Annotated[dict[str, Any], NoDecode] = Field(
+        description="identity's access-token JWKS (inline JSON or @path)",
+    )
+    token_issuer: str = Field(default="ikd-identity")
+    token_audience: str = Field(default="ikd-audit")
+    trust_jwks: Annotated[dict[str, Any], NoDecode] = Field(
+        description="IKD credential trust anchors (Dukcapil issuer JWKS; inline JSON or @path)",
+    )
+    credential_issuer: str = Field(
+        default="https://dukcapil.kemendagri.go.id/ikd",
+    )
+    credential_audience: str = Field(default="ikd-mpp")
+    credential_max_age_seconds: int = Field(
+        default=300,
+        ge=10,
+        le=3600,
+        description="a citizen's trail request needs a credential issued this recently",
+    )
+    session_secret: SecretStr = Field(
+        description="signs console session cookies and pagination cursors",
+    )
+    session_max_age_seconds: int = Field(default=1800, ge=60)
+    secure_cookies: bool | None = Field(
+        default=None,
+        description="console cookie only over HTTPS; default: on outside development",
+    )
+    host: str = Field(default="127.0.0.1")
+    port: int = Field(default=18010, ge=1, le=65535)
+    tree_head_interval_seconds: float = Field(default=10.0, gt=0)
+    tree_head_max_entries: int = Field(
+        default=1000,
+        ge=1,
+        description="sign a new tree head once this many entries are unsigned",
+    )
+    page_size_default: int = Field(default=50, ge=1)
+    page_size_max: int = Field(default=500, ge=1)
+    consumer_batch_size: int = Field(default=500, ge=1, le=10000)
+    run_consumer: bool = Field(default=True)
+    consumer_group: str = Field(default="ikd-audit")
+
+    @field_validator("tree_head_signing_key", mode="before")
+    @classmethod
+    def _read_key_file(cls, value: Any) -> Any:
+        # Read @path here so the placeholder check sees the key, not its file name.
+        if isinstance(value, str) and value.startswith("@"):
+            try:
+                return Path(value[1:]).read_text()
+            except OSError as error:
+                raise ValueError(f"cannot read the key file: {error.strerror}") from None
+        return value
+
+    @field_validator("token_jwks", "trust_jwks", mode="before")
+    @classmethod
+    def _load_jwks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return load_jwks(value)
+            except (OSError, ValueError) as error:
+                raise ValueError(f"cannot load the JWKS: {error}") from None
+        return value
+
+    @field_validator("tree_head_signing_key", mode="after")
+    @classmethod
+    def _check_key(cls, value: SecretStr) -> SecretStr:
+        try:
+            load_ed25519_private_key(value.get_secret_value())
+        except (ValueError, TypeError):
+            raise ValueError("not an Ed25519 private key in PEM form") from None
+        return value
+
+    @property
+    def cookies_https_only(self) -> bool:
+        return self.secure_cookies if self.secure_cookies is not None else not self.is_development

@@ -1,0 +1,209 @@
+"""Auditor API (/v1, bearer token with scope audit:read) and the citizen trail."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import PlainTextResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from ikd_audit.bootstrap import Services
+from ikd_audit.domain.errors import Forbidden, Unauthenticated
+from ikd_audit.domain.model import Entry
+from ikd_audit.domain.search import SearchFilter, build_filter, check_limit
+from ikd_shared import codec
+from ikd_shared.auth import AuthError, Principal, Scope
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+
+
+async def auditor(request: Request, svc: ServicesDep) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("a bearer token is required", code="missing_token")
+    try:
+        principal = svc.tokens.verify(token.strip())
+    except AuthError as error:
+        raise Unauthenticated(str(error), code=error.code) from None
+    if not principal.has(Scope.AUDIT_READ):
+        raise Forbidden("this token lacks the audit:read scope")
+    return principal
+
+
+AuditorDep = Annotated[Principal, Depends(auditor)]
+
+
+def search_filter(
+    svc: ServicesDep,
+    nik: Annotated[str | None, Query(max_length=32)] = None,
+    pseudonym: Annotated[str | None, Query(max_length=80)] = None,
+    agency: Annotated[str | None, Query(max_length=64)] = None,
+    service: Annotated[str | None, Query(max_length=64)] = None,
+    channel: Annotated[str | None, Query(max_length=32)] = None,
+    outcome: Annotated[str | None, Query(max_length=32)] = None,
+    since: Annotated[str | None, Query(alias="from", max_length=64)] = None,
+    until: Annotated[str | None, Query(alias="to", max_length=64)] = None,
+) -> SearchFilter:
+    return build_filter(
+        pseudonym_key=svc.settings.pseudonym_key.get_secret_value().encode(),
+        nik=nik,
+        pseudonym=pseudonym,
+        agency=agency,
+        service=service,
+        channel=channel,
+        outcome=outcome,
+        since=since,
+        until=until,
+    )
+
+
+FilterDep = Annotated[SearchFilter, Depends(search_filter)]
+
+CSV_COLUMNS = [
+    "position",
+    "access_id",
+    "occurred_at",
+    "recorded_at",
+    "agency",
+    "service",
+    "pseudonym",
+    "fields",
+    "purpose",
+    "legal_basis",
+    "channel",
+    "outcome",
+    "reason",
+]
+
+
+def csv_row(entry: Entry) -> list[Any]:
+    doc = entry.document()
+    doc["fields"] = " ".join(entry.fields)
+    return [doc[c] if doc[c] is not None else "" for c in CSV_COLUMNS]
+
+
+async def csv_stream(svc: Services, search: SearchFilter) -> AsyncIterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    async for entry, _ in svc.log.stream(search):
+        writer.writerow(csv_row(entry))
+        if buffer.tell() > 64 * 1024:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+class TrailRequest(BaseModel):
+    credential: str = Field(
+        min_length=1,
+        max_length=16 * 1024,
+        description="a freshly issued IKD credential (compact JWS)",
+    )
+
+
+router = APIRouter(prefix="/v1")
+
+
+@router.get("/entries", tags=["auditor"])
+async def list_entries(
+    svc: ServicesDep,
+    _: AuditorDep,
+    search: FilterDep,
+    limit: Annotated[int | None, Query()] = None,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+) -> dict[str, Any]:
+    """Search the log, newest first; pass `next_cursor` back as `cursor` for the next page."""
+    size = check_limit(
+        limit, default=svc.settings.page_size_default, cap=svc.settings.page_size_max
+    )
+    page = await svc.log.search(search, cursor, size)
+    return {"items": [e.document() for e in page.entries], "next_cursor": page.next_cursor}
+
+
+@router.get("/entries/{position}", tags=["auditor"])
+async def get_entry(svc: ServicesDep, _: AuditorDep, position: int) -> dict[str, Any]:
+    """One entry with its inclusion proof against the latest signed tree head."""
+    return await svc.log.inclusion_proof(position)
+
+
+@router.get("/export.csv", tags=["auditor"], response_class=StreamingResponse)
+async def export_csv(svc: ServicesDep, _: AuditorDep, search: FilterDep) -> StreamingResponse:
+    return StreamingResponse(
+        csv_stream(svc, search),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="ikd-audit-entries.csv"'},
+    )
+
+
+@router.get("/stats/agencies", tags=["auditor"])
+async def agency_stats(svc: ServicesDep, _: AuditorDep, search: FilterDep) -> dict[str, Any]:
+    """Accesses and denials per agency (the same filters as search)."""
+    counts = await svc.log.agency_counts(search)
+    return {
+        "agencies": [
+            {"agency": c.agency, "accesses": c.accesses, "denials": c.denials} for c in counts
+        ]
+    }
+
+
+@router.get("/log/tree-head", tags=["log"])
+async def latest_tree_head(svc: ServicesDep, _: AuditorDep) -> dict[str, Any]:
+    return (await svc.log.latest_tree_head()).document()
+
+
+@router.get("/log/public-key", tags=["log"], response_class=PlainTextResponse)
+async def public_key(svc: ServicesDep, _: AuditorDep) -> PlainTextResponse:
+    return PlainTextResponse(svc.log.public_key_pem, media_type="application/x-pem-file")
+
+
+@router.get("/log/inclusion-proof", tags=["log"])
+async def inclusion_proof(
+    svc: ServicesDep,
+    _: AuditorDep,
+    position: Annotated[int, Query(ge=0)],
+    tree_size: Annotated[int | None, Query(ge=1)] = None,
+) -> dict[str, Any]:
+    return await svc.log.inclusion_proof(position, tree_size)
+
+
+@router.get("/log/consistency-proof", tags=["log"])
+async def consistency_proof(
+    svc: ServicesDep,
+    _: AuditorDep,
+    first: Annotated[int, Query(ge=1)],
+    second: Annotated[int, Query(ge=1)],
+) -> dict[str, Any]:
+    return await svc.log.consistency_proof(first, second)
+
+
+@router.get("/log/export", tags=["log"], response_class=StreamingResponse)
+async def export_log(svc: ServicesDep, _: AuditorDep) -> StreamingResponse:
+    """The whole log as JSON lines, for `ikd-audit verify --log`."""
+
+    async def lines() -> AsyncIterator[bytes]:
+        async for record in svc.log.export():
+            yield codec.dumps(record) + b"\n"
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+@router.post("/citizen/trail", tags=["citizen"])
+async def citizen_trail(svc: ServicesDep, body: TrailRequest) -> dict[str, Any]:
+    """Every access to the citizen's data, each with an inclusion proof (UU PDP right of access).
+
+    The citizen authenticates with a freshly issued IKD credential; each credential works once.
+    """
+    return await svc.log.citizen_trail(body.credential)

@@ -1,0 +1,226 @@
+"""The auditor console: server-rendered pages behind a signed, HttpOnly session cookie.
+
+An auditor signs in with a client id and secret (`ikd-audit auditors add`); secrets are stored
+as argon2 hashes and checked in constant time, unknown ids included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.templating import Jinja2Templates
+
+from ikd_audit.domain import merkle, verify
+from ikd_audit.domain.errors import AuditError
+from ikd_audit.domain.search import build_filter, check_limit
+from ikd_audit.entrypoints.api import ServicesDep, csv_stream
+from ikd_shared.events.access_v1 import Channel, Outcome
+
+HERE = Path(__file__).resolve().parent.parent
+templates = Jinja2Templates(directory=HERE / "templates")
+hasher = PasswordHasher()
+_DUMMY_HASH = hasher.hash(secrets.token_urlsafe(16))
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+
+FILTER_NAMES = ("nik", "pseudonym", "agency", "service", "channel", "outcome", "from", "to")
+
+
+def hash_secret(secret: str) -> str:
+    return hasher.hash(secret)
+
+
+def check_secret(stored: str | None, secret: str) -> bool:
+    try:
+        return hasher.verify(stored or _DUMMY_HASH, secret) and stored is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def csrf_token(request: Request) -> str:
+    token = request.session.get("csrf")
+    if not isinstance(token, str):
+        token = secrets.token_urlsafe(24)
+        request.session["csrf"] = token
+    return token
+
+
+def current_auditor(request: Request) -> str | None:
+    value = request.session.get("auditor")
+    return value if isinstance(value, str) else None
+
+
+def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    context.update(auditor=current_auditor(request), csrf=csrf_token(request))
+    return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+
+def to_login() -> RedirectResponse:
+    return RedirectResponse("/console/login", status_code=303)
+
+
+def _zoned(value: str | None) -> str | None:
+    # <input type=datetime-local> has no zone; the console labels its times as UTC.
+    if value and len(value) <= 19 and "+" not in value and not value.endswith("Z"):
+        return value + "Z"
+    return value
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_form(request: Request) -> HTMLResponse:
+    return render(request, "login.html")
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login(
+    request: Request,
+    svc: ServicesDep,
+    client_id: Annotated[str, Form(max_length=64)],
+    secret: Annotated[str, Form(max_length=256)],
+    csrf: Annotated[str, Form(max_length=64)] = "",
+) -> Response:
+    expected = request.session.get("csrf")
+    if not isinstance(expected, str) or not secrets.compare_digest(csrf, expected):
+        return render(request, "login.html", 400, error="The form expired; please try again.")
+    stored = await svc.repo.auditor_secret_hash(client_id)
+    if not await asyncio.to_thread(check_secret, stored, secret):
+        return render(request, "login.html", 401, error="Unknown client id or wrong secret.")
+    request.session.clear()
+    request.session["auditor"] = client_id
+    return RedirectResponse("/console/search", status_code=303)
+
+
+@router.post("/logout")
+async def logout(request: Request, csrf: Annotated[str, Form(max_length=64)] = "") -> Response:
+    expected = request.session.get("csrf")
+    if isinstance(expected, str) and secrets.compare_digest(csrf, expected):
+        request.session.clear()
+    return to_login()
+
+
+@router.get("", include_in_schema=False)
+@router.get("/", include_in_schema=False)
+async def home(request: Request) -> Response:
+    return RedirectResponse("/console/search", status_code=303)
+
+
+@router.get("/search", response_class=HTMLResponse)
+async def search(request: Request, svc: ServicesDep) -> Response:
+    if current_auditor(request) is None:
+        return to_login()
+    params = {name: request.query_params.get(name) for name in FILTER_NAMES}
+    context: dict[str, Any] = {
+        "params": {k: v or "" for k, v in params.items()},
+        "channels": [c.value for c in Channel],
+        "outcomes": [o.value for o in Outcome],
+        "entries": [],
+        "next_url": None,
+        "counts": [],
+        "query": request.url.query,
+        "error": None,
+        "searched": any(params.values()) or "go" in request.query_params,
+    }
+    try:
+        search_filter = build_filter(
+            pseudonym_key=svc.settings.pseudonym_key.get_secret_value().encode(),
+            nik=params["nik"],
+            pseudonym=params["pseudonym"],
+            agency=params["agency"],
+            service=params["service"],
+            channel=params["channel"],
+            outcome=params["outcome"],
+            since=_zoned(params["from"]),
+            until=_zoned(params["to"]),
+        )
+        limit = check_limit(
+            None, default=svc.settings.page_size_default, cap=svc.settings.page_size_max
+        )
+        page = await svc.log.search(search_filter, request.query_params.get("cursor"), limit)
+        kept = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
+        context.update(
+            entries=page.entries,
+            counts=await svc.log.agency_counts(search_filter),
+            query=urlencode(kept),
+            next_url=(
+                f"/console/search?{urlencode([*kept, ('cursor', page.next_cursor)])}"
+                if page.next_cursor
+                else None
+            ),
+        )
+    except AuditError as error:
+        context["error"] = f"{error.detail} ({error.code})"
+        return render(request, "search.html", error.status_code, **context)
+    return render(request, "search.html", **context)
+
+
+@router.get("/export.csv")
+async def export(request: Request, svc: ServicesDep) -> Response:
+    if current_auditor(request) is None:
+        return to_login()
+    params = {name: request.query_params.get(name) for name in FILTER_NAMES}
+    try:
+        search_filter = build_filter(
+            pseudonym_key=svc.settings.pseudonym_key.get_secret_value().encode(),
+            nik=params["nik"],
+            pseudonym=params["pseudonym"],
+            agency=params["agency"],
+            service=params["service"],
+            channel=params["channel"],
+            outcome=params["outcome"],
+            since=_zoned(params["from"]),
+            until=_zoned(params["to"]),
+        )
+    except AuditError as error:
+        return Response(f"{error.detail} ({error.code})", status_code=error.status_code)
+    return StreamingResponse(
+        csv_stream(svc, search_filter),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="ikd-audit-entries.csv"'},
+    )
+
+
+@router.get("/entries/{position}", response_class=HTMLResponse)
+async def entry(request: Request, svc: ServicesDep, position: int) -> Response:
+    if current_auditor(request) is None:
+        return to_login()
+    try:
+        proof = await svc.log.inclusion_proof(position)
+    except AuditError as error:
+        return render(request, "error.html", error.status_code, error=error.detail)
+    try:
+        server_verdict = verify.verify_inclusion_bundle(proof, svc.log.public_key)
+        server_ok = True
+    except (merkle.ProofError, ValueError) as error:
+        server_verdict, server_ok = f"FAILED: {error}", False
+    return render(
+        request,
+        "entry.html",
+        entry=proof["entry"],
+        proof=proof,
+        proof_json=json.dumps(proof),
+        server_ok=server_ok,
+        server_verdict=server_verdict,
+    )
+
+
+@router.get("/integrity", response_class=HTMLResponse)
+async def integrity(request: Request, svc: ServicesDep) -> Response:
+    if current_auditor(request) is None:
+        return to_login()
+    status = await svc.log.integrity()
+    return render(
+        request,
+        "integrity.html",
+        status=status,
+        key_id=svc.log.key_id,
+        public_key=svc.log.public_key_pem,
+    )

@@ -1,0 +1,137 @@
+"""Consumes access events in batches; offsets are committed only after the batch is durable.
+
+A record that is not a valid AccessRecorded CloudEvent goes to the audit dead-letter topic with
+the reason in `dlq_*` headers, and the consumer carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from ikd_audit.entrypoints.observability import (
+    BATCH_SECONDS,
+    DEAD_LETTERED,
+    DUPLICATES_SKIPPED,
+    ENTRIES_APPENDED,
+    TREE_SIZE,
+)
+from ikd_audit.service_layer.services import AuditLog
+from ikd_shared.events import InvalidEventData, decode
+from ikd_shared.events.access_v1 import EVENTS, AccessRecorded
+from ikd_shared.events.envelope import EnvelopeError, from_kafka
+from ikd_shared.events.topics import ACCESS, AUDIT_DEAD_LETTER
+from ikd_shared.kafka import dead_letter_headers, make_producer
+
+log = logging.getLogger("ikd_audit.consumer")
+SERVICE = "ikd-audit"
+
+
+def parse_record(record: Any) -> AccessRecorded:
+    """The access event in a Kafka record; EnvelopeError says why it is not one."""
+    event = from_kafka(record.key, record.value, list(record.headers or ()))
+    access = decode(event, EVENTS)
+    if str(access.access_id) != event.id:
+        raise InvalidEventData("access_id differs from the CloudEvent id")
+    return access
+
+
+class AccessConsumer:
+    def __init__(
+        self,
+        audit: AuditLog,
+        *,
+        bootstrap_servers: str,
+        topic_prefix: str = "",
+        group_id: str = "ikd-audit",
+        batch_size: int = 500,
+    ) -> None:
+        self.audit = audit
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = ACCESS.full_name(topic_prefix)
+        self.dead_letter_topic = AUDIT_DEAD_LETTER.full_name(topic_prefix)
+        self.group_id = group_id
+        self.batch_size = batch_size
+        self.running = False
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.bootstrap_servers,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.batch_size,
+            isolation_level="read_committed",
+        )
+        producer = make_producer(self.bootstrap_servers)
+        await producer.start()
+        await consumer.start()
+        self.running = True
+        log.info("consuming", extra={"fields": {"topic": self.topic, "group": self.group_id}})
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=500, max_records=self.batch_size)
+                if not batches:
+                    continue
+                started = time.perf_counter()
+                await self.handle(batches, producer)
+                await consumer.commit(
+                    {tp: records[-1].offset + 1 for tp, records in batches.items()}
+                )
+                BATCH_SECONDS.observe(time.perf_counter() - started)
+        finally:
+            self.running = False
+            await consumer.stop()
+            await producer.stop()
+
+    async def handle(
+        self, batches: dict[TopicPartition, list[Any]], producer: AIOKafkaProducer
+    ) -> None:
+        events: list[AccessRecorded] = []
+        for records in batches.values():
+            for record in records:
+                try:
+                    events.append(parse_record(record))
+                except EnvelopeError as error:
+                    await self.dead_letter(producer, record, str(error))
+        if not events:
+            return
+        delay = 0.2
+        while True:
+            try:
+                result = await self.audit.record(events)
+                break
+            except Exception as error:  # keep the batch and retry: never skip an access
+                log.warning(
+                    "recording a batch failed; retrying",
+                    extra={"fields": {"error": repr(error), "events": len(events)}},
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+        ENTRIES_APPENDED.inc(result.appended)
+        DUPLICATES_SKIPPED.inc(result.duplicates)
+        TREE_SIZE.set(result.tree_size)
+
+    async def dead_letter(self, producer: AIOKafkaProducer, record: Any, reason: str) -> None:
+        headers = list(record.headers or ()) + dead_letter_headers(
+            reason,
+            source_topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            service=SERVICE,
+        )
+        await producer.send_and_wait(
+            self.dead_letter_topic, value=record.value, key=record.key, headers=headers
+        )
+        DEAD_LETTERED.inc()
+        log.warning(
+            "dead-lettered a malformed access event",
+            extra={
+                "fields": {"reason": reason, "partition": record.partition, "offset": record.offset}
+            },
+        )

@@ -1,0 +1,267 @@
+"""Use cases of the audit log: record accesses, sign tree heads, prove, search, citizen trails."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import itertools
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ikd_audit.adapters.repository import AgencyCount, AppendResult, LogRepository
+from ikd_audit.domain import merkle, verify
+from ikd_audit.domain.errors import BadProofRequest, NotFound, Unauthenticated
+from ikd_audit.domain.model import Entry, NewEntry, TreeHead, key_id, public_key_pem
+from ikd_audit.domain.search import CursorCodec, SearchFilter
+from ikd_shared.credentials import CredentialError, CredentialVerifier
+from ikd_shared.events.access_v1 import AccessRecorded
+from ikd_shared.pseudonym import pseudonymize
+
+Clock = Callable[[], dt.datetime]
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    entries: list[Entry]
+    next_cursor: str | None
+
+
+@dataclass
+class Integrity:
+    tree_size: int
+    latest: TreeHead | None
+    signature_ok: bool
+    stored_root_ok: bool
+    heads_consistent: bool
+    full_check: verify.Report | None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        full_ok = self.full_check is None or self.full_check.ok
+        return (
+            self.latest is not None
+            and self.signature_ok
+            and self.stored_root_ok
+            and self.heads_consistent
+            and full_ok
+        )
+
+
+def proof_document(
+    entry: Entry, leaf: bytes, path: Sequence[bytes], head: TreeHead
+) -> dict[str, Any]:
+    """An inclusion proof bundle: everything a third party needs besides the public key."""
+    return {
+        "entry": entry.document(),
+        "leaf_data": base64.b64encode(entry.leaf_data()).decode(),
+        "leaf_index": entry.position,
+        "tree_size": head.tree_size,
+        "leaf_hash": leaf.hex(),
+        "audit_path": [h.hex() for h in path],
+        "tree_head": head.document(),
+    }
+
+
+class AuditLog:
+    def __init__(
+        self,
+        repo: LogRepository,
+        signing_key: Ed25519PrivateKey,
+        *,
+        pseudonym_key: bytes,
+        cursor_key: bytes,
+        credentials: CredentialVerifier | None = None,
+        credential_max_age: dt.timedelta = dt.timedelta(minutes=5),
+        clock: Clock = utc_now,
+    ) -> None:
+        self.repo = repo
+        self.signing_key = signing_key
+        self.public_key = signing_key.public_key()
+        self.key_id = key_id(self.public_key)
+        self.public_key_pem = public_key_pem(self.public_key)
+        self.pseudonym_key = pseudonym_key
+        self.cursors = CursorCodec(cursor_key)
+        self.credentials = credentials
+        self.credential_max_age = credential_max_age
+        self.clock = clock
+        self.changed = asyncio.Event()
+        self._sign_lock = asyncio.Lock()
+
+    # --- recording -------------------------------------------------------------------------
+
+    async def record(self, events: Sequence[AccessRecorded]) -> AppendResult:
+        result = await self.repo.append([NewEntry.from_event(e) for e in events], self.clock())
+        if result.appended:
+            self.changed.set()
+        return result
+
+    async def sign_tree_head(self) -> TreeHead:
+        """Sign the tree as it is now (or return the head that already signs this size)."""
+        async with self._sign_lock:
+            size, root = await self.repo.current_root()
+            latest = await self.repo.latest_tree_head()
+            if latest is not None and latest.tree_size == size:
+                return latest
+            head = TreeHead.sign(self.signing_key, size, root, self.clock())
+            await self.repo.add_tree_head(head)
+            return await self.repo.tree_head(size) or head
+
+    async def unsigned_entries(self) -> int:
+        latest = await self.repo.latest_tree_head()
+        size = await self.repo.size()
+        return size - latest.tree_size if latest else size + 1
+
+    async def head_covering(self, position: int) -> TreeHead:
+        latest = await self.repo.latest_tree_head()
+        if latest is None or latest.tree_size <= position:
+            latest = await self.sign_tree_head()
+        return latest
+
+    async def latest_tree_head(self) -> TreeHead:
+        return await self.repo.latest_tree_head() or await self.sign_tree_head()
+
+    # --- proofs ----------------------------------------------------------------------------
+
+    async def _paths(self, indexes: Sequence[int], size: int) -> list[list[bytes]]:
+        ranges = [merkle.inclusion_ranges(i, size) for i in indexes]
+        nodes = await self.repo.node_hashes(merkle.nodes_for([r for rs in ranges for r in rs]))
+        return [[merkle.range_hash(r, nodes) for r in rs] for rs in ranges]
+
+    async def inclusion_proof(self, position: int, tree_size: int | None = None) -> dict[str, Any]:
+        found = await self.repo.entry(position)
+        if found is None:
+            raise NotFound(f"no entry at position {position}")
+        entry, leaf = found
+        if tree_size is None:
+            head = await self.head_covering(position)
+        else:
+            signed = await self.repo.tree_head(tree_size)
+            if signed is None:
+                raise BadProofRequest(
+                    f"no signed tree head of size {tree_size}", code="unknown_tree_size"
+                )
+            if position >= tree_size:
+                raise BadProofRequest(
+                    "the entry is not in a tree of that size", code="position_outside_tree"
+                )
+            head = signed
+        (path,) = await self._paths([position], head.tree_size)
+        return proof_document(entry, leaf, path, head)
+
+    async def consistency_proof(self, first: int, second: int) -> dict[str, Any]:
+        heads = [await self.repo.tree_head(size) for size in (first, second)]
+        if heads[0] is None or heads[1] is None:
+            raise BadProofRequest(
+                "both sizes must have signed tree heads", code="unknown_tree_size"
+            )
+        if not 0 < first <= second:
+            raise BadProofRequest("need 0 < first <= second", code="invalid_sizes")
+        ranges = merkle.consistency_ranges(first, second) if first != second else []
+        nodes = await self.repo.node_hashes(merkle.nodes_for(ranges))
+        return {
+            "first": heads[0].document(),
+            "second": heads[1].document(),
+            "consistency_path": [merkle.range_hash(r, nodes).hex() for r in ranges],
+        }
+
+    # --- auditor queries -------------------------------------------------------------------
+
+    async def search(self, search: SearchFilter, cursor: str | None, limit: int) -> Page:
+        before = self.cursors.decode(cursor, search) if cursor else None
+        entries = await self.repo.search(search, before, limit + 1)
+        more = len(entries) > limit
+        entries = entries[:limit]
+        next_cursor = self.cursors.encode(entries[-1].position, search) if more else None
+        return Page(entries, next_cursor)
+
+    async def entry(self, position: int) -> Entry:
+        found = await self.repo.entry(position)
+        if found is None:
+            raise NotFound(f"no entry at position {position}")
+        return found[0]
+
+    async def agency_counts(self, search: SearchFilter) -> list[AgencyCount]:
+        return await self.repo.agency_counts(search)
+
+    def stream(self, search: SearchFilter) -> AsyncIterator[tuple[Entry, bytes | None]]:
+        return self.repo.stream(search)
+
+    async def export(self) -> AsyncIterator[dict[str, Any]]:
+        """The whole log as JSON-lines records, the format `ikd-audit verify` reads."""
+        yield {"type": "log", "key_id": self.key_id, "public_key": self.public_key_pem}
+        for head in await self.repo.tree_heads():
+            yield {"type": verify.TREE_HEAD, **head.document()}
+        async for entry, leaf in self.repo.stream(with_hash=True):
+            assert leaf is not None
+            yield {"type": verify.ENTRY, **entry.document(), "leaf_hash": leaf.hex()}
+
+    async def integrity(self, *, full_check_limit: int = 200_000) -> Integrity:
+        heads = await self.repo.tree_heads()
+        size = await self.repo.size()
+        latest = heads[-1] if heads else None
+        status = Integrity(size, latest, False, False, True, None)
+        if latest is None:
+            status.problems.append("no signed tree head yet")
+            return status
+        status.signature_ok = all(h.check_signature(self.public_key) for h in heads)
+        if not status.signature_ok:
+            status.problems.append("a stored tree head does not carry a valid signature")
+        nodes = await self.repo.node_hashes(merkle.root_nodes(latest.tree_size))
+        status.stored_root_ok = merkle.range_hash((0, latest.tree_size), nodes) == latest.root_hash
+        if not status.stored_root_ok:
+            status.problems.append("the stored tree does not match the latest signed root")
+        for older, newer in itertools.pairwise(heads):
+            if older.tree_size == 0:
+                continue
+            try:
+                proof = await self.consistency_proof(older.tree_size, newer.tree_size)
+                verify.verify_consistency_bundle(proof, self.public_key)
+            except (merkle.ProofError, LookupError) as error:
+                status.heads_consistent = False
+                status.problems.append(
+                    f"tree heads {older.tree_size} and {newer.tree_size} are inconsistent: {error}"
+                )
+                break
+        if size <= full_check_limit:
+            records = [r async for r in self.export()]
+            status.full_check = verify.verify_log(records, self.public_key)
+            status.problems.extend(status.full_check.problems)
+        return status
+
+    # --- citizens --------------------------------------------------------------------------
+
+    async def citizen_trail(self, credential: str) -> dict[str, Any]:
+        if self.credentials is None:
+            raise Unauthenticated("citizen trails are not configured", code="not_configured")
+        try:
+            verified = self.credentials.verify(credential, max_age=self.credential_max_age)
+        except CredentialError as error:
+            raise Unauthenticated(str(error), code=error.code) from None
+        if not await self.repo.remember_credential(verified.jti, verified.expires_at):
+            raise Unauthenticated("this credential was used before", code="credential_replayed")
+        pseudonym = pseudonymize(verified.nik, self.pseudonym_key)
+        rows = await self.repo.trail(pseudonym)
+        head = (
+            await self.head_covering(rows[-1][0].position)
+            if rows
+            else await self.latest_tree_head()
+        )
+        paths = await self._paths([e.position for e, _ in rows], head.tree_size)
+        return {
+            "pseudonym": pseudonym,
+            "tree_head": head.document(),
+            "public_key": self.public_key_pem,
+            "accesses": [
+                proof_document(entry, leaf, path, head)
+                for (entry, leaf), path in zip(rows, paths, strict=True)
+            ],
+        }
