@@ -86,6 +86,8 @@ class CredentialVerifier:
         except jwt.DecodeError:
             raise CredentialError("malformed_credential", "the JWS header is unreadable") from None
         algorithm = header.get("alg")
+        if not isinstance(algorithm, str):
+            raise CredentialError("malformed_credential", "the JWS header names no algorithm")
         if algorithm not in ALLOWED_ALGORITHMS:
             raise CredentialError("disallowed_algorithm", f"algorithm {algorithm!r} is not allowed")
         key = self._keys.get(str(header.get("kid")))

@@ -1,0 +1,121 @@
+"""Verification at a counter: one transaction for profile + outbox, and the event on Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+
+from cloudevents.v1.kafka import KafkaMessage, from_binary
+from identity_support import counts, person, read_topic
+
+from ikd_shared.events import decode
+from ikd_shared.events.envelope import from_kafka
+from ikd_shared.events.profile_v1 import EVENTS, PROFILE_FIELDS, ProfileVerified
+from ikd_shared.events.topics import PROFILE
+from ikd_shared.pseudonym import pseudonymize
+from ikd_identity.bootstrap import build_relay
+
+
+async def test_verification_commits_profile_and_outbox_together_and_publishes(
+    api, issuer, db, topic_prefix, kafka_bootstrap
+) -> None:
+    profile = person(0)
+    response = await api.client.post(
+        "/v1/verifications",
+        json={"credential": issuer.mint(profile)},
+        headers=api.auth("identity:verify", agency="disdukcapil-cirebon"),
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    pseudonym = pseudonymize(profile.nik, api.settings.pseudonym_key.get_secret_value().encode())
+    assert body["pseudonym"] == pseudonym
+    assert body["version"] == 1
+    assert body["changed"] is True
+
+    # The profile, the seen jti and the outbox row were written by one transaction (same xmin).
+    profile_tx = await db.fetchval("SELECT xmin::text FROM profiles")
+    outbox_tx = await db.fetchval("SELECT xmin::text FROM outbox")
+    jti_tx = await db.fetchval("SELECT xmin::text FROM seen_credentials")
+    assert profile_tx == outbox_tx == jti_tx
+    row = await db.fetchrow("SELECT event_id, key, sent_at FROM outbox")
+    assert row["key"] == pseudonym
+    assert row["sent_at"] is None
+
+    stop = asyncio.Event()
+    relay = build_relay(api.settings)
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        (record,) = await read_topic(kafka_bootstrap, PROFILE.full_name(topic_prefix), expect=1)
+    finally:
+        stop.set()
+        await task
+
+    assert record.key == pseudonym.encode()
+    for name in ("ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time"):
+        assert name in record.headers
+    assert record.headers["ce_id"].decode() == str(row["event_id"])
+    assert record.headers["ce_type"].decode() == ProfileVerified.event_type
+    nik = profile.nik.encode()
+    assert nik not in record.key
+    assert all(nik not in value for value in record.headers.values())
+    assert all(nik not in name.encode() for name in record.headers)
+
+    # Any CloudEvents SDK reads it: the reference Python SDK's Kafka binary binding.
+    sdk_event = from_binary(
+        KafkaMessage(headers=record.headers, key=record.key, value=record.value)
+    )
+    assert sdk_event["id"] == str(row["event_id"])
+    assert sdk_event["type"] == ProfileVerified.event_type
+    event = decode(from_kafka(record.key, record.value, list(record.headers.items())), EVENTS)
+    assert isinstance(event, ProfileVerified)
+    assert event.profile == profile
+    assert event.version == 1
+    assert event.verified_by == "disdukcapil-cirebon"
+    assert sorted(event.changed_fields) == sorted(PROFILE_FIELDS)
+    assert await db.fetchval("SELECT sent_at IS NOT NULL FROM outbox")
+
+
+async def test_unchanged_profile_changes_nothing_and_publishes_nothing(api, issuer, db) -> None:
+    profile = person(1)
+    headers = api.auth("identity:verify")
+    first = await api.client.post("/v1/verifications", json={"credential": issuer.mint(profile)},
+                                  headers=headers)
+    assert first.status_code == 200
+    before = await db.fetchrow("SELECT version, updated_at, verified_at FROM profiles")
+
+    again = await api.client.post("/v1/verifications", json={"credential": issuer.mint(profile)},
+                                  headers=headers)
+    assert again.status_code == 200
+    assert again.json()["changed"] is False
+    assert again.json()["version"] == 1
+    assert await db.fetchrow("SELECT version, updated_at, verified_at FROM profiles") == before
+    assert await db.fetchval("SELECT count(*) FROM outbox") == 1
+
+
+async def test_changed_profile_gets_next_version_and_event(api, issuer, db) -> None:
+    profile = person(2)
+    headers = api.auth("identity:verify")
+    await api.client.post("/v1/verifications", json={"credential": issuer.mint(profile)},
+                          headers=headers)
+    moved = profile.model_copy(
+        update={"address": profile.address.model_copy(update={"street": "Jl. Baru No. 1"})}
+    )
+    response = await api.client.post(
+        "/v1/verifications", json={"credential": issuer.mint(moved)}, headers=headers
+    )
+    assert response.status_code == 200
+    assert response.json()["version"] == 2
+    assert response.json()["changed_fields"] == ["address.street"]
+    assert await db.fetchval("SELECT version FROM profiles") == 2
+    assert (await counts(db))["outbox"] == 2
+    payload = await db.fetchval("SELECT payload FROM outbox ORDER BY position DESC LIMIT 1")
+    event = ProfileVerified.model_validate_json(payload)
+    assert event.version == 2
+    assert event.profile.address.street == "Jl. Baru No. 1"
+
+
+async def test_es256_issuer_is_accepted(api, es256_issuer) -> None:
+    response = await api.client.post(
+        "/v1/verifications", json={"credential": es256_issuer.mint(person(3))},
+        headers=api.auth("identity:verify"),
+    )
+    assert response.status_code == 200, response.text
