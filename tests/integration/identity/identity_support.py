@@ -30,7 +30,11 @@ class Record:
 
 
 async def read_topic(
-    bootstrap: str, topic: str, *, expect: int, timeout: float = 20.0  # noqa: ASYNC109
+    bootstrap: str,
+    topic: str,
+    *,
+    expect: int,
+    timeout: float = 20.0,  # noqa: ASYNC109
 ) -> list[Record]:
     """Read from the beginning until `expect` records arrived (or fail at the deadline)."""
     consumer = AIOKafkaConsumer(

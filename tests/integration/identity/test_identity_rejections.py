@@ -27,8 +27,13 @@ def _b64(data: bytes) -> str:
 def _claims(**changes: Any) -> dict[str, Any]:
     profile = person(20)
     claims = {
-        "iss": ISSUER, "aud": AUDIENCE, "iat": NOW, "nbf": NOW,
-        "exp": NOW + dt.timedelta(minutes=10), "jti": "jti-1", "nik": profile.nik,
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "iat": NOW,
+        "nbf": NOW,
+        "exp": NOW + dt.timedelta(minutes=10),
+        "jti": "jti-1",
+        "nik": profile.nik,
         "profile": profile.model_dump(mode="json"),
     }
     claims.update(changes)
@@ -68,8 +73,12 @@ def _wrong_signature(issuer: DevIssuer) -> str:
 
 def _tampered(issuer: DevIssuer) -> str:
     header, _, signature = issuer.mint(person(20)).split(".")
-    claims = _claims(iat=int(NOW.timestamp()), nbf=int(NOW.timestamp()),
-                     exp=int(NOW.timestamp()) + 600, jti="tampered")
+    claims = _claims(
+        iat=int(NOW.timestamp()),
+        nbf=int(NOW.timestamp()),
+        exp=int(NOW.timestamp()) + 600,
+        jti="tampered",
+    )
     return f"{header}.{_b64(json.dumps(claims).encode())}.{signature}"
 
 
@@ -93,42 +102,79 @@ CASES: list[CredentialCase] = [
     ("unknown kid", lambda i: i.mint(person(20), kid="someone-else"), 403, "unknown_kid"),
     ("alg none", _alg_none, 403, "disallowed_algorithm"),
     ("HMAC keyed with the public key", _hmac_with_public_key, 403, "disallowed_algorithm"),
-    ("wrong issuer", lambda i: i.mint(person(20), issuer="https://evil.test"), 403,
-     "wrong_issuer"),
-    ("wrong audience", lambda i: i.mint(person(20), audience="another-app"), 403,
-     "wrong_audience"),
-    ("expired", lambda i: i.mint(person(20), issued_at=NOW - dt.timedelta(hours=2)), 403,
-     "credential_expired"),
-    ("not yet valid", lambda i: i.mint(person(20), issued_at=NOW + dt.timedelta(hours=1)), 403,
-     "credential_not_yet_valid"),
+    ("wrong issuer", lambda i: i.mint(person(20), issuer="https://evil.test"), 403, "wrong_issuer"),
+    ("wrong audience", lambda i: i.mint(person(20), audience="another-app"), 403, "wrong_audience"),
+    (
+        "expired",
+        lambda i: i.mint(person(20), issued_at=NOW - dt.timedelta(hours=2)),
+        403,
+        "credential_expired",
+    ),
+    (
+        "not yet valid",
+        lambda i: i.mint(person(20), issued_at=NOW + dt.timedelta(hours=1)),
+        403,
+        "credential_not_yet_valid",
+    ),
     ("missing jti", _without("jti"), 400, "missing_claims"),
     ("missing profile", _without("profile"), 400, "missing_claims"),
-    ("unknown province in NIK",
-     lambda i: _sign(i, _claims(nik="9909081306780001",
-                                profile=_profile(nik="9909081306780001"))),
-     400, "invalid_nik_unknown_province"),
-    ("impossible date in NIK",
-     lambda i: _sign(i, _claims(nik="3209083206780001",
-                                profile=_profile(nik="3209083206780001"))),
-     400, "invalid_nik_impossible_date"),
+    (
+        "unknown province in NIK",
+        lambda i: _sign(
+            i, _claims(nik="9909081306780001", profile=_profile(nik="9909081306780001"))
+        ),
+        400,
+        "invalid_nik_unknown_province",
+    ),
+    (
+        "impossible date in NIK",
+        lambda i: _sign(
+            i, _claims(nik="3209083206780001", profile=_profile(nik="3209083206780001"))
+        ),
+        400,
+        "invalid_nik_impossible_date",
+    ),
     ("NIK of wrong length", lambda i: _sign(i, _claims(nik="320908")), 400, "invalid_nik_length"),
-    ("birth date contradicts NIK",
-     lambda i: _sign(i, _claims(profile=_profile(date_of_birth="1990-01-01"))), 400,
-     "nik_mismatch"),
-    ("sex contradicts NIK",
-     lambda i: _sign(i, _claims(profile=_profile(
-         sex="female" if person(20).sex.value == "male" else "male"))),
-     400, "nik_mismatch"),
-    ("profile NIK differs from nik claim",
-     lambda i: _sign(i, _claims(profile=_profile(nik=person(21).nik))), 400, "nik_mismatch"),
-    ("missing profile field",
-     lambda i: _sign(i, _claims(profile={k: v for k, v in _profile().items()
-                                         if k != "occupation"})),
-     400, "invalid_claims"),
-    ("oversized profile field",
-     lambda i: _sign(i, _claims(profile=_profile(full_name="A" * 500))), 400, "invalid_claims"),
-    ("oversized credential",
-     lambda i: _sign(i, _claims(padding="x" * 20_000)), 413, "credential_too_large"),
+    (
+        "birth date contradicts NIK",
+        lambda i: _sign(i, _claims(profile=_profile(date_of_birth="1990-01-01"))),
+        400,
+        "nik_mismatch",
+    ),
+    (
+        "sex contradicts NIK",
+        lambda i: _sign(
+            i, _claims(profile=_profile(sex="female" if person(20).sex.value == "male" else "male"))
+        ),
+        400,
+        "nik_mismatch",
+    ),
+    (
+        "profile NIK differs from nik claim",
+        lambda i: _sign(i, _claims(profile=_profile(nik=person(21).nik))),
+        400,
+        "nik_mismatch",
+    ),
+    (
+        "missing profile field",
+        lambda i: _sign(
+            i, _claims(profile={k: v for k, v in _profile().items() if k != "occupation"})
+        ),
+        400,
+        "invalid_claims",
+    ),
+    (
+        "oversized profile field",
+        lambda i: _sign(i, _claims(profile=_profile(full_name="A" * 500))),
+        400,
+        "invalid_claims",
+    ),
+    (
+        "oversized credential",
+        lambda i: _sign(i, _claims(padding="x" * 20_000)),
+        413,
+        "credential_too_large",
+    ),
 ]
 
 
@@ -138,7 +184,8 @@ CASES: list[CredentialCase] = [
 )
 async def test_rejected_credential_writes_nothing(api, issuer, db, build, status, code) -> None:
     response = await api.client.post(
-        "/v1/verifications", json={"credential": build(issuer)},
+        "/v1/verifications",
+        json={"credential": build(issuer)},
         headers=api.auth("identity:verify"),
     )
     assert response.status_code == status, response.text
@@ -150,12 +197,14 @@ async def test_rejected_credential_writes_nothing(api, issuer, db, build, status
 async def test_replayed_credential_is_rejected_and_writes_nothing_more(api, issuer, db) -> None:
     credential = issuer.mint(person(22))
     headers = api.auth("identity:verify")
-    first = await api.client.post("/v1/verifications", json={"credential": credential},
-                                  headers=headers)
+    first = await api.client.post(
+        "/v1/verifications", json={"credential": credential}, headers=headers
+    )
     assert first.status_code == 200
     before = await counts(db)
-    again = await api.client.post("/v1/verifications", json={"credential": credential},
-                                  headers=headers)
+    again = await api.client.post(
+        "/v1/verifications", json={"credential": credential}, headers=headers
+    )
     assert again.status_code == 409
     assert again.json()["code"] == "credential_replayed"
     assert await counts(db) == before
@@ -164,8 +213,12 @@ async def test_replayed_credential_is_rejected_and_writes_nothing_more(api, issu
 BODY_CASES = [
     ("missing credential field", {}, 422, "invalid_request"),
     ("credential of the wrong type", {"credential": 42}, 422, "invalid_request"),
-    ("unexpected field", {"credential": "a.b.c", "nik": "3209081306780001"}, 422,
-     "invalid_request"),
+    (
+        "unexpected field",
+        {"credential": "a.b.c", "nik": "3209081306780001"},
+        422,
+        "invalid_request",
+    ),
     ("body over the size limit", {"credential": "x" * (70 * 1024)}, 413, "payload_too_large"),
 ]
 
@@ -175,8 +228,9 @@ BODY_CASES = [
     [pytest.param(body, status, code, id=name) for name, body, status, code in BODY_CASES],
 )
 async def test_rejected_body_writes_nothing(api, db, body, status, code) -> None:
-    response = await api.client.post("/v1/verifications", json=body,
-                                     headers=api.auth("identity:verify"))
+    response = await api.client.post(
+        "/v1/verifications", json=body, headers=api.auth("identity:verify")
+    )
     assert response.status_code == status, response.text
     assert response.json()["code"] == code
     assert await counts(db) == NOTHING
@@ -198,11 +252,18 @@ def _auth_cases(api: Any) -> dict[str, tuple[dict[str, str], int, str]]:
 
 
 @pytest.mark.parametrize(
-    "case", ["no token", "not a JWT", "basic scheme", "unknown signing key", "expired token",
-             "wrong scope", "no agency"],
+    "case",
+    [
+        "no token",
+        "not a JWT",
+        "basic scheme",
+        "unknown signing key",
+        "expired token",
+        "wrong scope",
+        "no agency",
+    ],
 )
-async def test_unauthenticated_or_wrong_scope_caller_writes_nothing(api, issuer, db,
-                                                                   case) -> None:
+async def test_unauthenticated_or_wrong_scope_caller_writes_nothing(api, issuer, db, case) -> None:
     headers, status, code = _auth_cases(api)[case]
     response = await api.client.post(
         "/v1/verifications", json={"credential": issuer.mint(person(23))}, headers=headers

@@ -7,12 +7,12 @@ import asyncio
 from cloudevents.v1.kafka import KafkaMessage, from_binary
 from identity_support import counts, person, read_topic
 
+from ikd_identity.bootstrap import build_relay
 from ikd_shared.events import decode
 from ikd_shared.events.envelope import from_kafka
 from ikd_shared.events.profile_v1 import EVENTS, PROFILE_FIELDS, ProfileVerified
 from ikd_shared.events.topics import PROFILE
 from ikd_shared.pseudonym import pseudonymize
-from ikd_identity.bootstrap import build_relay
 
 
 async def test_verification_commits_profile_and_outbox_together_and_publishes(
@@ -77,13 +77,15 @@ async def test_verification_commits_profile_and_outbox_together_and_publishes(
 async def test_unchanged_profile_changes_nothing_and_publishes_nothing(api, issuer, db) -> None:
     profile = person(1)
     headers = api.auth("identity:verify")
-    first = await api.client.post("/v1/verifications", json={"credential": issuer.mint(profile)},
-                                  headers=headers)
+    first = await api.client.post(
+        "/v1/verifications", json={"credential": issuer.mint(profile)}, headers=headers
+    )
     assert first.status_code == 200
     before = await db.fetchrow("SELECT version, updated_at, verified_at FROM profiles")
 
-    again = await api.client.post("/v1/verifications", json={"credential": issuer.mint(profile)},
-                                  headers=headers)
+    again = await api.client.post(
+        "/v1/verifications", json={"credential": issuer.mint(profile)}, headers=headers
+    )
     assert again.status_code == 200
     assert again.json()["changed"] is False
     assert again.json()["version"] == 1
@@ -94,8 +96,9 @@ async def test_unchanged_profile_changes_nothing_and_publishes_nothing(api, issu
 async def test_changed_profile_gets_next_version_and_event(api, issuer, db) -> None:
     profile = person(2)
     headers = api.auth("identity:verify")
-    await api.client.post("/v1/verifications", json={"credential": issuer.mint(profile)},
-                          headers=headers)
+    await api.client.post(
+        "/v1/verifications", json={"credential": issuer.mint(profile)}, headers=headers
+    )
     moved = profile.model_copy(
         update={"address": profile.address.model_copy(update={"street": "Jl. Baru No. 1"})}
     )
@@ -115,7 +118,8 @@ async def test_changed_profile_gets_next_version_and_event(api, issuer, db) -> N
 
 async def test_es256_issuer_is_accepted(api, es256_issuer) -> None:
     response = await api.client.post(
-        "/v1/verifications", json={"credential": es256_issuer.mint(person(3))},
+        "/v1/verifications",
+        json={"credential": es256_issuer.mint(person(3))},
         headers=api.auth("identity:verify"),
     )
     assert response.status_code == 200, response.text
