@@ -93,6 +93,8 @@ class Gateway:
     producer: AIOKafkaProducer | None = None
     relay: AccessRelay | None = None
     sender: webhook_adapters.HttpSender | None = None
+    uow_override: UnitOfWorkFactory | None = None
+    """A unit-of-work factory to use instead of PostgreSQL (unit tests)."""
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -123,6 +125,8 @@ class Gateway:
             await self.pool.close()
 
     def uow_factory(self) -> UnitOfWorkFactory:
+        if self.uow_override is not None:
+            return self.uow_override
         pool = self.pool
         assert pool is not None, "start() first"
 

@@ -1,0 +1,198 @@
+"""In-memory stand-ins for the gateway's PostgreSQL unit of work (unit tests only)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+
+from ikd_gateway.domain.model import CitizenView, ConsentSet
+from ikd_gateway.service_layer import unit_of_work as u
+from ikd_shared.events.access_v1 import AccessRecorded
+
+
+class Store:
+    """The 'database': committed state shared by every unit of work."""
+
+    def __init__(self) -> None:
+        self.views: dict[str, CitizenView] = {}
+        self.consents: dict[str, ConsentSet] = {}
+        self.processed: set[tuple[str, str]] = set()
+        self.outbox: list[AccessRecorded] = []
+        self.endpoints: dict[uuid.UUID, u.Endpoint] = {}
+        self.messages: dict[uuid.UUID, u.WebhookMessage] = {}
+        self.next_attempt: dict[uuid.UUID, dt.datetime] = {}
+        self.attempts: list[u.Attempt] = []
+
+    def snapshot(self) -> Store:
+        return _clone(self)
+
+
+def _clone(store: Store) -> Store:
+    new = Store()
+    new.views = dict(store.views)
+    new.consents = dict(store.consents)
+    new.processed = set(store.processed)
+    new.outbox = list(store.outbox)
+    new.endpoints = dict(store.endpoints)
+    new.messages = dict(store.messages)
+    new.next_attempt = dict(store.next_attempt)
+    new.attempts = list(store.attempts)
+    return new
+
+
+class FakeViews(u.ViewRepository):
+    def __init__(self, s: Store) -> None:
+        self.s = s
+
+    async def get(self, pseudonym: str, *, for_update: bool = False) -> CitizenView | None:
+        return self.s.views.get(pseudonym)
+
+    async def upsert_newer(self, view: CitizenView) -> bool:
+        current = self.s.views.get(view.pseudonym)
+        if current is not None and current.version >= view.version:
+            return False
+        self.s.views[view.pseudonym] = view
+        return True
+
+    async def replace_same_version(self, view: CitizenView) -> bool:
+        current = self.s.views.get(view.pseudonym)
+        if current is None or current.version != view.version:
+            return False
+        self.s.views[view.pseudonym] = view
+        return True
+
+    async def due_for_expiry(self, now: dt.datetime, limit: int) -> Sequence[CitizenView]:
+        due = [v for v in self.s.views.values() if v.next_expiry and v.next_expiry <= now]
+        return due[:limit]
+
+
+class FakeConsents(u.ConsentRepository):
+    def __init__(self, s: Store) -> None:
+        self.s = s
+
+    async def get(self, pseudonym: str) -> ConsentSet | None:
+        return self.s.consents.get(pseudonym)
+
+    async def replace_newer(self, consents: ConsentSet) -> bool:
+        current = self.s.consents.get(consents.pseudonym)
+        if current is not None and current.version >= consents.version:
+            return False
+        self.s.consents[consents.pseudonym] = consents
+        return True
+
+    async def delete(self, pseudonym: str) -> None:
+        self.s.consents.pop(pseudonym, None)
+
+
+class FakeProcessed(u.ProcessedEvents):
+    def __init__(self, s: Store) -> None:
+        self.s = s
+
+    async def add(self, consumer: str, event_id: str) -> bool:
+        if (consumer, event_id) in self.s.processed:
+            return False
+        self.s.processed.add((consumer, event_id))
+        return True
+
+
+class FakeOutbox(u.AccessOutbox):
+    def __init__(self, s: Store) -> None:
+        self.s = s
+
+    async def add(self, event: AccessRecorded) -> None:
+        self.s.outbox.append(event)
+
+
+class FakeWebhooks(u.WebhookRepository):
+    def __init__(self, s: Store) -> None:
+        self.s = s
+
+    async def add_endpoint(self, endpoint: u.Endpoint, created_by: str) -> None:
+        self.s.endpoints[endpoint.id] = endpoint
+
+    async def endpoints(self, *, enabled_only: bool = False) -> Sequence[u.Endpoint]:
+        return [e for e in self.s.endpoints.values() if e.enabled or not enabled_only]
+
+    async def endpoint(self, endpoint_id: uuid.UUID) -> u.Endpoint | None:
+        return self.s.endpoints.get(endpoint_id)
+
+    async def disable_endpoint(self, endpoint_id: uuid.UUID, reason: str) -> None:
+        self.s.endpoints[endpoint_id] = replace(
+            self.s.endpoints[endpoint_id], enabled=False, disabled_reason=reason
+        )
+
+    async def enqueue(self, message: u.WebhookMessage) -> None:
+        self.s.messages[message.id] = message
+        self.s.next_attempt[message.id] = dt.datetime.min.replace(tzinfo=dt.UTC)
+
+    async def claim_due(
+        self, now: dt.datetime, limit: int, lease: dt.timedelta
+    ) -> Sequence[u.WebhookMessage]:
+        due = [
+            m
+            for m in self.s.messages.values()
+            if m.status == "pending" and self.s.next_attempt[m.id] <= now
+        ][:limit]
+        for m in due:
+            self.s.next_attempt[m.id] = now + lease
+        return due
+
+    async def message(self, message_id: uuid.UUID) -> u.WebhookMessage | None:
+        return self.s.messages.get(message_id)
+
+    async def record_attempt(self, attempt: u.Attempt) -> None:
+        self.s.attempts.append(attempt)
+
+    async def set_status(
+        self,
+        message_id: uuid.UUID,
+        status: str,
+        *,
+        attempts: int,
+        next_attempt_at: dt.datetime | None = None,
+    ) -> None:
+        self.s.messages[message_id] = replace(
+            self.s.messages[message_id], status=status, attempts=attempts
+        )
+        if next_attempt_at is not None:
+            self.s.next_attempt[message_id] = next_attempt_at
+
+    async def cancel_pending(self, pseudonym: str) -> int:
+        hits = [
+            m
+            for m in self.s.messages.values()
+            if m.pseudonym == pseudonym and m.status == "pending"
+        ]
+        for m in hits:
+            self.s.messages[m.id] = replace(m, status="cancelled")
+        return len(hits)
+
+
+class FakeUnitOfWork(u.UnitOfWork):
+    """Works on a copy of the store; commit() publishes it, anything else discards it."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.commits = 0
+
+    async def __aenter__(self) -> FakeUnitOfWork:
+        self._work = _clone(self.store)
+        self.views = FakeViews(self._work)
+        self.consents = FakeConsents(self._work)
+        self.processed = FakeProcessed(self._work)
+        self.outbox = FakeOutbox(self._work)
+        self.webhooks = FakeWebhooks(self._work)
+        return self
+
+    async def lock_citizen(self, pseudonym: str) -> None:
+        return None
+
+    async def commit(self) -> None:
+        self.store.__dict__.update(self._work.__dict__)
+        self._work = _clone(self.store)
+        self.commits += 1
+
+    async def rollback(self) -> None:
+        return None
