@@ -29,7 +29,8 @@ CREATE TABLE consents (
     starts_at    timestamptz NOT NULL,
     expires_at   timestamptz NOT NULL CHECK (expires_at > starts_at),
     consent      jsonb NOT NULL,
-    recorded_by  text NOT NULL,
+    recorded_by  text NOT NULL,  -- 'citizen' or the officer's client id
+    revoked_by   text,
     created_at   timestamptz NOT NULL DEFAULT now(),
     updated_at   timestamptz NOT NULL DEFAULT now()
 );

@@ -157,8 +157,8 @@ class PgConsents:
                                   expires_at, consent, recorded_by)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb, $9)
             ON CONFLICT (consent_id) DO UPDATE SET status = EXCLUDED.status,
-                consent = EXCLUDED.consent, recorded_by = EXCLUDED.recorded_by,
-                updated_at = now()
+                consent = EXCLUDED.consent, updated_at = now(),
+                revoked_by = CASE WHEN EXCLUDED.status = 'revoked' THEN EXCLUDED.recorded_by END
             """,
             consent.consent_id,
             consent.pseudonym,
