@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from unittest import mock
@@ -101,3 +103,18 @@ def access(
         outcome=outcome,
         reason="not_in_policy" if outcome is Outcome.DENIED else None,
     )
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[bool]],
+    *,
+    timeout: float = 20.0,
+    interval: float = 0.05,  # noqa: ASYNC109
+) -> None:
+    """Poll until `probe` is true or fail at the deadline (tests/conftest.py's, importable)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await probe():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)

@@ -1,0 +1,191 @@
+"""Auditor API and citizen trail over HTTP (in process, real PostgreSQL)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from typing import Any
+
+import httpx
+import pytest
+from audit_support import PSEUDONYM_KEY, Keys, access
+
+from ikd_audit.bootstrap import Services
+from ikd_audit.domain import verify
+from ikd_shared.credentials import generate_issuer_key
+from ikd_shared.events.access_v1 import Channel, Outcome
+from ikd_shared.pseudonym import pseudonymize
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def seed(services: Services, citizens: list[Any]) -> None:
+    events = [
+        access(
+            citizens[i % 3],
+            agency=("bpjs-kesehatan", "dukcapil")[i % 2],
+            outcome=Outcome.DENIED if i % 5 == 0 else Outcome.SERVED,
+            channel=Channel.PREFILL if i % 3 else Channel.WEBHOOK,
+        )
+        for i in range(30)
+    ]
+    await services.log.record(events)
+    await services.log.sign_tree_head()
+
+
+async def test_auditor_routes_reject_everyone_else(client: httpx.AsyncClient, keys: Keys) -> None:
+    routes = [
+        "/v1/entries",
+        "/v1/entries/0",
+        "/v1/export.csv",
+        "/v1/stats/agencies",
+        "/v1/log/tree-head",
+        "/v1/log/export",
+        "/v1/log/public-key",
+        "/v1/log/inclusion-proof?position=0",
+        "/v1/log/consistency-proof?first=1&second=1",
+    ]
+    wrong_scope = keys.token({"gateway:prefill"})
+    wrong_audience = keys.token({"audit:read"}, audience="ikd-identity")
+    for route in routes:
+        response = await client.get(route)
+        assert response.status_code == 401, route
+        assert response.json()["code"] == "missing_token"
+        response = await client.get(route, headers=bearer("not.a.jwt"))
+        assert response.status_code == 401, route
+        response = await client.get(route, headers=bearer(wrong_audience))
+        assert response.status_code == 401, route
+        response = await client.get(route, headers=bearer(wrong_scope))
+        assert response.status_code == 403, route
+        assert response.json()["code"] == "insufficient_scope"
+    # A console page without a session goes to the sign-in form, never shows data.
+    response = await client.get("/console/search")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/console/login"
+
+
+async def test_search_filters_pagination_export_and_counts(
+    client: httpx.AsyncClient, keys: Keys, services: Services, citizens: Any
+) -> None:
+    await seed(services, citizens)
+    auth = bearer(keys.token({"audit:read"}))
+    seen: list[int] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"agency": "dukcapil", "limit": 4}
+        if cursor:
+            params["cursor"] = cursor
+        page = (await client.get("/v1/entries", params=params, headers=auth)).json()
+        seen += [item["position"] for item in page["items"]]
+        assert all(item["agency"] == "dukcapil" for item in page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == sorted(seen, reverse=True)
+    assert len(seen) == len(set(seen)) == 15
+
+    by_nik = (
+        await client.get("/v1/entries", params={"nik": citizens[1].nik, "limit": 100}, headers=auth)
+    ).json()
+    pseudonym = pseudonymize(citizens[1].nik, PSEUDONYM_KEY)
+    assert len(by_nik["items"]) == 10
+    assert {item["pseudonym"] for item in by_nik["items"]} == {pseudonym}
+    assert citizens[1].nik not in str(by_nik)
+
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
+    empty = await client.get("/v1/entries", params={"from": later}, headers=auth)
+    assert empty.json()["items"] == []
+
+    bad = {
+        "invalid_nik_length": {"nik": "123"},
+        "invalid_pseudonym": {"pseudonym": "zz"},
+        "invalid_channel": {"channel": "fax"},
+        "invalid_time": {"from": "last tuesday"},
+        "invalid_time_range": {"from": "2025-02-01T00:00:00Z", "to": "2025-01-01T00:00:00Z"},
+        "page_size_too_large": {"limit": 101},
+        "invalid_cursor": {"cursor": "garbage"},
+    }
+    for code, params in bad.items():
+        response = await client.get("/v1/entries", params=params, headers=auth)
+        assert response.status_code == 400, (code, response.text)
+        assert response.json()["code"] == code
+    first = (await client.get("/v1/entries", params={"limit": 2}, headers=auth)).json()
+    mismatch = await client.get(
+        "/v1/entries", params={"cursor": first["next_cursor"], "agency": "dukcapil"}, headers=auth
+    )
+    assert mismatch.json()["code"] == "cursor_filter_mismatch"
+
+    exported = await client.get("/v1/export.csv", params={"outcome": "denied"}, headers=auth)
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert exported.headers["content-type"].startswith("text/csv")
+    assert len(rows) == 6
+    assert {row["outcome"] for row in rows} == {"denied"}
+
+    counts = (await client.get("/v1/stats/agencies", headers=auth)).json()["agencies"]
+    assert counts == [
+        {"agency": "bpjs-kesehatan", "accesses": 15, "denials": 3},
+        {"agency": "dukcapil", "accesses": 15, "denials": 3},
+    ]
+
+    proof = (await client.get("/v1/entries/7", headers=auth)).json()
+    verify.verify_inclusion_bundle(proof, services.log.public_key)
+
+
+async def test_citizen_trail_holds_only_that_citizens_entries_with_proofs(
+    client: httpx.AsyncClient, keys: Keys, services: Services, citizens: Any
+) -> None:
+    await seed(services, citizens)
+    mine = pseudonymize(citizens[0].nik, PSEUDONYM_KEY)
+    response = await client.post(
+        "/v1/citizen/trail", json={"credential": keys.credential(citizens[0])}
+    )
+    assert response.status_code == 200, response.text
+    trail = response.json()
+    assert trail["pseudonym"] == mine
+    assert len(trail["accesses"]) == 10
+    for item in trail["accesses"]:
+        assert item["entry"]["pseudonym"] == mine
+        assert item["tree_size"] == trail["tree_head"]["tree_size"]
+        verify.verify_inclusion_bundle(item, services.log.public_key)
+
+    other = await client.post(
+        "/v1/citizen/trail", json={"credential": keys.credential(citizens[2])}
+    )
+    assert {i["entry"]["pseudonym"] for i in other.json()["accesses"]} == {
+        pseudonymize(citizens[2].nik, PSEUDONYM_KEY)
+    }
+
+
+@pytest.mark.parametrize("case", ["replayed", "expired", "stale", "forged", "garbage"])
+async def test_citizen_trail_refuses_bad_credentials(
+    client: httpx.AsyncClient, keys: Keys, citizens: Any, case: str
+) -> None:
+    now = dt.datetime.now(dt.UTC)
+    if case == "replayed":
+        credential = keys.credential(citizens[0])
+        first = await client.post("/v1/citizen/trail", json={"credential": credential})
+        assert first.status_code == 200
+        expected = "credential_replayed"
+    elif case == "expired":
+        credential = keys.credential(
+            citizens[0], issued_at=now - dt.timedelta(hours=2), lifetime=dt.timedelta(minutes=10)
+        )
+        expected = "credential_expired"
+    elif case == "stale":
+        credential = keys.credential(
+            citizens[0], issued_at=now - dt.timedelta(hours=1), lifetime=dt.timedelta(hours=3)
+        )
+        expected = "credential_not_fresh"
+    elif case == "forged":
+        impostor = Keys(keys.tree_head, keys.tokens, generate_issuer_key("EdDSA"))
+        credential = impostor.credential(citizens[0])  # right kid, wrong key
+        expected = "bad_signature"
+    else:
+        credential = "not-a-credential"
+        expected = "malformed_credential"
+    response = await client.post("/v1/citizen/trail", json={"credential": credential})
+    assert response.status_code == 401
+    assert response.json()["code"] == expected

@@ -1,0 +1,124 @@
+"""The access-event consumer against the real broker: batches, redelivery, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from audit_support import access, eventually
+
+from ikd_audit.bootstrap import Services
+from ikd_audit.entrypoints.consumer import AccessConsumer
+from ikd_shared import codec
+from ikd_shared.events import to_cloudevent
+from ikd_shared.events.envelope import CloudEvent
+from ikd_shared.events.topics import ACCESS, AUDIT_DEAD_LETTER
+from ikd_shared.kafka import make_producer, send_event
+
+
+async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
+    services: Services, kafka_bootstrap: str, topic_prefix: str, citizens: Any
+) -> None:
+    topic = ACCESS.full_name(topic_prefix)
+    events = [access(citizens[i % 3]) for i in range(25)]
+    producer = make_producer(kafka_bootstrap)
+    await producer.start()
+    try:
+        for event in events:
+            cloud = to_cloudevent(
+                event,
+                source="/ikd/gateway/bpjs-kesehatan",
+                key=event.pseudonym or "none",
+                event_id=str(event.access_id),
+            )
+            await send_event(producer, topic, cloud)
+        # Redelivery: the same events again (same CloudEvent ids).
+        for event in events[:5]:
+            cloud = to_cloudevent(
+                event,
+                source="/ikd/gateway/bpjs-kesehatan",
+                key=event.pseudonym or "none",
+                event_id=str(event.access_id),
+            )
+            await send_event(producer, topic, cloud)
+        await producer.send_and_wait(topic, value=b"\x00garbage", key=b"k")
+        await send_event(
+            producer,
+            topic,
+            CloudEvent(type="id.go.mpp.unknown.v1", source="/x", data=b"{}", key="k"),
+        )
+        await send_event(
+            producer,
+            topic,
+            CloudEvent(
+                type="id.go.mpp.access.recorded.v1",
+                source="/x",
+                key="k",
+                data=codec.dumps({"agency": "NOT A CODE"}),
+            ),
+        )
+    finally:
+        await producer.stop()
+
+    consumer = AccessConsumer(
+        services.log,
+        bootstrap_servers=kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        group_id=f"{topic_prefix}audit",
+        batch_size=7,
+    )
+    task = asyncio.create_task(consumer.run())
+    try:
+
+        async def all_recorded() -> bool:
+            return await services.repo.size() == 25
+
+        await eventually(all_recorded, timeout=30)
+        dead = AIOKafkaConsumer(
+            AUDIT_DEAD_LETTER.full_name(topic_prefix),
+            bootstrap_servers=kafka_bootstrap,
+            auto_offset_reset="earliest",
+            group_id=None,
+        )
+        await dead.start()
+        try:
+            records: list[Any] = []
+
+            async def three_dead_letters() -> bool:
+                batch = await dead.getmany(timeout_ms=500)
+                records.extend(r for rs in batch.values() for r in rs)
+                return len(records) >= 3
+
+            await eventually(three_dead_letters, timeout=30)
+        finally:
+            await dead.stop()
+        reasons = [dict(r.headers)["dlq_reason"].decode() for r in records]
+        print(reasons)
+        assert any("missing header" in reason for reason in reasons)
+        assert any("unknown event type" in reason for reason in reasons)
+        assert any("invalid fields" in reason for reason in reasons)
+        assert all(dict(r.headers)["dlq_service"] == b"ikd-audit" for r in records)
+        # The consumer carried on: a later event is still recorded.
+        producer = make_producer(kafka_bootstrap)
+        await producer.start()
+        late = access(citizens[0])
+        try:
+            await send_event(
+                producer,
+                topic,
+                to_cloudevent(late, source="/ikd/gateway/x", key="k", event_id=str(late.access_id)),
+            )
+        finally:
+            await producer.stop()
+
+        async def late_recorded() -> bool:
+            return await services.repo.size() == 26
+
+        await eventually(late_recorded, timeout=30)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    async with services.pool.acquire() as conn:
+        ids = await conn.fetch("SELECT access_id FROM log_entry")
+    assert len({r["access_id"] for r in ids}) == 26
