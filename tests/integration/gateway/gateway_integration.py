@@ -1,0 +1,90 @@
+"""Helpers of the gateway integration tests (imported by conftest and the tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from gateway_factories import Tokens
+
+from ikd_shared.events.envelope import CloudEvent, to_kafka
+
+REPO = Path(__file__).resolve().parents[3]
+MIGRATIONS = REPO / "services" / "agency_gateway" / "migrations"
+
+
+class Producer:
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+
+    async def send(self, topic: str, event: CloudEvent) -> None:
+        record = to_kafka(event)
+        await self.producer.send_and_wait(
+            topic, value=record.value, key=record.key, headers=record.headers
+        )
+
+    async def send_raw(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        await self.producer.send_and_wait(topic, value=value, key=key, headers=headers)
+
+
+def gateway_env(
+    agency: str, database: Any, prefix: str, tokens: Tokens, tmp_path: Path, **extra: Any
+) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "IKD_ENVIRONMENT": "development",
+            "IKD_KAFKA_TOPIC_PREFIX": prefix,
+            "IKD_GATEWAY_AGENCY": agency,
+            "IKD_GATEWAY_DATABASE_URL": database.app_dsn,
+            "IKD_GATEWAY_TOKEN_JWKS": json.dumps(tokens.jwks()),
+            "IKD_GATEWAY_DATA_DIR": str(tmp_path / f"faust-{agency}"),
+            "IKD_GATEWAY_RELAY_INTERVAL_SECONDS": "0.05",
+            "IKD_GATEWAY_WEBHOOK_POLL_SECONDS": "0.05",
+            "IKD_GATEWAY_WEBHOOK_ALLOW_PRIVATE_TARGETS": "true",
+        }
+    )
+    env.update({key: str(value) for key, value in extra.items()})
+    return env
+
+
+class WorkerProcess:
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ikd_gateway", "worker", "--loglevel", "WARNING"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final offset commit (a crash)."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
