@@ -16,28 +16,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
+from identity_support import AUDIENCE, ISSUER, DevIssuer
 
 from ikd_identity.bootstrap import Container
 from ikd_identity.config import IdentitySettings
 from ikd_identity.entrypoints.api import create_app
-from ikd_shared.credentials import IssuerKey, generate_issuer_key, mint_credential, public_jwk
-from ikd_shared.events.profile_v1 import CitizenProfile
+from ikd_shared.credentials import generate_issuer_key, public_jwk
 
 MIGRATIONS = Path(__file__).resolve().parents[3] / "services" / "identity" / "migrations"
-ISSUER = "https://dukcapil.test/ikd"
-AUDIENCE = "ikd-mpp-test"
-KID = "test-dukcapil-1"
-
-
-@dataclass
-class DevIssuer:
-    key: IssuerKey
-    kid: str = KID
-
-    def mint(self, profile: CitizenProfile, **kwargs: Any) -> str:
-        kwargs.setdefault("issuer", ISSUER)
-        kwargs.setdefault("audience", AUDIENCE)
-        return mint_credential(self.key, kid=kwargs.pop("kid", self.kid), profile=profile, **kwargs)
 
 
 @pytest.fixture(scope="session")

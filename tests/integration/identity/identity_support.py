@@ -3,13 +3,38 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer
 
+from ikd_shared.credentials import IssuerKey, mint_credential
 from ikd_shared.events.profile_v1 import CitizenProfile
 from ikd_shared.synthetic import citizen
+
+ISSUER = "https://dukcapil.test/ikd"
+AUDIENCE = "ikd-mpp-test"
+KID = "test-dukcapil-1"
+
+
+@dataclass
+class DevIssuer:
+    key: IssuerKey
+    kid: str = KID
+
+    def mint(self, profile: CitizenProfile, **kwargs: Any) -> str:
+        kwargs.setdefault("issuer", ISSUER)
+        kwargs.setdefault("audience", AUDIENCE)
+        return mint_credential(self.key, kid=kwargs.pop("kid", self.kid), profile=profile, **kwargs)
+
+
+async def wait_until(probe: Callable[[], Awaitable[bool]], seconds: float = 20.0) -> None:
+    """Poll `probe` until it is true, or fail at the deadline."""
+    async with asyncio.timeout(seconds):
+        while not await probe():  # noqa: ASYNC110 (polling the database)
+            await asyncio.sleep(0.05)
 
 
 async def counts(db: asyncpg.Connection) -> dict[str, int]:

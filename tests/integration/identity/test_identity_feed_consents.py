@@ -9,6 +9,9 @@ import asyncpg
 import jwt
 from identity_support import counts, person
 
+from ikd_identity.adapters.postgres import PgClients
+from ikd_identity.adapters.secrets import Argon2Hasher
+from ikd_identity.domain.clients import Client
 from ikd_shared.auth import TokenVerifier
 from ikd_shared.events.consent_v1 import ConsentGranted, ConsentRevoked
 from ikd_shared.events.profile_v1 import (
@@ -19,9 +22,6 @@ from ikd_shared.events.profile_v1 import (
     ProfileVerified,
 )
 from ikd_shared.synthetic import generate_citizens
-from ikd_identity.adapters.postgres import PgClients
-from ikd_identity.adapters.secrets import Argon2Hasher
-from ikd_identity.domain.clients import Client
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -73,7 +73,8 @@ async def test_feed_field_update_death_and_revocation(api, issuer, db) -> None:
         CredentialRevoked.event_type,
         TOMBSTONE_TYPE,
     ]
-    assert rows[5]["payload"] is None and rows[7]["payload"] is None
+    assert rows[5]["payload"] is None
+    assert rows[7]["payload"] is None
     assert rows[4]["key"] == rows[5]["key"]
     updated = ProfileUpdated.model_validate_json(rows[3]["payload"])
     assert updated.profile.address.rt == "009"

@@ -10,9 +10,8 @@ from typing import Any
 
 import jwt
 import pytest
-from conftest import AUDIENCE, ISSUER, KID, DevIssuer
 from cryptography.hazmat.primitives import serialization
-from identity_support import counts, person
+from identity_support import AUDIENCE, ISSUER, KID, DevIssuer, counts, person
 
 from ikd_shared.credentials import generate_issuer_key
 

@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import pytest
-from identity_support import read_topic
+from identity_support import read_topic, wait_until
 
 from ikd_identity.adapters.postgres import OutboxRow
 from ikd_identity.bootstrap import build_relay
@@ -54,11 +54,12 @@ async def _run_until_sent(relay: OutboxRelay, db, total: int) -> None:
     stop = asyncio.Event()
     task = asyncio.create_task(relay.run(stop))
     try:
-        async with asyncio.timeout(20):
-            while await db.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL") or (
-                await db.fetchval("SELECT count(*) FROM outbox") < total
-            ):
-                await asyncio.sleep(0.05)
+
+        async def all_sent() -> bool:
+            unsent = await db.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+            return unsent == 0 and await db.fetchval("SELECT count(*) FROM outbox") >= total
+
+        await wait_until(all_sent)
     finally:
         stop.set()
         await task
@@ -135,9 +136,11 @@ async def test_two_relays_publish_each_row_once_in_order(
         await first_task
         await _load(api, 40, seed=104, start=1000)
         total += 40
-        async with asyncio.timeout(20):
-            while await db.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL"):
-                await asyncio.sleep(0.05)
+
+        async def all_sent() -> bool:
+            return not await db.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+
+        await wait_until(all_sent)
         assert not (relay_a.active.is_set() and relay_b.active.is_set())
         print(f"published: a={relay_a.published} b={relay_b.published}, first={first_active.name}")
     finally:
