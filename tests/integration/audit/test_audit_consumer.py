@@ -74,7 +74,7 @@ async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
         async def all_recorded() -> bool:
             return await services.repo.size() == 25
 
-        await eventually(all_recorded, timeout=30)
+        await eventually(all_recorded, within=30)
         dead = AIOKafkaConsumer(
             AUDIT_DEAD_LETTER.full_name(topic_prefix),
             bootstrap_servers=kafka_bootstrap,
@@ -90,7 +90,7 @@ async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
                 records.extend(r for rs in batch.values() for r in rs)
                 return len(records) >= 3
 
-            await eventually(three_dead_letters, timeout=30)
+            await eventually(three_dead_letters, within=30)
         finally:
             await dead.stop()
         reasons = [dict(r.headers)["dlq_reason"].decode() for r in records]
@@ -115,7 +115,7 @@ async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
         async def late_recorded() -> bool:
             return await services.repo.size() == 26
 
-        await eventually(late_recorded, timeout=30)
+        await eventually(late_recorded, within=30)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -162,6 +162,52 @@ async def search(request: Request, svc: ServicesDep) -> Response:
     return render(request, "search.html", **context)
 
 
+@router.post("/search", response_class=HTMLResponse)
+async def search_by_form(
+    request: Request, svc: ServicesDep, csrf: Annotated[str, Form(max_length=64)] = ""
+) -> Response:
+    """The form posts (a NIK must not sit in a URL); answer with a redirect to the results."""
+    if current_auditor(request) is None:
+        return to_login()
+    expected = request.session.get("csrf")
+    if not isinstance(expected, str) or not secrets.compare_digest(csrf, expected):
+        return to_login()
+    form = await request.form()
+    values = {name: str(form.get(name) or "") for name in FILTER_NAMES}
+    try:
+        search_filter = build_filter(
+            pseudonym_key=svc.settings.pseudonym_key.get_secret_value().encode(),
+            nik=values["nik"],
+            pseudonym=values["pseudonym"],
+            agency=values["agency"],
+            service=values["service"],
+            channel=values["channel"],
+            outcome=values["outcome"],
+            since=_zoned(values["from"]),
+            until=_zoned(values["to"]),
+        )
+    except AuditError as error:
+        values["nik"] = ""
+        return render(
+            request,
+            "search.html",
+            error.status_code,
+            params=values,
+            channels=[c.value for c in Channel],
+            outcomes=[o.value for o in Outcome],
+            entries=[],
+            next_url=None,
+            counts=[],
+            query="",
+            searched=True,
+            error=f"{error.detail} ({error.code})",
+        )
+    values.pop("nik")
+    values["pseudonym"] = search_filter.pseudonym or ""
+    query = urlencode([(k, v) for k, v in values.items() if v] + [("go", "1")])
+    return RedirectResponse(f"/console/search?{query}", status_code=303)
+
+
 @router.get("/export.csv")
 async def export(request: Request, svc: ServicesDep) -> Response:
     if current_auditor(request) is None:

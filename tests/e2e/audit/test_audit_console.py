@@ -1,0 +1,257 @@
+"""The auditor console in a real headless Chromium against `ikd-audit serve` as a process.
+
+Access events go through Kafka; the auditor signs in, searches by NIK, opens an entry and the
+page's own JavaScript recomputes the inclusion proof with Web Crypto.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ikd_audit.cli import MIGRATIONS
+from ikd_shared.auth import TokenIssuer
+from ikd_shared.credentials import generate_issuer_key, public_jwk
+from ikd_shared.events import to_cloudevent
+from ikd_shared.events.access_v1 import AccessRecorded, Channel, Outcome
+from ikd_shared.events.topics import ACCESS
+from ikd_shared.kafka import make_producer, send_event
+from ikd_shared.legal import LegalBasis
+from ikd_shared.pseudonym import pseudonymize
+from ikd_shared.synthetic import citizen
+
+CHROMIUM = os.environ.get("IKD_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+BIN = Path(sys.executable).parent
+AUDITOR_ID, AUDITOR_SECRET = "auditor-e2e", "e2e-auditor-secret-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def tail(log: Path) -> str:
+    return log.read_text()[-3000:]
+
+
+def chromium_or_fail() -> None:
+    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
+        pytest.fail(
+            f"Chromium is not installed at {CHROMIUM}: the console test needs a real "
+            "browser (apt-get install -y chromium)"
+        )
+
+
+def start_service(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Add the console's auditor with the CLI, then run `ikd-audit serve` as a process."""
+    added = subprocess.run(  # noqa: S603 - our own console script
+        [str(BIN / "ikd-audit"), "auditors", "add", "--id", AUDITOR_ID, "--secret", AUDITOR_SECRET],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert added.returncode == 0, added.stderr
+    with log.open("wb") as out:
+        return subprocess.Popen(  # noqa: S603 - our own console script
+            [str(BIN / "ikd-audit"), "serve"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+async def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    async with httpx.AsyncClient() as http:
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"ikd-audit serve exited:\n{tail(log)}")
+            try:
+                if (await http.get(url)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if loop.time() > deadline:
+                raise AssertionError(f"service not ready:\n{tail(log)}")
+            await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+async def audit_service(
+    database_factory: Any, topic_prefix: str, tmp_path: Path
+) -> AsyncIterator[dict[str, Any]]:
+    chromium_or_fail()
+    database = await database_factory("audit", Path(MIGRATIONS))
+    tree_key = Ed25519PrivateKey.generate()
+    key_file = tmp_path / "tree-head.pem"
+    key_file.write_bytes(
+        tree_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    tokens = TokenIssuer(Ed25519PrivateKey.generate(), kid="tok-e2e", issuer="ikd-identity")
+    port = free_port()
+    env = {
+        **os.environ,
+        "IKD_ENVIRONMENT": "development",
+        "IKD_KAFKA_TOPIC_PREFIX": topic_prefix,
+        "IKD_AUDIT_DATABASE_URL": database.app_dsn,
+        "IKD_AUDIT_TREE_HEAD_SIGNING_KEY": f"@{key_file}",
+        "IKD_AUDIT_TOKEN_JWKS": json.dumps(tokens.jwks()),
+        "IKD_AUDIT_TRUST_JWKS": json.dumps(
+            {"keys": [public_jwk(generate_issuer_key(), "dukcapil-e2e")]}
+        ),
+        "IKD_AUDIT_SESSION_SECRET": "dev-audit-session-secret-for-e2e-only",
+        "IKD_AUDIT_PORT": str(port),
+        "IKD_AUDIT_TREE_HEAD_INTERVAL_SECONDS": "1",
+        "IKD_AUDIT_CONSUMER_GROUP": f"{topic_prefix}audit",
+    }
+    log = tmp_path / "audit.log"
+    process = start_service(env, log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_ready(f"{base}/readyz", process, log)
+        yield {"base": base, "tokens": tokens, "prefix": topic_prefix, "log": log}
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+async def produce_accesses(bootstrap: str, prefix: str, niks: list[str]) -> None:
+    key = os.environ["IKD_PSEUDONYM_KEY"].encode()
+    producer = make_producer(bootstrap)
+    await producer.start()
+    try:
+        for i, nik in enumerate(niks * 3):
+            event = AccessRecorded(
+                access_id=uuid.uuid4(),
+                occurred_at=dt.datetime.now(dt.UTC),
+                agency=("bpjs-kesehatan", "dinas-kependudukan")[i % 2],
+                service="daftar-peserta",
+                pseudonym=pseudonymize(nik, key),
+                fields=["full_name", "address.street"],
+                purpose="enrolment",
+                legal_basis=LegalBasis.LEGAL_OBLIGATION,
+                channel=Channel.PREFILL,
+                outcome=Outcome.DENIED if i == 4 else Outcome.SERVED,
+                reason="not_in_policy" if i == 4 else None,
+            )
+            cloud = to_cloudevent(
+                event,
+                source="/ikd/gateway/e2e",
+                key=event.pseudonym or "",
+                event_id=str(event.access_id),
+            )
+            await send_event(producer, ACCESS.full_name(prefix), cloud)
+    finally:
+        await producer.stop()
+
+
+async def test_auditor_signs_in_searches_and_sees_a_verified_proof(
+    audit_service: dict[str, Any], kafka_bootstrap: str
+) -> None:
+    from playwright.async_api import async_playwright
+
+    people = [citizen(11, i) for i in range(3)]
+    await produce_accesses(kafka_bootstrap, audit_service["prefix"], [p.nik for p in people])
+    base = audit_service["base"]
+    token = audit_service["tokens"].issue("e2e", {"audit:read"}, ["ikd-audit"])
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {token}"}
+    ) as http:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while (await http.get("/v1/log/tree-head")).json()["tree_size"] < 9:
+            assert loop.time() < deadline, audit_service["log"].read_text()[-3000:]
+            await asyncio.sleep(0.2)
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            page = await browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            await page.goto(f"{base}/console/search")
+            assert page.url.endswith("/console/login")
+
+            await page.fill("#client_id", AUDITOR_ID)
+            await page.fill("#secret", "wrong-secret-entirely")
+            await page.click("#sign-in")
+            assert "wrong secret" in (await page.text_content("#login-error") or "")
+
+            await page.fill("#client_id", AUDITOR_ID)
+            await page.fill("#secret", AUDITOR_SECRET)
+            await page.click("#sign-in")
+            await page.wait_for_url(f"{base}/console/search")
+            assert await page.text_content("#auditor-name") == AUDITOR_ID
+            cookies = await page.context.cookies()
+            session = next(c for c in cookies if c["name"] == "ikd_audit_session")
+            assert session["httpOnly"]
+            assert session["sameSite"] == "Strict"
+
+            await page.fill("#nik", people[1].nik)
+            await page.click("#search-button")
+            await page.wait_for_selector("#results")
+            rows = page.locator("#results .entry-row")
+            assert await rows.count() == 3
+            pseudonym = pseudonymize(people[1].nik, os.environ["IKD_PSEUDONYM_KEY"].encode())
+            assert pseudonym[:12] in (await page.text_content("#results") or "")
+            assert people[1].nik not in await page.content()
+            assert people[1].nik not in page.url  # a NIK is posted, never put in a URL
+            assert await page.locator("#agency-counts tbody tr").count() == 2
+
+            await page.fill("#nik", "1234")
+            await page.click("#search-button")
+            assert "invalid_nik_length" in (await page.text_content("#search-error") or "")
+
+            await page.fill("#nik", people[1].nik)
+            await page.click("#search-button")
+            await page.wait_for_selector("#results")
+            await page.click("#results .entry-link >> nth=0")
+            await page.wait_for_selector("#browser-verdict[data-status='verified']", timeout=10_000)
+            verdict = await page.text_content("#browser-verdict")
+            print(verdict)
+            assert verdict is not None
+            assert "Verified in your browser" in verdict
+            assert await page.get_attribute("#server-verdict", "data-status") == "verified"
+            assert await page.text_content("[data-field='pseudonym']") == pseudonym
+
+            await page.goto(f"{base}/console/integrity")
+            assert await page.get_attribute("#integrity-status", "data-status") == "ok"
+            assert errors == []
+        finally:
+            await browser.close()
