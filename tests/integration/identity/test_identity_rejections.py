@@ -247,6 +247,11 @@ def _auth_cases(api: Any) -> dict[str, tuple[dict[str, str], int, str]]:
         "expired token": ({"Authorization": f"Bearer {expired}"}, 401, "token_expired"),
         "wrong scope": (api.auth("identity:feed"), 403, "insufficient_scope"),
         "no agency": (api.auth("identity:verify", agency=None), 403, "agency_required"),
+        "malformed agency": (
+            api.auth("identity:verify", agency="Not An Agency!"),
+            403,
+            "agency_required",
+        ),
     }
 
 
@@ -260,6 +265,7 @@ def _auth_cases(api: Any) -> dict[str, tuple[dict[str, str], int, str]]:
         "expired token",
         "wrong scope",
         "no agency",
+        "malformed agency",
     ],
 )
 async def test_unauthenticated_or_wrong_scope_caller_writes_nothing(api, issuer, db, case) -> None:

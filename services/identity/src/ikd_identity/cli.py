@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 import secrets
 import signal
 import sys
@@ -31,6 +32,7 @@ from ikd_identity.domain.clients import KNOWN_SCOPES, Client
 from ikd_shared.credentials import generate_issuer_key, mint_credential, public_jwk
 from ikd_shared.db import migrate as run_migrations
 from ikd_shared.events.profile_v1 import CitizenProfile
+from ikd_shared.legal import CODE_PATTERN
 from ikd_shared.nik import InvalidNik, parse_nik
 from ikd_shared.settings import load_settings
 from ikd_shared.synthetic import citizen, iter_citizens
@@ -129,6 +131,8 @@ def clients_add(
     unknown = sorted(wanted - KNOWN_SCOPES)
     if unknown:
         raise typer.BadParameter(f"unknown scopes: {', '.join(unknown)}", param_hint="--scopes")
+    if agency is not None and not re.fullmatch(CODE_PATTERN, agency):
+        raise typer.BadParameter("an agency code like bpjs-kesehatan", param_hint="--agency")
     generated = secret is None
     secret = secret or secrets.token_urlsafe(32)
     client = Client(

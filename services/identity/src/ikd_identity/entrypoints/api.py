@@ -7,6 +7,7 @@ import base64
 import binascii
 import contextlib
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
@@ -26,8 +27,10 @@ from ikd_identity.entrypoints import schemas
 from ikd_identity.service_layer import handlers, tokens
 from ikd_shared.api import BodySizeLimit, install_error_handlers, problem
 from ikd_shared.auth import AuthError, Principal, Scope
+from ikd_shared.legal import CODE_PATTERN
 
 log = logging.getLogger(__name__)
+_AGENCY = re.compile(CODE_PATTERN.strip("^$"))
 
 _bearer = HTTPBearer(auto_error=False, description="an access token from POST /oauth/token")
 
@@ -146,8 +149,8 @@ def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> 
         body: schemas.VerificationRequest, caller: Verifier, container: ContainerDep
     ) -> schemas.ProfileStatusOut:
         """Verify a citizen's IKD credential at an agency counter and record the profile."""
-        if caller.agency is None:
-            raise Forbidden("the token names no agency", code="agency_required")
+        if caller.agency is None or not _AGENCY.fullmatch(caller.agency):
+            raise Forbidden("the token names no valid agency", code="agency_required")
         try:
             result = await handlers.verify_credential(
                 commands.VerifyCredential(credential=body.credential, agency=caller.agency),

@@ -1,0 +1,48 @@
+"""Identity unit fixtures: handlers wired to in-memory fakes, a development issuer."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from identity_fakes import FakeState, FakeUnitOfWork
+
+from ikd_identity.service_layer.handlers import Deps
+from ikd_shared.credentials import CredentialVerifier, generate_issuer_key, public_jwk
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = dt.datetime.now(dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+@pytest.fixture(scope="session")
+def issuer_key():
+    return generate_issuer_key("EdDSA")
+
+
+@pytest.fixture
+def state() -> FakeState:
+    return FakeState()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def deps(state: FakeState, issuer_key, clock: Clock) -> Deps:
+    verifier = CredentialVerifier(
+        {"keys": [public_jwk(issuer_key, "k1")]}, issuer="dukcapil", audience="ikd-mpp"
+    )
+    return Deps(
+        uow=lambda: FakeUnitOfWork(state),
+        verifier=verifier,
+        pseudonym_key=b"unit-test-pseudonym-key",
+        credential_max_age=dt.timedelta(minutes=5),
+        clock=clock,
+    )

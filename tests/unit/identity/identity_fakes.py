@@ -1,0 +1,115 @@
+"""In-memory fakes of the identity service's unit of work (committed on success only)."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+from ikd_identity.domain.clients import Client
+from ikd_identity.domain.model import OutboxMessage, ProfileRecord
+from ikd_shared.events.consent_v1 import Consent
+
+
+@dataclass
+class FakeState:
+    profiles: dict[str, ProfileRecord] = field(default_factory=dict)
+    jtis: set[str] = field(default_factory=set)
+    consents: dict[uuid.UUID, tuple[Consent, str]] = field(default_factory=dict)
+    consent_versions: dict[str, int] = field(default_factory=dict)
+    outbox: list[OutboxMessage] = field(default_factory=list)
+    commits: int = 0
+
+
+class FakeProfiles:
+    def __init__(self, state: FakeState) -> None:
+        self.state = state
+
+    async def get_for_update(self, pseudonym: str) -> ProfileRecord | None:
+        return self.state.profiles.get(pseudonym)
+
+    async def get_many_for_update(self, pseudonyms: Sequence[str]) -> dict[str, ProfileRecord]:
+        return {p: self.state.profiles[p] for p in pseudonyms if p in self.state.profiles}
+
+    async def save(self, record: ProfileRecord) -> None:
+        self.state.profiles[record.pseudonym] = record
+
+    async def save_many(self, records: Sequence[ProfileRecord]) -> None:
+        for record in records:
+            await self.save(record)
+
+
+class FakeSeenCredentials:
+    def __init__(self, state: FakeState) -> None:
+        self.state = state
+
+    async def record(self, jti: str, pseudonym: str, expires_at: dt.datetime) -> bool:
+        if jti in self.state.jtis:
+            return False
+        self.state.jtis.add(jti)
+        return True
+
+
+class FakeConsents:
+    def __init__(self, state: FakeState) -> None:
+        self.state = state
+
+    async def get_for_update(self, consent_id: uuid.UUID) -> Consent | None:
+        found = self.state.consents.get(consent_id)
+        return found[0] if found else None
+
+    async def for_citizen(self, pseudonym: str) -> list[Consent]:
+        return [c for c, _ in self.state.consents.values() if c.pseudonym == pseudonym]
+
+    async def save(self, consent: Consent, *, recorded_by: str) -> None:
+        self.state.consents[consent.consent_id] = (consent, recorded_by)
+
+    async def next_version(self, pseudonym: str) -> int:
+        version = self.state.consent_versions.get(pseudonym, 0) + 1
+        self.state.consent_versions[pseudonym] = version
+        return version
+
+
+class FakeOutbox:
+    def __init__(self, state: FakeState) -> None:
+        self.state = state
+
+    async def add(self, messages: Sequence[OutboxMessage]) -> None:
+        self.state.outbox.extend(messages)
+
+
+class FakeUnitOfWork:
+    """Works on a copy of the committed state; only a successful block replaces it."""
+
+    def __init__(self, committed: FakeState) -> None:
+        self.committed = committed
+
+    async def __aenter__(self) -> Self:
+        self.pending = copy.deepcopy(self.committed)
+        self.profiles = FakeProfiles(self.pending)
+        self.credentials = FakeSeenCredentials(self.pending)
+        self.consents = FakeConsents(self.pending)
+        self.outbox = FakeOutbox(self.pending)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.pending.commits = self.committed.commits + 1
+            self.committed.__dict__.update(self.pending.__dict__)
+
+
+class FakeClients:
+    def __init__(self, *clients: Client) -> None:
+        self.clients = {c.client_id: c for c in clients}
+
+    async def get(self, client_id: str) -> Client | None:
+        return self.clients.get(client_id)
