@@ -82,6 +82,11 @@ S = TypeVar("S", bound=ServiceSettings)
 def env_name(settings_cls: type[ServiceSettings], field_name: str) -> str:
     """The environment variable that sets a field."""
     field = settings_cls.model_fields.get(field_name)
+    if field is None and any(
+        isinstance(f.validation_alias, AliasChoices) and field_name in f.validation_alias.choices
+        for f in settings_cls.model_fields.values()
+    ):
+        return field_name  # validation errors of aliased fields name the alias itself
     if field is not None and isinstance(field.validation_alias, AliasChoices):
         first = field.validation_alias.choices[0]
         if isinstance(first, str):
