@@ -7,10 +7,11 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from gateway_factories import Tokens
 
 from ikd_shared.events.envelope import CloudEvent, to_kafka
@@ -50,6 +51,7 @@ def gateway_env(
             "IKD_GATEWAY_RELAY_INTERVAL_SECONDS": "0.05",
             "IKD_GATEWAY_WEBHOOK_POLL_SECONDS": "0.05",
             "IKD_GATEWAY_WEBHOOK_ALLOW_PRIVATE_TARGETS": "true",
+            "IKD_GATEWAY_SESSION_TIMEOUT_SECONDS": "6",
         }
     )
     env.update({key: str(value) for key, value in extra.items()})
@@ -88,3 +90,25 @@ class WorkerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
+
+
+async def read_topic(
+    bootstrap_servers: str, topic: str, count: int, wait_seconds: float = 20.0
+) -> list[Any]:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        deadline = time.monotonic() + wait_seconds
+        while len(records) < count and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for messages in batch.values():
+                records.extend(messages)
+    finally:
+        await consumer.stop()
+    return records

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer
 from gateway_factories import POLICY, Tokens, consent, consent_event, profile, verified
-from gateway_integration import gateway_env
+from gateway_integration import gateway_env, read_topic
 
 from ikd_gateway.bootstrap import Gateway, bootstrap
 from ikd_gateway.config import GatewaySettings
@@ -22,28 +21,6 @@ from ikd_shared.events.topics import ACCESS, CONSENT, GATEWAY_DEAD_LETTER, PROFI
 from tests.conftest import eventually
 
 NOW = dt.datetime.now(dt.UTC)
-
-
-async def read_topic(
-    bootstrap_servers: str, topic: str, count: int, timeout: float = 20.0
-) -> list[Any]:
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        deadline = time.monotonic() + timeout
-        while len(records) < count and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            for messages in batch.values():
-                records.extend(messages)
-    finally:
-        await consumer.stop()
-    return records
 
 
 async def view_row(db: asyncpg.Connection, pseudonym: str) -> Any:
@@ -157,6 +134,7 @@ async def started_gateway(
             "agency": agency,
             "database_url": database.app_dsn,
             "token_jwks": env["IKD_GATEWAY_TOKEN_JWKS"],
+            "webhook_allow_private_targets": True,
         }
     )
     gateway = bootstrap(settings.model_copy(update={"kafka_topic_prefix": prefix}))

@@ -37,6 +37,12 @@ class GatewaySettings(ServiceSettings):
     worker_web_port: int | None = Field(
         default=None, description="faust's own web server (metrics); disabled when unset"
     )
+    session_timeout_seconds: float = Field(
+        default=10.0,
+        ge=6,
+        le=300,
+        description="Kafka consumer session timeout: how soon a crashed worker's partitions move",
+    )
     relay_interval_seconds: float = Field(default=0.2, gt=0, le=60)
     retention_check_seconds: float = Field(default=60.0, gt=0)
     webhook_max_attempts: int = Field(default=8, ge=1, le=30)

@@ -259,6 +259,8 @@ def create_worker_app(gateway: Gateway) -> tuple[faust.App, StreamProcessor]:
         topic_allow_declare=False,
         producer_acks=-1,
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=max(1.0, settings.session_timeout_seconds / 5),
         web_enabled=web_port is not None,
         web_port=web_port or 6066,
         web_host="127.0.0.1",
