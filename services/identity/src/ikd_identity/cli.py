@@ -40,6 +40,7 @@ from ikd_shared.synthetic import citizen, iter_citizens
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 ISSUER_KEY_FILE = "dukcapil-issuer.pem"
 ISSUER_JWKS_FILE = "dukcapil-jwks.json"
+CLIENT_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{1,63}$"
 
 app = typer.Typer(help="IKD identity service", no_args_is_help=True, add_completion=False)
 clients_app = typer.Typer(help="API clients (OAuth2 client credentials)", no_args_is_help=True)
@@ -131,6 +132,8 @@ def clients_add(
     unknown = sorted(wanted - KNOWN_SCOPES)
     if unknown:
         raise typer.BadParameter(f"unknown scopes: {', '.join(unknown)}", param_hint="--scopes")
+    if not re.fullmatch(CLIENT_ID_PATTERN, client_id):
+        raise typer.BadParameter("2-64 of a-z 0-9 . _ -", param_hint="--id")
     if agency is not None and not re.fullmatch(CODE_PATTERN, agency):
         raise typer.BadParameter("an agency code like bpjs-kesehatan", param_hint="--agency")
     generated = secret is None

@@ -93,9 +93,11 @@ class OutboxRelay:
         connection: asyncpg.Connection = await asyncpg.connect(self._dsn)
         try:
             store = OutboxStore(connection)
-            while not await store.try_lock():
-                if await _wait(stop, self._standby_interval):
-                    return
+            if not await store.try_lock():
+                log.info("another relay is active; standing by", extra={"relay": self.name})
+                while not await store.try_lock():
+                    if await _wait(stop, self._standby_interval):
+                        return
             log.info("relay active", extra={"relay": self.name})
             self.active.set()
             RELAY_ACTIVE.set(1)
