@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -14,6 +15,7 @@ from ikd_identity.bootstrap import build_relay
 from ikd_identity.domain import commands
 from ikd_identity.entrypoints.relay import OutboxRelay, RelayHooks
 from ikd_identity.service_layer import handlers
+from ikd_shared.events.profile_v1 import TOMBSTONE_TYPE, CitizenDied, ProfileVerified
 from ikd_shared.events.topics import PROFILE
 from ikd_shared.kafka import make_producer
 from ikd_shared.synthetic import generate_citizens
@@ -177,3 +179,22 @@ async def test_relay_from_settings_uses_notify(api, db, topic_prefix, kafka_boot
     finally:
         stop.set()
         await task
+
+
+async def test_death_ends_in_a_tombstone_on_the_topic(api, db, topic_prefix, kafka_bootstrap):
+    (profile,) = generate_citizens(1, seed=106)
+    await handlers.load_profiles(commands.LoadProfiles([profile]), api.container.deps)
+    await handlers.record_death(
+        commands.RecordDeath(profile.nik, dt.date(2025, 1, 1)), api.container.deps
+    )
+    await _run_until_sent(_relay(api), db, 3)
+    records = await read_topic(kafka_bootstrap, PROFILE.full_name(topic_prefix), expect=3)
+    records.sort(key=lambda r: r.offset)
+    assert [r.headers["ce_type"].decode() for r in records] == [
+        ProfileVerified.event_type,
+        CitizenDied.event_type,
+        TOMBSTONE_TYPE,
+    ]
+    assert records[2].value is None
+    assert len({r.key for r in records}) == 1
+    assert len({r.partition for r in records}) == 1
