@@ -229,6 +229,35 @@ def dev_issuer_mint(
     typer.echo(token)
 
 
+@app.command()
+def prune(
+    sent_older_than_hours: Annotated[
+        int, typer.Option(help="keep sent outbox rows this long")
+    ] = 24,
+    jti_grace_days: Annotated[int, typer.Option(help="keep seen jtis this long after expiry")] = 7,
+) -> None:
+    """Delete outbox rows sent long ago and credential ids long expired (owner role)."""
+    dsn = str(_admin_settings().migration_database_url)
+
+    async def main() -> tuple[str, str]:
+        connection = await asyncpg.connect(dsn)
+        try:
+            outbox = await connection.execute(
+                "DELETE FROM outbox WHERE sent_at < now() - make_interval(hours => $1)",
+                sent_older_than_hours,
+            )
+            jtis = await connection.execute(
+                "DELETE FROM seen_credentials WHERE expires_at < now() - make_interval(days => $1)",
+                jti_grace_days,
+            )
+            return outbox, jtis
+        finally:
+            await connection.close()
+
+    outbox, jtis = asyncio.run(main())
+    typer.echo(f"outbox: {outbox}; seen credentials: {jtis}")
+
+
 @app.command("bulk-load")
 def bulk_load(
     count: Annotated[int, typer.Option(help="how many synthetic citizens")],

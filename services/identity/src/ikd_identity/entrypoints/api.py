@@ -112,7 +112,7 @@ def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> 
         stop = asyncio.Event()
         relay_task = None
         if relay_on:
-            relay_task = asyncio.create_task(build_relay(settings).run(stop))
+            relay_task = asyncio.create_task(build_relay(settings).supervise(stop))
         try:
             yield
         finally:

@@ -89,6 +89,15 @@ class OutboxRelay:
                 )
                 await _wait(stop, self._retry_interval)
 
+    async def supervise(self, stop: asyncio.Event) -> None:
+        """`run`, restarted after any unexpected failure (for the relay inside `serve`)."""
+        while not stop.is_set():
+            try:
+                await self.run(stop)
+            except Exception:
+                log.exception("relay crashed; restarting", extra={"relay": self.name})
+                await _wait(stop, self._retry_interval)
+
     async def _session(self, stop: asyncio.Event) -> None:
         connection: asyncpg.Connection = await asyncpg.connect(self._dsn)
         try:
