@@ -18,7 +18,7 @@ case "${1:-}" in
     PG_GATEWAY_AGENCIES="$IKD_DEMO_AGENCIES" bash "$scripts/postgres.sh" start
     ikdctl topics ensure
     migrate_db identity services/identity/migrations
-    migrate_db audit services/audit/migrations
+    migrate_db audit services/audit/src/ikd_audit/migrations
     for agency in $IKD_DEMO_AGENCIES; do
       migrate_db "gateway_$agency" services/agency_gateway/migrations
     done

@@ -1,30 +1,48 @@
-"""ikdctl: operate the platform (topics, status, demo, bulk load, audit verification)."""
+"""ikdctl: operate the platform (topics, databases, status, demo, bulk load, audit checks)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from ikd_ops import status as status_module
+from ikd_ops.demo import Walkthrough, seed
+from ikd_ops.platform import Endpoints, Platform, PlatformError
 from ikd_shared.db import migrate
 from ikd_shared.kafka import ensure_topics, wait_for_broker
 
-app = typer.Typer(help="Operate the IKD MPP platform.", no_args_is_help=True)
+app = typer.Typer(help="Operate the IKD MPP platform.", no_args_is_help=True, add_completion=False)
 topics_app = typer.Typer(help="Kafka topics declared by the project.", no_args_is_help=True)
+db_app = typer.Typer(help="Service databases.", no_args_is_help=True)
+demo_app = typer.Typer(help="The demo of `make up`.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
+app.add_typer(db_app, name="db")
+app.add_typer(demo_app, name="demo")
+
+ROOT = Path(__file__).resolve().parents[3]
+DEV_KEYS = Path(os.environ.get("IKD_DEV_KEYS", ROOT / ".run" / "dev"))
 
 
 def _bootstrap() -> str:
     return os.environ.get("IKD_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
 
 
+def _platform() -> Platform:
+    secret = os.environ.get("IKD_DEMO_CLIENT_SECRET", "dev-demo-client-secret")
+    return Platform(Endpoints.from_env(), secret)
+
+
 @topics_app.command("ensure")
 def topics_ensure(
-    prefix: str = typer.Option(os.environ.get("IKD_KAFKA_TOPIC_PREFIX", ""), help="name prefix"),
-    replication_factor: int = typer.Option(
-        int(os.environ.get("IKD_KAFKA_REPLICATION_FACTOR", "1")), min=1
+    prefix: Annotated[str, typer.Option(help="topic name prefix")] = os.environ.get(
+        "IKD_KAFKA_TOPIC_PREFIX", ""
+    ),
+    replication_factor: Annotated[int, typer.Option(min=1)] = int(
+        os.environ.get("IKD_KAFKA_REPLICATION_FACTOR", "1")
     ),
 ) -> None:
     """Create every declared topic that does not exist yet (idempotent)."""
@@ -39,15 +57,138 @@ def topics_ensure(
     typer.echo(f"topics: {len(created)} created" + (f" ({', '.join(created)})" if created else ""))
 
 
-db_app = typer.Typer(help="Service databases.", no_args_is_help=True)
-app.add_typer(db_app, name="db")
-
-
 @db_app.command("migrate")
 def db_migrate(
-    migrations: Path = typer.Argument(..., exists=True, file_okay=False, help="yoyo folder"),
-    dsn: str = typer.Argument(..., help="postgresql:// URL of the database's owner role"),
+    migrations: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="yoyo folder")],
+    dsn: Annotated[str, typer.Argument(help="postgresql:// URL of the database's owner role")],
 ) -> None:
     """Apply a service's pending migrations to its database."""
     applied = migrate(dsn, migrations)
-    typer.echo(f"{migrations.parent.name}: {applied} migrations applied")
+    name = dsn.rsplit("/", 1)[-1]
+    typer.echo(f"{name}: {applied} migrations applied")
+
+
+@app.command()
+def status() -> None:
+    """Health of every service, the topics, and each consumer group's lag."""
+    healthy = status_module.report(Endpoints.from_env(), _bootstrap(), typer.echo)
+    if not healthy:
+        raise typer.Exit(1)
+
+
+@demo_app.command("seed")
+def demo_seed(
+    webhook_agency: Annotated[str, typer.Option()],
+    webhook_service: Annotated[str, typer.Option()],
+    webhook_url: Annotated[str, typer.Option()],
+    webhook_secret_file: Annotated[Path, typer.Option()],
+    citizens: Annotated[int, typer.Option(min=0)] = 200,
+) -> None:
+    """Register the demo webhook and load synthetic citizens through Dukcapil's feed."""
+    with _platform() as platform:
+        seed(
+            platform,
+            webhook_agency=webhook_agency,
+            webhook_service=webhook_service,
+            webhook_url=webhook_url,
+            webhook_secret_file=webhook_secret_file,
+            citizens=citizens,
+            say=typer.echo,
+        )
+
+
+@demo_app.command("walkthrough")
+def demo_walkthrough(
+    index: Annotated[int, typer.Option(help="which synthetic walk-in citizen")] = 0,
+) -> None:
+    """Verify a citizen at a counter, prefill at three agencies, consent, revoke, read the trail."""
+    with _platform() as platform:
+        try:
+            Walkthrough(platform, DEV_KEYS, typer.echo, index).run()
+        except PlatformError as error:
+            typer.echo(f"demo failed: {error}", err=True)
+            raise typer.Exit(1) from None
+
+
+@app.command()
+def mint(
+    index: Annotated[int, typer.Option(help="synthetic citizen index")] = 0,
+    seed_: Annotated[int, typer.Option("--seed", help="synthetic seed")] = 7,
+) -> None:
+    """Print a development IKD credential (signed by the local development issuer)."""
+    from ikd_ops.demo import CREDENTIAL_AUDIENCE, CREDENTIAL_ISSUER, read_issuer_key
+    from ikd_shared.credentials import mint_credential
+    from ikd_shared.synthetic import citizen
+
+    profile = citizen(seed_, index)
+    typer.echo(f"{profile.full_name}, NIK {profile.nik}", err=True)
+    typer.echo(
+        mint_credential(
+            read_issuer_key(DEV_KEYS),
+            kid="dev-dukcapil-1",
+            issuer=CREDENTIAL_ISSUER,
+            audience=CREDENTIAL_AUDIENCE,
+            profile=profile,
+        )
+    )
+
+
+@app.command("bulk-load")
+def bulk_load(
+    count: Annotated[int, typer.Option(min=1, help="how many synthetic citizens")],
+    seed_: Annotated[int, typer.Option("--seed")] = 2026,
+    start: Annotated[int, typer.Option(help="first citizen index")] = 0,
+    batch: Annotated[int, typer.Option(min=1, max=1000)] = 500,
+) -> None:
+    """Load synthetic citizens through identity's bulk feed, with a progress bar."""
+    from rich.progress import Progress
+
+    from ikd_shared.synthetic import iter_citizens
+
+    totals: dict[str, int] = {}
+    with _platform() as platform, Progress() as progress:
+        task = progress.add_task("loading citizens", total=count)
+        chunk: list[dict[str, object]] = []
+        for profile in iter_citizens(count, seed=seed_, start=start):
+            chunk.append(profile.model_dump(mode="json"))
+            if len(chunk) == batch:
+                _load(platform, chunk, totals)
+                progress.advance(task, len(chunk))
+                chunk = []
+        if chunk:
+            _load(platform, chunk, totals)
+            progress.advance(task, len(chunk))
+    typer.echo(", ".join(f"{v} {k}" for k, v in totals.items()))
+
+
+def _load(platform: Platform, chunk: list[dict[str, object]], totals: dict[str, int]) -> None:
+    result = platform.call(
+        "POST",
+        f"{platform.endpoints.identity}/v1/feed/profiles",
+        client_id="dukcapil-feed",
+        json={"profiles": chunk},
+    ).json()
+    for key, value in result.items():
+        totals[key] = totals.get(key, 0) + int(value)
+
+
+@app.command("verify-audit")
+def verify_audit() -> None:
+    """Export the whole audit log and check it against its signed tree heads, offline."""
+    import httpx
+
+    from ikd_audit.domain.verify import verify_log
+    from ikd_ops.demo import tree_head_public_key
+    from ikd_shared import codec
+
+    with _platform() as platform:
+        key = tree_head_public_key(platform, DEV_KEYS)
+        headers = {"Authorization": f"Bearer {platform.token('auditor-demo')}"}
+        url = f"{platform.endpoints.audit}/v1/log/export"
+        with httpx.stream("GET", url, headers=headers, timeout=60) as response:
+            response.raise_for_status()
+            records = (codec.loads(line) for line in response.iter_lines() if line.strip())
+            report = verify_log(records, key)
+    typer.echo(report.summary())
+    if not report.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# `make down`: stop the services, then Kafka and PostgreSQL. Safe to run when nothing runs.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+source "$(dirname "$0")/procs.sh"
+cd "$IKD_ROOT"
+proc_stop_all
+bash deploy/scripts/platform.sh stop
+echo "stopped: services, Kafka and PostgreSQL"

@@ -1,0 +1,49 @@
+# Sourced: each service's environment for the local demo (development keys under .run/dev/).
+DEV_KEYS="$IKD_ROOT/.run/dev"
+IDENTITY_PORT=18000
+AUDIT_PORT=18010
+GATEWAY_BASE_PORT=18100
+RECEIVER_PORT=18200
+
+pg_url() {  # ROLE_SUFFIX DB_NAME
+  local db="ikd_${2//-/_}" password
+  if [[ $1 == owner ]]; then password=$IKD_PG_OWNER_PASSWORD; else password=$IKD_PG_APP_PASSWORD; fi
+  echo "postgresql://${db}_$1:${password}@127.0.0.1:${PG_PORT}/${db}"
+}
+
+identity_env() {
+  echo IKD_IDENTITY_DATABASE_URL="$(pg_url app identity)" \
+    IKD_IDENTITY_MIGRATION_DATABASE_URL="$(pg_url owner identity)" \
+    IKD_IDENTITY_TRUST_JWKS="@$DEV_KEYS/dukcapil-jwks.json" \
+    IKD_IDENTITY_TOKEN_SIGNING_KEY="@$DEV_KEYS/token-signing.pem" \
+    IKD_IDENTITY_TOKEN_KEY_ID=dev-token-1 \
+    IKD_IDENTITY_PORT=$IDENTITY_PORT
+}
+
+audit_env() {
+  echo IKD_AUDIT_DATABASE_URL="$(pg_url app audit)" \
+    IKD_AUDIT_MIGRATION_DATABASE_URL="$(pg_url owner audit)" \
+    IKD_AUDIT_TREE_HEAD_SIGNING_KEY="@$DEV_KEYS/tree-head.pem" \
+    IKD_AUDIT_TOKEN_JWKS="@$DEV_KEYS/token-jwks.json" \
+    IKD_AUDIT_TRUST_JWKS="@$DEV_KEYS/dukcapil-jwks.json" \
+    IKD_AUDIT_SESSION_SECRET=dev-console-session-secret-for-local-use \
+    IKD_AUDIT_PORT=$AUDIT_PORT
+}
+
+gateway_port() {  # AGENCY
+  local i=0 agency
+  for agency in $IKD_DEMO_AGENCIES; do
+    [[ $agency == "$1" ]] && { echo $((GATEWAY_BASE_PORT + i)); return; }
+    i=$((i + 1))
+  done
+  return 1
+}
+
+gateway_env() {  # AGENCY
+  echo IKD_GATEWAY_AGENCY="$1" \
+    IKD_GATEWAY_DATABASE_URL="$(pg_url app "gateway_$1")" \
+    IKD_GATEWAY_MIGRATION_DATABASE_URL="$(pg_url owner "gateway_$1")" \
+    IKD_GATEWAY_TOKEN_JWKS="@$DEV_KEYS/token-jwks.json" \
+    IKD_GATEWAY_WEBHOOK_ALLOW_PRIVATE_TARGETS=true \
+    IKD_GATEWAY_PORT="$(gateway_port "$1")"
+}
