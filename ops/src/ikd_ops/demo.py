@@ -27,6 +27,11 @@ WALKTHROUGH_SEED = 7
 CREDENTIAL_ISSUER = "https://dukcapil.kemendagri.go.id/ikd"
 CREDENTIAL_AUDIENCE = "ikd-mpp"
 BULK_BATCH = 500
+PUBLIC_TASK_SERVICES = (("polres-cirebon", "skck"), ("dinsos-cirebon", "social-assistance"))
+CONSENT_SERVICE = ("bank-bjb", "bjb-savings-account")
+CONSENTED_FIELDS = ["nik", "full_name", "date_of_birth", "address.street", "address.village",
+                    "address.regency", "occupation"]
+MIN_TRAIL_ENTRIES = 6
 
 Say = Callable[[str], None]
 
@@ -131,113 +136,104 @@ class Walkthrough:
         return lambda: self.prefill(agency, service).status_code == 200
 
     def run(self) -> dict[str, Any]:
-        p, say = self.platform, self.say
-        say(
-            f"1. {self.profile.full_name} (NIK {self.profile.nik}) shows an IKD at the police counter"
-        )
+        pseudonym = self.verify_at_counter()
+        self.prefill_everywhere()
+        consent_id = self.grant_consent()
+        purge_seconds = self.revoke_consent(consent_id)
+        trail, proofs_verified = self.read_trail()
+        return {
+            "pseudonym": pseudonym,
+            "trail": trail,
+            "revocation_purge_seconds": purge_seconds,
+            "proofs_verified": proofs_verified,
+        }
+
+    def verify_at_counter(self) -> str:
+        p, who = self.platform, self.profile
+        self.say(f"1. {who.full_name} (NIK {who.nik}) shows an IKD at the police counter")
         verified = p.call(
-            "POST",
-            f"{p.endpoints.identity}/v1/verifications",
-            client_id="counter-polres",
-            json={"credential": self.credential()},
+            "POST", f"{p.endpoints.identity}/v1/verifications",
+            client_id="counter-polres", json={"credential": self.credential()},
         ).json()
-        say(f"   verified: pseudonym {verified['pseudonym'][:16]}…, version {verified['version']}")
+        self.say(f"   verified: pseudonym {verified['pseudonym'][:16]}…, "
+                 f"version {verified['version']}")
+        return str(verified["pseudonym"])
 
-        say("2. prefill at three agencies, nobody types anything")
-        for agency, service in (
-            ("polres-cirebon", "skck"),
-            ("dinsos-cirebon", "social-assistance"),
-        ):
+    def prefill_everywhere(self) -> None:
+        self.say("2. prefill at three agencies, nobody types anything")
+        for agency, service in PUBLIC_TASK_SERVICES:
             took = wait_for(self._served(agency, service))
-            fields = self.prefill(agency, service).json()["fields"]
-            say(
-                f"   {agency}/{service}: {len(fields)} fields after {took * 1000:.0f} ms: "
-                f"{', '.join(sorted(fields))}"
-            )
-        denied = self.prefill("bank-bjb", "bjb-savings-account")
-        say(
-            f"   bank-bjb/bjb-savings-account: {denied.status_code} {denied.json().get('code')} "
-            "(consent-based service, no consent yet)"
-        )
+            fields = sorted(self.prefill(agency, service).json()["fields"])
+            self.say(f"   {agency}/{service}: {len(fields)} fields after {took * 1000:.0f} ms: "
+                     + ", ".join(fields))
+        denied = self.prefill(*CONSENT_SERVICE)
+        self.say(f"   {'/'.join(CONSENT_SERVICE)}: {denied.status_code} "
+                 f"{denied.json().get('code')} (consent-based service, no consent yet)")
 
-        say("3. the citizen consents at the MPP officer's desk")
-        now = dt.datetime.now(dt.UTC)
+    def grant_consent(self) -> str:
+        p = self.platform
+        self.say("3. the citizen consents at the MPP officer's desk")
+        expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
         consent = p.call(
-            "POST",
-            f"{p.endpoints.identity}/v1/consents",
-            client_id="mpp-officer",
+            "POST", f"{p.endpoints.identity}/v1/consents", client_id="mpp-officer",
             json={
                 "nik": self.profile.nik,
                 "officer_id": "officer-demo",
-                "agency": "bank-bjb",
-                "service": "bjb-savings-account",
-                "fields": [
-                    "nik",
-                    "full_name",
-                    "date_of_birth",
-                    "address.street",
-                    "address.village",
-                    "address.regency",
-                    "occupation",
-                ],
+                "agency": CONSENT_SERVICE[0],
+                "service": CONSENT_SERVICE[1],
+                "fields": CONSENTED_FIELDS,
                 "purpose_code": "account-opening",
                 "purpose_text": "Open a savings account at bank bjb KCP Sumber",
-                "expires_at": (now + dt.timedelta(days=30)).isoformat(),
+                "expires_at": expires.isoformat(),
             },
         ).json()["consent"]
-        took = wait_for(lambda: self.prefill("bank-bjb", "bjb-savings-account").status_code == 200)
-        fields = self.prefill("bank-bjb", "bjb-savings-account").json()["fields"]
-        say(
-            f"   bank-bjb/bjb-savings-account: {len(fields)} consented fields after "
-            f"{took * 1000:.0f} ms: {', '.join(sorted(fields))}"
-        )
+        took = wait_for(self._served(*CONSENT_SERVICE))
+        fields = sorted(self.prefill(*CONSENT_SERVICE).json()["fields"])
+        self.say(f"   {'/'.join(CONSENT_SERVICE)}: {len(fields)} consented fields after "
+                 f"{took * 1000:.0f} ms: " + ", ".join(fields))
+        return str(consent["consent_id"])
 
-        say("4. the citizen revokes the consent")
-        p.call(
-            "POST",
-            f"{p.endpoints.identity}/v1/consents/{consent['consent_id']}/revoke",
-            client_id="mpp-officer",
-            json={"officer_id": "officer-demo"},
-        )
-        purge = wait_for(lambda: self.prefill("bank-bjb", "bjb-savings-account").status_code == 403)
-        say(
-            f"   purged from bank-bjb's view: prefill refused {purge * 1000:.0f} ms after revocation"
-        )
+    def revoke_consent(self, consent_id: str) -> float:
+        p = self.platform
+        self.say("4. the citizen revokes the consent")
+        p.call("POST", f"{p.endpoints.identity}/v1/consents/{consent_id}/revoke",
+               client_id="mpp-officer", json={"officer_id": "officer-demo"})
+        purge = wait_for(lambda: self.prefill(*CONSENT_SERVICE).status_code == 403)
+        self.say(f"   purged from {CONSENT_SERVICE[0]}'s view: prefill refused "
+                 f"{purge * 1000:.0f} ms after revocation")
+        return purge
 
-        say("5. the citizen reads their own processing trail, with proofs")
+    def read_trail(self) -> tuple[dict[str, Any], int]:
+        p = self.platform
+        self.say("5. the citizen reads their own processing trail, with proofs")
         public_key = tree_head_public_key(p, self.key_dir)
+        trail: dict[str, Any] = {}
 
-        def trail_complete() -> bool:
-            self._trail = p.call(
-                "POST",
-                f"{p.endpoints.audit}/v1/citizen/trail",
-                json={"credential": self.credential()},
-            ).json()
-            return len(self._trail["accesses"]) >= 4
+        def complete() -> bool:
+            nonlocal trail
+            trail = p.call("POST", f"{p.endpoints.audit}/v1/citizen/trail",
+                           json={"credential": self.credential()}).json()
+            # verified (3 views), prefills, the denial and the consent's reads are all in
+            return len(trail["accesses"]) >= MIN_TRAIL_ENTRIES
 
-        wait_for(trail_complete, timeout=30)
-        verified_proofs = 0
-        for access in self._trail["accesses"]:
-            entry = access["entry"]
+        wait_for(complete, timeout=30)
+        verified = 0
+        for access in trail["accesses"]:
             try:
                 verify_inclusion_bundle(access, public_key)
-                verdict, verified_proofs = "proof OK", verified_proofs + 1
+                verdict, verified = "proof OK", verified + 1
             except (ProofError, KeyError, ValueError) as error:
                 verdict = f"PROOF FAILED: {error}"
-            say(
-                f"   {entry['occurred_at'][:19]} {entry['agency']:<15} {entry.get('service') or '-':<20}"
-                f" {entry['channel']:<8} {entry['outcome']:<7} {len(entry['fields']):>2} fields  {verdict}"
-            )
-        say(
-            f"   {verified_proofs}/{len(self._trail['accesses'])} inclusion proofs verify against the "
-            f"signed tree head of size {self._trail['tree_head']['tree_size']}"
-        )
-        return {
-            "pseudonym": verified["pseudonym"],
-            "trail": self._trail,
-            "revocation_purge_seconds": purge,
-            "proofs_verified": verified_proofs,
-        }
+            self.say("   " + describe_entry(access["entry"]) + f"  {verdict}")
+        self.say(f"   {verified}/{len(trail['accesses'])} inclusion proofs verify against the "
+                 f"signed tree head of size {trail['tree_head']['tree_size']}")
+        return trail, verified
+
+
+def describe_entry(entry: dict[str, Any]) -> str:
+    return (f"{entry['occurred_at'][:19]} {entry['agency']:<15} "
+            f"{entry.get('service') or '-':<20} {entry['channel']:<8} {entry['outcome']:<7} "
+            f"{len(entry['fields']):>2} fields")
 
 
 def tree_head_public_key(platform: Platform, key_dir: Path) -> Ed25519PublicKey:
