@@ -48,7 +48,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[T | None]], *, timeout: float = 20.0, interval: float = 0.05
+    probe: Callable[[], Awaitable[T | None]],
+    *,
+    timeout: float = 20.0,  # noqa: ASYNC109 - a polling deadline, not a cancellation timeout
+    interval: float = 0.05,
 ) -> T:
     """Poll `probe` until it returns something other than None/False, or fail at the deadline."""
     loop = asyncio.get_running_loop()

@@ -29,8 +29,15 @@ CREDENTIAL_AUDIENCE = "ikd-mpp"
 BULK_BATCH = 500
 PUBLIC_TASK_SERVICES = (("polres-cirebon", "skck"), ("dinsos-cirebon", "social-assistance"))
 CONSENT_SERVICE = ("bank-bjb", "bjb-savings-account")
-CONSENTED_FIELDS = ["nik", "full_name", "date_of_birth", "address.street", "address.village",
-                    "address.regency", "occupation"]
+CONSENTED_FIELDS = [
+    "nik",
+    "full_name",
+    "date_of_birth",
+    "address.street",
+    "address.village",
+    "address.regency",
+    "occupation",
+]
 MIN_TRAIL_ENTRIES = 6
 
 Say = Callable[[str], None]
@@ -152,11 +159,14 @@ class Walkthrough:
         p, who = self.platform, self.profile
         self.say(f"1. {who.full_name} (NIK {who.nik}) shows an IKD at the police counter")
         verified = p.call(
-            "POST", f"{p.endpoints.identity}/v1/verifications",
-            client_id="counter-polres", json={"credential": self.credential()},
+            "POST",
+            f"{p.endpoints.identity}/v1/verifications",
+            client_id="counter-polres",
+            json={"credential": self.credential()},
         ).json()
-        self.say(f"   verified: pseudonym {verified['pseudonym'][:16]}…, "
-                 f"version {verified['version']}")
+        self.say(
+            f"   verified: pseudonym {verified['pseudonym'][:16]}…, version {verified['version']}"
+        )
         return str(verified["pseudonym"])
 
     def prefill_everywhere(self) -> None:
@@ -164,18 +174,24 @@ class Walkthrough:
         for agency, service in PUBLIC_TASK_SERVICES:
             took = wait_for(self._served(agency, service))
             fields = sorted(self.prefill(agency, service).json()["fields"])
-            self.say(f"   {agency}/{service}: {len(fields)} fields after {took * 1000:.0f} ms: "
-                     + ", ".join(fields))
+            self.say(
+                f"   {agency}/{service}: {len(fields)} fields after {took * 1000:.0f} ms: "
+                + ", ".join(fields)
+            )
         denied = self.prefill(*CONSENT_SERVICE)
-        self.say(f"   {'/'.join(CONSENT_SERVICE)}: {denied.status_code} "
-                 f"{denied.json().get('code')} (consent-based service, no consent yet)")
+        self.say(
+            f"   {'/'.join(CONSENT_SERVICE)}: {denied.status_code} "
+            f"{denied.json().get('code')} (consent-based service, no consent yet)"
+        )
 
     def grant_consent(self) -> str:
         p = self.platform
         self.say("3. the citizen consents at the MPP officer's desk")
         expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
         consent = p.call(
-            "POST", f"{p.endpoints.identity}/v1/consents", client_id="mpp-officer",
+            "POST",
+            f"{p.endpoints.identity}/v1/consents",
+            client_id="mpp-officer",
             json={
                 "nik": self.profile.nik,
                 "officer_id": "officer-demo",
@@ -189,18 +205,26 @@ class Walkthrough:
         ).json()["consent"]
         took = wait_for(self._served(*CONSENT_SERVICE))
         fields = sorted(self.prefill(*CONSENT_SERVICE).json()["fields"])
-        self.say(f"   {'/'.join(CONSENT_SERVICE)}: {len(fields)} consented fields after "
-                 f"{took * 1000:.0f} ms: " + ", ".join(fields))
+        self.say(
+            f"   {'/'.join(CONSENT_SERVICE)}: {len(fields)} consented fields after "
+            f"{took * 1000:.0f} ms: " + ", ".join(fields)
+        )
         return str(consent["consent_id"])
 
     def revoke_consent(self, consent_id: str) -> float:
         p = self.platform
         self.say("4. the citizen revokes the consent")
-        p.call("POST", f"{p.endpoints.identity}/v1/consents/{consent_id}/revoke",
-               client_id="mpp-officer", json={"officer_id": "officer-demo"})
+        p.call(
+            "POST",
+            f"{p.endpoints.identity}/v1/consents/{consent_id}/revoke",
+            client_id="mpp-officer",
+            json={"officer_id": "officer-demo"},
+        )
         purge = wait_for(lambda: self.prefill(*CONSENT_SERVICE).status_code == 403)
-        self.say(f"   purged from {CONSENT_SERVICE[0]}'s view: prefill refused "
-                 f"{purge * 1000:.0f} ms after revocation")
+        self.say(
+            f"   purged from {CONSENT_SERVICE[0]}'s view: prefill refused "
+            f"{purge * 1000:.0f} ms after revocation"
+        )
         return purge
 
     def read_trail(self) -> tuple[dict[str, Any], int]:
@@ -211,8 +235,11 @@ class Walkthrough:
 
         def complete() -> bool:
             nonlocal trail
-            trail = p.call("POST", f"{p.endpoints.audit}/v1/citizen/trail",
-                           json={"credential": self.credential()}).json()
+            trail = p.call(
+                "POST",
+                f"{p.endpoints.audit}/v1/citizen/trail",
+                json={"credential": self.credential()},
+            ).json()
             # verified (3 views), prefills, the denial and the consent's reads are all in
             return len(trail["accesses"]) >= MIN_TRAIL_ENTRIES
 
@@ -225,15 +252,19 @@ class Walkthrough:
             except (ProofError, KeyError, ValueError) as error:
                 verdict = f"PROOF FAILED: {error}"
             self.say("   " + describe_entry(access["entry"]) + f"  {verdict}")
-        self.say(f"   {verified}/{len(trail['accesses'])} inclusion proofs verify against the "
-                 f"signed tree head of size {trail['tree_head']['tree_size']}")
+        self.say(
+            f"   {verified}/{len(trail['accesses'])} inclusion proofs verify against the "
+            f"signed tree head of size {trail['tree_head']['tree_size']}"
+        )
         return trail, verified
 
 
 def describe_entry(entry: dict[str, Any]) -> str:
-    return (f"{entry['occurred_at'][:19]} {entry['agency']:<15} "
-            f"{entry.get('service') or '-':<20} {entry['channel']:<8} {entry['outcome']:<7} "
-            f"{len(entry['fields']):>2} fields")
+    return (
+        f"{entry['occurred_at'][:19]} {entry['agency']:<15} "
+        f"{entry.get('service') or '-':<20} {entry['channel']:<8} {entry['outcome']:<7} "
+        f"{len(entry['fields']):>2} fields"
+    )
 
 
 def tree_head_public_key(platform: Platform, key_dir: Path) -> Ed25519PublicKey:

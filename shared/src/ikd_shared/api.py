@@ -32,8 +32,14 @@ class ApiError(Exception):
 
 
 def problem(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
-    body = {"type": f"urn:ikd:error:{code}", "title": code.replace("_", " "), "status": status,
-            "code": code, "detail": detail, **extra}
+    body = {
+        "type": f"urn:ikd:error:{code}",
+        "title": code.replace("_", " "),
+        "status": status,
+        "code": code,
+        "detail": detail,
+        **extra,
+    }
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
@@ -46,17 +52,22 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         errors = [
-            {"loc": [str(part) for part in err.get("loc", ())], "msg": str(err.get("msg", "")),
-             "type": str(err.get("type", ""))}
+            {
+                "loc": [str(part) for part in err.get("loc", ())],
+                "msg": str(err.get("msg", "")),
+                "type": str(err.get("type", "")),
+            }
             for err in exc.errors()
         ]
-        return problem(422, "invalid_request", "the request does not match the schema",
-                       errors=errors)
+        return problem(
+            422, "invalid_request", "the request does not match the schema", errors=errors
+        )
 
     async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
-            exc.status_code, "http_error")
+            exc.status_code, "http_error"
+        )
         return problem(exc.status_code, code, str(exc.detail))
 
     app.add_exception_handler(ApiError, on_api_error)
@@ -96,8 +107,9 @@ class BodySizeLimit:
             await self._reject(scope, receive, send)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = problem(413, "payload_too_large",
-                           f"the request body is over {self.max_bytes} bytes")
+        response = problem(
+            413, "payload_too_large", f"the request body is over {self.max_bytes} bytes"
+        )
         await response(scope, receive, send)
 
 

@@ -53,7 +53,12 @@ class Principal:
 
 class TokenIssuer:
     def __init__(
-        self, private_key: Ed25519PrivateKey, *, kid: str, issuer: str, ttl: dt.timedelta = DEFAULT_TTL
+        self,
+        private_key: Ed25519PrivateKey,
+        *,
+        kid: str,
+        issuer: str,
+        ttl: dt.timedelta = DEFAULT_TTL,
     ) -> None:
         self._key = private_key
         self.kid = kid

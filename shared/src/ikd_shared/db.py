@@ -29,9 +29,10 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, **kwar
     async def init(connection: asyncpg.Connection) -> None:
         for type_name in ("json", "jsonb"):
             await connection.set_type_codec(
-                type_name, encoder=lambda v: codec.dumps(v).decode(), decoder=codec.loads,
+                type_name,
+                encoder=lambda v: codec.dumps(v).decode(),
+                decoder=codec.loads,
                 schema="pg_catalog",
             )
 
-    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=init,
-                                     **kwargs)
+    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=init, **kwargs)

@@ -71,8 +71,9 @@ def make_producer(bootstrap_servers: str, **overrides: Any) -> AIOKafkaProducer:
 async def send_event(producer: AIOKafkaProducer, topic: str, event: CloudEvent) -> Any:
     """Send one CloudEvent and wait for the broker's acknowledgement."""
     record = to_kafka(event)
-    return await producer.send_and_wait(topic, value=record.value, key=record.key,
-                                        headers=record.headers)
+    return await producer.send_and_wait(
+        topic, value=record.value, key=record.key, headers=record.headers
+    )
 
 
 def dead_letter_headers(
@@ -88,9 +89,9 @@ def dead_letter_headers(
     ]
 
 
-async def wait_for_broker(bootstrap_servers: str, timeout: float = 30.0) -> None:
+async def wait_for_broker(bootstrap_servers: str, within_s: float = 30.0) -> None:
     """Poll until the broker answers a metadata request or the deadline passes."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within_s
     while True:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
         try:

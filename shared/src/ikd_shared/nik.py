@@ -40,7 +40,9 @@ _MESSAGES = {
     NikRejection.LENGTH: "a NIK has exactly 16 digits",
     NikRejection.NON_DIGITS: "a NIK holds digits only",
     NikRejection.UNKNOWN_PROVINCE: "the first two digits are not an Indonesian province code",
-    NikRejection.IMPOSSIBLE_DATE: "digits 7-12 are not a possible birth date (DDMMYY, +40 for women)",
+    NikRejection.IMPOSSIBLE_DATE: (
+        "digits 7-12 are not a possible birth date (DDMMYY, +40 for women)"
+    ),
     NikRejection.SERIAL_ZERO: "the serial (last four digits) is never 0000",
 }
 

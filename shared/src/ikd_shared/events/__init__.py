@@ -61,6 +61,8 @@ def decode(event: CloudEvent, models: tuple[type[M], ...]) -> M:
             try:
                 return model.model_validate_json(event.data or b"")
             except ValidationError as error:
-                raise InvalidEventData(f"{event.type}: {error.error_count()} invalid fields: "
-                                       f"{error.errors()[0]['msg']}") from None
+                raise InvalidEventData(
+                    f"{event.type}: {error.error_count()} invalid fields: "
+                    f"{error.errors()[0]['msg']}"
+                ) from None
     raise UnknownEventType(f"unknown event type {event.type!r}")

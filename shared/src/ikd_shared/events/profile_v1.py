@@ -108,9 +108,9 @@ def nik_contradictions(nik: str, date_of_birth: dt.date, sex: Sex) -> list[str]:
 
 
 ADDRESS_FIELDS = tuple(f"address.{name}" for name in Address.model_fields)
-PROFILE_FIELDS: tuple[str, ...] = tuple(
-    name for name in CitizenProfile.model_fields if name != "address"
-) + ADDRESS_FIELDS
+PROFILE_FIELDS: tuple[str, ...] = (
+    tuple(name for name in CitizenProfile.model_fields if name != "address") + ADDRESS_FIELDS
+)
 """Every field name a policy or consent may grant; the address is granted part by part."""
 
 
