@@ -1,0 +1,169 @@
+"""The whole platform as separate processes: identity, audit and three agency gateways.
+
+Each run gets its own databases, topic prefix and keys, so it never touches the demo's data.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ikd_ops.platform import Endpoints
+from tests.conftest import REPO, Database, DatabaseFactory
+
+AGENCIES = ("polres-cirebon", "bank-bjb", "dinsos-cirebon")
+CLIENT_SECRET = "e2e-client-secret"
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    endpoints: Endpoints
+    keys: Path
+    identity_db: Database
+    audit_db: Database
+    gateway_dbs: dict[str, Database]
+    topic_prefix: str
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    logs: Path = Path()
+
+    def start(self, name: str, command: list[str], env: dict[str, str]) -> None:
+        log = (self.logs / f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(  # noqa: S603 - our own entry points
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def wait_ready(self, name: str, url: str, seconds: float = 90.0) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.processes[name].poll() is not None:
+                break
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        tail = (self.logs / f"{name}.log").read_text()[-3000:]
+        raise AssertionError(f"{name} did not become ready:\n{tail}")
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@pytest.fixture
+async def stack(
+    database_factory: DatabaseFactory, topic_prefix: str, tmp_path: Path
+) -> AsyncIterator[Stack]:
+    keys = tmp_path / "keys"
+    subprocess.run(  # noqa: S603
+        [sys.executable, str(REPO / "deploy/scripts/dev_secrets.py"), str(keys)], check=True
+    )
+    identity_db = await database_factory("identity", REPO / "services/identity/migrations")
+    audit_db = await database_factory("audit", REPO / "services/audit/src/ikd_audit/migrations")
+    gateway_dbs = {
+        agency: await database_factory("gateway", REPO / "services/agency_gateway/migrations")
+        for agency in AGENCIES
+    }
+    ports = {name: free_port() for name in ("identity", "audit", *AGENCIES)}
+    endpoints = Endpoints(
+        identity=f"http://127.0.0.1:{ports['identity']}",
+        audit=f"http://127.0.0.1:{ports['audit']}",
+        gateways={agency: f"http://127.0.0.1:{ports[agency]}" for agency in AGENCIES},
+    )
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    stack = Stack(endpoints, keys, identity_db, audit_db, gateway_dbs, topic_prefix, logs=logs)
+    base = {**os.environ, "IKD_KAFKA_TOPIC_PREFIX": topic_prefix}
+    identity_env = {
+        **base,
+        "IKD_IDENTITY_DATABASE_URL": identity_db.app_dsn,
+        "IKD_IDENTITY_MIGRATION_DATABASE_URL": identity_db.owner_dsn,
+        "IKD_IDENTITY_TRUST_JWKS": f"@{keys}/dukcapil-jwks.json",
+        "IKD_IDENTITY_TOKEN_SIGNING_KEY": f"@{keys}/token-signing.pem",
+        "IKD_IDENTITY_TOKEN_KEY_ID": "dev-token-1",
+        "IKD_IDENTITY_PORT": str(ports["identity"]),
+    }
+    clients = [
+        ("counter-polres", "identity:verify", "polres-cirebon"),
+        ("mpp-officer", "identity:consent", "dpmptsp-cirebon"),
+        ("auditor-demo", "audit:read", None),
+        *((f"backend-{a}", "gateway:prefill gateway:webhooks", a) for a in AGENCIES),
+    ]
+    for client_id, scopes, agency in clients:
+        command = [
+            str(BIN / "ikd-identity"),
+            "clients",
+            "add",
+            "--id",
+            client_id,
+            "--scopes",
+            scopes,
+            "--secret",
+            CLIENT_SECRET,
+        ]
+        if agency:
+            command += ["--agency", agency]
+        subprocess.run(command, env=identity_env, check=True, capture_output=True)  # noqa: S603
+    try:
+        stack.start("identity", [str(BIN / "ikd-identity"), "serve"], identity_env)
+        stack.start(
+            "audit",
+            [str(BIN / "ikd-audit"), "serve"],
+            {
+                **base,
+                "IKD_AUDIT_DATABASE_URL": audit_db.app_dsn,
+                "IKD_AUDIT_MIGRATION_DATABASE_URL": audit_db.owner_dsn,
+                "IKD_AUDIT_TREE_HEAD_SIGNING_KEY": f"@{keys}/tree-head.pem",
+                "IKD_AUDIT_TOKEN_JWKS": f"@{keys}/token-jwks.json",
+                "IKD_AUDIT_TRUST_JWKS": f"@{keys}/dukcapil-jwks.json",
+                "IKD_AUDIT_SESSION_SECRET": "e2e-console-session-secret-0123456789",
+                "IKD_AUDIT_TREE_HEAD_INTERVAL_SECONDS": "1",
+                "IKD_AUDIT_PORT": str(ports["audit"]),
+            },
+        )
+        for agency in AGENCIES:
+            stack.start(
+                f"gateway-{agency}",
+                [str(BIN / "ikd-gateway"), "serve"],
+                {
+                    **base,
+                    "IKD_GATEWAY_AGENCY": agency,
+                    "IKD_GATEWAY_DATABASE_URL": gateway_dbs[agency].app_dsn,
+                    "IKD_GATEWAY_MIGRATION_DATABASE_URL": gateway_dbs[agency].owner_dsn,
+                    "IKD_GATEWAY_TOKEN_JWKS": f"@{keys}/token-jwks.json",
+                    "IKD_GATEWAY_DATA_DIR": str(tmp_path / "gateway" / agency),
+                    "IKD_GATEWAY_PORT": str(ports[agency]),
+                },
+            )
+        stack.wait_ready("identity", endpoints.identity)
+        stack.wait_ready("audit", endpoints.audit)
+        for agency in AGENCIES:
+            stack.wait_ready(f"gateway-{agency}", endpoints.gateways[agency])
+        yield stack
+    finally:
+        stack.stop()
