@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,19 +76,28 @@ class Stack:
 
 
 @pytest.fixture
-async def stack(
-    database_factory: DatabaseFactory, topic_prefix: str, tmp_path: Path
-) -> AsyncIterator[Stack]:
-    keys = tmp_path / "keys"
-    subprocess.run(  # noqa: S603
-        [sys.executable, str(REPO / "deploy/scripts/dev_secrets.py"), str(keys)], check=True
-    )
+async def databases(
+    database_factory: DatabaseFactory,
+) -> tuple[Database, Database, dict[str, Database]]:
+    """Fresh, migrated databases: identity, audit and one per gateway."""
     identity_db = await database_factory("identity", REPO / "services/identity/migrations")
     audit_db = await database_factory("audit", REPO / "services/audit/src/ikd_audit/migrations")
     gateway_dbs = {
         agency: await database_factory("gateway", REPO / "services/agency_gateway/migrations")
         for agency in AGENCIES
     }
+    return identity_db, audit_db, gateway_dbs
+
+
+@pytest.fixture
+def stack(
+    databases: tuple[Database, Database, dict[str, Database]], topic_prefix: str, tmp_path: Path
+) -> Iterator[Stack]:
+    identity_db, audit_db, gateway_dbs = databases
+    keys = tmp_path / "keys"
+    subprocess.run(  # noqa: S603
+        [sys.executable, str(REPO / "deploy/scripts/dev_secrets.py"), str(keys)], check=True
+    )
     ports = {name: free_port() for name in ("identity", "audit", *AGENCIES)}
     endpoints = Endpoints(
         identity=f"http://127.0.0.1:{ports['identity']}",
