@@ -18,7 +18,6 @@ import typer
 from pydantic import Field, PostgresDsn, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ikd_identity import logs
 from ikd_identity.adapters.keys import read_private_key, write_private_key
 from ikd_identity.adapters.postgres import PgClients
 from ikd_identity.adapters.secrets import Argon2Hasher
@@ -29,6 +28,7 @@ from ikd_identity.config import (
 )
 from ikd_identity.domain import commands
 from ikd_identity.domain.clients import KNOWN_SCOPES, Client
+from ikd_shared import observability
 from ikd_shared.credentials import generate_issuer_key, mint_credential, public_jwk
 from ikd_shared.db import migrate as run_migrations
 from ikd_shared.events.profile_v1 import CitizenProfile
@@ -72,7 +72,7 @@ def _admin_settings() -> AdminSettings:
 
 def _settings() -> IdentitySettings:
     settings = load_settings(IdentitySettings)
-    logs.configure(settings.log_level)
+    observability.configure_logging(settings.log_level)
     return settings
 
 

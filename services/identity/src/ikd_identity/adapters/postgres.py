@@ -15,7 +15,7 @@ from ikd_identity.domain.clients import Client
 from ikd_identity.domain.model import OutboxMessage, ProfileRecord, ProfileStatus
 from ikd_identity.service_layer.handlers import ConcurrentWrite
 from ikd_identity.service_layer.unit_of_work import Consents, Outbox, Profiles, SeenCredentials
-from ikd_shared import codec
+from ikd_shared import codec, observability
 from ikd_shared.events.consent_v1 import Consent
 from ikd_shared.events.profile_v1 import CitizenProfile
 
@@ -188,14 +188,29 @@ class PgOutbox:
     async def add(self, messages: Sequence[OutboxMessage]) -> None:
         if not messages:
             return
+        # The W3C trace context of the request that caused the events: the relay puts it on
+        # each record as the CloudEvents distributed-tracing extension (ce_traceparent).
+        trace = observability.current_trace()
+        traceparent = trace.traceparent if trace is not None else None
+        tracestate = trace.tracestate if trace is not None else None
         records = [
-            (m.event_id, m.topic, m.key, m.ce_type, m.ce_source, m.dataschema, m.payload)
+            (
+                m.event_id,
+                m.topic,
+                m.key,
+                m.ce_type,
+                m.ce_source,
+                m.dataschema,
+                m.payload,
+                traceparent,
+                tracestate,
+            )
             for m in messages
         ]
         if len(records) < 50:
             await self._db.executemany(
                 "INSERT INTO outbox (event_id, topic, key, ce_type, ce_source, dataschema, "
-                "payload) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "payload, traceparent, tracestate) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 records,
             )
         else:
@@ -210,6 +225,8 @@ class PgOutbox:
                     "ce_source",
                     "dataschema",
                     "payload",
+                    "traceparent",
+                    "tracestate",
                 ],
             )
 
@@ -304,6 +321,13 @@ class OutboxRow:
     dataschema: str | None
     payload: bytes | None
     created_at: dt.datetime
+    traceparent: str | None = None  # W3C trace context of the request that caused the event
+    tracestate: str | None = None
+
+    def extensions(self) -> dict[str, str]:
+        """CloudEvents distributed-tracing extension attributes (ce_traceparent on Kafka)."""
+        found = {"traceparent": self.traceparent, "tracestate": self.tracestate}
+        return {name: value for name, value in found.items() if value}
 
 
 class OutboxStore:
@@ -318,7 +342,8 @@ class OutboxStore:
     async def unsent(self, limit: int) -> list[OutboxRow]:
         rows = await self._db.fetch(
             "SELECT position, event_id, topic, key, ce_type, ce_source, dataschema, payload, "
-            "created_at FROM outbox WHERE sent_at IS NULL ORDER BY position LIMIT $1",
+            "created_at, traceparent, tracestate FROM outbox WHERE sent_at IS NULL "
+            "ORDER BY position LIMIT $1",
             limit,
         )
         return [OutboxRow(**dict(row)) for row in rows]
@@ -332,6 +357,12 @@ class OutboxStore:
     async def backlog(self) -> int:
         count: int = await self._db.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
         return count
+
+
+async def outbox_backlog(pool: asyncpg.Pool) -> int:
+    """Outbox rows not yet published (served by the partial index on unsent rows)."""
+    count: int = await pool.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+    return count
 
 
 async def ping(pool: asyncpg.Pool) -> bool:

@@ -15,16 +15,16 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Form, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ikd_identity import metrics
-from ikd_identity.adapters.postgres import ping
+from ikd_identity.adapters.postgres import outbox_backlog, ping
 from ikd_identity.bootstrap import Container, bootstrap, build_relay
 from ikd_identity.config import IdentitySettings
 from ikd_identity.domain import commands
 from ikd_identity.domain.errors import Forbidden, OAuthError, Unauthenticated
 from ikd_identity.entrypoints import schemas
 from ikd_identity.service_layer import handlers, tokens
+from ikd_shared import observability
 from ikd_shared.api import BodySizeLimit, install_error_handlers, problem
 from ikd_shared.auth import AuthError, Principal, Scope
 from ikd_shared.legal import CODE_PATTERN
@@ -36,7 +36,11 @@ _bearer = HTTPBearer(auto_error=False, description="an access token from POST /o
 
 
 def get_container(request: Request) -> Container:
-    container: Container = request.app.state.container
+    return get_container_of(request.app)
+
+
+def get_container_of(app: FastAPI) -> Container:
+    container: Container = app.state.container
     return container
 
 
@@ -318,27 +322,23 @@ def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> 
         """The public key that signs access tokens; services verify tokens locally with it."""
         return container.token_issuer.jwks()
 
-    @app.get("/healthz", response_model=schemas.Health, tags=["operations"])
-    async def healthz() -> schemas.Health:
-        return schemas.Health(status="ok")
+    async def database_reachable() -> None:
+        await ping(get_container_of(app).pool)
 
-    @app.get(
-        "/readyz",
-        response_model=schemas.Health,
-        tags=["operations"],
-        responses={503: {"description": "the database is unreachable"}},
+    async def refresh_outbox_backlog() -> None:
+        metrics.OUTBOX_BACKLOG.set(await outbox_backlog(get_container_of(app).pool))
+
+    app.include_router(
+        observability.operations_router(
+            checks={
+                "postgresql": database_reachable,
+                "kafka": lambda: observability.kafka_reachable(settings.kafka_bootstrap_servers),
+            },
+            refresh=[refresh_outbox_backlog],
+            include_in_schema=True,
+        )
     )
-    async def readyz(container: ContainerDep) -> Any:
-        try:
-            await asyncio.wait_for(ping(container.pool), timeout=2)
-        except Exception:  # any failure means not ready
-            return problem(503, "not_ready", "the database is unreachable")
-        return schemas.Health(status="ready")
-
-    @app.get("/metrics", tags=["operations"], response_class=Response)
-    async def metrics_endpoint() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
+    app.add_middleware(observability.RequestObservability)
     return app
 
 

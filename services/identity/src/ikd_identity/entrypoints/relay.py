@@ -48,6 +48,7 @@ def to_cloudevent(row: OutboxRow) -> CloudEvent:
         data=row.payload,
         time=row.created_at,
         dataschema=row.dataschema,
+        extensions=row.extensions(),
     )
 
 
