@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.middleware.sessions import SessionMiddleware
 
 from ikd_audit.bootstrap import Services, bootstrap, derive_key
 from ikd_audit.config import AuditSettings
 from ikd_audit.entrypoints import api, console
 from ikd_audit.entrypoints.consumer import AccessConsumer
+from ikd_audit.entrypoints.observability import SIGNED_TREE_SIZE, TREE_HEAD_AGE, TREE_SIZE
 from ikd_audit.entrypoints.signer import run_signer
+from ikd_shared import observability
 from ikd_shared.api import BodySizeLimit, install_error_handlers
+from ikd_shared.events.topics import ACCESS
 
 log = logging.getLogger("ikd_audit.app")
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -108,26 +110,41 @@ def create_app(settings: AuditSettings) -> FastAPI:
         response.headers["Referrer-Policy"] = "no-referrer"
         return response
 
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    def services_of() -> Services:
+        services: Services = app.state.services
+        return services
 
-    @app.get("/readyz", include_in_schema=False)
-    async def readyz(request: Request) -> JSONResponse:
-        services: Services = request.app.state.services
-        try:
-            await services.repo.ping()
-        except Exception as error:
-            return JSONResponse({"status": "unready", "reason": repr(error)}, status_code=503)
-        consumer = request.app.state.consumer
-        if consumer is not None and not consumer.running:
-            return JSONResponse(
-                {"status": "unready", "reason": "consumer not running"}, status_code=503
+    async def consumer_running() -> None:
+        if not app.state.consumer.running:
+            raise RuntimeError("the access-event consumer is not running")
+
+    def checks() -> dict[str, observability.Check]:
+        found: dict[str, observability.Check] = {
+            "postgresql": lambda: services_of().repo.ping(),
+            "kafka": lambda: observability.kafka_reachable(settings.kafka_bootstrap_servers),
+        }
+        if app.state.consumer is not None:
+            found["consumer"] = consumer_running
+        return found
+
+    async def refresh_tree() -> None:
+        repo = services_of().repo
+        TREE_SIZE.set(await repo.size())
+        head = await repo.latest_tree_head()
+        if head is not None:
+            SIGNED_TREE_SIZE.set(head.tree_size)
+            TREE_HEAD_AGE.set((dt.datetime.now(dt.UTC) - head.timestamp).total_seconds())
+
+    refresh: list[observability.Refresh] = [refresh_tree]
+    if settings.run_consumer:
+        refresh.append(
+            observability.lag_refresher(
+                settings.kafka_bootstrap_servers,
+                settings.consumer_group,
+                [ACCESS.full_name(settings.kafka_topic_prefix)],
             )
-        return JSONResponse({"status": "ready"})
-
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        )
+    app.include_router(observability.operations_router(checks=checks, refresh=refresh))
+    app.add_middleware(observability.RequestObservability)
 
     return app

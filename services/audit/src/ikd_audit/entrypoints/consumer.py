@@ -21,6 +21,7 @@ from ikd_audit.entrypoints.observability import (
     TREE_SIZE,
 )
 from ikd_audit.service_layer.services import AuditLog
+from ikd_shared import observability
 from ikd_shared.events import InvalidEventData, decode
 from ikd_shared.events.access_v1 import EVENTS, AccessRecorded
 from ikd_shared.events.envelope import EnvelopeError, from_kafka
@@ -95,10 +96,26 @@ class AccessConsumer:
         events: list[AccessRecorded] = []
         for records in batches.values():
             for record in records:
-                try:
-                    events.append(parse_record(record))
-                except EnvelopeError as error:
-                    await self.dead_letter(producer, record, str(error))
+                # The W3C trace context of the access that caused the event (ce_traceparent):
+                # logged, not stored, so the entries' hashed leaf format stays as it is.
+                with observability.bound(
+                    trace_context=observability.from_kafka_headers(record.headers or ())
+                ):
+                    try:
+                        events.append(parse_record(record))
+                    except EnvelopeError as error:
+                        await self.dead_letter(producer, record, str(error))
+                        continue
+                    log.debug(
+                        "access event received",
+                        extra={
+                            "fields": {
+                                "access_id": events[-1].access_id,
+                                "partition": record.partition,
+                                "offset": record.offset,
+                            }
+                        },
+                    )
         if not events:
             return
         delay = 0.2

@@ -1,11 +1,6 @@
-"""Structured JSON logs and Prometheus metrics."""
+"""Prometheus metrics of the audit service (logs, request metrics: ikd_shared.observability)."""
 
 from __future__ import annotations
-
-import datetime as dt
-import json
-import logging
-import sys
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -17,28 +12,7 @@ DEAD_LETTERED = Counter("ikd_audit_dead_lettered_total", "Malformed events sent 
 BATCH_SECONDS = Histogram("ikd_audit_batch_seconds", "Time to make one consumed batch durable")
 TREE_SIZE = Gauge("ikd_audit_tree_size", "Entries in the log")
 TREE_HEADS_SIGNED = Counter("ikd_audit_tree_heads_signed_total", "Signed tree heads written")
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        data = {
-            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        extra = getattr(record, "fields", None)
-        if isinstance(extra, dict):
-            data.update(extra)
-        if record.exc_info:
-            data["error"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str)
-
-
-def configure_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+SIGNED_TREE_SIZE = Gauge("ikd_audit_signed_tree_size", "Entries covered by the latest tree head")
+TREE_HEAD_AGE = Gauge(
+    "ikd_audit_tree_head_age_seconds", "Seconds since the latest signed tree head was signed"
+)
