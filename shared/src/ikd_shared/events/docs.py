@@ -68,13 +68,17 @@ def schema_path(event_type: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Application:
     name: str
+    label: str  # subject of a sentence: "The identity service"
     description: str
     consumer_group: Schema | None = None  # JSON Schema of its group id, when it consumes
 
 
-IDENTITY = Application("identity", "the identity service (services/identity), via its outbox")
+IDENTITY = Application(
+    "identity", "The identity service", "the identity service (services/identity), via its outbox"
+)
 GATEWAY = Application(
     "gateway",
+    "Each agency gateway",
     "an agency gateway (services/agency_gateway), one deployment per agency",
     {
         "type": "string",
@@ -83,7 +87,10 @@ GATEWAY = Application(
     },
 )
 AUDIT = Application(
-    "audit", "the audit service (services/audit)", {"type": "string", "const": "ikd-audit"}
+    "audit",
+    "The audit service",
+    "the audit service (services/audit)",
+    {"type": "string", "const": "ikd-audit"},
 )
 
 GATEWAY_SOURCE = {
@@ -92,7 +99,11 @@ GATEWAY_SOURCE = {
     "description": "the gateway that served, pushed or denied: /ikd/gateway/<agency code>",
     "examples": ["/ikd/gateway/bpjs-kesehatan"],
 }
-IDENTITY_SOURCE = {"type": "string", "const": profile_v1.SOURCE}
+IDENTITY_SOURCE = {
+    "type": "string",
+    "const": profile_v1.SOURCE,
+    "description": "the identity service",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -592,7 +603,7 @@ def _operation(
         "action": action,
         "channel": {"$ref": f"#/channels/{channel}"},
         "title": f"{app.name} {verb} {topic.name}",
-        "summary": f"{app.description[0].upper()}{app.description[1:]} {verb} {topic.name}.",
+        "summary": f"{app.label} {verb} {topic.name}.",
         "tags": [{"name": app.name}],
         "messages": [{"$ref": f"#/channels/{channel}/messages/{name}"} for name in message_names],
     }
