@@ -11,6 +11,7 @@ import typer
 
 from ikd_ops import status as status_module
 from ikd_ops.demo import Walkthrough, seed
+from ikd_ops.docs_cli import docs_app
 from ikd_ops.platform import Endpoints, Platform, PlatformError
 from ikd_shared.db import migrate
 from ikd_shared.kafka import ensure_topics, wait_for_broker
@@ -22,6 +23,7 @@ demo_app = typer.Typer(help="The demo of `make up`.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(db_app, name="db")
 app.add_typer(demo_app, name="demo")
+app.add_typer(docs_app, name="docs")
 
 ROOT = Path(__file__).resolve().parents[3]
 DEV_KEYS = Path(os.environ.get("IKD_DEV_KEYS", ROOT / ".run" / "dev"))
