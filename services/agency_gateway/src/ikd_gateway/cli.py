@@ -68,8 +68,9 @@ def api() -> None:
     """Serve the prefill and webhook API (uvicorn) on IKD_GATEWAY_HOST:IKD_GATEWAY_PORT."""
     import uvicorn
 
-    from ikd_gateway.bootstrap import bootstrap, configure_logging
+    from ikd_gateway.bootstrap import bootstrap
     from ikd_gateway.entrypoints.api import create_app
+    from ikd_shared.observability import configure_logging
 
     settings = load_settings(GatewaySettings)
     configure_logging()
@@ -130,8 +131,8 @@ def example_receiver(
     """Run the example receiver that verifies signatures and deduplicates by webhook-id."""
     import uvicorn
 
-    from ikd_gateway.bootstrap import configure_logging
     from ikd_gateway.entrypoints.receiver import create_receiver_app
+    from ikd_shared.observability import configure_logging
 
     secret = secret or os.environ.get("IKD_GATEWAY_RECEIVER_SECRET")
     if not secret:

@@ -37,6 +37,13 @@ class GatewaySettings(ServiceSettings):
     worker_web_port: int | None = Field(
         default=None, description="faust's own web server (metrics); disabled when unset"
     )
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="the worker's Prometheus metrics (webhook counters) on HOST:<port>; "
+        "off when unset (the API's /metrics has the rest)",
+    )
     session_timeout_seconds: float = Field(
         default=10.0,
         ge=6,

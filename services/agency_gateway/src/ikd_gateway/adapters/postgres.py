@@ -17,6 +17,7 @@ from ikd_gateway.service_layer.unit_of_work import (
     UnitOfWork,
     WebhookMessage,
 )
+from ikd_shared import observability
 from ikd_shared.events.access_v1 import AccessRecorded
 from ikd_shared.events.consent_v1 import Consent
 
@@ -152,11 +153,17 @@ class PgOutbox(uow_types.AccessOutbox):
         self.conn = conn
 
     async def add(self, event: AccessRecorded) -> None:
+        # The current W3C trace context (a consumed record's or a request's) rides along and
+        # the relay sends it as ce_traceparent.
+        trace = observability.current_trace()
         await self.conn.execute(
-            "INSERT INTO access_outbox (access_id, record_key, payload) VALUES ($1, $2, $3)",
+            "INSERT INTO access_outbox (access_id, record_key, payload, traceparent, tracestate) "
+            "VALUES ($1, $2, $3, $4, $5)",
             event.access_id,
             event.pseudonym or f"agency:{event.agency}",
             event.model_dump(mode="json"),
+            trace.traceparent if trace is not None else None,
+            trace.tracestate if trace is not None else None,
         )
 
 

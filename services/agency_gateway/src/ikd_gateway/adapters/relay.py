@@ -59,7 +59,8 @@ class AccessRelay:
         """Publish one batch of outbox rows; return how many were published."""
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                """SELECT position, access_id, record_key, payload FROM access_outbox
+                """SELECT position, access_id, record_key, payload, traceparent, tracestate
+                   FROM access_outbox
                    ORDER BY position LIMIT $1 FOR UPDATE SKIP LOCKED""",
                 self.batch_size,
             )
@@ -82,11 +83,19 @@ class AccessRelay:
             key=row["record_key"],
             event_id=str(event.access_id),
             time=event.occurred_at,
+            extensions={
+                name: row[name] for name in ("traceparent", "tracestate") if row[name] is not None
+            },
         )
         record = to_kafka(cloud_event)
         return await self.producer.send(
             self.topic, value=record.value, key=record.key, headers=record.headers
         )
+
+    async def backlog(self) -> int:
+        """Rows waiting to be published."""
+        count: int = await self.pool.fetchval("SELECT count(*) FROM access_outbox")
+        return count
 
     async def run(self) -> None:
         """Publish until cancelled; a failed batch is retried after the interval."""

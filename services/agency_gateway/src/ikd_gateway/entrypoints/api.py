@@ -10,29 +10,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Path, Query, Request, Response
+from fastapi import Depends, FastAPI, Path, Query, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-)
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
+from ikd_gateway import metrics
 from ikd_gateway.adapters.webhooks import generate_secret
 from ikd_gateway.bootstrap import Gateway
 from ikd_gateway.domain import errors
 from ikd_gateway.service_layer import handlers
 from ikd_gateway.service_layer.webhooks import register_endpoint
+from ikd_shared import observability
 from ikd_shared.api import BodySizeLimit, install_error_handlers
 from ikd_shared.auth import AuthError, Principal, Scope
+from ikd_shared.events import topics
 from ikd_shared.legal import LegalBasis
 
 bearer = HTTPBearer(auto_error=False, description="access token from the identity service")
@@ -78,26 +73,8 @@ class EndpointCreated(EndpointOut):
     secret: str = Field(description="whsec_... signing secret; shown only once")
 
 
-class Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "ikd_gateway_http_requests",
-            "HTTP requests",
-            ["route", "status"],
-            registry=self.registry,
-        )
-        self.prefill_seconds = Histogram(
-            "ikd_gateway_prefill_seconds",
-            "prefill latency incl. audit write",
-            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
-            registry=self.registry,
-        )
-
-
 def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
     agency = gateway.ctx.agency
-    metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -147,31 +124,35 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
         if gateway.relay is not None:
             gateway.relay.wake()
 
-    @app.middleware("http")
-    async def count(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
-        route = request.scope.get("route")
-        metrics.requests.labels(
-            getattr(route, "path", "unmatched"), str(response.status_code)
-        ).inc()
-        return response
+    async def database_reachable() -> None:
+        if gateway.pool is None:
+            raise RuntimeError("no database pool")
+        await gateway.pool.fetchval("SELECT 1")
 
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def refresh_backlog() -> None:
+        if gateway.relay is not None:
+            metrics.ACCESS_OUTBOX_BACKLOG.set(await gateway.relay.backlog())
 
-    @app.get("/readyz", include_in_schema=False)
-    async def readyz() -> Response:
-        try:
-            assert gateway.pool is not None
-            await gateway.pool.fetchval("SELECT 1")
-        except Exception:
-            return Response('{"status":"unavailable"}', 503, media_type="application/json")
-        return Response('{"status":"ready"}', media_type="application/json")
-
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics_endpoint() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    settings = gateway.settings
+    app.include_router(
+        observability.operations_router(
+            checks={
+                "postgresql": database_reachable,
+                "kafka": lambda: observability.kafka_reachable(settings.kafka_bootstrap_servers),
+            },
+            refresh=[
+                refresh_backlog,
+                # The worker is another process: its group's lag is read from Kafka here, so
+                # it shows (and grows) even while the worker is down.
+                observability.lag_refresher(
+                    settings.kafka_bootstrap_servers,
+                    settings.consumer_group,
+                    [gateway.topic(topics.PROFILE), gateway.topic(topics.CONSENT)],
+                ),
+            ],
+        )
+    )
+    app.add_middleware(observability.RequestObservability)
 
     @app.get(
         "/v1/prefill/{service}",
@@ -179,7 +160,6 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
         responses={401: {}, 403: {}, 404: {}, 400: {}},
     )
     async def prefill(
-        request: Request,
         credentials: Credentials,
         service: Annotated[str, Path(max_length=64)],
         nik: Annotated[str | None, Query(max_length=32)] = None,
@@ -191,8 +171,7 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
         `pseudonym`. 404 for an unknown citizen; 403 for another agency's token, a service
         that is not this agency's, or a consent the citizen has not given.
         """
-        started = time.perf_counter()
-        correlation = request.headers.get("x-request-id", str(uuid.uuid4()))[:64]
+        correlation = (observability.current_request_id() or str(uuid.uuid4()))[:64]
         try:
             authenticate(credentials, Scope.PREFILL)
             answer = await handlers.prefill(
@@ -214,7 +193,6 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
             wake_relay()
             raise error from None
         wake_relay()
-        metrics.prefill_seconds.observe(time.perf_counter() - started)
         return PrefillResponse(
             agency=agency.code,
             service=answer.service.code,

@@ -13,17 +13,20 @@ retention sweep.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
 import faust
+import prometheus_client
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ikd_gateway.bootstrap import SERVICE, Gateway
 from ikd_gateway.domain.model import SourcePosition
 from ikd_gateway.service_layer import handlers
+from ikd_shared import observability
 from ikd_shared.events import decode, topics
 from ikd_shared.events.consent_v1 import EVENTS as CONSENT_EVENTS
 from ikd_shared.events.envelope import EnvelopeError, from_kafka
@@ -88,6 +91,21 @@ def read_consent_record(
     if payload.pseudonym != event.key:
         raise PoisonRecord("the event's pseudonym differs from the record key")
     return handlers.ConsentRecord(event.id, event.key, payload)
+
+
+def traced(headers: Sequence[tuple[str, bytes | None]]) -> contextlib.AbstractContextManager[None]:
+    """Process a record in a child span of its W3C trace context (ce_traceparent), if any.
+
+    Log lines carry its trace id, and the access events the record causes carry the child's
+    traceparent (same trace id, a new parent id).
+    """
+    incoming = observability.from_kafka_headers(headers)
+    return observability.bound(trace_context=incoming.child() if incoming else None)
+
+
+def _traceparent(headers: Sequence[tuple[str, bytes | None]]) -> str | None:
+    incoming = observability.from_kafka_headers(headers)
+    return incoming.traceparent if incoming else None
 
 
 class StreamProcessor:
@@ -155,15 +173,25 @@ class StreamProcessor:
         headers: Sequence[tuple[str, bytes | None]],
     ) -> None:
         await self.ready()
-        try:
-            record = read_profile_record(key, value, headers, SourcePosition(partition, offset))
-        except PoisonRecord as poison:
-            await self.dead_letter(str(poison), topic, partition, offset, key, value, headers)
-            return
-        uow_factory = self.gateway.uow_factory()
-        await self.retry_transient(
-            "profile write", lambda: handlers.apply_profile(uow_factory(), self.gateway.ctx, record)
-        )
+        with traced(headers):
+            try:
+                record = read_profile_record(key, value, headers, SourcePosition(partition, offset))
+            except PoisonRecord as poison:
+                await self.dead_letter(str(poison), topic, partition, offset, key, value, headers)
+                return
+            uow_factory = self.gateway.uow_factory()
+            result = await self.retry_transient(
+                "profile write",
+                lambda: handlers.apply_profile(uow_factory(), self.gateway.ctx, record),
+            )
+            log.debug(
+                "profile record %s[%d]@%d: %s",
+                topic,
+                partition,
+                offset,
+                result.reason,
+                extra={"event_id": record.event_id, "traceparent": _traceparent(headers)},
+            )
         self._wake_relay()
 
     async def on_consent(
@@ -176,18 +204,27 @@ class StreamProcessor:
         headers: Sequence[tuple[str, bytes | None]],
     ) -> None:
         await self.ready()
-        try:
-            record = read_consent_record(key, value, headers)
-        except PoisonRecord as poison:
-            await self.dead_letter(str(poison), topic, partition, offset, key, value, headers)
-            return
-        uow_factory = self.gateway.uow_factory()
-        result = await self.retry_transient(
-            "consent write",
-            lambda: handlers.apply_consents(uow_factory(), self.gateway.ctx, record),
-        )
-        if result.refetch is not None:
-            await self.refetch(record.pseudonym, result.refetch)
+        with traced(headers):
+            try:
+                record = read_consent_record(key, value, headers)
+            except PoisonRecord as poison:
+                await self.dead_letter(str(poison), topic, partition, offset, key, value, headers)
+                return
+            uow_factory = self.gateway.uow_factory()
+            result = await self.retry_transient(
+                "consent write",
+                lambda: handlers.apply_consents(uow_factory(), self.gateway.ctx, record),
+            )
+            log.debug(
+                "consent record %s[%d]@%d: %s",
+                topic,
+                partition,
+                offset,
+                result.reason,
+                extra={"event_id": record.event_id, "traceparent": _traceparent(headers)},
+            )
+            if result.refetch is not None:
+                await self.refetch(record.pseudonym, result.refetch)
         self._wake_relay()
 
     async def refetch(self, pseudonym: str, source: SourcePosition) -> None:
@@ -347,5 +384,13 @@ def run_worker(gateway: Gateway, *, loglevel: str = "INFO") -> None:
     app, _ = create_worker_app(gateway)
     settings = gateway.settings
     settings.resolved_data_dir().mkdir(parents=True, exist_ok=True)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    if settings.worker_metrics_port is not None:
+        # The worker's own counters (webhook retries, dead letters); the API serves the rest.
+        prometheus_client.start_http_server(settings.worker_metrics_port, addr=settings.host)
+    worker = faust.Worker(
+        app,
+        loglevel=loglevel,
+        quiet=True,
+        logging_config=observability.logging_config(loglevel),
+    )
     worker.execute_from_commandline()

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ikd_gateway import metrics
 from ikd_gateway.domain import errors
 from ikd_gateway.domain.model import answer_fields
 from ikd_gateway.service_layer.handlers import GatewayContext, UnitOfWorkFactory
@@ -241,6 +242,12 @@ class Dispatcher:
                     }
                 )
             await uow.commit()
+        if outcome == "delivered":
+            metrics.WEBHOOK_DELIVERED.inc()
+        elif outcome == "retry":
+            metrics.WEBHOOK_RETRIES.inc()
+        else:
+            metrics.WEBHOOK_DEAD_LETTERS.labels(outcome).inc()
         log.info(
             "webhook %s attempt %d -> %s (%s)", message.id, attempt, outcome, status_code or error
         )
