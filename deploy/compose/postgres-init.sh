@@ -1,17 +1,46 @@
 #!/usr/bin/env bash
-# docker-entrypoint-initdb.d hook: one database per service (and per agency gateway), each with
-# an owner role that runs migrations and a least-privileged runtime role `<db>_app`.
+# docker-entrypoint-initdb.d hook of the postgres image (runs once, on an empty data volume):
+# one database per service and per agency gateway. Database ikd_<name> is owned by role
+# ikd_<name>_owner (runs the migrations) and used at runtime by the least-privileged
+# ikd_<name>_app. Every role has its own password, so one service's credentials open no other
+# service's database:
+#   IKD_DATABASES                       e.g. "identity audit gateway_bank_bjb"
+#   IKD_PG_<NAME>_OWNER_PASSWORD        e.g. IKD_PG_GATEWAY_BANK_BJB_OWNER_PASSWORD
+#   IKD_PG_<NAME>_APP_PASSWORD          e.g. IKD_PG_IDENTITY_APP_PASSWORD
+# Passwords reach psql through \getenv, never on a command line.
 set -euo pipefail
-: "${IKD_PG_OWNER_PASSWORD:?set IKD_PG_OWNER_PASSWORD}"
-: "${IKD_PG_APP_PASSWORD:?set IKD_PG_APP_PASSWORD}"
+: "${IKD_DATABASES:?set IKD_DATABASES, e.g. identity audit gateway_bank_bjb}"
 
-for name in ${IKD_DATABASES}; do
-  db="ikd_${name//-/_}"
-  psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres <<SQL
-CREATE ROLE ${db}_owner LOGIN PASSWORD '${IKD_PG_OWNER_PASSWORD}';
-CREATE ROLE ${db}_app LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '${IKD_PG_APP_PASSWORD}';
-CREATE DATABASE ${db} OWNER ${db}_owner;
-REVOKE CONNECT ON DATABASE ${db} FROM PUBLIC;
-GRANT CONNECT ON DATABASE ${db} TO ${db}_app;
+names=()
+for name in $IKD_DATABASES; do
+  name="${name//-/_}"
+  if [[ ! $name =~ ^[a-z][a-z0-9_]*$ ]]; then
+    echo "postgres-init: '$name' in IKD_DATABASES is not a database name" >&2
+    exit 1
+  fi
+  for role in OWNER APP; do
+    var="IKD_PG_${name^^}_${role}_PASSWORD"
+    if [[ -z "${!var:-}" ]]; then
+      echo "postgres-init: set $var" >&2
+      exit 1
+    fi
+  done
+  names+=("$name")
+done
+
+for name in "${names[@]}"; do
+  db="ikd_${name}"
+  psql -v ON_ERROR_STOP=1 --no-psqlrc --quiet --username "${POSTGRES_USER:-postgres}" \
+    --dbname postgres -v db="$db" -v owner="${db}_owner" -v app="${db}_app" \
+    -v owner_env="IKD_PG_${name^^}_OWNER_PASSWORD" -v app_env="IKD_PG_${name^^}_APP_PASSWORD" \
+    <<'SQL'
+\getenv owner_pw :owner_env
+\getenv app_pw :app_env
+SELECT format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD %L', :'owner', :'owner_pw') \gexec
+SELECT format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD %L', :'app', :'app_pw') \gexec
+SELECT format('CREATE DATABASE %I OWNER %I TEMPLATE template0 ENCODING %L', :'db', :'owner', 'UTF8') \gexec
+SELECT format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC', :'db') \gexec
+SELECT format('GRANT CONNECT ON DATABASE %I TO %I', :'db', :'app') \gexec
 SQL
+  echo "postgres-init: database $db with roles ${db}_owner and ${db}_app"
 done

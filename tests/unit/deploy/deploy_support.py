@@ -1,0 +1,262 @@
+"""What the deployment files are checked against: the repository's own sources of truth.
+
+Ports come from the settings classes and deploy/scripts/services.sh, the demo agencies from
+deploy/dev.env, the packages from the workspace's pyproject.toml files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import tomllib
+import typing
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import AliasChoices, SecretStr
+
+from ikd_audit.config import AuditSettings
+from ikd_gateway.config import GatewaySettings
+from ikd_identity.config import IdentitySettings
+from ikd_shared.auth import TokenIssuer
+from ikd_shared.settings import ServiceSettings
+
+REPO = Path(__file__).resolve().parents[3]
+COMPOSE_FILE = REPO / "docker-compose.yml"
+POSTGRES_INIT = REPO / "deploy" / "compose" / "postgres-init.sh"
+MAKE_SECRETS = REPO / "deploy" / "compose" / "make-secrets.sh"
+
+# ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}
+INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_]\w*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}")
+REQUIRED_REFERENCE = re.compile(r"^\$\{(?P<name>[A-Za-z_]\w*):\?(?P<message>[^}]+)\}$")
+
+
+def shell_assignments(path: Path) -> dict[str, str]:
+    """NAME=value lines of a shell or env file (values unquoted, no expansion)."""
+    values = {}
+    for line in path.read_text().splitlines():
+        match = re.match(r"^([A-Z_][A-Z0-9_]*)=(.*)$", line.strip())
+        if match:
+            values[match.group(1)] = match.group(2).strip("'\"")
+    return values
+
+
+DEV_ENV = shell_assignments(REPO / "deploy" / "dev.env")
+LOCAL_PORTS = shell_assignments(REPO / "deploy" / "scripts" / "services.sh")
+AGENCIES: list[str] = DEV_ENV["IKD_DEMO_AGENCIES"].split()
+
+
+@dataclass(frozen=True)
+class AppService:
+    """A service of ours in docker-compose.yml and what it must agree with."""
+
+    name: str
+    dockerfile: str
+    settings: type[ServiceSettings] | None  # None: the process reads no settings class
+    local_port: int | None  # the port of `make up`; None: no HTTP
+    database: str | None = None  # ikd_<...>; None: no database
+    agency: str | None = None
+
+
+def app_services() -> dict[str, AppService]:
+    gateway_base = int(LOCAL_PORTS["GATEWAY_BASE_PORT"])
+    services = [
+        AppService("init", "ops/Dockerfile", None, None),
+        AppService(
+            "identity",
+            "services/identity/Dockerfile",
+            IdentitySettings,
+            int(LOCAL_PORTS["IDENTITY_PORT"]),
+            "ikd_identity",
+        ),
+        AppService(
+            "audit",
+            "services/audit/Dockerfile",
+            AuditSettings,
+            int(LOCAL_PORTS["AUDIT_PORT"]),
+            "ikd_audit",
+        ),
+        *(
+            AppService(
+                f"gateway-{agency}",
+                "services/agency_gateway/Dockerfile",
+                GatewaySettings,
+                gateway_base + index,
+                f"ikd_gateway_{agency.replace('-', '_')}",
+                agency,
+            )
+            for index, agency in enumerate(AGENCIES)
+        ),
+        AppService(
+            "webhook-receiver",
+            "services/agency_gateway/Dockerfile",
+            None,
+            int(LOCAL_PORTS["RECEIVER_PORT"]),
+        ),
+    ]
+    return {service.name: service for service in services}
+
+
+def load_compose() -> dict[str, Any]:
+    document = yaml.safe_load(COMPOSE_FILE.read_text())
+    assert isinstance(document, dict)
+    return document
+
+
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    """A service's `environment` as a dict, whichever form the file uses."""
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        pairs = (item.split("=", 1) if "=" in item else (item, "") for item in env)
+        return {key: value for key, value in pairs}
+    return {key: "" if value is None else str(value) for key, value in env.items()}
+
+
+def settings_env_names(settings_cls: type[ServiceSettings]) -> dict[str, str]:
+    """Every environment variable the class reads -> its field (alias, else prefix + name)."""
+    prefix = str(settings_cls.model_config.get("env_prefix", ""))
+    names: dict[str, str] = {}
+    for field_name, field in settings_cls.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            for choice in alias.choices:
+                if isinstance(choice, str):
+                    names[choice.upper()] = field_name
+        elif isinstance(alias, str):
+            names[alias.upper()] = field_name
+        else:
+            names[f"{prefix}{field_name}".upper()] = field_name
+    return names
+
+
+def is_secret_field(settings_cls: type[ServiceSettings], field_name: str) -> bool:
+    annotation = settings_cls.model_fields[field_name].annotation
+    return annotation is SecretStr or SecretStr in typing.get_args(annotation)
+
+
+def ed25519_pem(key: Ed25519PrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+@cache
+def generated_secrets() -> dict[str, str]:
+    """Fresh production-grade values for every variable the compose file requires."""
+    token_key = Ed25519PrivateKey.generate()
+    kid = "compose-test-token"
+    trust_key = Ed25519PrivateKey.generate()
+    trust_jwks = TokenIssuer(trust_key, kid="compose-test-dukcapil", issuer="x").jwks()
+    values: dict[str, str] = {}
+    for name in required_variables():
+        if name.endswith("TOKEN_SIGNING_KEY"):
+            values[name] = ed25519_pem(token_key)
+        elif name.endswith("TOKEN_KEY_ID"):
+            values[name] = kid
+        elif name.endswith("TOKEN_JWKS"):
+            values[name] = json.dumps(TokenIssuer(token_key, kid=kid, issuer="x").jwks())
+        elif name.endswith("TRUST_JWKS"):
+            values[name] = json.dumps(trust_jwks)
+        elif name.endswith("SIGNING_KEY"):
+            values[name] = ed25519_pem(Ed25519PrivateKey.generate())
+        elif name.endswith("RECEIVER_SECRET"):
+            values[name] = "whsec_" + secrets.token_urlsafe(24)
+        else:
+            values[name] = secrets.token_hex(32)
+    return values
+
+
+def required_variables() -> set[str]:
+    """Every ${NAME:?...} of the compose file."""
+    return {
+        match["name"]
+        for match in INTERPOLATION.finditer(COMPOSE_FILE.read_text())
+        if match["op"] in (":?", "?")
+    }
+
+
+def interpolate(value: str, variables: dict[str, str]) -> str:
+    """What docker compose makes of a value, for the forms this file uses."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name, op, arg = match["name"], match["op"], match["arg"]
+        if name in variables and (variables[name] or op not in (":-", ":?")):
+            return variables[name]
+        if op in (":-", "-"):
+            return str(arg)
+        raise KeyError(f"{name} is required: {arg}")
+
+    return INTERPOLATION.sub(substitute, value).replace("$$", "$")
+
+
+def parse_port(spec: str | dict[str, Any]) -> tuple[str | None, int, int]:
+    """(host ip, published port, container port) of one `ports` entry."""
+    if isinstance(spec, dict):
+        return spec.get("host_ip"), int(spec["published"]), int(spec["target"])
+    parts = str(spec).split(":")
+    if len(parts) == 3:
+        return parts[0], int(parts[1]), int(parts[2].split("/")[0])
+    if len(parts) == 2:
+        return None, int(parts[0]), int(parts[1].split("/")[0])
+    raise AssertionError(f"port {spec!r} is not published on a host port")
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The .env written by make-secrets.sh: NAME=value, NAME='...', NAME="...multi-line..."."""
+    pattern = re.compile(r'^([A-Z_][A-Z0-9_]*)=(?:"(.*?)"|\'(.*?)\'|(.*?))$', re.M | re.S)
+    return {
+        match.group(1): next(g for g in match.groups()[1:] if g is not None)
+        for match in pattern.finditer(path.read_text())
+    }
+
+
+# ----------------------------------------------------------------- workspace --
+
+
+@dataclass(frozen=True)
+class Member:
+    dist: str
+    path: str  # folder in the repository
+    scripts: frozenset[str]
+    workspace_deps: frozenset[str]
+
+
+@cache
+def workspace() -> dict[str, Member]:
+    root = tomllib.loads((REPO / "pyproject.toml").read_text())
+    members = {}
+    paths = root["tool"]["uv"]["workspace"]["members"]
+    manifests = {
+        path: tomllib.loads((REPO / path / "pyproject.toml").read_text()) for path in paths
+    }
+    names = {manifest["project"]["name"] for manifest in manifests.values()}
+    for path, manifest in manifests.items():
+        project = manifest["project"]
+        deps = {re.split(r"[<>=!~\[; ]", dep, maxsplit=1)[0] for dep in project["dependencies"]}
+        members[project["name"]] = Member(
+            dist=project["name"],
+            path=path,
+            scripts=frozenset(project.get("scripts", {})),
+            workspace_deps=frozenset(deps & names),
+        )
+    return members
+
+
+def closure(dist: str) -> set[str]:
+    """The workspace members `uv sync --package dist` installs."""
+    seen: set[str] = set()
+    todo = [dist]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(workspace()[name].workspace_deps)
+    return seen

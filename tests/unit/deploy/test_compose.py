@@ -1,0 +1,472 @@
+"""docker-compose.yml, checked statically against the services' own settings and scripts.
+
+No Docker engine is needed: the file is parsed with PyYAML; `docker compose config` runs too
+when a Compose v2 binary is installed (it needs no daemon).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from deploy_support import (
+    AGENCIES,
+    COMPOSE_FILE,
+    DEV_ENV,
+    INTERPOLATION,
+    MAKE_SECRETS,
+    POSTGRES_INIT,
+    REPO,
+    REQUIRED_REFERENCE,
+    AppService,
+    app_services,
+    environment,
+    generated_secrets,
+    interpolate,
+    is_secret_field,
+    load_compose,
+    parse_port,
+    read_env_file,
+    required_variables,
+    settings_env_names,
+)
+from typer.testing import CliRunner
+
+from ikd_audit.cli import app as audit_cli
+from ikd_gateway.cli import app as gateway_cli
+from ikd_gateway.cli import example_receiver
+from ikd_gateway.config import GatewaySettings
+from ikd_identity.cli import app as identity_cli
+from ikd_ops.cli import app as ops_cli
+from ikd_shared.auth import TokenIssuer, TokenVerifier, load_ed25519_private_key
+from ikd_shared.settings import Environment, ServiceSettings
+
+COMPOSE = load_compose()
+SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+APPS = app_services()
+HTTP_APPS = [app for app in APPS.values() if app.local_port is not None]
+SETTINGS_APPS = [app for app in APPS.values() if app.settings is not None]
+CLIS = {"ikd-identity": identity_cli, "ikd-audit": audit_cli, "ikd-gateway": gateway_cli}
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - inside a container, published on loopback only
+SHARED_KAFKA_VARIABLES = {
+    name
+    for name, field in settings_env_names(ServiceSettings).items()
+    if field.startswith("kafka_")
+}
+
+
+def effective_port(app: AppService) -> int:
+    """The port the process listens on inside its container."""
+    service = SERVICES[app.name]
+    if app.settings is None:  # the example receiver: --port, else the CLI's default
+        command = [str(part) for part in service.get("command", [])]
+        if "--port" in command:
+            return int(command[command.index("--port") + 1])
+        return int(inspect.signature(example_receiver).parameters["port"].default)
+    names = {field: name for name, field in settings_env_names(app.settings).items()}
+    configured = environment(service).get(names["port"])
+    return int(configured) if configured else int(app.settings.model_fields["port"].default)
+
+
+def command_line(service: dict[str, Any]) -> str:
+    parts = [*(service.get("entrypoint") or []), *(service.get("command") or [])]
+    return " ".join(str(part) for part in parts)
+
+
+def test_the_file_runs_the_stack_of_make_up() -> None:
+    assert set(SERVICES) == {"kafka", "postgres", *APPS}
+    assert [name.removeprefix("gateway-") for name in SERVICES if name.startswith("gateway-")] == [
+        *AGENCIES
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_every_service_has_an_image_or_a_build(name: str) -> None:
+    service = SERVICES[name]
+    assert service.get("image") or service.get("build"), name
+
+
+@pytest.mark.parametrize("app", APPS.values(), ids=list(APPS))
+def test_our_services_build_from_their_dockerfile_at_the_repo_root(app: AppService) -> None:
+    service = SERVICES[app.name]
+    assert service["build"] == {"context": ".", "dockerfile": app.dockerfile}
+    assert (REPO / app.dockerfile).is_file()
+    assert re.fullmatch(r"ikd-mpp/[a-z-]+(:\$\{IKD_IMAGE_TAG:-[\w.-]+\})?", service["image"])
+    images = {SERVICES[a.name]["image"] for a in APPS.values() if a.dockerfile == app.dockerfile}
+    assert len(images) == 1, f"one image name per Dockerfile: {images}"
+
+
+def test_kafka_and_postgres_are_the_official_images() -> None:
+    assert re.fullmatch(r"apache/kafka:4\.\d+\.\d+", SERVICES["kafka"]["image"])
+    assert re.fullmatch(r"postgres:1[5-9](\.\d+)?(-bookworm)?", SERVICES["postgres"]["image"])
+    assert "build" not in SERVICES["kafka"]
+    assert "build" not in SERVICES["postgres"]
+
+
+@pytest.mark.parametrize("name", sorted(set(SERVICES) - {"init"}))
+def test_every_long_running_service_has_a_health_check(name: str) -> None:
+    check = SERVICES[name].get("healthcheck") or {}
+    assert not check.get("disable"), name
+    test = check.get("test")
+    assert isinstance(test, list), name
+    assert test[0] in ("CMD", "CMD-SHELL"), name
+    assert len(test) > 1, name
+    assert not {"curl", "wget"} & set(" ".join(test).split()), "slim images have neither"
+
+
+@pytest.mark.parametrize("app", HTTP_APPS, ids=[app.name for app in HTTP_APPS])
+def test_http_health_checks_ask_the_service_port(app: AppService) -> None:
+    test = " ".join(SERVICES[app.name]["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{effective_port(app)}/healthz" in test
+    assert SERVICES[app.name]["healthcheck"]["test"][:2] == ["CMD", "python"]
+
+
+def test_platform_health_checks() -> None:
+    kafka = " ".join(SERVICES["kafka"]["healthcheck"]["test"])
+    assert "/opt/kafka/bin/kafka-broker-api-versions.sh" in kafka
+    assert "--bootstrap-server localhost:9092" in kafka
+    postgres = SERVICES["postgres"]["healthcheck"]["test"]
+    assert "pg_isready" in postgres
+    # over TCP: the image's first-start server (while the init hook runs) has no TCP listener
+    assert "-h" in postgres
+
+
+def test_the_init_job_creates_the_topics_once() -> None:
+    init = SERVICES["init"]
+    assert [str(part) for part in init["command"]] == ["topics", "ensure"]
+    assert str(init.get("restart", "no")) == "no"
+    assert init["depends_on"] == {"kafka": {"condition": "service_healthy"}}
+    runner = CliRunner()
+    assert runner.invoke(ops_cli, ["topics", "ensure", "--help"]).exit_code == 0
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_depends_on_names_services_and_waits_for_them(name: str) -> None:
+    depends = SERVICES[name].get("depends_on") or {}
+    assert isinstance(depends, dict), "use the long form with a condition"
+    for target, spec in depends.items():
+        assert target in SERVICES, f"{name} depends on unknown {target}"
+        condition = spec["condition"]
+        if target == "init":
+            assert condition == "service_completed_successfully"
+        else:
+            assert condition == "service_healthy"
+            assert SERVICES[target].get("healthcheck", {}).get("test"), target
+
+
+@pytest.mark.parametrize("app", SETTINGS_APPS, ids=[app.name for app in SETTINGS_APPS])
+def test_services_start_after_kafka_postgres_and_the_topics(app: AppService) -> None:
+    assert SERVICES[app.name]["depends_on"] == {
+        "kafka": {"condition": "service_healthy"},
+        "postgres": {"condition": "service_healthy"},
+        "init": {"condition": "service_completed_successfully"},
+    }
+
+
+@pytest.mark.parametrize("app", SETTINGS_APPS, ids=[app.name for app in SETTINGS_APPS])
+def test_services_migrate_then_serve(app: AppService) -> None:
+    line = command_line(SERVICES[app.name])
+    match = re.fullmatch(
+        r"sh -c (?P<cli>[a-z-]+) migrate && (unset \w+ && )?exec (?P=cli) serve", line
+    )
+    assert match, line
+    commands = typer.main.get_command(CLIS[match["cli"]]).commands  # type: ignore[attr-defined]
+    assert {"migrate", "serve"} <= set(commands)
+
+
+def test_the_receiver_runs_the_example_receiver_on_all_interfaces() -> None:
+    command = [str(part) for part in SERVICES["webhook-receiver"]["command"]]
+    assert command[0] == "example-receiver"
+    assert command[command.index("--host") + 1] == ALL_INTERFACES
+    assert "example-receiver" in typer.main.get_command(gateway_cli).commands  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("app", HTTP_APPS, ids=[app.name for app in HTTP_APPS])
+def test_ports_are_those_of_the_settings_and_of_make_up(app: AppService) -> None:
+    port = effective_port(app)
+    assert port == app.local_port, f"{app.name} listens on {port}, make up uses {app.local_port}"
+    if app.agency is not None:  # gateways: consecutive ports from the settings' default
+        index = AGENCIES.index(app.agency)
+        assert port == GatewaySettings.model_fields["port"].default + index
+    elif app.settings is not None:
+        assert port == app.settings.model_fields["port"].default
+    ports = [parse_port(spec) for spec in SERVICES[app.name]["ports"]]
+    assert ports == [("127.0.0.1", port, port)]
+
+
+def test_platform_ports_are_those_of_make_up_on_loopback() -> None:
+    assert [parse_port(p) for p in SERVICES["kafka"]["ports"]] == [
+        ("127.0.0.1", int(DEV_ENV["KAFKA_PORT"]), int(DEV_ENV["KAFKA_PORT"]))
+    ]
+    assert [parse_port(p) for p in SERVICES["postgres"]["ports"]] == [
+        ("127.0.0.1", int(DEV_ENV["PG_PORT"]), 5432)
+    ]
+    advertised = environment(SERVICES["kafka"])["KAFKA_ADVERTISED_LISTENERS"]
+    assert f"EXTERNAL://127.0.0.1:{DEV_ENV['KAFKA_PORT']}" in advertised.split(",")
+
+
+def test_no_port_is_published_beyond_loopback() -> None:
+    for name, service in SERVICES.items():
+        for spec in service.get("ports", []):
+            assert parse_port(spec)[0] == "127.0.0.1", name
+
+
+def test_kafka_is_a_single_kraft_node_without_automatic_topics() -> None:
+    env = environment(SERVICES["kafka"])
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{env['KAFKA_NODE_ID']}@kafka:9093"
+    assert re.search(r"-Xmx\d+[mM]\b", env["KAFKA_HEAP_OPTS"])
+    assert env["CLUSTER_ID"], "the apache/kafka image needs CLUSTER_ID in KRaft mode"
+    assert f"kafka-data:{env['KAFKA_LOG_DIRS']}" in SERVICES["kafka"]["volumes"]
+    advertised = env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    for name in ("init", *(app.name for app in SETTINGS_APPS)):
+        bootstrap = environment(SERVICES[name])["IKD_KAFKA_BOOTSTRAP_SERVERS"]
+        assert f"PLAINTEXT://{bootstrap}" in advertised, name
+
+
+def test_named_volumes_are_declared_and_hold_the_data() -> None:
+    declared = set(COMPOSE.get("volumes") or {})
+    used = set()
+    for name, service in SERVICES.items():
+        for volume in service.get("volumes", []):
+            source = str(volume).split(":")[0]
+            if source.startswith((".", "/")):
+                assert (REPO / source).exists(), f"{name} mounts missing {source}"
+            else:
+                assert source in declared, f"{name} uses undeclared volume {source}"
+                used.add(source)
+    assert used == declared
+    assert "postgres-data:/var/lib/postgresql/data" in SERVICES["postgres"]["volumes"]
+    hook = f"./{POSTGRES_INIT.relative_to(REPO)}:/docker-entrypoint-initdb.d/"
+    assert any(str(v).startswith(hook) for v in SERVICES["postgres"]["volumes"])
+    assert os.access(POSTGRES_INIT, os.X_OK), "the image sources a non-executable hook instead"
+
+
+@pytest.mark.parametrize("app", APPS.values(), ids=list(APPS))
+def test_ikd_variables_are_real_settings(app: AppService) -> None:
+    env = environment(SERVICES[app.name])
+    if app.name == "init":  # ikdctl topics ensure reads the shared Kafka variables
+        known = SHARED_KAFKA_VARIABLES
+    elif app.name == "webhook-receiver":
+        known = {"IKD_GATEWAY_RECEIVER_SECRET"}
+        assert known <= set(settings_env_names(GatewaySettings))
+    else:
+        assert app.settings is not None
+        known = set(settings_env_names(app.settings))
+    unknown = {name for name in env if name.startswith("IKD_")} - known
+    assert not unknown, f"{app.name}: not settings of the service: {sorted(unknown)}"
+
+
+@pytest.mark.parametrize("app", SETTINGS_APPS, ids=[app.name for app in SETTINGS_APPS])
+def test_every_required_setting_is_provided(app: AppService) -> None:
+    assert app.settings is not None
+    env = environment(SERVICES[app.name])
+    names = {field: name for name, field in settings_env_names(app.settings).items()}
+    required = {
+        names[field] for field, info in app.settings.model_fields.items() if info.is_required()
+    }
+    assert required <= set(env), f"missing {sorted(required - set(env))}"
+    # owner role for the `migrate` that runs before `serve`
+    assert names["migration_database_url"] in env
+
+
+@pytest.mark.parametrize("app", SETTINGS_APPS, ids=[app.name for app in SETTINGS_APPS])
+def test_secrets_and_trust_anchors_come_from_the_environment_without_defaults(
+    app: AppService,
+) -> None:
+    assert app.settings is not None
+    env = environment(SERVICES[app.name])
+    fields = settings_env_names(app.settings)
+    for name, value in env.items():
+        field = fields.get(name)
+        if field is None:
+            continue
+        if is_secret_field(app.settings, field) or field.endswith("jwks"):
+            match = REQUIRED_REFERENCE.fullmatch(value)
+            assert match, f"{app.name}: {name} must be ${{VAR:?message}}, is {value!r}"
+    assert env["IKD_ENVIRONMENT"] == "${IKD_ENVIRONMENT:-production}"
+    assert REQUIRED_REFERENCE.fullmatch(env["IKD_PSEUDONYM_KEY"])
+
+
+@pytest.mark.parametrize("app", SETTINGS_APPS, ids=[app.name for app in SETTINGS_APPS])
+def test_database_urls_use_the_service_database_roles_and_own_passwords(app: AppService) -> None:
+    assert app.settings is not None
+    env = environment(SERVICES[app.name])
+    names = {field: name for name, field in settings_env_names(app.settings).items()}
+    postgres_env = environment(SERVICES["postgres"])
+    assert app.database is not None
+    short = app.database.removeprefix("ikd_")
+    assert short in postgres_env["IKD_DATABASES"].split(), "postgres-init.sh creates it"
+    for field, role in (("database_url", "app"), ("migration_database_url", "owner")):
+        url = env[names[field]]
+        match = re.fullmatch(
+            r"postgresql://(?P<user>\w+):(?P<password>\$\{[^}]+\})@postgres:5432/(?P<db>\w+)", url
+        )
+        assert match, f"{names[field]}={url}"
+        assert match["db"] == app.database
+        assert match["user"] == f"{app.database}_{role}"
+        password = REQUIRED_REFERENCE.fullmatch(match["password"])
+        assert password, f"{names[field]}: the password must be required"
+        variable = f"IKD_PG_{short.upper()}_{role.upper()}_PASSWORD"
+        assert password["name"] == variable, "the variable postgres-init.sh reads for the role"
+        assert REQUIRED_REFERENCE.fullmatch(postgres_env[variable]), variable
+        assert postgres_env[variable].startswith(f"${{{variable}:?")
+
+
+def test_postgres_creates_exactly_the_databases_the_services_use() -> None:
+    env = environment(SERVICES["postgres"])
+    wanted = {app.database.removeprefix("ikd_") for app in SETTINGS_APPS if app.database}
+    assert set(env["IKD_DATABASES"].split()) == wanted
+    assert REQUIRED_REFERENCE.fullmatch(env["POSTGRES_PASSWORD"])
+    for name in env["IKD_DATABASES"].split():
+        for role in ("OWNER", "APP"):
+            assert REQUIRED_REFERENCE.fullmatch(env[f"IKD_PG_{name.upper()}_{role}_PASSWORD"])
+    assert "IKD_PG_${name^^}_${role}_PASSWORD" in POSTGRES_INIT.read_text()
+
+
+def test_consumers_share_one_token_key_and_one_set_of_trust_anchors() -> None:
+    """Gateways and audit verify identity's tokens; identity and audit trust the same issuer."""
+
+    def variable(service: str, setting: str) -> str:
+        match = REQUIRED_REFERENCE.fullmatch(environment(SERVICES[service])[setting])
+        assert match, setting
+        return match["name"]
+
+    token_jwks = {variable("audit", "IKD_AUDIT_TOKEN_JWKS")} | {
+        variable(f"gateway-{agency}", "IKD_GATEWAY_TOKEN_JWKS") for agency in AGENCIES
+    }
+    assert len(token_jwks) == 1
+    assert variable("identity", "IKD_IDENTITY_TRUST_JWKS") == variable(
+        "audit", "IKD_AUDIT_TRUST_JWKS"
+    )
+
+
+def test_no_secret_has_a_default_anywhere() -> None:
+    text = COMPOSE_FILE.read_text()
+    required = required_variables()
+    for match in INTERPOLATION.finditer(text):
+        if match["name"] in required:
+            assert match["op"] in (":?", "?"), f"{match[0]} gives a required variable a default"
+    for match in INTERPOLATION.finditer(text):
+        if match["op"] in (":?", "?"):
+            assert match["arg"].strip(), f"{match[0]}: say how to set it"
+
+
+def _compose_environment(app: AppService, variables: dict[str, str]) -> dict[str, str]:
+    return {
+        name: interpolate(value, variables)
+        for name, value in environment(SERVICES[app.name]).items()
+    }
+
+
+def _load(app: AppService, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    for name in list(os.environ):
+        if name.startswith("IKD_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert app.settings is not None
+    return app.settings()
+
+
+@pytest.mark.parametrize("app", SETTINGS_APPS, ids=[app.name for app in SETTINGS_APPS])
+def test_settings_load_in_production_from_the_compose_environment(
+    app: AppService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the container gets validates, placeholder checks included."""
+    settings = _load(app, _compose_environment(app, generated_secrets()), monkeypatch)
+    assert settings.environment is Environment.PRODUCTION
+    assert settings.host == ALL_INTERFACES
+    assert settings.port == effective_port(app)
+    if app.agency is not None:
+        assert settings.agency == app.agency
+        policy = Path(str(settings.policy_file))
+        assert (REPO / policy.relative_to("/app")).is_file(), "the image copies it to /app"
+        tmpfs = " ".join(SERVICES[app.name]["tmpfs"])
+        assert f"{settings.resolved_data_dir()}:uid=10001" in tmpfs, "writable faust data dir"
+
+
+def test_placeholder_secrets_are_refused_by_the_compose_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The production default has teeth: a short session secret stops the audit service."""
+    variables = {**generated_secrets(), "IKD_AUDIT_SESSION_SECRET": "change-me"}
+    with pytest.raises(ValueError, match="IKD_AUDIT_SESSION_SECRET"):
+        _load(APPS["audit"], _compose_environment(APPS["audit"], variables), monkeypatch)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="make-secrets.sh needs openssl")
+def test_make_secrets_writes_every_required_variable_with_working_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / ".env"
+    subprocess.run(["bash", str(MAKE_SECRETS), "--out", str(out)], check=True, capture_output=True)  # noqa: S603, S607
+    assert out.stat().st_mode & 0o077 == 0, "readable by its owner only"
+    variables = read_env_file(out)
+    assert required_variables() <= set(variables)
+    for app in SETTINGS_APPS:
+        _load(app, _compose_environment(app, variables), monkeypatch)
+    # a token signed with the generated key verifies against the generated JWKS
+    issuer = TokenIssuer(
+        load_ed25519_private_key(variables["IKD_TOKEN_SIGNING_KEY"]),
+        kid=variables["IKD_TOKEN_KEY_ID"],
+        issuer="ikd-identity",
+    )
+    token = issuer.issue("c", {"gateway:prefill"}, ["ikd-gateway"], agency="bank-bjb")
+    verifier = TokenVerifier(
+        json.loads(variables["IKD_TOKEN_JWKS"]), issuer="ikd-identity", audience="ikd-gateway"
+    )
+    assert verifier.verify(token).agency == "bank-bjb"
+    # the trial issuer's key matches the trust anchors, and a second run keeps the file
+    trial = (tmp_path / ".secrets" / "dukcapil-jwks.json").read_text()
+    assert json.loads(trial) == json.loads(variables["IKD_TRUST_JWKS"])
+    again = subprocess.run(["bash", str(MAKE_SECRETS), "--out", str(out)], capture_output=True)  # noqa: S603, S607
+    assert again.returncode != 0
+    assert read_env_file(out) == variables
+
+
+def _compose_command() -> list[str] | None:
+    for command in (["docker", "compose"], ["docker-compose"]):
+        if shutil.which(command[0]) is None:
+            continue
+        probe = subprocess.run([*command, "version"], capture_output=True, text=True)  # noqa: S603
+        if probe.returncode == 0 and re.search(r"\bv?2\.\d+", probe.stdout):
+            return command
+    return None
+
+
+COMPOSE_COMMAND = _compose_command()
+
+
+@pytest.mark.skipif(
+    COMPOSE_COMMAND is None, reason="no Compose v2 (`docker compose` or docker-compose 2.x)"
+)
+def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
+    assert COMPOSE_COMMAND is not None
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    base = [*COMPOSE_COMMAND, "--env-file", str(empty), "--project-directory", str(REPO)]
+    base += ["-f", str(COMPOSE_FILE), "config", "--format", "json"]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("IKD_", "KAFKA_"))}
+    env = {**clean, **generated_secrets()}
+    result = subprocess.run(base, env=env, capture_output=True, text=True)  # noqa: S603
+    assert result.returncode == 0, result.stderr
+    config = json.loads(result.stdout)
+    assert set(config["services"]) == set(SERVICES)
+    identity_env = config["services"]["identity"]["environment"]
+    assert identity_env["IKD_PSEUDONYM_KEY"] == env["IKD_PSEUDONYM_KEY"]
+    assert identity_env["IKD_IDENTITY_TOKEN_SIGNING_KEY"] == env["IKD_TOKEN_SIGNING_KEY"]
+    # and a missing secret stops compose, naming it
+    del env["IKD_TREE_HEAD_SIGNING_KEY"]
+    missing = subprocess.run(base, env=env, capture_output=True, text=True)  # noqa: S603
+    assert missing.returncode != 0
+    assert "IKD_TREE_HEAD_SIGNING_KEY" in missing.stderr
