@@ -339,7 +339,7 @@ def test_consumers_share_one_token_key_and_one_set_of_trust_anchors() -> None:
     def variable(service: str, setting: str) -> str:
         match = REQUIRED_REFERENCE.fullmatch(environment(SERVICES[service])[setting])
         assert match, setting
-        return match["name"]
+        return str(match["name"])
 
     token_jwks = {variable("audit", "IKD_AUDIT_TOKEN_JWKS")} | {
         variable(f"gateway-{agency}", "IKD_GATEWAY_TOKEN_JWKS") for agency in AGENCIES
