@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -93,19 +93,16 @@ def read_consent_record(
     return handlers.ConsentRecord(event.id, event.key, payload)
 
 
-def traced(headers: Sequence[tuple[str, bytes | None]]) -> contextlib.AbstractContextManager[None]:
+@contextlib.contextmanager
+def traced(headers: Sequence[tuple[str, bytes | None]]) -> Iterator[str | None]:
     """Process a record in a child span of its W3C trace context (ce_traceparent), if any.
 
     Log lines carry its trace id, and the access events the record causes carry the child's
-    traceparent (same trace id, a new parent id).
+    traceparent (same trace id, a new parent id). Yields the record's own traceparent.
     """
     incoming = observability.from_kafka_headers(headers)
-    return observability.bound(trace_context=incoming.child() if incoming else None)
-
-
-def _traceparent(headers: Sequence[tuple[str, bytes | None]]) -> str | None:
-    incoming = observability.from_kafka_headers(headers)
-    return incoming.traceparent if incoming else None
+    with observability.bound(trace_context=incoming.child() if incoming else None):
+        yield incoming.traceparent if incoming and log.isEnabledFor(logging.DEBUG) else None
 
 
 class StreamProcessor:
@@ -173,7 +170,7 @@ class StreamProcessor:
         headers: Sequence[tuple[str, bytes | None]],
     ) -> None:
         await self.ready()
-        with traced(headers):
+        with traced(headers) as traceparent:
             try:
                 record = read_profile_record(key, value, headers, SourcePosition(partition, offset))
             except PoisonRecord as poison:
@@ -190,7 +187,7 @@ class StreamProcessor:
                 partition,
                 offset,
                 result.reason,
-                extra={"event_id": record.event_id, "traceparent": _traceparent(headers)},
+                extra={"event_id": record.event_id, "traceparent": traceparent},
             )
         self._wake_relay()
 
@@ -204,7 +201,7 @@ class StreamProcessor:
         headers: Sequence[tuple[str, bytes | None]],
     ) -> None:
         await self.ready()
-        with traced(headers):
+        with traced(headers) as traceparent:
             try:
                 record = read_consent_record(key, value, headers)
             except PoisonRecord as poison:
@@ -221,7 +218,7 @@ class StreamProcessor:
                 partition,
                 offset,
                 result.reason,
-                extra={"event_id": record.event_id, "traceparent": _traceparent(headers)},
+                extra={"event_id": record.event_id, "traceparent": traceparent},
             )
             if result.refetch is not None:
                 await self.refetch(record.pseudonym, result.refetch)

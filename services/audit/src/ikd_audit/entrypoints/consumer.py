@@ -7,6 +7,7 @@ the reason in `dlq_*` headers, and the consumer carries on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -39,6 +40,14 @@ def parse_record(record: Any) -> AccessRecorded:
     if str(access.access_id) != event.id:
         raise InvalidEventData("access_id differs from the CloudEvent id")
     return access
+
+
+def _traced(record: Any) -> contextlib.AbstractContextManager[None]:
+    """Log in the W3C trace context of the access that caused the event (ce_traceparent).
+
+    Only logged, not stored: the entries' hashed leaf format stays as it is.
+    """
+    return observability.bound(trace_context=observability.from_kafka_headers(record.headers or ()))
 
 
 class AccessConsumer:
@@ -94,28 +103,27 @@ class AccessConsumer:
         self, batches: dict[TopicPartition, list[Any]], producer: AIOKafkaProducer
     ) -> None:
         events: list[AccessRecorded] = []
+        debug = log.isEnabledFor(logging.DEBUG)
         for records in batches.values():
             for record in records:
-                # The W3C trace context of the access that caused the event (ce_traceparent):
-                # logged, not stored, so the entries' hashed leaf format stays as it is.
-                with observability.bound(
-                    trace_context=observability.from_kafka_headers(record.headers or ())
-                ):
-                    try:
-                        events.append(parse_record(record))
-                    except EnvelopeError as error:
+                try:
+                    events.append(parse_record(record))
+                except EnvelopeError as error:
+                    with _traced(record):
                         await self.dead_letter(producer, record, str(error))
-                        continue
-                    log.debug(
-                        "access event received",
-                        extra={
-                            "fields": {
-                                "access_id": events[-1].access_id,
-                                "partition": record.partition,
-                                "offset": record.offset,
-                            }
-                        },
-                    )
+                    continue
+                if debug:
+                    with _traced(record):
+                        log.debug(
+                            "access event received",
+                            extra={
+                                "fields": {
+                                    "access_id": events[-1].access_id,
+                                    "partition": record.partition,
+                                    "offset": record.offset,
+                                }
+                            },
+                        )
         if not events:
             return
         delay = 0.2
