@@ -46,7 +46,7 @@ async def published_access_ids(stack: Stack, pseudonym: str) -> set[str]:
         partitions = [TopicPartition(topic, p) for p in range(ACCESS.partitions)]
         ends = await consumer.end_offsets(partitions)
         ids: set[str] = set()
-        while any(await consumer.position(tp) < ends[tp] for tp in partitions):
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
             batches = await consumer.getmany(timeout_ms=1000)
             for records in batches.values():
                 for record in records:
