@@ -8,10 +8,21 @@ from __future__ import annotations
 
 import sys
 from enum import StrEnum
-from typing import Self, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, Self, TypeVar
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from ikd_shared.auth import load_ed25519_private_key, load_jwks
 
 PLACEHOLDER_MARKERS = ("change-me", "changeme", "placeholder", "example", "dev-", "insecure")
 MIN_SECRET_LENGTH = 32
@@ -77,6 +88,42 @@ class ServiceSettings(BaseSettings):
 
 
 S = TypeVar("S", bound=ServiceSettings)
+
+
+def _read_key_file(value: Any) -> Any:
+    # Read @path before anything else so the placeholder check sees the key, not its file name.
+    if isinstance(value, str) and value.startswith("@"):
+        try:
+            return Path(value[1:]).read_text()
+        except OSError as error:
+            raise ValueError(f"cannot read the key file: {error.strerror}") from None
+    return value
+
+
+def _check_ed25519_key(value: SecretStr) -> SecretStr:
+    try:
+        load_ed25519_private_key(value.get_secret_value())
+    except (ValueError, TypeError):
+        raise ValueError("not an Ed25519 private key in PEM form") from None
+    return value
+
+
+def _load_jwks(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return load_jwks(value)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"cannot load the JWKS: {error}") from None
+    return value
+
+
+Ed25519KeySetting = Annotated[
+    SecretStr, BeforeValidator(_read_key_file), AfterValidator(_check_ed25519_key)
+]
+"""An Ed25519 private key setting: PKCS8 PEM inline or `@path`; holds the PEM text."""
+
+JwksSetting = Annotated[dict[str, Any], NoDecode, BeforeValidator(_load_jwks)]
+"""A JWKS setting: inline JSON or `@path` to a JSON file."""
 
 
 def env_name(settings_cls: type[ServiceSettings], field_name: str) -> str:

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from ikd_shared.settings import ServiceSettings, is_placeholder, load_settings
+from ikd_shared.settings import (
+    Ed25519KeySetting,
+    JwksSetting,
+    ServiceSettings,
+    is_placeholder,
+    load_settings,
+)
 
 STRONG = "Vq3Lx9Tz0Rk7Wm2Np5Hs8Jd4Fb6Gc1Ye"
 
@@ -90,3 +100,52 @@ def test_every_secret_field_is_checked(env, capsys) -> None:
 def test_placeholder_rule() -> None:
     assert is_placeholder("x" * 31)
     assert not is_placeholder(STRONG)
+
+
+class KeySettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="IKD_DEMO_", extra="ignore", frozen=True)
+
+    signing_key: Ed25519KeySetting
+    jwks: JwksSetting
+
+
+def _pem() -> str:
+    key = Ed25519PrivateKey.generate()
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+def test_key_and_jwks_settings_read_inline_values_and_files(env, tmp_path) -> None:
+    pem, jwks = _pem(), {"keys": [{"kty": "OKP", "kid": "k"}]}
+    (tmp_path / "key.pem").write_text(pem)
+    (tmp_path / "jwks.json").write_text(json.dumps(jwks))
+    env.setenv("IKD_DEMO_SIGNING_KEY", f"@{tmp_path / 'key.pem'}")
+    env.setenv("IKD_DEMO_JWKS", f"@{tmp_path / 'jwks.json'}")
+    from_files = load_settings(KeySettings)
+    assert from_files.signing_key.get_secret_value() == pem
+    assert from_files.jwks == jwks
+    env.setenv("IKD_DEMO_SIGNING_KEY", pem)
+    env.setenv("IKD_DEMO_JWKS", json.dumps(jwks))
+    assert load_settings(KeySettings) == from_files
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("IKD_DEMO_SIGNING_KEY", "@/nonexistent.pem", "cannot read the key file"),
+        ("IKD_DEMO_SIGNING_KEY", "x" * 40, "not an Ed25519 private key in PEM form"),
+        ("IKD_DEMO_JWKS", "{not json", "cannot load the JWKS"),
+        ("IKD_DEMO_JWKS", '{"keys": 1}', "cannot load the JWKS: not a JWKS"),
+    ],
+)
+def test_bad_key_or_jwks_is_named(env, capsys, variable, value, message) -> None:
+    env.setenv("IKD_DEMO_SIGNING_KEY", _pem())
+    env.setenv("IKD_DEMO_JWKS", '{"keys": []}')
+    env.setenv(variable, value)
+    with pytest.raises(SystemExit):
+        load_settings(KeySettings)
+    line = _one_line(capsys)
+    assert f"setting {variable} is invalid: {message}" in line

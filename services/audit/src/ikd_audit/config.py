@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Any
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import NoDecode, SettingsConfigDict
-
-from ikd_shared.auth import load_ed25519_private_key, load_jwks
-from ikd_shared.settings import ServiceSettings
+from ikd_shared.settings import Ed25519KeySetting, JwksSetting, ServiceSettings
 
 
 class AuditSettings(ServiceSettings):
@@ -24,15 +20,15 @@ class AuditSettings(ServiceSettings):
         pattern=r"^postgres(ql)?://",
         description="owner role, used by `ikd-audit migrate` only",
     )
-    tree_head_signing_key: SecretStr = Field(
+    tree_head_signing_key: Ed25519KeySetting = Field(
         description="Ed25519 private key (PKCS8 PEM, or @path to one) that signs tree heads",
     )
-    token_jwks: Annotated[dict[str, Any], NoDecode] = Field(
+    token_jwks: JwksSetting = Field(
         description="identity's access-token JWKS (inline JSON or @path)",
     )
     token_issuer: str = Field(default="ikd-identity")
     token_audience: str = Field(default="ikd-audit")
-    trust_jwks: Annotated[dict[str, Any], NoDecode] = Field(
+    trust_jwks: JwksSetting = Field(
         description="IKD credential trust anchors (Dukcapil issuer JWKS; inline JSON or @path)",
     )
     credential_issuer: str = Field(
@@ -66,36 +62,6 @@ class AuditSettings(ServiceSettings):
     consumer_batch_size: int = Field(default=500, ge=1, le=10000)
     run_consumer: bool = Field(default=True)
     consumer_group: str = Field(default="ikd-audit")
-
-    @field_validator("tree_head_signing_key", mode="before")
-    @classmethod
-    def _read_key_file(cls, value: Any) -> Any:
-        # Read @path here so the placeholder check sees the key, not its file name.
-        if isinstance(value, str) and value.startswith("@"):
-            try:
-                return Path(value[1:]).read_text()
-            except OSError as error:
-                raise ValueError(f"cannot read the key file: {error.strerror}") from None
-        return value
-
-    @field_validator("token_jwks", "trust_jwks", mode="before")
-    @classmethod
-    def _load_jwks(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                return load_jwks(value)
-            except (OSError, ValueError) as error:
-                raise ValueError(f"cannot load the JWKS: {error}") from None
-        return value
-
-    @field_validator("tree_head_signing_key", mode="after")
-    @classmethod
-    def _check_key(cls, value: SecretStr) -> SecretStr:
-        try:
-            load_ed25519_private_key(value.get_secret_value())
-        except (ValueError, TypeError):
-            raise ValueError("not an Ed25519 private key in PEM form") from None
-        return value
 
     @property
     def cookies_https_only(self) -> bool:

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Any
+from pydantic import Field, PostgresDsn
+from pydantic_settings import SettingsConfigDict
 
-from pydantic import Field, PostgresDsn, SecretStr, field_validator
-from pydantic_settings import NoDecode, SettingsConfigDict
-
-from ikd_shared.auth import load_ed25519_private_key, load_jwks
-from ikd_shared.settings import ServiceSettings
+from ikd_shared.settings import Ed25519KeySetting, JwksSetting, ServiceSettings
 
 DEFAULT_CREDENTIAL_ISSUER = "https://dukcapil.kemendagri.go.id/ikd"
 DEFAULT_CREDENTIAL_AUDIENCE = "ikd-mpp"
@@ -22,7 +18,7 @@ class IdentitySettings(ServiceSettings):
     migration_database_url: PostgresDsn | None = Field(
         default=None, description="owner DSN for `migrate` and `clients add`"
     )
-    trust_jwks: Annotated[dict[str, Any], NoDecode] = Field(
+    trust_jwks: JwksSetting = Field(
         description="Dukcapil trust anchors: a JWKS as inline JSON or @path"
     )
     credential_issuer: str = Field(default=DEFAULT_CREDENTIAL_ISSUER, min_length=1)
@@ -30,7 +26,7 @@ class IdentitySettings(ServiceSettings):
     credential_max_age_s: int = Field(
         default=300, ge=10, description="how fresh a credential proving a consent must be"
     )
-    token_signing_key: SecretStr = Field(description="Ed25519 private key (PEM or @path)")
+    token_signing_key: Ed25519KeySetting = Field(description="Ed25519 private key (PEM or @path)")
     token_key_id: str | None = Field(
         default=None, description="kid of the token key; default: its RFC 7638 thumbprint"
     )
@@ -44,31 +40,6 @@ class IdentitySettings(ServiceSettings):
     relay_batch_size: int = Field(default=1000, ge=1, le=10000)
     relay_poll_interval_s: float = Field(default=1.0, gt=0)
     log_level: str = "INFO"
-
-    @field_validator("trust_jwks", mode="before")
-    @classmethod
-    def _load_jwks(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                return load_jwks(value)
-            except (OSError, ValueError) as error:
-                raise ValueError(f"cannot load the JWKS: {error}") from None
-        return value
-
-    @field_validator("token_signing_key", mode="after")
-    @classmethod
-    def _load_key(cls, value: SecretStr) -> SecretStr:
-        raw = value.get_secret_value()
-        if raw.startswith("@"):
-            try:
-                raw = Path(raw[1:]).read_text()
-            except OSError as error:
-                raise ValueError(f"cannot read the key file: {error.strerror}") from None
-        try:
-            load_ed25519_private_key(raw)
-        except (ValueError, TypeError):
-            raise ValueError("not an Ed25519 private key in PEM form") from None
-        return SecretStr(raw)
 
     @property
     def app_dsn(self) -> str:
