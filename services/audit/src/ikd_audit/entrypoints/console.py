@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -19,9 +20,10 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.templating import Jinja2Templates
 
+from ikd_audit.bootstrap import Services
 from ikd_audit.domain import merkle, verify
 from ikd_audit.domain.errors import AuditError
-from ikd_audit.domain.search import build_filter, check_limit
+from ikd_audit.domain.search import SearchFilter, build_filter, check_limit
 from ikd_audit.entrypoints.api import ServicesDep, csv_stream
 from ikd_shared.events.access_v1 import Channel, Outcome
 
@@ -75,6 +77,45 @@ def _zoned(value: str | None) -> str | None:
     return value
 
 
+def csrf_ok(request: Request, csrf: str) -> bool:
+    expected = request.session.get("csrf")
+    return isinstance(expected, str) and secrets.compare_digest(csrf, expected)
+
+
+def filter_from(svc: Services, values: Mapping[str, str | None]) -> SearchFilter:
+    """The search filter from console form or query values (FILTER_NAMES); AuditError if bad."""
+    return build_filter(
+        pseudonym_key=svc.settings.pseudonym_key.get_secret_value().encode(),
+        nik=values["nik"],
+        pseudonym=values["pseudonym"],
+        agency=values["agency"],
+        service=values["service"],
+        channel=values["channel"],
+        outcome=values["outcome"],
+        since=_zoned(values["from"]),
+        until=_zoned(values["to"]),
+    )
+
+
+def search_page(
+    request: Request, params: Mapping[str, str | None], status_code: int = 200, **context: Any
+) -> HTMLResponse:
+    """search.html: no results unless `context` gives them."""
+    page: dict[str, Any] = {
+        "params": {k: v or "" for k, v in params.items()},
+        "channels": [c.value for c in Channel],
+        "outcomes": [o.value for o in Outcome],
+        "entries": [],
+        "next_url": None,
+        "counts": [],
+        "query": "",
+        "error": None,
+        "searched": True,
+    }
+    page.update(context)
+    return render(request, "search.html", status_code, **page)
+
+
 @router.get("/login", response_class=HTMLResponse)
 async def login_form(request: Request) -> HTMLResponse:
     return render(request, "login.html")
@@ -88,8 +129,7 @@ async def login(
     secret: Annotated[str, Form(max_length=256)],
     csrf: Annotated[str, Form(max_length=64)] = "",
 ) -> Response:
-    expected = request.session.get("csrf")
-    if not isinstance(expected, str) or not secrets.compare_digest(csrf, expected):
+    if not csrf_ok(request, csrf):
         return render(request, "login.html", 400, error="The form expired; please try again.")
     stored = await svc.repo.auditor_secret_hash(client_id)
     if not await asyncio.to_thread(check_secret, stored, secret):
@@ -101,8 +141,7 @@ async def login(
 
 @router.post("/logout")
 async def logout(request: Request, csrf: Annotated[str, Form(max_length=64)] = "") -> Response:
-    expected = request.session.get("csrf")
-    if isinstance(expected, str) and secrets.compare_digest(csrf, expected):
+    if csrf_ok(request, csrf):
         request.session.clear()
     return to_login()
 
@@ -118,48 +157,36 @@ async def search(request: Request, svc: ServicesDep) -> Response:
     if current_auditor(request) is None:
         return to_login()
     params = {name: request.query_params.get(name) for name in FILTER_NAMES}
-    context: dict[str, Any] = {
-        "params": {k: v or "" for k, v in params.items()},
-        "channels": [c.value for c in Channel],
-        "outcomes": [o.value for o in Outcome],
-        "entries": [],
-        "next_url": None,
-        "counts": [],
-        "query": request.url.query,
-        "error": None,
-        "searched": any(params.values()) or "go" in request.query_params,
-    }
+    searched = any(params.values()) or "go" in request.query_params
     try:
-        search_filter = build_filter(
-            pseudonym_key=svc.settings.pseudonym_key.get_secret_value().encode(),
-            nik=params["nik"],
-            pseudonym=params["pseudonym"],
-            agency=params["agency"],
-            service=params["service"],
-            channel=params["channel"],
-            outcome=params["outcome"],
-            since=_zoned(params["from"]),
-            until=_zoned(params["to"]),
-        )
+        search_filter = filter_from(svc, params)
         limit = check_limit(
             None, default=svc.settings.page_size_default, cap=svc.settings.page_size_max
         )
         page = await svc.log.search(search_filter, request.query_params.get("cursor"), limit)
-        kept = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
-        context.update(
-            entries=page.entries,
-            counts=await svc.log.agency_counts(search_filter),
-            query=urlencode(kept),
-            next_url=(
-                f"/console/search?{urlencode([*kept, ('cursor', page.next_cursor)])}"
-                if page.next_cursor
-                else None
-            ),
-        )
+        counts = await svc.log.agency_counts(search_filter)
     except AuditError as error:
-        context["error"] = f"{error.detail} ({error.code})"
-        return render(request, "search.html", error.status_code, **context)
-    return render(request, "search.html", **context)
+        return search_page(
+            request,
+            params,
+            error.status_code,
+            query=request.url.query,
+            searched=searched,
+            error=f"{error.detail} ({error.code})",
+        )
+    kept = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
+    next_url = None
+    if page.next_cursor:
+        next_url = f"/console/search?{urlencode([*kept, ('cursor', page.next_cursor)])}"
+    return search_page(
+        request,
+        params,
+        entries=page.entries,
+        counts=counts,
+        query=urlencode(kept),
+        next_url=next_url,
+        searched=searched,
+    )
 
 
 @router.post("/search", response_class=HTMLResponse)
@@ -167,40 +194,16 @@ async def search_by_form(
     request: Request, svc: ServicesDep, csrf: Annotated[str, Form(max_length=64)] = ""
 ) -> Response:
     """The form posts (a NIK must not sit in a URL); answer with a redirect to the results."""
-    if current_auditor(request) is None:
-        return to_login()
-    expected = request.session.get("csrf")
-    if not isinstance(expected, str) or not secrets.compare_digest(csrf, expected):
+    if current_auditor(request) is None or not csrf_ok(request, csrf):
         return to_login()
     form = await request.form()
     values = {name: str(form.get(name) or "") for name in FILTER_NAMES}
     try:
-        search_filter = build_filter(
-            pseudonym_key=svc.settings.pseudonym_key.get_secret_value().encode(),
-            nik=values["nik"],
-            pseudonym=values["pseudonym"],
-            agency=values["agency"],
-            service=values["service"],
-            channel=values["channel"],
-            outcome=values["outcome"],
-            since=_zoned(values["from"]),
-            until=_zoned(values["to"]),
-        )
+        search_filter = filter_from(svc, values)
     except AuditError as error:
         values["nik"] = ""
-        return render(
-            request,
-            "search.html",
-            error.status_code,
-            params=values,
-            channels=[c.value for c in Channel],
-            outcomes=[o.value for o in Outcome],
-            entries=[],
-            next_url=None,
-            counts=[],
-            query="",
-            searched=True,
-            error=f"{error.detail} ({error.code})",
+        return search_page(
+            request, values, error.status_code, error=f"{error.detail} ({error.code})"
         )
     values.pop("nik")
     values["pseudonym"] = search_filter.pseudonym or ""
@@ -212,18 +215,9 @@ async def search_by_form(
 async def export(request: Request, svc: ServicesDep) -> Response:
     if current_auditor(request) is None:
         return to_login()
-    params = {name: request.query_params.get(name) for name in FILTER_NAMES}
     try:
-        search_filter = build_filter(
-            pseudonym_key=svc.settings.pseudonym_key.get_secret_value().encode(),
-            nik=params["nik"],
-            pseudonym=params["pseudonym"],
-            agency=params["agency"],
-            service=params["service"],
-            channel=params["channel"],
-            outcome=params["outcome"],
-            since=_zoned(params["from"]),
-            until=_zoned(params["to"]),
+        search_filter = filter_from(
+            svc, {name: request.query_params.get(name) for name in FILTER_NAMES}
         )
     except AuditError as error:
         return Response(f"{error.detail} ({error.code})", status_code=error.status_code)
