@@ -1,15 +1,23 @@
 """Kafka's own producer benchmark against the project's broker: the engine's ceiling.
 
 Runs org.apache.kafka.tools.ProducerPerformance with the same record size and producer
-settings (acks=all, idempotence) as the identity outbox relay.
+settings (acks=all, idempotence, linger 5 ms, 256 KiB batches; see ikd_shared.kafka) as the
+identity outbox relay, into a topic with as many partitions as the profile topic. The record
+size is that of the profile events the bulk feed put on the profile topic: value (the JSON
+data) + key (the pseudonym) + the CloudEvents headers, since ProducerPerformance sends values
+only.
 """
 
 from __future__ import annotations
 
 import re
+import statistics
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 REPO = Path(__file__).resolve().parent.parent
 KAFKA_LIB = REPO / ".run" / "kafka" / "lib"
@@ -27,6 +35,7 @@ class ProducerPerfResult:
     records_per_second: float
     mb_per_second: float
     p50_ms: float
+    p95_ms: float
     p99_ms: float
 
 
@@ -67,5 +76,65 @@ def run_producer_performance(
         records_per_second=float(match["rate"]),
         mb_per_second=float(match["mb"]),
         p50_ms=float(match["p50"]),
+        p95_ms=float(match["p95"]),
         p99_ms=float(match["p99"]),
     )
+
+
+@dataclass(frozen=True)
+class RecordSize:
+    records: int
+    value_bytes: float
+    key_bytes: float
+    header_bytes: float
+
+    @property
+    def total(self) -> int:
+        return round(self.value_bytes + self.key_bytes + self.header_bytes)
+
+
+async def sample_record_size(
+    bootstrap: str, topic: str, *, partitions: int, records: int = 2000
+) -> RecordSize:
+    """Mean sizes of the first records of the partitions of `topic`."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        assigned = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        values: list[int] = []
+        keys: list[int] = []
+        headers: list[int] = []
+        for _ in range(50):
+            batch = await consumer.getmany(timeout_ms=1000, max_records=records)
+            for messages in batch.values():
+                for message in messages:
+                    if message.value is None:
+                        continue
+                    values.append(len(message.value))
+                    keys.append(len(message.key or b""))
+                    headers.append(sum(len(k) + len(v or b"") for k, v in message.headers))
+            if len(values) >= records or not batch:
+                break
+    finally:
+        await consumer.stop()
+    if not values:
+        raise RuntimeError(f"no records on {topic}")
+    return RecordSize(
+        records=len(values),
+        value_bytes=statistics.fmean(values),
+        key_bytes=statistics.fmean(keys),
+        header_bytes=statistics.fmean(headers),
+    )
+
+
+async def create_topic(bootstrap: str, topic: str, *, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(name=topic, num_partitions=partitions, replication_factor=1)]
+        )
+    finally:
+        await admin.close()

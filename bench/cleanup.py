@@ -1,0 +1,38 @@
+"""Delete the topics of one bench run (every topic whose name starts with the run's prefix)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+
+async def delete_topics(bootstrap: str, prefix: str) -> list[str]:
+    if not prefix.startswith("bench-"):
+        raise SystemExit("refusing to delete topics outside a bench- prefix")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        names = [name for name in await admin.list_topics() if name.startswith(prefix)]
+        if names:
+            await admin.delete_topics(names)
+        return names
+    finally:
+        await admin.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--prefix", required=True)
+    parser.add_argument(
+        "--bootstrap", default=os.environ.get("IKD_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+    )
+    args = parser.parse_args()
+    names = asyncio.run(delete_topics(args.bootstrap, args.prefix))
+    print(f"bench: deleted {len(names)} topics with prefix {args.prefix}")
+
+
+if __name__ == "__main__":
+    main()

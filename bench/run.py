@@ -1,0 +1,338 @@
+"""`make bench` after the services are up (deploy/scripts/bench.sh starts them): measure, report.
+
+Order: the bulk feed (whose profile events give the record size), Kafka's producer benchmark
+with that size, prefill, the verification path at fixed rates, consent revocation. Between
+measurements the bench waits until the platform is idle. A measurement that fails is reported
+as failed with its reason; the others still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime as dt
+import json
+import os
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench import bulk, consent, cpu, kafka_ceiling, machine, prefill, report, verify
+from bench.common import Context, Gateway, count, wait_until
+from bench.stats import spread, summarize_runs
+from ikd_shared.events.topics import PROFILE
+
+REPO = Path(__file__).resolve().parent.parent
+POLICY = REPO / "deploy" / "policies" / "mpp-kabupaten-cirebon.yaml"
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    runs: int
+    bulk_events: int
+    ceiling_records: int
+    prefill_connections: tuple[int, ...]
+    prefill_seconds: int
+    verify_rates: tuple[int, ...]
+    verify_seconds: float
+    consent_repetitions: int
+
+
+FULL = Plan(
+    runs=3,
+    bulk_events=int(os.environ.get("BENCH_BULK_EVENTS", "4000")),
+    ceiling_records=300_000,
+    prefill_connections=(16, 64),
+    prefill_seconds=10,
+    verify_rates=(50, 200, 1000),
+    verify_seconds=10,
+    consent_repetitions=20,
+)
+QUICK = Plan(
+    runs=1,
+    bulk_events=2000,
+    ceiling_records=50_000,
+    prefill_connections=(16,),
+    prefill_seconds=3,
+    verify_rates=(50, 200),
+    verify_seconds=4,
+    consent_repetitions=4,
+)
+
+
+def holds_without_consent(agency: str) -> bool:
+    """Whether the agency keeps fields without a consent (then each view write is audited)."""
+    for entry in yaml.safe_load(POLICY.read_text())["agencies"]:
+        if entry["code"] == agency:
+            return any(s["legal_basis"] != "consent" for s in entry["services"])
+    raise KeyError(agency)
+
+
+async def settle(ctx: Context, *, within: float = 180) -> float:
+    """Wait until nothing moves for a second: outboxes empty, views and audit log still."""
+
+    async def state() -> tuple[int, ...]:
+        figures = [
+            await count(ctx.identity_dsn, "SELECT count(*) FROM outbox WHERE sent_at IS NULL"),
+            await count(ctx.audit_dsn, "SELECT count(*) FROM log_entry"),
+        ]
+        for gateway in ctx.gateways:
+            figures.append(await count(gateway.dsn, "SELECT count(*) FROM access_outbox"))
+            figures.append(await count(gateway.dsn, "SELECT count(*) FROM processed_events"))
+        return tuple(figures)
+
+    last = await state()
+
+    async def still() -> bool:
+        nonlocal last
+        await asyncio.sleep(1.0)
+        now = await state()
+        quiet = now == last and now[0] == 0 and all(v == 0 for v in now[2::2])
+        last = now
+        return quiet
+
+    return await wait_until(still, within=within, interval=0, what="platform settling")
+
+
+async def section(
+    name: str, results: dict[str, Any], work: Callable[[], Awaitable[dict[str, Any]]]
+) -> None:
+    only = os.environ.get("BENCH_ONLY", "").split(",")
+    if only != [""] and name not in only:
+        return
+    print(f"bench: {name} ...", flush=True)
+    started = time.monotonic()
+    try:
+        results[name] = await work()
+    except Exception as error:
+        traceback.print_exc()
+        results[name] = {"failed": f"{type(error).__name__}: {error}"}
+    results[name]["wall_seconds"] = time.monotonic() - started
+    print(f"bench: {name} done in {results[name]['wall_seconds']:.0f} s", flush=True)
+
+
+async def main(args: argparse.Namespace) -> None:
+    quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+    plan = QUICK if quick else FULL
+    gateways = []
+    for item in args.gateways.split():
+        code, url = item.split("=", 1)
+        gateways.append(
+            Gateway(code, url, args.gateway_dsn_template.format(db=code.replace("-", "_")))
+        )
+    ctx = Context(
+        identity_url=args.identity,
+        identity_dsn=args.identity_dsn,
+        audit_dsn=args.audit_dsn,
+        gateways=tuple(gateways),
+        client_secret=args.client_secret,
+        topic_prefix=args.topic_prefix,
+        bootstrap=args.bootstrap,
+        issuer_key=Path(args.issuer_key),
+        pseudonym_key=os.environ["IKD_PSEUDONYM_KEY"].encode(),
+        quick=quick,
+    )
+    pids = cpu.service_pids(REPO / ".run" / "bench" / "services")
+    audited = [g for g in ctx.gateways if holds_without_consent(g.name)]
+    started = time.monotonic()
+    results: dict[str, Any] = {
+        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "quick": quick,
+        "plan": dataclasses.asdict(plan),
+        "machine": machine.describe(),
+        "conditions": {"load_average_before": args.load_before},
+        "settings": {
+            "topic_prefix": ctx.topic_prefix,
+            "gateways": [g.code for g in ctx.gateways],
+            "audited_view_writes_per_profile": len(audited),
+        },
+    }
+
+    # new citizens only, also when the harness runs again on the same databases
+    first = await count(ctx.identity_dsn, "SELECT count(*) FROM profiles")
+    results["settings"]["first_citizen_index"] = first
+
+    async def do_bulk() -> dict[str, Any]:
+        runs = []
+        for run in range(plan.runs):
+            await settle(ctx)
+            one = await bulk.run_once(
+                ctx,
+                run=run,
+                n=plan.bulk_events,
+                audited_per_event=len(audited),
+                pids=pids,
+                first=first,
+            )
+            print(
+                f"bench:   bulk run {run + 1}: {one['events_per_second']:.0f} events/s", flush=True
+            )
+            runs.append(one)
+        keys = ["events_per_second", "seconds", "identity_commit_per_second"]
+        summary = summarize_runs(runs, keys)
+        stages: dict[str, Any] = {}
+        for name in runs[0]["stages"]:
+            stages[name] = {
+                key: spread(
+                    float(r["stages"][name][key])
+                    for r in runs
+                    if r["stages"][name][key] is not None
+                )
+                for key in ("per_second_own_window", "done_after_s")
+            }
+        return {"runs": runs, "summary": summary, "stages": stages}
+
+    await section("bulk", results, do_bulk)
+
+    async def do_ceiling() -> dict[str, Any]:
+        size = await kafka_ceiling.sample_record_size(
+            ctx.bootstrap, PROFILE.full_name(ctx.topic_prefix), partitions=PROFILE.partitions
+        )
+        topic = f"{ctx.topic_prefix}bench.ceiling"
+        await kafka_ceiling.create_topic(ctx.bootstrap, topic, partitions=PROFILE.partitions)
+        runs = []
+        for _ in range(plan.runs):
+            await settle(ctx)
+            before = cpu.snapshot(pids)
+            began = time.time()
+            one = await asyncio.to_thread(
+                kafka_ceiling.run_producer_performance,
+                ctx.bootstrap,
+                topic,
+                records=plan.ceiling_records,
+                record_size=size.total,
+            )
+            took = time.time() - began
+            row = dataclasses.asdict(one)
+            row["cpu_percent_of_one_core"] = cpu.usage(before, cpu.snapshot(pids), took)
+            print(f"bench:   ceiling: {one.records_per_second:.0f} records/s", flush=True)
+            runs.append(row)
+        return {
+            "record_size": {**dataclasses.asdict(size), "total": size.total},
+            "partitions": PROFILE.partitions,
+            "runs": runs,
+            "summary": summarize_runs(runs, ["records_per_second", "mb_per_second", "p99_ms"]),
+        }
+
+    await section("ceiling", results, do_ceiling)
+
+    niks = bulk.niks(0, min(plan.bulk_events, 5000), first)
+
+    async def do_prefill() -> dict[str, Any]:
+        if not prefill.have_wrk():
+            return {"failed": "wrk is not installed"}
+        by_connections: dict[str, Any] = {}
+        for connections in plan.prefill_connections:
+            runs = []
+            for _ in range(plan.runs):
+                await settle(ctx)
+                one = await prefill.run_once(
+                    ctx,
+                    agency="polres-cirebon",
+                    service="skck",
+                    niks=niks,
+                    connections=connections,
+                    seconds=plan.prefill_seconds,
+                    pids=pids,
+                )
+                print(
+                    f"bench:   prefill c={connections}: {one['requests_per_second']:.0f}/s "
+                    f"p99 {one['p99_ms']:.1f} ms",
+                    flush=True,
+                )
+                runs.append(one)
+            by_connections[str(connections)] = {
+                "runs": runs,
+                "summary": summarize_runs(
+                    runs,
+                    [
+                        "requests_per_second",
+                        "p50_ms",
+                        "p95_ms",
+                        "p99_ms",
+                        "audit_caught_up_after_run_s",
+                    ],
+                ),
+            }
+        return {"agency": "polres-cirebon", "service": "skck", "by_connections": by_connections}
+
+    await section("prefill", results, do_prefill)
+
+    async def do_verify() -> dict[str, Any]:
+        # new citizens only, also when the harness is run again on the same databases
+        minter = verify.Minter(ctx, first_index=verify.FIRST_INDEX + first)
+        by_rate: dict[str, Any] = {}
+        for rate in plan.verify_rates:
+            runs = []
+            for _ in range(plan.runs):
+                await settle(ctx)
+                one = await verify.run_once(
+                    ctx,
+                    minter,
+                    rate=rate,
+                    seconds=plan.verify_seconds,
+                    audited_agencies=frozenset(g.code for g in audited),
+                    pids=pids,
+                    waits_dsn=ctx.identity_dsn,
+                )
+                print(
+                    f"bench:   verify {rate}/s: achieved {one['achieved_rate']:.0f}/s, "
+                    f"p50 {one['p50_ms']:.0f} ms p99 {one['p99_ms']:.0f} ms",
+                    flush=True,
+                )
+                runs.append(one)
+            by_rate[str(rate)] = {
+                "runs": runs,
+                "summary": summarize_runs(runs, ["achieved_rate", "p50_ms", "p95_ms", "p99_ms"]),
+            }
+        return {"by_rate": by_rate}
+
+    await section("verification", results, do_verify)
+
+    async def do_consent() -> dict[str, Any]:
+        await settle(ctx)
+        return await consent.run(
+            ctx,
+            niks=bulk.niks(1 if plan.runs > 1 else 0, plan.consent_repetitions, first),
+            repetitions=plan.consent_repetitions,
+        )
+
+    await section("consent", results, do_consent)
+
+    results["conditions"]["load_average_after"] = machine.load_average()
+    results["measure_seconds"] = time.monotonic() - started
+    results["setup_seconds"] = args.setup_seconds
+    await asyncio.to_thread(write, Path(args.out), results)
+
+
+def write(out: Path, results: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "benchmarks.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    (out / "BENCHMARKS.md").write_text(report.markdown(results))
+    print(f"bench: wrote {out / 'BENCHMARKS.md'} and {out / 'benchmarks.json'}")
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--identity", required=True)
+    parser.add_argument("--identity-dsn", required=True)
+    parser.add_argument("--audit-dsn", required=True)
+    parser.add_argument("--gateway-dsn-template", required=True)
+    parser.add_argument("--gateways", required=True, help="code=url ...")
+    parser.add_argument("--client-secret", required=True)
+    parser.add_argument("--topic-prefix", required=True)
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--issuer-key", required=True)
+    parser.add_argument("--load-before", type=float, default=float("nan"))
+    parser.add_argument("--setup-seconds", type=float, default=float("nan"))
+    parser.add_argument("--out", default="docs")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse()))

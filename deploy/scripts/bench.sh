@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# `make bench`: measure the design brief's targets on this machine and write docs/BENCHMARKS.md
+# and docs/benchmarks.json (see bench/README.md).
+#
+# The services run as `make up` runs them (same scripts, same commands), but as a separate copy
+# so the numbers do not depend on demo data and a running demo is left alone:
+#   - fresh databases ikd_bench_identity, ikd_bench_audit, ikd_gateway_bench_<agency>
+#     (dropped and re-created, then migrated), dropped again at the end;
+#   - a fresh topic prefix bench-<time>. (topics deleted at the end) and its own audit group;
+#   - the three demo gateways under the codes bench-<agency>, from a copy of the MPP policy that
+#     differs only in those codes: a gateway's consumer group is derived from its agency code,
+#     so the same code would join a running demo's group;
+#   - ports 28000 (identity), 28010 (audit), 28100.. (gateways); logs in .run/bench/services/.
+# Kafka and PostgreSQL are started if they are not running, and stopped again at the end only
+# then. Settings: BENCH_QUICK=1 (short runs to check the harness), BENCH_KEEP=1 (keep the
+# services, databases and topics afterwards), BENCH_OUT (default docs/).
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+source "$(dirname "$0")/procs.sh"
+source "$(dirname "$0")/services.sh"
+cd "$IKD_ROOT"
+scripts=deploy/scripts
+started_at=$SECONDS
+
+BENCH_DIR="$IKD_ROOT/.run/bench"
+PROCS_DIR="$BENCH_DIR/services"
+IDENTITY_PORT=28000
+AUDIT_PORT=28010
+GATEWAY_BASE_PORT=28100
+DEMO_AGENCIES=$IKD_DEMO_AGENCIES
+BENCH_AGENCIES=""
+for agency in $IKD_DEMO_AGENCIES; do BENCH_AGENCIES+="bench-$agency "; done
+BENCH_AGENCIES=${BENCH_AGENCIES% }
+IKD_DEMO_AGENCIES=$BENCH_AGENCIES  # gateway_port() numbers these
+export IKD_KAFKA_TOPIC_PREFIX="bench-$(date +%s)."
+BENCH_POLICY="$BENCH_DIR/policy.yaml"
+mkdir -p "$BENCH_DIR"
+# Load average before anything of ours runs: other work on the machine shows up in the numbers.
+read -r load_before _ < /proc/loadavg
+
+platform_started=()
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  if [[ -z "${BENCH_KEEP:-}" ]]; then
+    echo "bench: stopping the bench services, deleting bench topics and databases"
+    proc_stop_all
+    python -m bench.cleanup --prefix "$IKD_KAFKA_TOPIC_PREFIX" || true
+    for db in $(bench_databases); do drop_db "$db"; done
+  else
+    echo "bench: BENCH_KEEP set; services still run (logs in $PROCS_DIR)"
+  fi
+  for (( i=${#platform_started[@]}-1; i>=0; i-- )); do
+    bash "$scripts/${platform_started[$i]}.sh" stop || true
+  done
+  echo "bench: took $((SECONDS - started_at)) s"
+  exit "$status"
+}
+trap cleanup EXIT INT TERM
+
+bench_databases() {
+  echo bench_identity bench_audit
+  for agency in $BENCH_AGENCIES; do echo "gateway_${agency//-/_}"; done
+}
+
+drop_db() {  # NAME
+  bash "$scripts/postgres.sh" psql -q -c "DROP DATABASE IF EXISTS ikd_$1 WITH (FORCE)" >/dev/null
+}
+
+bench_identity_env() {
+  echo IKD_IDENTITY_DATABASE_URL="$(pg_url app bench_identity)" \
+    IKD_IDENTITY_MIGRATION_DATABASE_URL="$(pg_url owner bench_identity)" \
+    IKD_IDENTITY_TRUST_JWKS="@$DEV_KEYS/dukcapil-jwks.json" \
+    IKD_IDENTITY_TOKEN_SIGNING_KEY="@$DEV_KEYS/token-signing.pem" \
+    IKD_IDENTITY_TOKEN_KEY_ID=dev-token-1 \
+    IKD_IDENTITY_TOKEN_TTL_S=3600 \
+    IKD_IDENTITY_LOG_LEVEL=WARNING \
+    IKD_IDENTITY_PORT=$IDENTITY_PORT
+}
+
+bench_audit_env() {
+  echo IKD_AUDIT_DATABASE_URL="$(pg_url app bench_audit)" \
+    IKD_AUDIT_MIGRATION_DATABASE_URL="$(pg_url owner bench_audit)" \
+    IKD_AUDIT_TREE_HEAD_SIGNING_KEY="@$DEV_KEYS/tree-head.pem" \
+    IKD_AUDIT_TOKEN_JWKS="@$DEV_KEYS/token-jwks.json" \
+    IKD_AUDIT_TRUST_JWKS="@$DEV_KEYS/dukcapil-jwks.json" \
+    IKD_AUDIT_SESSION_SECRET=dev-console-session-secret-for-local-use \
+    IKD_AUDIT_CONSUMER_GROUP="ikd-audit-${IKD_KAFKA_TOPIC_PREFIX%.}" \
+    IKD_AUDIT_PORT=$AUDIT_PORT
+}
+
+bench_gateway_env() {  # AGENCY
+  echo "$(gateway_env "$1")" \
+    IKD_GATEWAY_POLICY_FILE="$BENCH_POLICY" \
+    IKD_GATEWAY_DATA_DIR="$BENCH_DIR/gateway/$1"
+}
+
+for part in kafka postgres; do
+  if ! bash "$scripts/$part.sh" status >/dev/null 2>&1; then
+    bash "$scripts/$part.sh" start
+    platform_started+=("$part")
+  fi
+done
+
+if ! command -v wrk >/dev/null 2>&1; then
+  if [[ $(id -u) -eq 0 ]]; then
+    echo "bench: installing wrk (apt-get), the prefill load generator"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk) >/dev/null
+  else
+    echo "bench: wrk is missing (Debian: apt-get install wrk); the prefill benchmark is skipped" >&2
+  fi
+fi
+
+# Leftovers of an earlier bench (BENCH_KEEP=1 or an interrupted run): its services and topics.
+# Only one bench runs at a time (fixed ports), so every bench- topic is an earlier run's.
+proc_stop_all
+rm -f "$PROCS_DIR"/*.log
+python -m bench.cleanup --prefix bench-
+
+echo "bench: fresh databases, topics with prefix $IKD_KAFKA_TOPIC_PREFIX"
+python -m bench.policy deploy/policies/mpp-kabupaten-cirebon.yaml "$BENCH_POLICY" \
+  --rename "$DEMO_AGENCIES"
+for db in $(bench_databases); do
+  drop_db "$db"
+  bash "$scripts/postgres.sh" ensure-db "$db" 2>/dev/null
+done
+ikdctl db migrate services/identity/migrations "$(pg_url owner bench_identity)"
+ikdctl db migrate services/audit/src/ikd_audit/migrations "$(pg_url owner bench_audit)"
+for agency in $BENCH_AGENCIES; do
+  ikdctl db migrate services/agency_gateway/migrations "$(pg_url owner "gateway_$agency")"
+done
+ikdctl topics ensure --prefix "$IKD_KAFKA_TOPIC_PREFIX"
+
+echo "bench: registering clients"
+secret=$IKD_DEMO_CLIENT_SECRET
+add_client() { env $(bench_identity_env) ikd-identity clients add --secret "$secret" "$@" >/dev/null; }
+set -- $BENCH_AGENCIES
+add_client --id counter-polres --scopes identity:verify --agency "$1"
+add_client --id dukcapil-feed --scopes identity:feed
+add_client --id mpp-officer --scopes identity:consent --agency dpmptsp-cirebon
+for agency in $BENCH_AGENCIES; do
+  add_client --id "backend-$agency" --scopes gateway:prefill --agency "$agency"
+done
+
+echo "bench: starting services"
+proc_start identity env $(bench_identity_env) ikd-identity serve
+proc_start audit env $(bench_audit_env) ikd-audit serve
+for agency in $BENCH_AGENCIES; do
+  proc_start "gateway-$agency" env $(bench_gateway_env "$agency") ikd-gateway serve
+done
+proc_wait_http identity "http://127.0.0.1:$IDENTITY_PORT/healthz"
+proc_wait_http audit "http://127.0.0.1:$AUDIT_PORT/healthz"
+for agency in $BENCH_AGENCIES; do
+  proc_wait_http "gateway-$agency" "http://127.0.0.1:$(gateway_port "$agency")/readyz" 90
+done
+
+gateways=()
+for agency in $BENCH_AGENCIES; do
+  gateways+=("$agency=http://127.0.0.1:$(gateway_port "$agency")")
+done
+pg_super="postgresql://postgres:${IKD_PG_SUPERUSER_PASSWORD}@127.0.0.1:${PG_PORT}"
+echo "bench: measuring (setup took $((SECONDS - started_at)) s)"
+python -m bench.run \
+  --identity "http://127.0.0.1:$IDENTITY_PORT" \
+  --audit-dsn "$pg_super/ikd_bench_audit" \
+  --identity-dsn "$pg_super/ikd_bench_identity" \
+  --gateway-dsn-template "$pg_super/ikd_gateway_{db}" \
+  --gateways "${gateways[*]}" \
+  --client-secret "$secret" \
+  --topic-prefix "$IKD_KAFKA_TOPIC_PREFIX" \
+  --bootstrap "$IKD_KAFKA_BOOTSTRAP_SERVERS" \
+  --issuer-key "$DEV_KEYS/dukcapil-issuer.pem" \
+  --load-before "$load_before" \
+  --setup-seconds "$((SECONDS - started_at))" \
+  --out "${BENCH_OUT:-docs}"
