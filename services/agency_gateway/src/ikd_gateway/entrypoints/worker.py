@@ -26,6 +26,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from ikd_gateway.bootstrap import SERVICE, Gateway
 from ikd_gateway.domain.model import SourcePosition
 from ikd_gateway.service_layer import handlers
+from ikd_gateway.service_layer.handlers import GatewayContext
+from ikd_gateway.service_layer.unit_of_work import UnitOfWork
 from ikd_shared import observability
 from ikd_shared.events import decode, topics
 from ikd_shared.events.consent_v1 import EVENTS as CONSENT_EVENTS
@@ -37,6 +39,10 @@ from ikd_shared.pseudonym import is_pseudonym
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+R = TypeVar("R", handlers.ProfileRecord, handlers.ConsentRecord)
+Headers = Sequence[tuple[str, bytes | None]]
+RawRecord = tuple[str, int, int, bytes | None, bytes | None, Headers]
+"""A consumed record as (topic, partition, offset, key, value, headers)."""
 
 TRANSIENT = (
     asyncpg.PostgresConnectionError,
@@ -54,7 +60,7 @@ class PoisonRecord(Exception):
 def read_profile_record(
     key: bytes | None,
     value: bytes | None,
-    headers: Sequence[tuple[str, bytes | None]],
+    headers: Headers,
     source: SourcePosition | None,
 ) -> handlers.ProfileRecord:
     try:
@@ -77,7 +83,7 @@ def read_profile_record(
 
 
 def read_consent_record(
-    key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]]
+    key: bytes | None, value: bytes | None, headers: Headers
 ) -> handlers.ConsentRecord:
     try:
         event = from_kafka(key, value, headers)
@@ -94,7 +100,7 @@ def read_consent_record(
 
 
 @contextlib.contextmanager
-def traced(headers: Sequence[tuple[str, bytes | None]]) -> Iterator[str | None]:
+def traced(headers: Headers) -> Iterator[str | None]:
     """Process a record in a child span of its W3C trace context (ce_traceparent), if any.
 
     Log lines carry its trace id, and the access events the record causes carry the child's
@@ -142,7 +148,7 @@ class StreamProcessor:
         offset: int,
         key: bytes | None,
         value: bytes | None,
-        headers: Sequence[tuple[str, bytes | None]],
+        headers: Headers,
     ) -> None:
         producer = self.gateway.producer
         assert producer is not None
@@ -167,29 +173,16 @@ class StreamProcessor:
         offset: int,
         key: bytes | None,
         value: bytes | None,
-        headers: Sequence[tuple[str, bytes | None]],
+        headers: Headers,
     ) -> None:
-        await self.ready()
-        with traced(headers) as traceparent:
-            try:
-                record = read_profile_record(key, value, headers, SourcePosition(partition, offset))
-            except PoisonRecord as poison:
-                await self.dead_letter(str(poison), topic, partition, offset, key, value, headers)
-                return
-            uow_factory = self.gateway.uow_factory()
-            result = await self.retry_transient(
-                "profile write",
-                lambda: handlers.apply_profile(uow_factory(), self.gateway.ctx, record),
-            )
-            log.debug(
-                "profile record %s[%d]@%d: %s",
-                topic,
-                partition,
-                offset,
-                result.reason,
-                extra={"event_id": record.event_id, "traceparent": traceparent},
-            )
-        self._wake_relay()
+        await self._process(
+            "profile",
+            (topic, partition, offset, key, value, headers),
+            read=lambda: read_profile_record(
+                key, value, headers, SourcePosition(partition, offset)
+            ),
+            apply=handlers.apply_profile,
+        )
 
     async def on_consent(
         self,
@@ -198,30 +191,53 @@ class StreamProcessor:
         offset: int,
         key: bytes | None,
         value: bytes | None,
-        headers: Sequence[tuple[str, bytes | None]],
+        headers: Headers,
     ) -> None:
+        async def refetch(record: handlers.ConsentRecord, result: handlers.StreamResult) -> None:
+            if result.refetch is not None:
+                await self.refetch(record.pseudonym, result.refetch)
+
+        await self._process(
+            "consent",
+            (topic, partition, offset, key, value, headers),
+            read=lambda: read_consent_record(key, value, headers),
+            apply=handlers.apply_consents,
+            then=refetch,
+        )
+
+    async def _process(
+        self,
+        kind: str,
+        message: RawRecord,
+        *,
+        read: Callable[[], R],
+        apply: Callable[[UnitOfWork, GatewayContext, R], Awaitable[handlers.StreamResult]],
+        then: Callable[[R, handlers.StreamResult], Awaitable[None]] | None = None,
+    ) -> None:
+        """Decode one record and apply it within its trace; a poison record is dead-lettered."""
+        topic, partition, offset, key, value, headers = message
         await self.ready()
         with traced(headers) as traceparent:
             try:
-                record = read_consent_record(key, value, headers)
+                record = read()
             except PoisonRecord as poison:
                 await self.dead_letter(str(poison), topic, partition, offset, key, value, headers)
                 return
             uow_factory = self.gateway.uow_factory()
             result = await self.retry_transient(
-                "consent write",
-                lambda: handlers.apply_consents(uow_factory(), self.gateway.ctx, record),
+                f"{kind} write", lambda: apply(uow_factory(), self.gateway.ctx, record)
             )
             log.debug(
-                "consent record %s[%d]@%d: %s",
+                "%s record %s[%d]@%d: %s",
+                kind,
                 topic,
                 partition,
                 offset,
                 result.reason,
                 extra={"event_id": record.event_id, "traceparent": traceparent},
             )
-            if result.refetch is not None:
-                await self.refetch(record.pseudonym, result.refetch)
+            if then is not None:
+                await then(record, result)
         self._wake_relay()
 
     async def refetch(self, pseudonym: str, source: SourcePosition) -> None:
@@ -308,9 +324,7 @@ def create_worker_app(gateway: Gateway) -> tuple[faust.App, StreamProcessor]:
         gateway.topic(topics.CONSENT), key_serializer="raw", value_serializer="raw"
     )
 
-    def unpack(
-        event: Any,
-    ) -> tuple[str, int, int, bytes | None, bytes | None, list[tuple[str, bytes | None]]]:
+    def unpack(event: Any) -> RawRecord:
         message = event.message
         headers = message.headers or []
         if isinstance(headers, dict):
