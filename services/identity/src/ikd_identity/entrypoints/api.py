@@ -106,6 +106,30 @@ def _terms(body: schemas.ConsentTermsIn) -> commands.ConsentTerms:
     )
 
 
+async def _grant(
+    actor: commands.CitizenProof | commands.OfficerActing,
+    body: schemas.ConsentTermsIn,
+    deps: handlers.Deps,
+) -> schemas.ConsentOut:
+    consent = await handlers.grant_consent(
+        commands.GrantConsent(actor=actor, terms=_terms(body)), deps
+    )
+    metrics.CONSENT_CHANGES.labels("granted").inc()
+    return schemas.ConsentOut(consent=consent)
+
+
+async def _revoke(
+    actor: commands.CitizenProof | commands.OfficerActing,
+    consent_id: uuid.UUID,
+    deps: handlers.Deps,
+) -> schemas.ConsentOut:
+    consent = await handlers.revoke_consent(
+        commands.RevokeConsent(actor=actor, consent_id=consent_id), deps
+    )
+    metrics.CONSENT_CHANGES.labels("revoked").inc()
+    return schemas.ConsentOut(consent=consent)
+
+
 def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> FastAPI:
     relay_on = settings.relay_enabled if run_relay is None else run_relay
 
@@ -220,11 +244,7 @@ def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> 
         actor = commands.OfficerActing(
             officer_id=body.officer_id, client_id=caller.client_id, nik=body.nik
         )
-        consent = await handlers.grant_consent(
-            commands.GrantConsent(actor=actor, terms=_terms(body)), container.deps
-        )
-        metrics.CONSENT_CHANGES.labels("granted").inc()
-        return schemas.ConsentOut(consent=consent)
+        return await _grant(actor, body, container.deps)
 
     @app.post(
         "/v1/consents/{consent_id}/revoke",
@@ -240,11 +260,7 @@ def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> 
     ) -> schemas.ConsentOut:
         """An MPP officer revokes a consent on the citizen's behalf."""
         actor = commands.OfficerActing(officer_id=body.officer_id, client_id=caller.client_id)
-        consent = await handlers.revoke_consent(
-            commands.RevokeConsent(actor=actor, consent_id=consent_id), container.deps
-        )
-        metrics.CONSENT_CHANGES.labels("revoked").inc()
-        return schemas.ConsentOut(consent=consent)
+        return await _revoke(actor, consent_id, container.deps)
 
     @app.post(
         "/v1/citizen/consents",
@@ -257,12 +273,7 @@ def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> 
         body: schemas.CitizenConsentGrant, container: ContainerDep
     ) -> schemas.ConsentOut:
         """A citizen grants a consent, proven by a freshly issued IKD credential."""
-        consent = await handlers.grant_consent(
-            commands.GrantConsent(actor=commands.CitizenProof(body.credential), terms=_terms(body)),
-            container.deps,
-        )
-        metrics.CONSENT_CHANGES.labels("granted").inc()
-        return schemas.ConsentOut(consent=consent)
+        return await _grant(commands.CitizenProof(body.credential), body, container.deps)
 
     @app.post(
         "/v1/citizen/consents/{consent_id}/revoke",
@@ -274,14 +285,7 @@ def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> 
         consent_id: uuid.UUID, body: schemas.CitizenConsentRevoke, container: ContainerDep
     ) -> schemas.ConsentOut:
         """A citizen revokes one of their consents, proven by a fresh IKD credential."""
-        consent = await handlers.revoke_consent(
-            commands.RevokeConsent(
-                actor=commands.CitizenProof(body.credential), consent_id=consent_id
-            ),
-            container.deps,
-        )
-        metrics.CONSENT_CHANGES.labels("revoked").inc()
-        return schemas.ConsentOut(consent=consent)
+        return await _revoke(commands.CitizenProof(body.credential), consent_id, container.deps)
 
     @app.post("/oauth/token", response_model=schemas.TokenOut, responses=_ERRORS, tags=["oauth"])
     async def token(

@@ -144,7 +144,3 @@ class TokenOut(Body):
     token_type: Literal["Bearer"] = "Bearer"  # noqa: S105
     expires_in: int
     scope: str
-
-
-class Health(Body):
-    status: str
