@@ -227,17 +227,13 @@ async def record_death(cmd: commands.RecordDeath, deps: Deps) -> ProfileResult:
         record = _replace(
             current, version=current.version + 1, status=ProfileStatus.DECEASED, updated_at=now
         )
-        await uow.profiles.save(record)
         event = CitizenDied(
             pseudonym=pseudonym,
             version=record.version,
             date_of_death=cmd.date_of_death,
             recorded_at=now,
         )
-        await uow.outbox.add(
-            [event_message(event, topic=PROFILE, key=pseudonym), tombstone_message(pseudonym)]
-        )
-        return _result(record, [])
+        return await _end_profile(uow, record, event)
 
     return await _with_retries(deps, work)
 
@@ -256,16 +252,26 @@ async def revoke_credential(cmd: commands.RevokeCredential, deps: Deps) -> Profi
             updated_at=now,
             revoked_at=now,
         )
-        await uow.profiles.save(record)
         event = CredentialRevoked(
             pseudonym=pseudonym, version=record.version, reason=cmd.reason, revoked_at=now
         )
-        await uow.outbox.add(
-            [event_message(event, topic=PROFILE, key=pseudonym), tombstone_message(pseudonym)]
-        )
-        return _result(record, [])
+        return await _end_profile(uow, record, event)
 
     return await _with_retries(deps, work)
+
+
+async def _end_profile(
+    uow: UnitOfWork, record: ProfileRecord, event: CitizenDied | CredentialRevoked
+) -> ProfileResult:
+    """Save the profile's final state; publish why it ended, then the citizen's tombstone."""
+    await uow.profiles.save(record)
+    await uow.outbox.add(
+        [
+            event_message(event, topic=PROFILE, key=record.pseudonym),
+            tombstone_message(record.pseudonym),
+        ]
+    )
+    return _result(record, [])
 
 
 def _replace(record: ProfileRecord, **changes: Any) -> ProfileRecord:
