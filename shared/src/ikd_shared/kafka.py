@@ -76,6 +76,21 @@ async def send_event(producer: AIOKafkaProducer, topic: str, event: CloudEvent) 
     )
 
 
+async def send_events(producer: AIOKafkaProducer, events: Iterable[tuple[str, CloudEvent]]) -> None:
+    """Send (topic, CloudEvent) pairs in order, then wait for the broker to acknowledge all.
+
+    Each send only queues its record, so a batch travels in few requests; the idempotent
+    producer keeps the order per partition. Any failed acknowledgement fails the call.
+    """
+    futures = []
+    for topic, event in events:
+        record = to_kafka(event)
+        futures.append(
+            await producer.send(topic, value=record.value, key=record.key, headers=record.headers)
+        )
+    await asyncio.gather(*futures)
+
+
 def dead_letter_headers(
     reason: str, *, source_topic: str, partition: int, offset: int, service: str
 ) -> KafkaHeaders:

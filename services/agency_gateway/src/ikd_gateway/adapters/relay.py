@@ -26,7 +26,8 @@ from aiokafka import AIOKafkaProducer
 
 from ikd_shared.events import to_cloudevent
 from ikd_shared.events.access_v1 import AccessRecorded
-from ikd_shared.events.envelope import to_kafka
+from ikd_shared.events.envelope import CloudEvent
+from ikd_shared.kafka import send_events
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,7 @@ class AccessRelay:
             )
             if not rows:
                 return 0
-            futures = [await self._send(row) for row in rows]
-            await asyncio.gather(*futures)
+            await send_events(self.producer, ((self.topic, self._cloud_event(row)) for row in rows))
             await conn.execute(
                 "DELETE FROM access_outbox WHERE position = ANY($1::bigint[])",
                 [row["position"] for row in rows],
@@ -75,9 +75,9 @@ class AccessRelay:
         self.published += len(rows)
         return len(rows)
 
-    async def _send(self, row: Any) -> Any:
+    def _cloud_event(self, row: Any) -> CloudEvent:
         event = AccessRecorded.model_validate(row["payload"])
-        cloud_event = to_cloudevent(
+        return to_cloudevent(
             event,
             source=self.source,
             key=row["record_key"],
@@ -86,10 +86,6 @@ class AccessRelay:
             extensions={
                 name: row[name] for name in ("traceparent", "tracestate") if row[name] is not None
             },
-        )
-        record = to_kafka(cloud_event)
-        return await self.producer.send(
-            self.topic, value=record.value, key=record.key, headers=record.headers
         )
 
     async def backlog(self) -> int:

@@ -23,7 +23,8 @@ from aiokafka.errors import KafkaError
 
 from ikd_identity.adapters.postgres import NOTIFY_CHANNEL, OutboxRow, OutboxStore
 from ikd_identity.metrics import OUTBOX_PUBLISHED, RELAY_ACTIVE
-from ikd_shared.events.envelope import CloudEvent, to_kafka
+from ikd_shared.events.envelope import CloudEvent
+from ikd_shared.kafka import send_events
 
 log = logging.getLogger(__name__)
 
@@ -158,18 +159,9 @@ class OutboxRelay:
     ) -> None:
         if self._hooks.before_publish is not None:
             await self._hooks.before_publish(rows)
-        futures = []
-        for row in rows:
-            record = to_kafka(to_cloudevent(row))
-            futures.append(
-                await producer.send(
-                    f"{self._prefix}{row.topic}",
-                    value=record.value,
-                    key=record.key,
-                    headers=record.headers,
-                )
-            )
-        await asyncio.gather(*futures)
+        await send_events(
+            producer, ((f"{self._prefix}{row.topic}", to_cloudevent(row)) for row in rows)
+        )
         if self._hooks.after_publish is not None:
             await self._hooks.after_publish(rows)
         await store.mark_sent([row.position for row in rows])
