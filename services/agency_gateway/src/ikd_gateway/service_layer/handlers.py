@@ -165,12 +165,11 @@ async def _erase(uow: UnitOfWork, pseudonym: str, version: int | None) -> Stream
         if current is None or current.erased:
             await uow.consents.delete(pseudonym)
             return StreamResult(False, "nothing to erase")
-        version = current.version
-        applied = await uow.views.replace_same_version(erased(pseudonym, version))
+        applied = await uow.views.replace_same_version(erased(pseudonym, current.version))
     else:
         applied = await uow.views.upsert_newer(erased(pseudonym, version))
     await uow.webhooks.cancel_pending(pseudonym)
-    if version is None or applied:
+    if applied:
         await uow.consents.delete(pseudonym)
     return StreamResult(applied, "erased" if applied else "stale")
 
