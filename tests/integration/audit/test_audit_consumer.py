@@ -24,23 +24,18 @@ async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
     events = [access(citizens[i % 3]) for i in range(25)]
     producer = make_producer(kafka_bootstrap)
     await producer.start()
+    clouds = [
+        to_cloudevent(
+            event,
+            source="/ikd/gateway/bpjs-kesehatan",
+            key=event.pseudonym or "none",
+            event_id=str(event.access_id),
+        )
+        for event in events
+    ]
     try:
-        for event in events:
-            cloud = to_cloudevent(
-                event,
-                source="/ikd/gateway/bpjs-kesehatan",
-                key=event.pseudonym or "none",
-                event_id=str(event.access_id),
-            )
-            await send_event(producer, topic, cloud)
-        # Redelivery: the same events again (same CloudEvent ids).
-        for event in events[:5]:
-            cloud = to_cloudevent(
-                event,
-                source="/ikd/gateway/bpjs-kesehatan",
-                key=event.pseudonym or "none",
-                event_id=str(event.access_id),
-            )
+        # Then a redelivery: the first events again (same CloudEvent ids).
+        for cloud in clouds + clouds[:5]:
             await send_event(producer, topic, cloud)
         await producer.send_and_wait(topic, value=b"\x00garbage", key=b"k")
         await send_event(
