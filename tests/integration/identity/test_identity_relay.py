@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import pytest
 from identity_support import read_topic, wait_until
 
-from ikd_identity.adapters.postgres import OutboxRow
+from ikd_identity.adapters.postgres import NOTIFY_CHANNEL, OutboxRow
 from ikd_identity.bootstrap import build_relay
 from ikd_identity.domain import commands
 from ikd_identity.entrypoints.relay import OutboxRelay, RelayHooks
@@ -179,6 +179,28 @@ async def test_relay_from_settings_uses_notify(api, db, topic_prefix, kafka_boot
     finally:
         stop.set()
         await task
+
+
+async def test_the_relay_in_process_is_woken_without_notify(
+    api, db, topic_prefix, kafka_bootstrap
+) -> None:
+    relay = build_relay(api.settings.model_copy(update={"relay_poll_interval_s": 30.0}))
+    api.container.outbox_wakeup.relay = relay
+    notified: list[str] = []
+    await db.add_listener(NOTIFY_CHANNEL, lambda *args: notified.append(args[2]))
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        async with asyncio.timeout(10):
+            await relay.active.wait()
+        await _load(api, 2, seed=107)
+        # With a 30 s fallback poll and no NOTIFY, only the direct wake-up publishes in time.
+        await read_topic(kafka_bootstrap, PROFILE.full_name(topic_prefix), expect=2, timeout=10)
+        assert notified == []
+    finally:
+        stop.set()
+        await task
+        api.container.outbox_wakeup.relay = None
 
 
 async def test_death_ends_in_a_tombstone_on_the_topic(api, db, topic_prefix, kafka_bootstrap):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from ikd_identity.adapters.keys import thumbprint
-from ikd_identity.adapters.postgres import PgClients, PgUnitOfWork
+from ikd_identity.adapters.postgres import PgClients, PgUnitOfWork, notify_outbox
 from ikd_identity.adapters.secrets import Argon2Hasher
 from ikd_identity.config import IdentitySettings
 from ikd_identity.entrypoints.relay import OutboxRelay, RelayHooks
@@ -16,8 +17,33 @@ from ikd_shared.auth import TokenIssuer, TokenVerifier, load_ed25519_private_key
 from ikd_shared.credentials import CredentialVerifier
 from ikd_shared.db import create_pool
 from ikd_shared.kafka import make_producer
+from ikd_shared.token_cache import CachedTokenVerifier
 
 AUDIENCE = "ikd-identity"
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class OutboxWakeup:
+    """After a commit that added outbox rows: tell the relay, once per transaction.
+
+    The relay in this process (`serve`) is woken directly when it is the active one; otherwise
+    (relay elsewhere, or this one on standby) a NOTIFY reaches the active relay. Deliberately not
+    a trigger: a NOTIFY in the writing transaction takes PostgreSQL's global notify lock
+    through its commit, so concurrent verifications would commit one at a time.
+    """
+
+    pool: Any  # asyncpg.Pool
+    relay: OutboxRelay | None = None
+
+    async def __call__(self) -> None:
+        if self.relay is not None and self.relay.active.is_set():
+            self.relay.wake()
+            return
+        try:
+            await notify_outbox(self.pool)
+        except Exception as error:  # the write is committed; the relay's poll will find it
+            log.warning("outbox notify failed", extra={"error": repr(error)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +54,8 @@ class Container:
     clients: PgClients
     hasher: Argon2Hasher
     token_issuer: TokenIssuer
-    token_verifier: TokenVerifier
+    token_verifier: CachedTokenVerifier
+    outbox_wakeup: OutboxWakeup
 
     async def close(self) -> None:
         await self.pool.close()
@@ -54,11 +81,23 @@ def credential_verifier(settings: IdentitySettings) -> CredentialVerifier:
     )
 
 
+async def _keep_session(_: Any) -> None:
+    """Pool release without asyncpg's reset round trip (RESET ALL, UNLISTEN *, unlock all).
+
+    asyncpg still rolls back a transaction left open. Nothing on this pool changes session
+    state: no SET, LISTEN or advisory lock (the relay's lock and LISTEN are on its own
+    connection), so the reset query would cost a round trip per request for nothing.
+    """
+
+
 async def bootstrap(settings: IdentitySettings) -> Container:
-    pool = await create_pool(settings.app_dsn, min_size=1, max_size=settings.db_pool_max)
+    pool = await create_pool(
+        settings.app_dsn, min_size=1, max_size=settings.db_pool_max, reset=_keep_session
+    )
     issuer = token_issuer(settings)
+    wakeup = OutboxWakeup(pool)
     deps = Deps(
-        uow=lambda: PgUnitOfWork(pool),
+        uow=lambda: PgUnitOfWork(pool, on_outbox=wakeup),
         verifier=credential_verifier(settings),
         pseudonym_key=settings.pseudonym_key.get_secret_value().encode(),
         credential_max_age=dt.timedelta(seconds=settings.credential_max_age_s),
@@ -70,9 +109,10 @@ async def bootstrap(settings: IdentitySettings) -> Container:
         clients=PgClients(pool),
         hasher=Argon2Hasher(),
         token_issuer=issuer,
-        token_verifier=TokenVerifier(
-            issuer.jwks(), issuer=settings.token_issuer, audience=AUDIENCE
+        token_verifier=CachedTokenVerifier(
+            TokenVerifier(issuer.jwks(), issuer=settings.token_issuer, audience=AUDIENCE)
         ),
+        outbox_wakeup=wakeup,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -20,6 +20,8 @@ from ikd_shared.events.consent_v1 import Consent
 from ikd_shared.events.profile_v1 import CitizenProfile
 
 NOTIFY_CHANNEL = "ikd_identity_outbox"
+# Called after a commit that added outbox rows (wakes the relay); see bootstrap.OutboxWakeup.
+OutboxWritten = Callable[[], Awaitable[None]]
 # One active relay per outbox: a session-level advisory lock (locks are per database).
 RELAY_LOCK_KEY = 0x1CD0_0B0C
 
@@ -184,10 +186,12 @@ class PgConsents:
 class PgOutbox:
     def __init__(self, connection: asyncpg.Connection) -> None:
         self._db = connection
+        self.added = False
 
     async def add(self, messages: Sequence[OutboxMessage]) -> None:
         if not messages:
             return
+        self.added = True
         # The W3C trace context of the request that caused the events: the relay puts it on
         # each record as the CloudEvents distributed-tracing extension (ce_traceparent).
         trace = observability.current_trace()
@@ -239,10 +243,12 @@ class PgUnitOfWork:
     consents: Consents
     outbox: Outbox
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, on_outbox: OutboxWritten | None = None) -> None:
         self._pool = pool
+        self._on_outbox = on_outbox
         self._connection: Any = None
         self._transaction: Any = None
+        self._outbox: PgOutbox | None = None
 
     async def __aenter__(self) -> Self:
         self._connection = await self._pool.acquire()
@@ -255,7 +261,7 @@ class PgUnitOfWork:
         self.profiles = PgProfiles(self._connection)
         self.credentials = PgSeenCredentials(self._connection)
         self.consents = PgConsents(self._connection)
-        self.outbox = PgOutbox(self._connection)
+        self.outbox = self._outbox = PgOutbox(self._connection)
         return self
 
     async def __aexit__(
@@ -271,6 +277,8 @@ class PgUnitOfWork:
                 await self._transaction.rollback()
         finally:
             await self._pool.release(self._connection)
+        if exc_type is None and self._on_outbox is not None and self._outbox and self._outbox.added:
+            await self._on_outbox()
 
 
 class PgClients:
@@ -357,6 +365,11 @@ class OutboxStore:
     async def backlog(self) -> int:
         count: int = await self._db.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
         return count
+
+
+async def notify_outbox(pool: asyncpg.Pool) -> None:
+    """Wake a relay in another process (it LISTENs on NOTIFY_CHANNEL)."""
+    await pool.execute(f"NOTIFY {NOTIFY_CHANNEL}")
 
 
 async def outbox_backlog(pool: asyncpg.Pool) -> int:

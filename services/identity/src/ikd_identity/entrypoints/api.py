@@ -35,7 +35,8 @@ _AGENCY = re.compile(CODE_PATTERN.strip("^$"))
 _bearer = HTTPBearer(auto_error=False, description="an access token from POST /oauth/token")
 
 
-def get_container(request: Request) -> Container:
+async def get_container(request: Request) -> Container:
+    # async: FastAPI would run a plain `def` dependency in its thread pool, on every request
     return get_container_of(request.app)
 
 
@@ -140,7 +141,8 @@ def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> 
         stop = asyncio.Event()
         relay_task = None
         if relay_on:
-            relay_task = asyncio.create_task(build_relay(settings).supervise(stop))
+            relay = container.outbox_wakeup.relay = build_relay(settings)
+            relay_task = asyncio.create_task(relay.supervise(stop))
         try:
             yield
         finally:

@@ -2,7 +2,8 @@
 
 At most one relay is active per outbox (a session-level advisory lock on a dedicated
 connection); others wait as standbys and take over when the active one's connection ends.
-The active relay wakes on LISTEN/NOTIFY and polls as a fallback, publishes a batch with the
+The active relay wakes when the process it runs in committed outbox rows (`wake`), on
+LISTEN/NOTIFY from other processes, and polls as a fallback; publishes a batch with the
 idempotent producer (acks=all), waits for every acknowledgement, then marks the batch sent.
 A crash between the acknowledgement and the mark republishes the batch with the same event
 ids (at least once; consumers drop duplicates by id).
@@ -78,6 +79,11 @@ class OutboxRelay:
         self.name = name
         self.active = asyncio.Event()
         self.published = 0
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """New outbox rows were committed (by this process): publish without waiting."""
+        self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop` is set; survives database and broker outages."""
@@ -125,7 +131,7 @@ class OutboxRelay:
     async def _lead(
         self, connection: asyncpg.Connection, store: OutboxStore, stop: asyncio.Event
     ) -> None:
-        wake = asyncio.Event()
+        wake = self._wake
 
         def on_notify(*_: Any) -> None:
             wake.set()
