@@ -50,6 +50,18 @@ class GatewaySettings(ServiceSettings):
         le=300,
         description="Kafka consumer session timeout: how soon a crashed worker's partitions move",
     )
+    stream_batch_size: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        description="most records of one topic the worker applies in one transaction",
+    )
+    stream_batch_seconds: float = Field(
+        default=0.05,
+        gt=0,
+        le=5,
+        description="how long the worker waits to fill a batch before applying what it has",
+    )
     relay_interval_seconds: float = Field(default=0.2, gt=0, le=60)
     retention_check_seconds: float = Field(default=60.0, gt=0)
     webhook_max_attempts: int = Field(default=8, ge=1, le=30)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -20,10 +20,35 @@ from ikd_gateway.service_layer.unit_of_work import (
 from ikd_shared import observability
 from ikd_shared.events.access_v1 import AccessRecorded
 from ikd_shared.events.consent_v1 import Consent
+from ikd_shared.observability import TraceContext
 
 _SELECT_VIEW = """SELECT pseudonym, version, data, expires, next_expiry, verified_at, erased,
     source_partition, source_offset FROM citizen_view WHERE pseudonym = $1"""
 _SELECT_VIEW_FOR_UPDATE = _SELECT_VIEW + " FOR UPDATE"
+_SELECT_VIEWS = """SELECT pseudonym, version, data, expires, next_expiry, verified_at, erased,
+    source_partition, source_offset FROM citizen_view WHERE pseudonym = ANY($1::text[])"""
+_UPSERT_NEWER = """INSERT INTO citizen_view (pseudonym, version, data, expires, next_expiry,
+      verified_at, erased, source_partition, source_offset)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    ON CONFLICT (pseudonym) DO UPDATE SET
+      version = EXCLUDED.version, data = EXCLUDED.data, expires = EXCLUDED.expires,
+      next_expiry = EXCLUDED.next_expiry, verified_at = EXCLUDED.verified_at,
+      erased = EXCLUDED.erased, source_partition = EXCLUDED.source_partition,
+      source_offset = EXCLUDED.source_offset, updated_at = now()
+    WHERE citizen_view.version < EXCLUDED.version"""
+_REPLACE_SAME_VERSION = """UPDATE citizen_view SET data = $3, expires = $4, next_expiry = $5,
+     verified_at = $6, erased = $7, source_partition = $8, source_offset = $9,
+     updated_at = now()
+   WHERE pseudonym = $1 AND version = $2"""
+_REPLACE_NEWER_CONSENTS = """INSERT INTO citizen_consents (pseudonym, consents_version, consents)
+   VALUES ($1, $2, $3)
+   ON CONFLICT (pseudonym) DO UPDATE SET consents_version = EXCLUDED.consents_version,
+     consents = EXCLUDED.consents, updated_at = now()
+   WHERE citizen_consents.consents_version < EXCLUDED.consents_version"""
+_INSERT_OUTBOX = """INSERT INTO access_outbox (access_id, record_key, payload, traceparent,
+    tracestate) VALUES ($1, $2, $3, $4, $5)"""
+_INSERT_MESSAGE = """INSERT INTO webhook_messages (id, endpoint_id, pseudonym, version, event_type,
+   changed_fields) VALUES ($1, $2, $3, $4, $5, $6)"""
 
 
 def _view_args(view: CitizenView) -> tuple[Any, ...]:
@@ -66,30 +91,27 @@ class PgViews(uow_types.ViewRepository):
         return _view_from(row) if row else None
 
     async def upsert_newer(self, view: CitizenView) -> bool:
-        row = await self.conn.fetchrow(
-            """INSERT INTO citizen_view (pseudonym, version, data, expires, next_expiry,
-                  verified_at, erased, source_partition, source_offset)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                ON CONFLICT (pseudonym) DO UPDATE SET
-                  version = EXCLUDED.version, data = EXCLUDED.data, expires = EXCLUDED.expires,
-                  next_expiry = EXCLUDED.next_expiry, verified_at = EXCLUDED.verified_at,
-                  erased = EXCLUDED.erased, source_partition = EXCLUDED.source_partition,
-                  source_offset = EXCLUDED.source_offset, updated_at = now()
-                WHERE citizen_view.version < EXCLUDED.version
-                RETURNING version""",
-            *_view_args(view),
-        )
+        row = await self.conn.fetchrow(_UPSERT_NEWER + " RETURNING version", *_view_args(view))
         return row is not None
 
     async def replace_same_version(self, view: CitizenView) -> bool:
-        status = await self.conn.execute(
-            """UPDATE citizen_view SET data = $3, expires = $4, next_expiry = $5,
-                 verified_at = $6, erased = $7, source_partition = $8, source_offset = $9,
-                 updated_at = now()
-               WHERE pseudonym = $1 AND version = $2""",
-            *_view_args(view),
-        )
+        status = await self.conn.execute(_REPLACE_SAME_VERSION, *_view_args(view))
         return bool(status == "UPDATE 1")
+
+    async def get_many(
+        self, pseudonyms: Iterable[str], *, for_update: bool = False
+    ) -> dict[str, CitizenView]:
+        query = _SELECT_VIEWS + (" ORDER BY pseudonym FOR UPDATE" if for_update else "")
+        rows = await self.conn.fetch(query, list(pseudonyms))
+        return {row["pseudonym"]: _view_from(row) for row in rows}
+
+    async def upsert_newer_many(self, views: Sequence[CitizenView]) -> None:
+        if views:
+            await self.conn.executemany(_UPSERT_NEWER, [_view_args(view) for view in views])
+
+    async def replace_same_version_many(self, views: Sequence[CitizenView]) -> None:
+        if views:
+            await self.conn.executemany(_REPLACE_SAME_VERSION, [_view_args(view) for view in views])
 
     async def due_for_expiry(self, now: dt.datetime, limit: int) -> Sequence[CitizenView]:
         rows = await self.conn.fetch(
@@ -118,20 +140,47 @@ class PgConsents(uow_types.ConsentRepository):
 
     async def replace_newer(self, consents: ConsentSet) -> bool:
         row = await self.conn.fetchrow(
-            """INSERT INTO citizen_consents (pseudonym, consents_version, consents)
-               VALUES ($1, $2, $3)
-               ON CONFLICT (pseudonym) DO UPDATE SET consents_version = EXCLUDED.consents_version,
-                 consents = EXCLUDED.consents, updated_at = now()
-               WHERE citizen_consents.consents_version < EXCLUDED.consents_version
-               RETURNING consents_version""",
-            consents.pseudonym,
-            consents.version,
-            [c.model_dump(mode="json") for c in consents.consents],
+            _REPLACE_NEWER_CONSENTS + " RETURNING consents_version", *_consent_args(consents)
         )
         return row is not None
 
     async def delete(self, pseudonym: str) -> None:
         await self.conn.execute("DELETE FROM citizen_consents WHERE pseudonym = $1", pseudonym)
+
+    async def get_many(self, pseudonyms: Iterable[str]) -> dict[str, ConsentSet]:
+        rows = await self.conn.fetch(
+            """SELECT pseudonym, consents_version, consents FROM citizen_consents
+               WHERE pseudonym = ANY($1::text[])""",
+            list(pseudonyms),
+        )
+        return {
+            row["pseudonym"]: ConsentSet(
+                row["pseudonym"],
+                row["consents_version"],
+                tuple(Consent.model_validate(c) for c in row["consents"]),
+            )
+            for row in rows
+        }
+
+    async def replace_newer_many(self, sets: Sequence[ConsentSet]) -> None:
+        if sets:
+            await self.conn.executemany(
+                _REPLACE_NEWER_CONSENTS, [_consent_args(consents) for consents in sets]
+            )
+
+    async def delete_many(self, pseudonyms: Sequence[str]) -> None:
+        if pseudonyms:
+            await self.conn.execute(
+                "DELETE FROM citizen_consents WHERE pseudonym = ANY($1::text[])", list(pseudonyms)
+            )
+
+
+def _consent_args(consents: ConsentSet) -> tuple[Any, ...]:
+    return (
+        consents.pseudonym,
+        consents.version,
+        [c.model_dump(mode="json") for c in consents.consents],
+    )
 
 
 class PgProcessed(uow_types.ProcessedEvents):
@@ -147,6 +196,18 @@ class PgProcessed(uow_types.ProcessedEvents):
         )
         return bool(status == "INSERT 0 1")
 
+    async def add_many(self, consumer: str, event_ids: Sequence[str]) -> set[str]:
+        if not event_ids:
+            return set()
+        rows = await self.conn.fetch(
+            """INSERT INTO processed_events (consumer, event_id)
+               SELECT $1, event_id FROM unnest($2::text[]) AS event_id
+               ON CONFLICT DO NOTHING RETURNING event_id""",
+            consumer,
+            list(dict.fromkeys(event_ids)),
+        )
+        return {row["event_id"] for row in rows}
+
 
 class PgOutbox(uow_types.AccessOutbox):
     def __init__(self, conn: asyncpg.Connection) -> None:
@@ -155,16 +216,23 @@ class PgOutbox(uow_types.AccessOutbox):
     async def add(self, event: AccessRecorded) -> None:
         # The current W3C trace context (a consumed record's or a request's) rides along and
         # the relay sends it as ce_traceparent.
-        trace = observability.current_trace()
-        await self.conn.execute(
-            "INSERT INTO access_outbox (access_id, record_key, payload, traceparent, tracestate) "
-            "VALUES ($1, $2, $3, $4, $5)",
-            event.access_id,
-            event.pseudonym or f"agency:{event.agency}",
-            event.model_dump(mode="json"),
-            trace.traceparent if trace is not None else None,
-            trace.tracestate if trace is not None else None,
-        )
+        await self.conn.execute(_INSERT_OUTBOX, *_outbox_args(event, observability.current_trace()))
+
+    async def add_many(self, events: Sequence[tuple[AccessRecorded, TraceContext | None]]) -> None:
+        if events:
+            await self.conn.executemany(
+                _INSERT_OUTBOX, [_outbox_args(event, trace) for event, trace in events]
+            )
+
+
+def _outbox_args(event: AccessRecorded, trace: TraceContext | None) -> tuple[Any, ...]:
+    return (
+        event.access_id,
+        event.pseudonym or f"agency:{event.agency}",
+        event.model_dump(mode="json"),
+        trace.traceparent if trace is not None else None,
+        trace.tracestate if trace is not None else None,
+    )
 
 
 def _endpoint_from(row: asyncpg.Record | Mapping[str, Any]) -> Endpoint:
@@ -234,16 +302,11 @@ class PgWebhooks(uow_types.WebhookRepository):
         )
 
     async def enqueue(self, message: WebhookMessage) -> None:
-        await self.conn.execute(
-            """INSERT INTO webhook_messages (id, endpoint_id, pseudonym, version, event_type,
-               changed_fields) VALUES ($1, $2, $3, $4, $5, $6)""",
-            message.id,
-            message.endpoint_id,
-            message.pseudonym,
-            message.version,
-            message.event_type,
-            list(message.changed_fields),
-        )
+        await self.conn.execute(_INSERT_MESSAGE, *_message_args(message))
+
+    async def enqueue_many(self, messages: Sequence[WebhookMessage]) -> None:
+        if messages:
+            await self.conn.executemany(_INSERT_MESSAGE, [_message_args(m) for m in messages])
 
     async def claim_due(
         self, now: dt.datetime, limit: int, lease: dt.timedelta
@@ -303,6 +366,27 @@ class PgWebhooks(uow_types.WebhookRepository):
         )
         return int(status.split()[-1])
 
+    async def cancel_pending_many(self, pseudonyms: Sequence[str]) -> int:
+        if not pseudonyms:
+            return 0
+        status = await self.conn.execute(
+            """UPDATE webhook_messages SET status = 'cancelled', updated_at = now()
+               WHERE pseudonym = ANY($1::text[]) AND status = 'pending'""",
+            list(pseudonyms),
+        )
+        return int(status.split()[-1])
+
+
+def _message_args(message: WebhookMessage) -> tuple[Any, ...]:
+    return (
+        message.id,
+        message.endpoint_id,
+        message.pseudonym,
+        message.version,
+        message.event_type,
+        list(message.changed_fields),
+    )
+
 
 class PgUnitOfWork(UnitOfWork):
     """One pooled connection and one transaction for the length of an `async with` block."""
@@ -333,6 +417,16 @@ class PgUnitOfWork(UnitOfWork):
 
     async def lock_citizen(self, pseudonym: str) -> None:
         await self._conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", pseudonym)
+
+    async def lock_citizens(self, pseudonyms: Iterable[str]) -> None:
+        # One statement, the locks taken in the order of their keys: two transactions locking
+        # overlapping sets cannot each hold a lock the other waits for.
+        await self._conn.execute(
+            """SELECT pg_advisory_xact_lock(key) FROM (
+                 SELECT DISTINCT hashtextextended(pseudonym, 0) AS key
+                 FROM unnest($1::text[]) AS pseudonym ORDER BY key) AS keys""",
+            list(set(pseudonyms)),
+        )
 
     async def commit(self) -> None:
         if self._tx is not None:

@@ -13,9 +13,9 @@ retention sweep.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import asyncpg
@@ -99,18 +99,6 @@ def read_consent_record(
     return handlers.ConsentRecord(event.id, event.key, payload)
 
 
-@contextlib.contextmanager
-def traced(headers: Headers) -> Iterator[str | None]:
-    """Process a record in a child span of its W3C trace context (ce_traceparent), if any.
-
-    Log lines carry its trace id, and the access events the record causes carry the child's
-    traceparent (same trace id, a new parent id). Yields the record's own traceparent.
-    """
-    incoming = observability.from_kafka_headers(headers)
-    with observability.bound(trace_context=incoming.child() if incoming else None):
-        yield incoming.traceparent if incoming and log.isEnabledFor(logging.DEBUG) else None
-
-
 class StreamProcessor:
     """What the agents do with each record; independent of faust so it can be reused."""
 
@@ -175,14 +163,7 @@ class StreamProcessor:
         value: bytes | None,
         headers: Headers,
     ) -> None:
-        await self._process(
-            "profile",
-            (topic, partition, offset, key, value, headers),
-            read=lambda: read_profile_record(
-                key, value, headers, SourcePosition(partition, offset)
-            ),
-            apply=handlers.apply_profile,
-        )
+        await self.on_profiles([(topic, partition, offset, key, value, headers)])
 
     async def on_consent(
         self,
@@ -193,52 +174,64 @@ class StreamProcessor:
         value: bytes | None,
         headers: Headers,
     ) -> None:
-        async def refetch(record: handlers.ConsentRecord, result: handlers.StreamResult) -> None:
+        await self.on_consents([(topic, partition, offset, key, value, headers)])
+
+    async def on_profiles(self, messages: Sequence[RawRecord]) -> None:
+        """Apply a batch of profile records in one transaction (poison records go aside)."""
+
+        def read(message: RawRecord) -> handlers.ProfileRecord:
+            _, partition, offset, key, value, headers = message
+            record = read_profile_record(key, value, headers, SourcePosition(partition, offset))
+            incoming = observability.from_kafka_headers(headers)
+            return replace(record, trace=incoming.child() if incoming else None)
+
+        await self._process_batch("profile", messages, read, handlers.apply_profiles)
+
+    async def on_consents(self, messages: Sequence[RawRecord]) -> None:
+        """Apply a batch of consent records in one transaction, then re-project where a
+        consent granted fields the row lacks."""
+        records, results = await self._process_batch(
+            "consent",
+            messages,
+            lambda m: read_consent_record(m[3], m[4], m[5]),
+            handlers.apply_consent_batch,
+        )
+        for record, result in zip(records, results, strict=True):
             if result.refetch is not None:
                 await self.refetch(record.pseudonym, result.refetch)
 
-        await self._process(
-            "consent",
-            (topic, partition, offset, key, value, headers),
-            read=lambda: read_consent_record(key, value, headers),
-            apply=handlers.apply_consents,
-            then=refetch,
-        )
-
-    async def _process(
+    async def _process_batch(
         self,
         kind: str,
-        message: RawRecord,
-        *,
-        read: Callable[[], R],
-        apply: Callable[[UnitOfWork, GatewayContext, R], Awaitable[handlers.StreamResult]],
-        then: Callable[[R, handlers.StreamResult], Awaitable[None]] | None = None,
-    ) -> None:
-        """Decode one record and apply it within its trace; a poison record is dead-lettered."""
-        topic, partition, offset, key, value, headers = message
+        messages: Sequence[RawRecord],
+        read: Callable[[RawRecord], R],
+        apply: Callable[
+            [UnitOfWork, GatewayContext, Sequence[R]], Awaitable[list[handlers.StreamResult]]
+        ],
+    ) -> tuple[list[R], list[handlers.StreamResult]]:
+        """Decode the records, dead-letter the poison ones, apply the rest in one transaction.
+
+        A database outage is retried until the whole batch is applied (never skipped); the
+        transaction is idempotent, so a retry after an unknown commit outcome changes nothing.
+        """
         await self.ready()
-        with traced(headers) as traceparent:
+        records: list[R] = []
+        for message in messages:
             try:
-                record = read()
+                records.append(read(message))
             except PoisonRecord as poison:
-                await self.dead_letter(str(poison), topic, partition, offset, key, value, headers)
-                return
-            uow_factory = self.gateway.uow_factory()
-            result = await self.retry_transient(
-                f"{kind} write", lambda: apply(uow_factory(), self.gateway.ctx, record)
-            )
-            log.debug(
-                "%s record %s[%d]@%d: %s",
-                kind,
-                topic,
-                partition,
-                offset,
-                result.reason,
-                extra={"event_id": record.event_id, "traceparent": traceparent},
-            )
-            if then is not None:
-                await then(record, result)
+                await self.dead_letter(str(poison), *message)
+        if not records:
+            return [], []
+        uow_factory = self.gateway.uow_factory()
+        results = await self.retry_transient(
+            f"{kind} batch", lambda: apply(uow_factory(), self.gateway.ctx, records)
+        )
+        if log.isEnabledFor(logging.DEBUG):
+            for record, result in zip(records, results, strict=True):
+                log.debug("%s record: %s", kind, result.reason, extra={"event_id": record.event_id})
         self._wake_relay()
+        return records, results
 
     async def refetch(self, pseudonym: str, source: SourcePosition) -> None:
         """Re-read the stored profile version from the topic and re-project it.
@@ -338,15 +331,19 @@ def create_worker_app(gateway: Gateway) -> tuple[faust.App, StreamProcessor]:
             list(headers),
         )
 
+    # Batches: `take_events` acks a batch's events (so their offsets may be committed) only
+    # when the agent body asks for the next batch, i.e. after the batch's transaction committed.
+    batch_size, batch_seconds = settings.stream_batch_size, settings.stream_batch_seconds
+
     @app.agent(profile_topic, name="profiles")
     async def profiles(stream: Any) -> None:
-        async for event in stream.events():
-            await processor.on_profile(*unpack(event))
+        async for events in stream.take_events(batch_size, within=batch_seconds):
+            await processor.on_profiles([unpack(event) for event in events])
 
     @app.agent(consent_topic, name="consents")
     async def consents(stream: Any) -> None:
-        async for event in stream.events():
-            await processor.on_consent(*unpack(event))
+        async for events in stream.take_events(batch_size, within=batch_seconds):
+            await processor.on_consents([unpack(event) for event in events])
 
     @app.task  # type: ignore[untyped-decorator]
     async def relay() -> None:

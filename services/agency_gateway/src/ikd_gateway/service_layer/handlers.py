@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,7 @@ from ikd_gateway.domain.model import (
     service_grant,
 )
 from ikd_gateway.domain.policy import AgencyPolicy, ServicePolicy
-from ikd_gateway.service_layer.unit_of_work import UnitOfWork, WebhookMessage
+from ikd_gateway.service_layer.unit_of_work import Endpoint, UnitOfWork, WebhookMessage
 from ikd_shared.events.access_v1 import AccessRecorded, Channel, Outcome
 from ikd_shared.events.consent_v1 import ConsentEvent
 from ikd_shared.events.profile_v1 import (
@@ -40,6 +40,7 @@ from ikd_shared.events.profile_v1 import (
 )
 from ikd_shared.nik import InvalidNik as NikRejected
 from ikd_shared.nik import parse_nik
+from ikd_shared.observability import TraceContext
 from ikd_shared.pseudonym import is_pseudonym, pseudonymize
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ class ProfileRecord:
     pseudonym: str
     event: ProfileEvent | None
     source: SourcePosition | None = None
+    trace: TraceContext | None = field(default=None, compare=False, repr=False)
+    """The record's trace context (a child span); the access event it causes carries it."""
 
 
 @dataclass(frozen=True)
@@ -97,21 +100,180 @@ async def apply_profile(
     `reapply` re-projects a version the row already has (after a consent grant), so it skips
     the idempotency record and replaces the row only if it still has that version.
     """
+    if not reapply:
+        return (await apply_profiles(uow, ctx, [record]))[0]
     async with uow:
         await uow.lock_citizen(record.pseudonym)
-        if not reapply and not await uow.processed.add(ctx.consumer, record.event_id):
-            return StreamResult(False, "duplicate")
         event = record.event
-        if event is None:
-            result = await _erase(uow, record.pseudonym, None)
-        elif isinstance(event, CitizenDied | CredentialRevoked):
-            result = await _erase(uow, record.pseudonym, event.version)
-        elif isinstance(event, ProfileVerified | ProfileUpdated):
-            result = await _store(uow, ctx, record, event, reapply=reapply)
-        else:  # pragma: no cover - decode() only yields the models above
+        if isinstance(event, ProfileVerified | ProfileUpdated):
+            result = await _store(uow, ctx, record, event, reapply=True)
+        else:
             result = StreamResult(False, "ignored")
         await uow.commit()
         return result
+
+
+async def apply_profiles(
+    uow: UnitOfWork, ctx: GatewayContext, records: Sequence[ProfileRecord]
+) -> list[StreamResult]:
+    """Apply a batch of profile records in one transaction; one result per record.
+
+    The outcome is the one of applying the records one after the other: the citizens' locks
+    are taken for the whole batch, every new event id is recorded, and each citizen's records
+    are folded in order over its row (versions guard, erasures purge, stale events change
+    nothing); then only the final row per citizen is written, audited and announced.
+    """
+    results: list[StreamResult] = [StreamResult(False, "duplicate")] * len(records)
+    async with uow:
+        await uow.lock_citizens(r.pseudonym for r in records)
+        fresh = await uow.processed.add_many(ctx.consumer, [r.event_id for r in records])
+        by_citizen: dict[str, list[int]] = {}
+        for index, record in enumerate(records):
+            if record.event_id in fresh:
+                fresh.discard(record.event_id)  # a second copy in the batch is a duplicate
+                by_citizen.setdefault(record.pseudonym, []).append(index)
+        if by_citizen:
+            await _apply_folded(uow, ctx, records, by_citizen, results)
+        await uow.commit()
+    return results
+
+
+@dataclass
+class _Fold:
+    """One citizen's row while its records of a batch are applied in memory, in order."""
+
+    row: CitizenView | None
+    consents: tuple[Any, ...]
+    baseline: dict[str, Any]
+    """The data the pending webhook messages are relative to (the row before the batch, or
+    the row when its messages were last cancelled)."""
+    stored: tuple[ProfileRecord, ProfileVerified | ProfileUpdated] | None = None
+    """The record whose projection the row now is, if it was written in this batch."""
+    announce: bool = False
+    """Whether the stored projection's webhook messages still stand (not cancelled since)."""
+    cancel: bool = False
+    delete_consents: bool = False
+
+
+async def _apply_folded(
+    uow: UnitOfWork,
+    ctx: GatewayContext,
+    records: Sequence[ProfileRecord],
+    by_citizen: dict[str, list[int]],
+    results: list[StreamResult],
+) -> None:
+    now = ctx.clock()
+    citizens = sorted(by_citizen)
+    rows = await uow.views.get_many(citizens, for_update=True)
+    consent_sets = await uow.consents.get_many(citizens)
+    newer: list[CitizenView] = []
+    same_version: list[CitizenView] = []
+    cancel: list[str] = []
+    delete_consents: list[str] = []
+    stored: list[tuple[_Fold, ProfileRecord, ProfileVerified | ProfileUpdated]] = []
+    for pseudonym in citizens:
+        before = rows.get(pseudonym)
+        consent_set = consent_sets.get(pseudonym)
+        fold = _Fold(
+            row=before,
+            consents=consent_set.consents if consent_set else (),
+            baseline=dict(before.data) if before and not before.erased else {},
+        )
+        for index in by_citizen[pseudonym]:
+            results[index] = _fold_record(ctx, fold, records[index], now)
+        if fold.cancel:
+            cancel.append(pseudonym)
+        if fold.delete_consents:
+            delete_consents.append(pseudonym)
+        row = fold.row
+        if row is not None and row is not before:
+            if before is None or row.version > before.version:
+                newer.append(row)
+            else:
+                same_version.append(row)
+        if fold.stored is not None:
+            stored.append((fold, *fold.stored))
+    await uow.views.upsert_newer_many(newer)
+    await uow.views.replace_same_version_many(same_version)
+    await uow.webhooks.cancel_pending_many(cancel)
+    await uow.consents.delete_many(delete_consents)
+    access: list[tuple[AccessRecorded, TraceContext | None]] = []
+    messages: list[WebhookMessage] = []
+    endpoints: Sequence[Endpoint] | None = None
+    for fold, record, event in stored:
+        view = fold.row
+        assert view is not None
+        if view.data:
+            access.append(
+                (
+                    ctx.access(
+                        pseudonym=record.pseudonym,
+                        fields=sorted(view.data),
+                        channel=Channel.VIEW,
+                        outcome=Outcome.SERVED,
+                        correlation_id=record.event_id[:64],
+                    ),
+                    record.trace,
+                )
+            )
+        changed = {name for name, value in view.data.items() if fold.baseline.get(name) != value}
+        if changed and fold.announce:
+            if endpoints is None:
+                endpoints = await uow.webhooks.endpoints(enabled_only=True)
+            messages += _webhook_messages(
+                ctx, endpoints, view, fold.consents, changed, type(event).event_type, now
+            )
+    await uow.outbox.add_many(access)
+    await uow.webhooks.enqueue_many(messages)
+
+
+def _fold_record(
+    ctx: GatewayContext, fold: _Fold, record: ProfileRecord, now: dt.datetime
+) -> StreamResult:
+    """Apply one record to the citizen's row in memory, as `apply_profile` did in SQL."""
+    event = record.event
+    current = fold.row
+    if event is None:  # a tombstone: erase whatever version is there
+        if current is None or current.erased:
+            fold.delete_consents = True
+            fold.consents = ()
+            return StreamResult(False, "nothing to erase")
+        return _fold_erase(fold, erased(record.pseudonym, current.version))
+    if isinstance(event, CitizenDied | CredentialRevoked):
+        if current is not None and current.version >= event.version:
+            fold.cancel = True  # a stale death still cancels the pending messages
+            fold.announce = False
+            fold.baseline = dict(current.data) if not current.erased else {}
+            return StreamResult(False, "stale")
+        return _fold_erase(fold, erased(record.pseudonym, event.version))
+    if isinstance(event, ProfileVerified | ProfileUpdated):
+        if current is not None and current.version >= event.version:
+            return StreamResult(False, "stale")
+        fold.row = project_profile(
+            agency=ctx.agency,
+            pseudonym=record.pseudonym,
+            version=event.version,
+            profile=event.profile,
+            verified_at=event.verified_at,
+            consents=fold.consents,
+            now=now,
+            source=record.source,
+        )
+        fold.stored = (record, event)
+        fold.announce = True
+        return StreamResult(True, "stored", view=fold.row)
+    return StreamResult(False, "ignored")  # pragma: no cover - decode() yields only the above
+
+
+def _fold_erase(fold: _Fold, view: CitizenView) -> StreamResult:
+    fold.row = view
+    fold.stored = None
+    fold.announce = False
+    fold.cancel = True
+    fold.baseline = {}
+    fold.delete_consents = True
+    fold.consents = ()
+    return StreamResult(True, "erased")
 
 
 async def _store(
@@ -155,42 +317,31 @@ async def _store(
     before = dict(previous.data) if previous and not previous.erased else {}
     changed = {name for name, value in view.data.items() if before.get(name) != value}
     if changed:
-        await _enqueue_webhooks(uow, ctx, view, consents, changed, type(event).event_type, now)
+        endpoints = await uow.webhooks.endpoints(enabled_only=True)
+        await uow.webhooks.enqueue_many(
+            _webhook_messages(ctx, endpoints, view, consents, changed, type(event).event_type, now)
+        )
     return StreamResult(True, "stored", view=view)
 
 
-async def _erase(uow: UnitOfWork, pseudonym: str, version: int | None) -> StreamResult:
-    current = await uow.views.get(pseudonym, for_update=True)
-    if version is None:  # a tombstone: erase whatever version is there
-        if current is None or current.erased:
-            await uow.consents.delete(pseudonym)
-            return StreamResult(False, "nothing to erase")
-        applied = await uow.views.replace_same_version(erased(pseudonym, current.version))
-    else:
-        applied = await uow.views.upsert_newer(erased(pseudonym, version))
-    await uow.webhooks.cancel_pending(pseudonym)
-    if applied:
-        await uow.consents.delete(pseudonym)
-    return StreamResult(applied, "erased" if applied else "stale")
-
-
-async def _enqueue_webhooks(
-    uow: UnitOfWork,
+def _webhook_messages(
     ctx: GatewayContext,
+    endpoints: Sequence[Endpoint],
     view: CitizenView,
     consents: tuple[Any, ...],
     changed: set[str],
     event_type: str,
     now: dt.datetime,
-) -> None:
-    for endpoint in await uow.webhooks.endpoints(enabled_only=True):
+) -> list[WebhookMessage]:
+    messages = []
+    for endpoint in endpoints:
         service = ctx.agency.service(endpoint.service)
         if service is None:
             continue
         visible = answer_fields(service, consents, view, now)
         if not visible or not changed & set(visible):
             continue
-        await uow.webhooks.enqueue(
+        messages.append(
             WebhookMessage(
                 id=uuid.uuid4(),
                 endpoint_id=endpoint.id,
@@ -200,6 +351,7 @@ async def _enqueue_webhooks(
                 changed_fields=tuple(sorted(changed & set(visible))),
             )
         )
+    return messages
 
 
 @dataclass(frozen=True)
@@ -213,27 +365,64 @@ async def apply_consents(
     uow: UnitOfWork, ctx: GatewayContext, record: ConsentRecord
 ) -> StreamResult:
     """Replace the citizen's consent set (if newer) and bring the row in line with it."""
+    return (await apply_consent_batch(uow, ctx, [record]))[0]
+
+
+async def apply_consent_batch(
+    uow: UnitOfWork, ctx: GatewayContext, records: Sequence[ConsentRecord]
+) -> list[StreamResult]:
+    """Apply a batch of consent records in one transaction; one result per record.
+
+    Each event carries the citizen's whole active set, so per citizen the newest set of the
+    batch wins if it is newer than the stored one; the row is restricted to it once, and a
+    `refetch` is returned when the set grants fields the row lacks.
+    """
+    results: list[StreamResult] = [StreamResult(False, "duplicate")] * len(records)
     async with uow:
-        await uow.lock_citizen(record.pseudonym)
-        if not await uow.processed.add(ctx.consumer, record.event_id):
-            return StreamResult(False, "duplicate")
-        event = record.event
-        mine = consents_for_agency(event.active_consents, ctx.agency.code)
-        new_set = ConsentSet(record.pseudonym, event.consents_version, mine)
-        if not await uow.consents.replace_newer(new_set):
-            await uow.commit()
-            return StreamResult(False, "stale")
+        await uow.lock_citizens(r.pseudonym for r in records)
+        fresh = await uow.processed.add_many(ctx.consumer, [r.event_id for r in records])
+        newest: dict[str, int] = {}
+        for index, record in enumerate(records):
+            if record.event_id not in fresh:
+                continue
+            fresh.discard(record.event_id)
+            results[index] = StreamResult(False, "stale")
+            best = newest.get(record.pseudonym)
+            if best is None or records[best].event.consents_version < record.event.consents_version:
+                newest[record.pseudonym] = index
+        stored = await uow.consents.get_many(newest)
+        winners = {
+            pseudonym: index
+            for pseudonym, index in newest.items()
+            if pseudonym not in stored
+            or stored[pseudonym].version < records[index].event.consents_version
+        }
+        sets = {
+            pseudonym: ConsentSet(
+                pseudonym,
+                records[index].event.consents_version,
+                consents_for_agency(records[index].event.active_consents, ctx.agency.code),
+            )
+            for pseudonym, index in winners.items()
+        }
+        await uow.consents.replace_newer_many(list(sets.values()))
         now = ctx.clock()
-        view = await uow.views.get(record.pseudonym, for_update=True)
-        refetch = None
-        if view is not None and not view.erased:
-            restricted = restrict(view, ctx.agency, mine, now)
-            if restricted != view:
-                await uow.views.replace_same_version(restricted)
-            if missing_fields(restricted, ctx.agency, mine, now) and view.source is not None:
-                refetch = view.source
+        views = await uow.views.get_many(sorted(winners), for_update=True)
+        restricted_rows = []
+        for pseudonym, index in winners.items():
+            view = views.get(pseudonym)
+            refetch = None
+            if view is not None and not view.erased:
+                mine = sets[pseudonym].consents
+                restricted = restrict(view, ctx.agency, mine, now)
+                if restricted != view:
+                    restricted_rows.append(restricted)
+                if missing_fields(restricted, ctx.agency, mine, now) and view.source is not None:
+                    refetch = view.source
+            results[index] = StreamResult(True, "consents replaced", refetch=refetch)
+        await uow.views.replace_same_version_many(restricted_rows)
         await uow.commit()
-        return StreamResult(True, "consents replaced", refetch=refetch)
+    return results
 
 
 async def sweep_retention(uow: UnitOfWork, ctx: GatewayContext, *, limit: int = 500) -> int:
@@ -241,8 +430,9 @@ async def sweep_retention(uow: UnitOfWork, ctx: GatewayContext, *, limit: int = 
     async with uow:
         now = ctx.clock()
         changed = 0
-        for due in await uow.views.due_for_expiry(now, limit):
-            await uow.lock_citizen(due.pseudonym)
+        due_rows = await uow.views.due_for_expiry(now, limit)
+        await uow.lock_citizens(due.pseudonym for due in due_rows)
+        for due in due_rows:
             view = await uow.views.get(due.pseudonym, for_update=True)
             if view is None:
                 continue

@@ -9,13 +9,15 @@ from __future__ import annotations
 import abc
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
 from ikd_gateway.domain.model import CitizenView, ConsentSet
+from ikd_shared import observability
 from ikd_shared.events.access_v1 import AccessRecorded
+from ikd_shared.observability import TraceContext
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,28 @@ class ViewRepository(abc.ABC):
     async def due_for_expiry(self, now: dt.datetime, limit: int) -> Sequence[CitizenView]:
         """Rows with a field past its purge time."""
 
+    # Batch forms (the stream worker applies many records per transaction). The defaults
+    # loop over the single-row methods; the PostgreSQL adapter does each in one round trip.
+
+    async def get_many(
+        self, pseudonyms: Iterable[str], *, for_update: bool = False
+    ) -> dict[str, CitizenView]:
+        found = {}
+        for pseudonym in pseudonyms:
+            view = await self.get(pseudonym, for_update=for_update)
+            if view is not None:
+                found[pseudonym] = view
+        return found
+
+    async def upsert_newer_many(self, views: Sequence[CitizenView]) -> None:
+        """`upsert_newer` for each row (the caller already knows they are newer)."""
+        for view in views:
+            await self.upsert_newer(view)
+
+    async def replace_same_version_many(self, views: Sequence[CitizenView]) -> None:
+        for view in views:
+            await self.replace_same_version(view)
+
 
 class ConsentRepository(abc.ABC):
     @abc.abstractmethod
@@ -81,16 +105,43 @@ class ConsentRepository(abc.ABC):
     @abc.abstractmethod
     async def delete(self, pseudonym: str) -> None: ...
 
+    async def get_many(self, pseudonyms: Iterable[str]) -> dict[str, ConsentSet]:
+        found = {}
+        for pseudonym in pseudonyms:
+            consents = await self.get(pseudonym)
+            if consents is not None:
+                found[pseudonym] = consents
+        return found
+
+    async def replace_newer_many(self, sets: Sequence[ConsentSet]) -> None:
+        for consents in sets:
+            await self.replace_newer(consents)
+
+    async def delete_many(self, pseudonyms: Sequence[str]) -> None:
+        for pseudonym in pseudonyms:
+            await self.delete(pseudonym)
+
 
 class ProcessedEvents(abc.ABC):
     @abc.abstractmethod
     async def add(self, consumer: str, event_id: str) -> bool:
         """Record the event as processed; False if it already was."""
 
+    async def add_many(self, consumer: str, event_ids: Sequence[str]) -> set[str]:
+        """Record the events as processed; the ids that were not yet recorded."""
+        return {event_id for event_id in event_ids if await self.add(consumer, event_id)}
+
 
 class AccessOutbox(abc.ABC):
     @abc.abstractmethod
-    async def add(self, event: AccessRecorded) -> None: ...
+    async def add(self, event: AccessRecorded) -> None:
+        """Queue the event with the current trace context (`observability.current_trace()`)."""
+
+    async def add_many(self, events: Sequence[tuple[AccessRecorded, TraceContext | None]]) -> None:
+        """Queue each event with the trace context of the record that caused it."""
+        for event, trace in events:
+            with observability.bound(trace_context=trace):
+                await self.add(event)
 
 
 class WebhookRepository(abc.ABC):
@@ -134,6 +185,13 @@ class WebhookRepository(abc.ABC):
     @abc.abstractmethod
     async def cancel_pending(self, pseudonym: str) -> int: ...
 
+    async def enqueue_many(self, messages: Sequence[WebhookMessage]) -> None:
+        for message in messages:
+            await self.enqueue(message)
+
+    async def cancel_pending_many(self, pseudonyms: Sequence[str]) -> int:
+        return sum([await self.cancel_pending(pseudonym) for pseudonym in pseudonyms])
+
 
 class UnitOfWork(abc.ABC):
     views: ViewRepository
@@ -160,6 +218,12 @@ class UnitOfWork(abc.ABC):
         The profile and consent streams are consumed concurrently; without this a profile
         write could project with consents that a concurrent revocation just replaced.
         """
+
+    async def lock_citizens(self, pseudonyms: Iterable[str]) -> None:
+        """`lock_citizen` for several citizens, always in the same order (no deadlock between
+        two transactions locking overlapping sets)."""
+        for pseudonym in sorted(set(pseudonyms)):
+            await self.lock_citizen(pseudonym)
 
     @abc.abstractmethod
     async def commit(self) -> None: ...
