@@ -1,10 +1,11 @@
 """The stream worker: a faust-streaming app in the agency's own consumer group.
 
-Two agents consume the profile and consent topics (`at_least_once`: offsets are committed only
-after the handler returned). Handlers are idempotent and version-guarded, so the records a crash
-makes Kafka redeliver change nothing. A record that is not a valid event goes to the gateway
-dead-letter topic with the reason and the stream moves on; a database or broker outage is
-retried until it passes, never skipped.
+Two agents consume the profile and consent topics in batches (up to `stream_batch_size` records
+or `stream_batch_seconds`), each batch applied in one transaction (`at_least_once`: a batch's
+offsets are committed only after its transaction committed). Handlers are idempotent and
+version-guarded, so the records a crash makes Kafka redeliver change nothing. A record that is
+not a valid event goes to the gateway dead-letter topic with the reason and the rest of its batch
+goes on; a database or broker outage is retried until it passes, never skipped.
 
 Beside the agents the worker runs the access-event relay, the webhook dispatcher and the
 retention sweep.
@@ -224,9 +225,22 @@ class StreamProcessor:
         if not records:
             return [], []
         uow_factory = self.gateway.uow_factory()
-        results = await self.retry_transient(
-            f"{kind} batch", lambda: apply(uow_factory(), self.gateway.ctx, records)
-        )
+        ctx = self.gateway.ctx
+
+        def attempt(batch: Sequence[R]) -> Callable[[], Awaitable[list[handlers.StreamResult]]]:
+            return lambda: apply(uow_factory(), ctx, batch)
+
+        try:
+            results = await self.retry_transient(f"{kind} batch", attempt(records))
+        except Exception:
+            if len(records) == 1:
+                raise
+            # Not an outage: keep the failure to the record that causes it (faust acks what a
+            # crashed agent was processing), as when records were applied one at a time.
+            log.exception("%s batch of %d failed; applying it record by record", kind, len(records))
+            results = []
+            for record in records:
+                results += await self.retry_transient(f"{kind} write", attempt([record]))
         if log.isEnabledFor(logging.DEBUG):
             for record, result in zip(records, results, strict=True):
                 log.debug("%s record: %s", kind, result.reason, extra={"event_id": record.event_id})
