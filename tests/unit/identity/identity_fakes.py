@@ -35,8 +35,16 @@ class FakeProfiles:
     async def get_many_for_update(self, pseudonyms: Sequence[str]) -> dict[str, ProfileRecord]:
         return {p: self.state.profiles[p] for p in pseudonyms if p in self.state.profiles}
 
-    async def save(self, record: ProfileRecord) -> None:
+    async def lock_for_credential(
+        self, pseudonym: str, jti: str, expires_at: dt.datetime
+    ) -> tuple[bool, ProfileRecord | None]:
+        first_use = jti not in self.state.jtis
+        self.state.jtis.add(jti)
+        return first_use, self.state.profiles.get(pseudonym)
+
+    async def save(self, record: ProfileRecord, events: Sequence[OutboxMessage] = ()) -> None:
         self.state.profiles[record.pseudonym] = record
+        self.state.outbox.extend(events)
 
     async def save_many(self, records: Sequence[ProfileRecord]) -> None:
         for record in records:

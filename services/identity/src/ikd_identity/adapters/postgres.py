@@ -47,14 +47,38 @@ def _profile_json(record: ProfileRecord) -> str:
 
 
 class PgProfiles:
-    def __init__(self, connection: asyncpg.Connection) -> None:
+    def __init__(self, connection: asyncpg.Connection, outbox: PgOutbox) -> None:
         self._db = connection
+        self._outbox = outbox
 
     async def get_for_update(self, pseudonym: str) -> ProfileRecord | None:
         row = await self._db.fetchrow(
             _SELECT_PROFILE + "WHERE pseudonym = $1 FOR UPDATE", pseudonym
         )
         return _profile_record(row) if row else None
+
+    async def lock_for_credential(
+        self, pseudonym: str, jti: str, expires_at: dt.datetime
+    ) -> tuple[bool, ProfileRecord | None]:
+        row = await self._db.fetchrow(
+            """
+            WITH seen AS (
+                INSERT INTO seen_credentials (jti, pseudonym, expires_at) VALUES ($2, $1, $3)
+                ON CONFLICT (jti) DO NOTHING RETURNING true
+            )
+            SELECT EXISTS (SELECT FROM seen) AS first_use, p.*
+            FROM (SELECT) AS one
+            LEFT JOIN LATERAL (
+                SELECT pseudonym, version, status, profile, verified_at, updated_at, revoked_at
+                FROM profiles WHERE pseudonym = $1 FOR UPDATE
+            ) AS p ON true
+            """,
+            pseudonym,
+            jti,
+            expires_at,
+        )
+        assert row is not None
+        return row["first_use"], _profile_record(row) if row["pseudonym"] else None
 
     async def get_many_for_update(self, pseudonyms: Sequence[str]) -> dict[str, ProfileRecord]:
         rows = await self._db.fetch(
@@ -63,8 +87,20 @@ class PgProfiles:
         )
         return {row["pseudonym"]: _profile_record(row) for row in rows}
 
-    async def save(self, record: ProfileRecord) -> None:
-        await self.save_many([record])
+    async def save(self, record: ProfileRecord, events: Sequence[OutboxMessage] = ()) -> None:
+        """Insert or update one profile, and its outbox rows in the same statement."""
+        if record.version == 1:
+            statement, args = _INSERT_PROFILES, _insert_args([record])
+        else:
+            statement, args = _UPDATE_PROFILES, _update_args([record])
+        outbox = self._outbox.rows(events)
+        if outbox:
+            statement = statement.replace(
+                ") SELECT count(*) FROM rows", _WITH_OUTBOX[len(args) + 1]
+            )
+        saved = await self._db.fetchval(statement, *args, *_outbox_columns(outbox))
+        if saved != 1:
+            raise ConcurrentWrite("the profile was created or changed concurrently")
 
     async def save_many(self, records: Sequence[ProfileRecord]) -> None:
         """Insert new profiles (version 1) and update existing ones, guarded by version."""
@@ -73,8 +109,16 @@ class PgProfiles:
         new = [r for r in records if r.version == 1]
         changed = [r for r in records if r.version > 1]
         if new:
-            inserted = await self._db.fetchval(
-                """
+            inserted = await self._db.fetchval(_INSERT_PROFILES, *_insert_args(new))
+            if inserted != len(new):
+                raise ConcurrentWrite("a profile was created concurrently")
+        if changed:
+            updated = await self._db.fetchval(_UPDATE_PROFILES, *_update_args(changed))
+            if updated != len(changed):
+                raise ConcurrentWrite("a profile changed concurrently")
+
+
+_INSERT_PROFILES = """
                 WITH rows AS (
                     INSERT INTO profiles (pseudonym, nik, version, status, profile, verified_at,
                                           updated_at, revoked_at)
@@ -84,19 +128,21 @@ class PgProfiles:
                     ON CONFLICT DO NOTHING
                     RETURNING 1
                 ) SELECT count(*) FROM rows
-                """,
-                [r.pseudonym for r in new],
-                [r.nik for r in new],
-                [r.status.value for r in new],
-                [_profile_json(r) for r in new],
-                [r.verified_at for r in new],
-                [r.updated_at for r in new],
-            )
-            if inserted != len(new):
-                raise ConcurrentWrite("a profile was created concurrently")
-        if changed:
-            updated = await self._db.fetchval(
                 """
+
+
+def _insert_args(new: Sequence[ProfileRecord]) -> list[list[Any]]:
+    return [
+        [r.pseudonym for r in new],
+        [r.nik for r in new],
+        [r.status.value for r in new],
+        [_profile_json(r) for r in new],
+        [r.verified_at for r in new],
+        [r.updated_at for r in new],
+    ]
+
+
+_UPDATE_PROFILES = """
                 WITH rows AS (
                     UPDATE profiles SET version = t.version, status = t.status,
                         profile = t.profile::jsonb, verified_at = t.verified_at,
@@ -108,17 +154,50 @@ class PgProfiles:
                     WHERE profiles.pseudonym = t.pseudonym AND profiles.version = t.version - 1
                     RETURNING 1
                 ) SELECT count(*) FROM rows
-                """,
-                [r.pseudonym for r in changed],
-                [r.version for r in changed],
-                [r.status.value for r in changed],
-                [_profile_json(r) for r in changed],
-                [r.verified_at for r in changed],
-                [r.updated_at for r in changed],
-                [r.revoked_at for r in changed],
-            )
-            if updated != len(changed):
-                raise ConcurrentWrite("a profile changed concurrently")
+                """
+
+
+def _update_args(changed: Sequence[ProfileRecord]) -> list[list[Any]]:
+    return [
+        [r.pseudonym for r in changed],
+        [r.version for r in changed],
+        [r.status.value for r in changed],
+        [_profile_json(r) for r in changed],
+        [r.verified_at for r in changed],
+        [r.updated_at for r in changed],
+        [r.revoked_at for r in changed],
+    ]
+
+
+# The outbox rows as a second data-modifying CTE of the profile statement: one round trip
+# instead of two. Parameters follow the profile statement's own ($7.. or $8..).
+_OUTBOX_CTE = """), events AS (
+                    INSERT INTO outbox (event_id, topic, key, ce_type, ce_source, dataschema,
+                                        payload, traceparent, tracestate)
+                    SELECT * FROM unnest(${0}::uuid[], ${1}::text[], ${2}::text[], ${3}::text[],
+                                         ${4}::text[], ${5}::text[], ${6}::bytea[], ${7}::text[],
+                                         ${8}::text[])
+                ) SELECT count(*) FROM rows"""
+_WITH_OUTBOX = {
+    first: _OUTBOX_CTE.format(*range(first, first + 9)) for first in (7, 8)
+}  # after the insert's 6 or the update's 7 parameters
+
+
+_OUTBOX_COLUMNS = (
+    "event_id",
+    "topic",
+    "key",
+    "ce_type",
+    "ce_source",
+    "dataschema",
+    "payload",
+    "traceparent",
+    "tracestate",
+)
+
+
+def _outbox_columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+    return [list(column) for column in zip(*rows, strict=True)] if rows else []
 
 
 class PgSeenCredentials:
@@ -188,16 +267,17 @@ class PgOutbox:
         self._db = connection
         self.added = False
 
-    async def add(self, messages: Sequence[OutboxMessage]) -> None:
+    def rows(self, messages: Sequence[OutboxMessage]) -> list[tuple[Any, ...]]:
+        """Outbox rows of the messages (in _OUTBOX_COLUMNS order); they will be committed."""
         if not messages:
-            return
+            return []
         self.added = True
         # The W3C trace context of the request that caused the events: the relay puts it on
         # each record as the CloudEvents distributed-tracing extension (ce_traceparent).
         trace = observability.current_trace()
         traceparent = trace.traceparent if trace is not None else None
         tracestate = trace.tracestate if trace is not None else None
-        records = [
+        return [
             (
                 m.event_id,
                 m.topic,
@@ -211,6 +291,11 @@ class PgOutbox:
             )
             for m in messages
         ]
+
+    async def add(self, messages: Sequence[OutboxMessage]) -> None:
+        records = self.rows(messages)
+        if not records:
+            return
         if len(records) < 50:
             await self._db.executemany(
                 "INSERT INTO outbox (event_id, topic, key, ce_type, ce_source, dataschema, "
@@ -219,19 +304,7 @@ class PgOutbox:
             )
         else:
             await self._db.copy_records_to_table(
-                "outbox",
-                records=records,
-                columns=[
-                    "event_id",
-                    "topic",
-                    "key",
-                    "ce_type",
-                    "ce_source",
-                    "dataschema",
-                    "payload",
-                    "traceparent",
-                    "tracestate",
-                ],
+                "outbox", records=records, columns=list(_OUTBOX_COLUMNS)
             )
 
 
@@ -258,10 +331,10 @@ class PgUnitOfWork:
         except BaseException:
             await self._pool.release(self._connection)
             raise
-        self.profiles = PgProfiles(self._connection)
+        self.outbox = self._outbox = PgOutbox(self._connection)
+        self.profiles = PgProfiles(self._connection, self._outbox)
         self.credentials = PgSeenCredentials(self._connection)
         self.consents = PgConsents(self._connection)
-        self.outbox = self._outbox = PgOutbox(self._connection)
         return self
 
     async def __aexit__(

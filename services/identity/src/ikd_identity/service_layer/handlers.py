@@ -129,8 +129,11 @@ async def verify_credential(cmd: commands.VerifyCredential, deps: Deps) -> Profi
     pseudonym = deps.pseudonym(credential.nik)
 
     async def work(uow: UnitOfWork) -> ProfileResult:
-        await _record_jti(uow, credential, pseudonym)
-        current = await uow.profiles.get_for_update(pseudonym)
+        first_use, current = await uow.profiles.lock_for_credential(
+            pseudonym, credential.jti, credential.expires_at
+        )
+        if not first_use:
+            raise CredentialRejected("credential_replayed", "this credential was already used")
         if current is not None:
             if current.status is ProfileStatus.DECEASED:
                 raise CitizenInactive("the citizen is recorded as deceased")
@@ -152,7 +155,6 @@ async def verify_credential(cmd: commands.VerifyCredential, deps: Deps) -> Profi
             verified_at=now,
             updated_at=now,
         )
-        await uow.profiles.save(record)
         event = ProfileVerified(
             pseudonym=pseudonym,
             version=record.version,
@@ -161,7 +163,7 @@ async def verify_credential(cmd: commands.VerifyCredential, deps: Deps) -> Profi
             verified_by=cmd.agency,
             changed_fields=changed,
         )
-        await uow.outbox.add([event_message(event, topic=PROFILE, key=pseudonym)])
+        await uow.profiles.save(record, [event_message(event, topic=PROFILE, key=pseudonym)])
         return _result(record, changed)
 
     return await _with_retries(deps, work)
@@ -200,7 +202,6 @@ async def update_profile(cmd: commands.UpdateProfile, deps: Deps) -> ProfileResu
             verified_at=current.verified_at,
             updated_at=now,
         )
-        await uow.profiles.save(record)
         event = ProfileUpdated(
             pseudonym=pseudonym,
             version=record.version,
@@ -209,7 +210,7 @@ async def update_profile(cmd: commands.UpdateProfile, deps: Deps) -> ProfileResu
             updated_at=now,
             changed_fields=changed,
         )
-        await uow.outbox.add([event_message(event, topic=PROFILE, key=pseudonym)])
+        await uow.profiles.save(record, [event_message(event, topic=PROFILE, key=pseudonym)])
         return _result(record, changed)
 
     return await _with_retries(deps, work)
@@ -264,12 +265,12 @@ async def _end_profile(
     uow: UnitOfWork, record: ProfileRecord, event: CitizenDied | CredentialRevoked
 ) -> ProfileResult:
     """Save the profile's final state; publish why it ended, then the citizen's tombstone."""
-    await uow.profiles.save(record)
-    await uow.outbox.add(
+    await uow.profiles.save(
+        record,
         [
             event_message(event, topic=PROFILE, key=record.pseudonym),
             tombstone_message(record.pseudonym),
-        ]
+        ],
     )
     return _result(record, [])
 

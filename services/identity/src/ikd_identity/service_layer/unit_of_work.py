@@ -21,7 +21,18 @@ class Profiles(Protocol):
 
     async def get_many_for_update(self, pseudonyms: Sequence[str]) -> dict[str, ProfileRecord]: ...
 
-    async def save(self, record: ProfileRecord) -> None: ...
+    async def lock_for_credential(
+        self, pseudonym: str, jti: str, expires_at: dt.datetime
+    ) -> tuple[bool, ProfileRecord | None]:
+        """Remember a credential id and lock the citizen's profile (one round trip).
+
+        Returns (False if the id was seen before, the profile if there is one).
+        """
+        ...
+
+    async def save(self, record: ProfileRecord, events: Sequence[OutboxMessage] = ()) -> None:
+        """Insert or update one profile; `events` go to the outbox with it (one round trip)."""
+        ...
 
     async def save_many(self, records: Sequence[ProfileRecord]) -> None: ...
 
