@@ -80,8 +80,12 @@ class Gateway:
     def topic(self, spec: topics.TopicSpec) -> str:
         return spec.full_name(self.settings.kafka_topic_prefix)
 
-    async def start(self, *, pool_size: int = 10) -> None:
-        self.pool = await create_pool(str(self.settings.database_url), max_size=pool_size)
+    async def start(self, *, pool_size: int = 10, keep_sessions: bool = False) -> None:
+        """Open the pool, producer and relay. `keep_sessions`: release pool connections without
+        asyncpg's reset query (a round trip per use) for code that leaves no session state
+        behind (no SET, LISTEN or session-level advisory lock): the API."""
+        extra: dict[str, Any] = {"reset": _keep_session} if keep_sessions else {}
+        self.pool = await create_pool(str(self.settings.database_url), max_size=pool_size, **extra)
         self.producer = make_producer(self.settings.kafka_bootstrap_servers)
         await self.producer.start()
         self.relay = AccessRelay(
@@ -144,6 +148,10 @@ class Gateway:
                 max_seconds=self.settings.webhook_backoff_max_seconds,
             ),
         )
+
+
+async def _keep_session(_: Any) -> None:
+    """Pool release without the reset query; asyncpg still rolls back an open transaction."""
 
 
 def bootstrap(settings: GatewaySettings) -> Gateway:

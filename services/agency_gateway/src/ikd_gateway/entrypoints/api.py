@@ -29,6 +29,7 @@ from ikd_shared.api import BodySizeLimit, install_error_handlers
 from ikd_shared.auth import AuthError, Principal, Scope
 from ikd_shared.events import topics
 from ikd_shared.legal import LegalBasis
+from ikd_shared.token_cache import CachedTokenVerifier
 
 bearer = HTTPBearer(auto_error=False, description="access token from the identity service")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
@@ -79,7 +80,7 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if manage_lifecycle:
-            await gateway.start()
+            await gateway.start(keep_sessions=True)
         relay_task = None
         if gateway.relay is not None and manage_lifecycle:
             relay_task = asyncio.create_task(gateway.relay.run(), name="access-relay")
@@ -105,13 +106,16 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=16 * 1024)
+    # Backends send the same token with every request: its signature is checked once.
+    verifier = CachedTokenVerifier(gateway.verifier) if gateway.verifier is not None else None
 
     def authenticate(credentials: HTTPAuthorizationCredentials | None, scope: Scope) -> Principal:
         if credentials is None or credentials.scheme.lower() != "bearer":
             raise errors.Unauthenticated("a bearer token is required")
-        assert gateway.verifier is not None
+        if verifier is None:
+            raise RuntimeError("the gateway has no token verifier")
         try:
-            principal = gateway.verifier.verify(credentials.credentials)
+            principal = verifier.verify(credentials.credentials)
         except AuthError as error:
             raise errors.Unauthenticated(str(error), code=error.code) from None
         if principal.agency != agency.code:
