@@ -6,21 +6,13 @@ import argparse
 import asyncio
 import os
 
-from aiokafka.admin import AIOKafkaAdminClient
+from ikd_shared.kafka import delete_prefixed_topics
 
 
 async def delete_topics(bootstrap: str, prefix: str) -> list[str]:
     if not prefix.startswith("bench-"):
         raise SystemExit("refusing to delete topics outside a bench- prefix")
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        names = [name for name in await admin.list_topics() if name.startswith(prefix)]
-        if names:
-            await admin.delete_topics(names)
-        return names
-    finally:
-        await admin.close()
+    return await delete_prefixed_topics(bootstrap, prefix)
 
 
 def main() -> None:

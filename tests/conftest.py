@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 from ikd_shared.db import migrate
-from ikd_shared.kafka import ensure_topics
+from ikd_shared.kafka import delete_prefixed_topics, ensure_topics
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -71,11 +71,13 @@ def kafka_bootstrap() -> str:
 
 
 @pytest.fixture
-async def topic_prefix(kafka_bootstrap: str) -> str:
-    """A fresh prefix with every declared topic created under it."""
+async def topic_prefix(kafka_bootstrap: str) -> AsyncIterator[str]:
+    """A fresh prefix with every declared topic created under it, deleted afterwards."""
     prefix = f"t{uuid.uuid4().hex[:10]}."
     await ensure_topics(kafka_bootstrap, prefix=prefix)
-    return prefix
+    yield prefix
+    # Thousands of leftover partitions would eat the local broker's small heap.
+    await delete_prefixed_topics(kafka_bootstrap, prefix)
 
 
 def superuser_dsn(database: str = "postgres") -> str:

@@ -18,7 +18,7 @@
 # Environment:
 #   KAFKA_PORT             client listener port         (default 19092)
 #   KAFKA_CONTROLLER_PORT  KRaft controller port        (default 19093)
-#   KAFKA_HEAP_OPTS        broker heap                  (default -Xms256m -Xmx512m)
+#   KAFKA_HEAP_OPTS        broker heap                  (default -Xms256m -Xmx1g)
 #   KAFKA_OPTS             extra JVM options for the broker
 #   KAFKA_START_TIMEOUT    seconds to wait for the broker (default 60)
 #   JAVA_HOME / JAVA       Java 17+ to use              (default: java on PATH)
@@ -34,7 +34,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 KAFKA_PORT="${KAFKA_PORT:-19092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
-KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
+KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
 KAFKA_OPTS="${KAFKA_OPTS:-}"
 KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"
 KAFKA_HOST=127.0.0.1

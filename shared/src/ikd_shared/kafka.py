@@ -119,3 +119,18 @@ async def wait_for_broker(bootstrap_servers: str, within_s: float = 30.0) -> Non
             await asyncio.sleep(0.5)
         finally:
             await admin.close()
+
+
+async def delete_prefixed_topics(bootstrap_servers: str, prefix: str) -> list[str]:
+    """Delete every topic whose name starts with `prefix` (a test's or a bench run's)."""
+    if not prefix:
+        raise ValueError("refusing to delete topics without a prefix")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        names = [name for name in await admin.list_topics() if name.startswith(prefix)]
+        if names:
+            await admin.delete_topics(names)
+        return names
+    finally:
+        await admin.close()
