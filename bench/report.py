@@ -126,8 +126,9 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{num(rate)} events/s{ratio}",
                 verdict(rate >= TARGETS["bulk"]),
                 f"the slowest stage is the {slowest[0]} "
-                f"({num(slowest[1]['per_second_own_window']['median'])}/s): each gateway "
-                "worker applies one event per PostgreSQL transaction, one after the other",
+                f"({num(slowest[1]['per_second_own_window']['median'])}/s): one faust worker "
+                "process per agency, applying batches of up to 500 records per transaction "
+                "on its share of two cores",
             ]
         )
     else:
@@ -145,8 +146,8 @@ def markdown(results: dict[str, Any]) -> str:
                 f"offered {top}/s, identity answered {num(achieved)}/s; "
                 f"p99 {num(p99)} ms for those it answered",
                 verdict(met),
-                "identity's verification throughput on a CPU shared with everything else "
-                "(see section 3)",
+                "identity's share of two cores saturated by the whole platform, the load "
+                "generator and the poller (see section 3)",
             ]
         )
     else:
@@ -502,20 +503,17 @@ def limits(results: dict[str, Any]) -> list[str]:
             if name.endswith(" worker")
         ]
         out += [
-            "- **Bulk feed: the gateways' per-event transactions.** Identity commits 1,000 "
-            "profiles per transaction and the relay publishes them in batches, so both finish "
-            "within seconds, and Kafka's ceiling is far above. Each gateway worker (a faust "
-            "agent with the default concurrency of one) handles one record at a time in its "
-            "own transaction: advisory lock, idempotency row, consents and view read, view "
-            "upsert, access-outbox row, commit; the next record waits for it. The workers' "
-            "database sessions are mostly idle in transaction (waiting for the worker between "
-            "statements) and seldom wait for the WAL flush: the time goes in the worker "
-            "process per event (decoding, validation, projection, one round trip per "
-            f"statement) on a CPU share of a median {median_of(gateway_cpu):.0f} % of a core "
-            "each. The audit consumer keeps up (it appends in batches). What would lift it, in "
-            "the gateway (not changed here): apply a batch of records per transaction (faust "
-            "`stream.take`), several agent instances, more worker processes (six partitions "
-            "allow six per agency) and more cores.",
+            "- **Bulk feed: the gateway workers.** Identity commits 1,000 profiles per "
+            "transaction and the relay publishes them in batches, so both finish within "
+            "seconds, and Kafka's ceiling is far above. Each gateway worker takes up to 500 "
+            "records (or 50 ms) from its topic and applies them in one transaction (citizens "
+            "locked in key order, idempotency rows at once, one write per citizen); what "
+            "remains is per-record Python work in one process per agency (faust's record "
+            "handling, CloudEvent decoding and pydantic validation, the policy projection) on "
+            f"a CPU share of a median {median_of(gateway_cpu):.0f} % of a core each, while "
+            "three workers, PostgreSQL, Kafka and audit share two cores. The audit consumer "
+            "keeps up (it appends in batches). What would lift it further: more worker "
+            "processes per agency (six partitions allow six), cheaper decoding, more cores.",
         ]
     verification = results.get("verification")
     if verification and not failed(verification):
@@ -533,13 +531,15 @@ def limits(results: dict[str, Any]) -> list[str]:
             f"sheds them. Queued requests are answered late, often after the views already "
             f"show the citizen, which is why the median latency from the response can be 0 "
             f"under overload. Each verification checks an EdDSA signature, validates the profile, "
-            f"and commits its own transaction (replay record, profile, outbox row with a "
-            f"NOTIFY, which PostgreSQL serialises across committing transactions); identity "
-            f"used a median {median_of(identity_cpu):.0f} % of a core, its share of a "
-            "saturated machine. Commit-to-visible latency at low rates is the relay's wake-up, "
-            "Kafka, three workers and the access relay + audit consumer hop; under overload "
-            "it grows with the workers' backlog. 1,000/s would need several identity "
-            "processes, batched gateway writes and more cores than two.",
+            f"and commits its own transaction in four round trips (replay record and row lock "
+            f"in one statement, profile and outbox row in another); the in-process relay is "
+            f"woken after the commit. Identity used a median {median_of(identity_cpu):.0f} % "
+            "of a core: its share of a machine that the load generator, the 5 ms poller of "
+            "four databases, three workers, audit, Kafka and PostgreSQL keep saturated. "
+            "Commit-to-visible latency at low rates is the relay's wake-up, Kafka, three "
+            "workers and the access relay + audit consumer hop; under overload it grows with "
+            "the workers' backlog. 1,000/s would need several identity processes and more "
+            "cores than two.",
         ]
     prefill = results.get("prefill")
     if prefill and not failed(prefill):
@@ -562,9 +562,10 @@ def limits(results: dict[str, Any]) -> list[str]:
             else ""
         )
         out += [
-            "- **Prefill: one API process per gateway.** Each request verifies the bearer "
-            "token (EdDSA), reads the view and the consents, writes the access event and "
-            "commits, in one Python process (uvicorn, one worker). The polres API used a "
+            "- **Prefill: one API process per gateway.** Each request checks the bearer "
+            "token (its EdDSA signature once per token, then from a cache until it expires), "
+            "reads the view and the consents, writes the access event and commits, in one "
+            "Python process (uvicorn, one worker). The polres API used a "
             f"median {median_of(api_cpu):.0f} % of a core; {compare}the database shows "
             "sessions idle in transaction, i.e. waiting for the API's event loop. Several API "
             "workers per gateway (uvicorn --workers, or replicas behind a load balancer) and "
