@@ -22,18 +22,19 @@ from ikd_shared.kafka import delete_prefixed_topics, ensure_topics
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Development defaults, the same as deploy/dev.env; an exported variable wins.
-DEV_ENV = {
-    "IKD_ENVIRONMENT": "development",
-    "IKD_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:19092",
-    "IKD_PSEUDONYM_KEY": "dev-pseudonym-key-for-local-development-only",
-}
-for _name, _value in DEV_ENV.items():
-    os.environ.setdefault(_name, _value)
 
+def _load_dev_env() -> None:
+    """deploy/dev.env, as `make test` exports it; a variable already set wins."""
+    for line in (REPO / "deploy" / "dev.env").read_text().splitlines():
+        name, separator, value = line.partition("=")
+        if separator and not name.startswith("#"):
+            os.environ.setdefault(name.strip(), value.strip())
+
+
+_load_dev_env()
 PG_HOST = os.environ.get("IKD_PG_HOST", "127.0.0.1")
-PG_PORT = int(os.environ.get("PG_PORT", "15432"))
-PG_SUPERUSER_PASSWORD = os.environ.get("IKD_PG_SUPERUSER_PASSWORD", "dev-superuser-password")
+PG_PORT = int(os.environ["PG_PORT"])
+PG_SUPERUSER_PASSWORD = os.environ["IKD_PG_SUPERUSER_PASSWORD"]
 PG_PASSWORD = "dev-test-role-password"
 
 T = TypeVar("T")
