@@ -9,6 +9,7 @@ from typing import Any
 
 from ikd_audit.adapters.repository import LogRepository
 from ikd_audit.config import AuditSettings
+from ikd_audit.domain.throttle import Limit, LoginThrottle
 from ikd_audit.service_layer.services import AuditLog
 from ikd_shared.auth import TokenVerifier, load_ed25519_private_key
 from ikd_shared.credentials import CredentialVerifier
@@ -22,6 +23,7 @@ class Services:
     repo: LogRepository
     log: AuditLog
     tokens: TokenVerifier
+    login_throttle: LoginThrottle
 
     async def close(self) -> None:
         await self.pool.close()
@@ -51,4 +53,14 @@ async def bootstrap(settings: AuditSettings, *, pool: Any | None = None) -> Serv
     tokens = TokenVerifier(
         settings.token_jwks, issuer=settings.token_issuer, audience=settings.token_audience
     )
-    return Services(settings, pool, repo, log, tokens)
+    return Services(settings, pool, repo, log, tokens, login_throttle(settings))
+
+
+def login_throttle(settings: AuditSettings) -> LoginThrottle:
+    window = dt.timedelta(seconds=settings.login_failure_window_seconds)
+    return LoginThrottle(
+        per_id=Limit(settings.login_max_failures, window),
+        per_address=Limit(settings.login_max_failures_per_address, window),
+        lockout=dt.timedelta(seconds=settings.login_lockout_seconds),
+        max_lockout=dt.timedelta(seconds=settings.login_lockout_max_seconds),
+    )

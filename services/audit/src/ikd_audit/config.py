@@ -63,6 +63,26 @@ class AuditSettings(ServiceSettings):
     run_consumer: bool = Field(default=True)
     consumer_group: str = Field(default="ikd-audit")
 
+    login_max_failures: int = Field(
+        default=5, ge=1, description="failed console sign-ins per client id before a lockout"
+    )
+    login_max_failures_per_address: int = Field(
+        default=20, ge=1, description="failed console sign-ins per client address before a lockout"
+    )
+    login_failure_window_seconds: float = Field(default=900.0, gt=0)
+    login_lockout_seconds: float = Field(
+        default=60.0, gt=0, description="first lockout; each further one lasts twice as long"
+    )
+    login_lockout_max_seconds: float = Field(default=3600.0, gt=0)
+    seen_credential_grace_seconds: float = Field(
+        default=86400.0,
+        ge=0,
+        description="prune replay-protection rows this long after their credential expired",
+    )
+    prune_interval_seconds: float = Field(
+        default=3600.0, ge=0, description="how often `serve` prunes; 0 turns it off"
+    )
+
     @property
     def cookies_https_only(self) -> bool:
         return self.secure_cookies if self.secure_cookies is not None else not self.is_development

@@ -1,13 +1,15 @@
 """The auditor console: server-rendered pages behind a signed, HttpOnly session cookie.
 
 An auditor signs in with a client id and secret (`ikd-audit auditors add`); secrets are stored
-as argon2 hashes and checked in constant time, unknown ids included.
+as argon2 hashes and checked in constant time, unknown ids included. Repeated failures lock the
+id, and separately the client address, for a growing period (domain/throttle.py, per process).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +26,7 @@ from ikd_audit.bootstrap import Services
 from ikd_audit.domain import merkle, verify
 from ikd_audit.domain.errors import AuditError
 from ikd_audit.domain.search import SearchFilter, build_filter, check_limit
+from ikd_audit.domain.throttle import LoginLocked
 from ikd_audit.entrypoints.api import ServicesDep, csv_stream
 from ikd_shared.events.access_v1 import Channel, Outcome
 
@@ -131,9 +134,24 @@ async def login(
 ) -> Response:
     if not csrf_ok(request, csrf):
         return render(request, "login.html", 400, error="The form expired; please try again.")
+    address = request.client.host if request.client else "unknown"
+    try:
+        attempt = svc.login_throttle.begin(client_id, address)
+    except LoginLocked as locked:
+        minutes = math.ceil(locked.retry_after_seconds / 60)
+        response = render(
+            request,
+            "login.html",
+            429,
+            error="Too many failed sign-in attempts. "
+            f"Please try again in {minutes} minute{'s' if minutes != 1 else ''}.",
+        )
+        response.headers["Retry-After"] = str(locked.retry_after_seconds)
+        return response
     stored = await svc.repo.auditor_secret_hash(client_id)
     if not await asyncio.to_thread(check_secret, stored, secret):
         return render(request, "login.html", 401, error="Unknown client id or wrong secret.")
+    svc.login_throttle.succeeded(attempt)
     request.session.clear()
     request.session["auditor"] = client_id
     return RedirectResponse("/console/search", status_code=303)
