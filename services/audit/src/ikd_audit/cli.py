@@ -1,4 +1,4 @@
-"""`ikd-audit`: migrate, serve, verify, export, auditors, public-key."""
+"""`ikd-audit`: migrate, serve, verify, export, prune, auditors, public-key."""
 
 from __future__ import annotations
 
@@ -129,6 +129,38 @@ def export(
     count = asyncio.run(run())
     if str(out) != "-":
         typer.echo(f"wrote {count} records to {out}")
+
+
+@app.command()
+def prune(
+    grace: Annotated[
+        float | None,
+        typer.Option(help="seconds after expiry; default IKD_AUDIT_SEEN_CREDENTIAL_GRACE_SECONDS"),
+    ] = None,
+) -> None:
+    """Delete replay-protection rows of long-expired credentials (owner role; the log stays)."""
+    import datetime as dt
+
+    from ikd_audit.adapters.repository import LogRepository
+    from ikd_shared.db import create_pool
+
+    settings = _settings()
+    if settings.migration_database_url is None:
+        typer.echo("ikd_audit: setting IKD_AUDIT_MIGRATION_DATABASE_URL is missing", err=True)
+        raise typer.Exit(2)
+    seconds = settings.seen_credential_grace_seconds if grace is None else grace
+    if seconds < 0:
+        typer.echo("the grace period cannot be negative", err=True)
+        raise typer.Exit(2)
+
+    async def run() -> int:
+        pool = await create_pool(settings.migration_database_url, max_size=1)
+        try:
+            return await LogRepository(pool).prune_seen_credentials(dt.timedelta(seconds=seconds))
+        finally:
+            await pool.close()
+
+    typer.echo(f"pruned {asyncio.run(run())} seen credential(s)")
 
 
 @app.command("public-key")

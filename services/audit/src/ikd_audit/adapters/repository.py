@@ -286,6 +286,11 @@ class LogRepository:
             )
         return bool(inserted)
 
+    async def prune_seen_credentials(self, grace: dt.timedelta) -> int:
+        """Delete replay-protection rows of credentials expired more than `grace` ago."""
+        async with self.pool.acquire() as conn:
+            return int(await conn.fetchval("SELECT prune_seen_credential($1)", grace))
+
     async def auditor_secret_hash(self, client_id: str) -> str | None:
         async with self.pool.acquire() as conn:
             value = await conn.fetchval(

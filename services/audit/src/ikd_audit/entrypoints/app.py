@@ -18,6 +18,7 @@ from ikd_audit.config import AuditSettings
 from ikd_audit.entrypoints import api, console
 from ikd_audit.entrypoints.consumer import AccessConsumer
 from ikd_audit.entrypoints.observability import SIGNED_TREE_SIZE, TREE_HEAD_AGE, TREE_SIZE
+from ikd_audit.entrypoints.pruner import run_pruner
 from ikd_audit.entrypoints.signer import run_signer
 from ikd_shared import observability
 from ikd_shared.api import BodySizeLimit, install_error_handlers
@@ -54,6 +55,16 @@ def create_app(settings: AuditSettings) -> FastAPI:
         )
         _supervise(signer, "tree-head signer")
         tasks.append(signer)
+        if settings.prune_interval_seconds > 0:
+            pruner = asyncio.create_task(
+                run_pruner(
+                    services.repo,
+                    interval=settings.prune_interval_seconds,
+                    grace=dt.timedelta(seconds=settings.seen_credential_grace_seconds),
+                )
+            )
+            _supervise(pruner, "seen-credential pruner")
+            tasks.append(pruner)
         consumer: AccessConsumer | None = None
         if settings.run_consumer:
             consumer = AccessConsumer(

@@ -1,0 +1,23 @@
+"""Inside `serve`: prune long-expired seen credentials now and then (as `ikd-audit prune`)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+
+from ikd_audit.adapters.repository import LogRepository
+
+log = logging.getLogger("ikd_audit.pruner")
+
+
+async def run_pruner(repo: LogRepository, *, interval: float, grace: dt.timedelta) -> None:
+    while True:
+        try:
+            pruned = await repo.prune_seen_credentials(grace)
+            log.info("seen credentials pruned", extra={"fields": {"pruned": pruned}})
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("pruning seen credentials failed; will retry")
+        await asyncio.sleep(interval)
