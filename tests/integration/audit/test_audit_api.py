@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 from typing import Any
 
 import httpx
@@ -13,6 +14,8 @@ from audit_support import PSEUDONYM_KEY, Keys, access
 
 from ikd_audit.bootstrap import Services
 from ikd_audit.domain import verify
+from ikd_audit.domain.errors import AuditError
+from ikd_audit.entrypoints.console import hash_secret
 from ikd_shared.credentials import generate_issuer_key
 from ikd_shared.events.access_v1 import Channel, Outcome
 from ikd_shared.pseudonym import pseudonymize
@@ -189,3 +192,34 @@ async def test_citizen_trail_refuses_bad_credentials(
     response = await client.post("/v1/citizen/trail", json={"credential": credential})
     assert response.status_code == 401
     assert response.json()["code"] == expected
+
+
+async def test_positions_and_sizes_beyond_bigint_are_4xx_not_5xx(
+    client: httpx.AsyncClient, keys: Keys, services: Services
+) -> None:
+    # once a 500: the value reached PostgreSQL and overflowed its bigint parameter
+    huge = 2**63
+    auth = {"Authorization": f"Bearer {keys.token({'audit:read'})}"}
+    for route in [
+        f"/v1/entries/{huge}",
+        f"/v1/log/inclusion-proof?position={huge}",
+        f"/v1/log/inclusion-proof?position=0&tree_size={huge}",
+        f"/v1/log/consistency-proof?first=1&second={huge}",
+    ]:
+        response = await client.get(route, headers=auth)
+        assert 400 <= response.status_code < 500, (route, response.text)
+    for call, error in [
+        (services.log.inclusion_proof(huge), "not_found"),
+        (services.log.inclusion_proof(0, huge + 1), "unknown_tree_size"),
+        (services.log.consistency_proof(huge, huge + 1), "invalid_sizes"),
+    ]:
+        with pytest.raises(AuditError) as raised:
+            await call
+        assert raised.value.code == error
+    await services.repo.save_auditor("auditor-9", hash_secret("right-secret-123456"))
+    form = await client.get("/console/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert csrf is not None
+    data = {"client_id": "auditor-9", "secret": "right-secret-123456", "csrf": csrf.group(1)}
+    assert (await client.post("/console/login", data=data)).status_code == 303
+    assert (await client.get(f"/console/entries/{huge}")).status_code == 404

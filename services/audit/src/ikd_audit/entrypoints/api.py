@@ -7,7 +7,7 @@ import io
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -15,6 +15,7 @@ from ikd_audit.bootstrap import Services
 from ikd_audit.domain.errors import Forbidden, Unauthenticated
 from ikd_audit.domain.model import Entry
 from ikd_audit.domain.search import SearchFilter, build_filter, check_limit
+from ikd_audit.service_layer.services import MAX_SIZE
 from ikd_shared import codec
 from ikd_shared.auth import AuthError, Principal, Scope
 
@@ -134,7 +135,9 @@ async def list_entries(
 
 
 @router.get("/entries/{position}", tags=["auditor"])
-async def get_entry(svc: ServicesDep, _: AuditorDep, position: int) -> dict[str, Any]:
+async def get_entry(
+    svc: ServicesDep, _: AuditorDep, position: Annotated[int, Path(ge=0, le=MAX_SIZE - 1)]
+) -> dict[str, Any]:
     """One entry with its inclusion proof against the latest signed tree head."""
     return await svc.log.inclusion_proof(position)
 
@@ -173,8 +176,8 @@ async def public_key(svc: ServicesDep, _: AuditorDep) -> PlainTextResponse:
 async def inclusion_proof(
     svc: ServicesDep,
     _: AuditorDep,
-    position: Annotated[int, Query(ge=0)],
-    tree_size: Annotated[int | None, Query(ge=1)] = None,
+    position: Annotated[int, Query(ge=0, le=MAX_SIZE - 1)],
+    tree_size: Annotated[int | None, Query(ge=1, le=MAX_SIZE)] = None,
 ) -> dict[str, Any]:
     return await svc.log.inclusion_proof(position, tree_size)
 
@@ -183,8 +186,8 @@ async def inclusion_proof(
 async def consistency_proof(
     svc: ServicesDep,
     _: AuditorDep,
-    first: Annotated[int, Query(ge=1)],
-    second: Annotated[int, Query(ge=1)],
+    first: Annotated[int, Query(ge=1, le=MAX_SIZE)],
+    second: Annotated[int, Query(ge=1, le=MAX_SIZE)],
 ) -> dict[str, Any]:
     return await svc.log.consistency_proof(first, second)
 

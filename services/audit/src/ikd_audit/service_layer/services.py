@@ -21,6 +21,8 @@ from ikd_shared.credentials import CredentialError, CredentialVerifier
 from ikd_shared.events.access_v1 import AccessRecorded
 from ikd_shared.pseudonym import pseudonymize
 
+MAX_SIZE = 2**63 - 1  # positions and tree sizes are PostgreSQL bigint
+
 Clock = Callable[[], dt.datetime]
 
 
@@ -137,6 +139,12 @@ class AuditLog:
         return [[merkle.range_hash(r, nodes) for r in rs] for rs in ranges]
 
     async def inclusion_proof(self, position: int, tree_size: int | None = None) -> dict[str, Any]:
+        if not 0 <= position < MAX_SIZE:
+            raise NotFound(f"no entry at position {position}")
+        if tree_size is not None and not 0 < tree_size <= MAX_SIZE:
+            raise BadProofRequest(
+                f"no signed tree head of size {tree_size}", code="unknown_tree_size"
+            )
         found = await self.repo.entry(position)
         if found is None:
             raise NotFound(f"no entry at position {position}")
@@ -158,6 +166,8 @@ class AuditLog:
         return proof_document(entry, leaf, path, head)
 
     async def consistency_proof(self, first: int, second: int) -> dict[str, Any]:
+        if not 0 < first <= second <= MAX_SIZE:
+            raise BadProofRequest(f"need 0 < first <= second <= {MAX_SIZE}", code="invalid_sizes")
         heads = [await self.repo.tree_head(size) for size in (first, second)]
         if heads[0] is None or heads[1] is None:
             raise BadProofRequest(
