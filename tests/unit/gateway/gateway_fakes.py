@@ -24,6 +24,7 @@ class Store:
         self.messages: dict[uuid.UUID, u.WebhookMessage] = {}
         self.next_attempt: dict[uuid.UUID, dt.datetime] = {}
         self.attempts: list[u.Attempt] = []
+        self.attempted_at: list[dt.datetime] = []
 
     def snapshot(self) -> Store:
         return _clone(self)
@@ -39,6 +40,7 @@ def _clone(store: Store) -> Store:
     new.messages = dict(store.messages)
     new.next_attempt = dict(store.next_attempt)
     new.attempts = list(store.attempts)
+    new.attempted_at = list(store.attempted_at)
     return new
 
 
@@ -144,6 +146,15 @@ class FakeWebhooks(u.WebhookRepository):
 
     async def record_attempt(self, attempt: u.Attempt) -> None:
         self.s.attempts.append(attempt)
+        self.s.attempted_at.append(dt.datetime.now(dt.UTC))
+
+    async def deliveries(self, endpoint_id: uuid.UUID, limit: int) -> Sequence[u.Delivery]:
+        logged = [
+            u.Delivery(a, at, self.s.messages[a.message_id].event_type)
+            for a, at in zip(self.s.attempts, self.s.attempted_at, strict=True)
+            if a.endpoint_id == endpoint_id
+        ]
+        return logged[::-1][:limit]
 
     async def set_status(
         self,

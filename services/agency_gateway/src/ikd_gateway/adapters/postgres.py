@@ -13,6 +13,7 @@ from ikd_gateway.domain.model import CitizenView, ConsentSet, SourcePosition
 from ikd_gateway.service_layer import unit_of_work as uow_types
 from ikd_gateway.service_layer.unit_of_work import (
     Attempt,
+    Delivery,
     Endpoint,
     UnitOfWork,
     WebhookMessage,
@@ -330,7 +331,7 @@ class PgWebhooks(uow_types.WebhookRepository):
     async def record_attempt(self, attempt: Attempt) -> None:
         await self.conn.execute(
             """INSERT INTO webhook_attempts (message_id, endpoint_id, attempt, status_code, error,
-               duration_ms, outcome) VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+               duration_ms, outcome, next_retry_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
             attempt.message_id,
             attempt.endpoint_id,
             attempt.attempt,
@@ -338,7 +339,34 @@ class PgWebhooks(uow_types.WebhookRepository):
             attempt.error,
             attempt.duration_ms,
             attempt.outcome,
+            attempt.next_retry_at,
         )
+
+    async def deliveries(self, endpoint_id: uuid.UUID, limit: int) -> Sequence[Delivery]:
+        rows = await self.conn.fetch(
+            """SELECT a.*, m.event_type FROM webhook_attempts a
+               JOIN webhook_messages m ON m.id = a.message_id
+               WHERE a.endpoint_id = $1 ORDER BY a.id DESC LIMIT $2""",
+            endpoint_id,
+            limit,
+        )
+        return [
+            Delivery(
+                attempt=Attempt(
+                    message_id=row["message_id"],
+                    endpoint_id=row["endpoint_id"],
+                    attempt=row["attempt"],
+                    status_code=row["status_code"],
+                    error=row["error"],
+                    duration_ms=row["duration_ms"],
+                    outcome=row["outcome"],
+                    next_retry_at=row["next_retry_at"],
+                ),
+                attempted_at=row["attempted_at"],
+                event_type=row["event_type"],
+            )
+            for row in rows
+        ]
 
     async def set_status(
         self,

@@ -53,6 +53,16 @@ class Attempt:
     error: str | None
     duration_ms: float
     outcome: str  # delivered | retry | dead | gone
+    next_retry_at: dt.datetime | None = None  # when a `retry` outcome scheduled the next attempt
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One logged attempt with its message, as an endpoint's delivery log shows it."""
+
+    attempt: Attempt
+    attempted_at: dt.datetime
+    event_type: str
 
 
 class ViewRepository(abc.ABC):
@@ -171,6 +181,10 @@ class WebhookRepository(abc.ABC):
 
     @abc.abstractmethod
     async def record_attempt(self, attempt: Attempt) -> None: ...
+
+    @abc.abstractmethod
+    async def deliveries(self, endpoint_id: uuid.UUID, limit: int) -> Sequence[Delivery]:
+        """The endpoint's logged attempts, newest first."""
 
     @abc.abstractmethod
     async def set_status(

@@ -185,6 +185,7 @@ class Dispatcher:
             outcome = "dead"
         else:
             outcome = "retry"
+        next_retry_at = now + self.retry.delay(attempt) if outcome == "retry" else None
         async with self.uow_factory() as uow:
             await uow.webhooks.record_attempt(
                 Attempt(
@@ -195,6 +196,7 @@ class Dispatcher:
                     error=error,
                     duration_ms=duration,
                     outcome=outcome,
+                    next_retry_at=next_retry_at,
                 )
             )
             await uow.outbox.add(
@@ -219,7 +221,7 @@ class Dispatcher:
                     message.id,
                     "pending",
                     attempts=attempt,
-                    next_attempt_at=now + self.retry.delay(attempt),
+                    next_attempt_at=next_retry_at,
                 )
             else:
                 await uow.webhooks.set_status(message.id, "dead", attempts=attempt)
