@@ -25,7 +25,7 @@ from ikd_gateway.domain import errors
 from ikd_gateway.service_layer import handlers
 from ikd_gateway.service_layer.webhooks import register_endpoint
 from ikd_shared import observability
-from ikd_shared.api import BodySizeLimit, install_error_handlers
+from ikd_shared.api import PROBLEM_JSON, BodySizeLimit, install_error_handlers
 from ikd_shared.auth import AuthError, Principal, Scope
 from ikd_shared.events import topics
 from ikd_shared.legal import LegalBasis
@@ -33,6 +33,20 @@ from ikd_shared.token_cache import CachedTokenVerifier
 
 bearer = HTTPBearer(auto_error=False, description="access token from the identity service")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def _errors(extra: dict[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for problem+json answers: 401/403/413/422 on every authenticated route."""
+    described = {
+        401: "missing or invalid bearer token",
+        403: "another agency's token or a missing scope (`code` names which)",
+        413: "body too large",
+        422: "the request does not match the schema",
+    } | (extra or {})
+    return {
+        status: {"description": text, "content": {PROBLEM_JSON: {}}}
+        for status, text in sorted(described.items())
+    }
 
 
 class PurposeOut(BaseModel):
@@ -58,7 +72,8 @@ class EndpointIn(BaseModel):
 
     url: HttpUrl
     service: str = Field(max_length=48, description="the agency service whose fields to push")
-    description: str | None = Field(default=None, max_length=200)
+    # PostgreSQL text cannot hold U+0000: refuse control characters here rather than fail there.
+    description: str | None = Field(default=None, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")
 
 
 class EndpointOut(BaseModel):
@@ -161,7 +176,7 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
     @app.get(
         "/v1/prefill/{service}",
         response_model=PrefillResponse,
-        responses={401: {}, 403: {}, 404: {}, 400: {}},
+        responses=_errors({400: "invalid NIK or pseudonym", 404: "unknown citizen or service"}),
     )
     async def prefill(
         credentials: Credentials,
@@ -208,7 +223,12 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
             fields=answer.fields,
         )
 
-    @app.post("/v1/webhooks/endpoints", status_code=201, response_model=EndpointCreated)
+    @app.post(
+        "/v1/webhooks/endpoints",
+        status_code=201,
+        response_model=EndpointCreated,
+        responses=_errors({400: "URL not allowed"}),
+    )
     async def create_endpoint(credentials: Credentials, body: EndpointIn) -> EndpointCreated:
         """Register a URL to receive signed pushes of one service's fields (Standard Webhooks)."""
         principal = authenticate(credentials, Scope.WEBHOOKS)
@@ -231,7 +251,7 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
             secret=endpoint.secret,
         )
 
-    @app.get("/v1/webhooks/endpoints", response_model=list[EndpointOut])
+    @app.get("/v1/webhooks/endpoints", response_model=list[EndpointOut], responses=_errors())
     async def list_endpoints(credentials: Credentials) -> list[EndpointOut]:
         authenticate(credentials, Scope.WEBHOOKS)
         async with gateway.uow_factory()() as uow:
@@ -248,7 +268,11 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
             for e in endpoints
         ]
 
-    @app.delete("/v1/webhooks/endpoints/{endpoint_id}", status_code=204)
+    @app.delete(
+        "/v1/webhooks/endpoints/{endpoint_id}",
+        status_code=204,
+        responses=_errors({404: "no such endpoint"}),
+    )
     async def disable_endpoint(credentials: Credentials, endpoint_id: uuid.UUID) -> Response:
         """Disable an endpoint; pending deliveries to it are cancelled."""
         principal = authenticate(credentials, Scope.WEBHOOKS)
