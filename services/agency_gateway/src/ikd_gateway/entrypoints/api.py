@@ -34,6 +34,8 @@ from ikd_shared.token_cache import CachedTokenVerifier
 bearer = HTTPBearer(auto_error=False, description="access token from the identity service")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
+MAX_DELIVERIES = 200
+
 
 def _errors(extra: dict[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for problem+json answers: 401/403/413/422 on every authenticated route."""
@@ -87,6 +89,18 @@ class EndpointOut(BaseModel):
 
 class EndpointCreated(EndpointOut):
     secret: str = Field(description="whsec_... signing secret; shown only once")
+
+
+class DeliveryOut(BaseModel):
+    webhook_id: uuid.UUID = Field(description="the message's webhook-id, the same on retries")
+    event_type: str
+    attempt: int = Field(description="1 for the first delivery, counting up on each retry")
+    attempted_at: dt.datetime
+    outcome: str = Field(description="delivered, retry, dead or gone")
+    status_code: int | None = Field(description="the receiver's HTTP status, if it answered")
+    error: str | None = Field(description="why no answer came, if none did")
+    duration_ms: float
+    next_retry_at: dt.datetime | None = Field(description="when a retry was scheduled")
 
 
 def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
@@ -266,6 +280,38 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
                 disabled_reason=e.disabled_reason,
             )
             for e in endpoints
+        ]
+
+    @app.get(
+        "/v1/webhooks/endpoints/{endpoint_id}/deliveries",
+        response_model=list[DeliveryOut],
+        responses=_errors({404: "no such endpoint"}),
+    )
+    async def list_deliveries(
+        credentials: Credentials,
+        endpoint_id: uuid.UUID,
+        limit: Annotated[int, Query(ge=1, le=MAX_DELIVERIES)] = 50,
+    ) -> list[DeliveryOut]:
+        """The endpoint's delivery attempts, newest first (at most `limit`)."""
+        authenticate(credentials, Scope.WEBHOOKS)
+        async with gateway.uow_factory()() as uow:
+            # This gateway's database holds this agency's endpoints only.
+            if await uow.webhooks.endpoint(endpoint_id) is None:
+                raise errors.EndpointNotFound("no such endpoint")
+            deliveries = await uow.webhooks.deliveries(endpoint_id, limit)
+        return [
+            DeliveryOut(
+                webhook_id=d.attempt.message_id,
+                event_type=d.event_type,
+                attempt=d.attempt.attempt,
+                attempted_at=d.attempted_at,
+                outcome=d.attempt.outcome,
+                status_code=d.attempt.status_code,
+                error=d.attempt.error,
+                duration_ms=d.attempt.duration_ms,
+                next_retry_at=d.attempt.next_retry_at,
+            )
+            for d in deliveries
         ]
 
     @app.delete(
