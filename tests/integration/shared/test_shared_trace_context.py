@@ -174,13 +174,17 @@ async def test_traceparent_flows_from_a_verification_to_the_profile_event_and_ac
     gateway = gateway_bootstrap(gateway_settings)
     processor = StreamProcessor(gateway)
     try:
-        await processor.on_profile(
-            record.topic,
-            record.partition,
-            record.offset,
-            record.key,
-            record.value,
-            list(record.headers),
+        await processor.on_profiles(
+            [
+                (
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    record.key,
+                    record.value,
+                    list(record.headers),
+                )
+            ]
         )
         assert gateway.relay is not None
         assert await gateway.relay.publish_batch() == 1

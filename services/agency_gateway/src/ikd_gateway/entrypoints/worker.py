@@ -155,28 +155,6 @@ class StreamProcessor:
         self.dead_lettered += 1
         log.warning("dead-lettered %s[%d]@%d: %s", topic, partition, offset, reason)
 
-    async def on_profile(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Headers,
-    ) -> None:
-        await self.on_profiles([(topic, partition, offset, key, value, headers)])
-
-    async def on_consent(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Headers,
-    ) -> None:
-        await self.on_consents([(topic, partition, offset, key, value, headers)])
-
     async def on_profiles(self, messages: Sequence[RawRecord]) -> None:
         """Apply a batch of profile records in one transaction (poison records go aside)."""
 

@@ -204,18 +204,7 @@ async def _apply_folded(
         view = fold.row
         assert view is not None
         if view.data:
-            access.append(
-                (
-                    ctx.access(
-                        pseudonym=record.pseudonym,
-                        fields=sorted(view.data),
-                        channel=Channel.VIEW,
-                        outcome=Outcome.SERVED,
-                        correlation_id=record.event_id[:64],
-                    ),
-                    record.trace,
-                )
-            )
+            access.append((_view_access(ctx, record, view), record.trace))
         changed = {name for name, value in view.data.items() if fold.baseline.get(name) != value}
         if changed and fold.announce:
             if endpoints is None:
@@ -305,15 +294,7 @@ async def _store(
     if not applied:
         return StreamResult(False, "stale")
     if view.data:
-        await uow.outbox.add(
-            ctx.access(
-                pseudonym=record.pseudonym,
-                fields=sorted(view.data),
-                channel=Channel.VIEW,
-                outcome=Outcome.SERVED,
-                correlation_id=record.event_id[:64],
-            )
-        )
+        await uow.outbox.add(_view_access(ctx, record, view))
     before = dict(previous.data) if previous and not previous.erased else {}
     changed = {name for name, value in view.data.items() if before.get(name) != value}
     if changed:
@@ -322,6 +303,17 @@ async def _store(
             _webhook_messages(ctx, endpoints, view, consents, changed, type(event).event_type, now)
         )
     return StreamResult(True, "stored", view=view)
+
+
+def _view_access(ctx: GatewayContext, record: ProfileRecord, view: CitizenView) -> AccessRecorded:
+    """The access event for storing a citizen's fields in the agency's view."""
+    return ctx.access(
+        pseudonym=record.pseudonym,
+        fields=sorted(view.data),
+        channel=Channel.VIEW,
+        outcome=Outcome.SERVED,
+        correlation_id=record.event_id[:64],
+    )
 
 
 def _webhook_messages(
