@@ -68,25 +68,11 @@ drop_db() {  # NAME
 }
 
 bench_identity_env() {
-  echo IKD_IDENTITY_DATABASE_URL="$(pg_url app bench_identity)" \
-    IKD_IDENTITY_MIGRATION_DATABASE_URL="$(pg_url owner bench_identity)" \
-    IKD_IDENTITY_TRUST_JWKS="@$DEV_KEYS/dukcapil-jwks.json" \
-    IKD_IDENTITY_TOKEN_SIGNING_KEY="@$DEV_KEYS/token-signing.pem" \
-    IKD_IDENTITY_TOKEN_KEY_ID=dev-token-1 \
-    IKD_IDENTITY_TOKEN_TTL_S=3600 \
-    IKD_IDENTITY_LOG_LEVEL=WARNING \
-    IKD_IDENTITY_PORT=$IDENTITY_PORT
+  echo "$(identity_env bench_identity)" IKD_IDENTITY_TOKEN_TTL_S=3600 IKD_IDENTITY_LOG_LEVEL=WARNING
 }
 
 bench_audit_env() {
-  echo IKD_AUDIT_DATABASE_URL="$(pg_url app bench_audit)" \
-    IKD_AUDIT_MIGRATION_DATABASE_URL="$(pg_url owner bench_audit)" \
-    IKD_AUDIT_TREE_HEAD_SIGNING_KEY="@$DEV_KEYS/tree-head.pem" \
-    IKD_AUDIT_TOKEN_JWKS="@$DEV_KEYS/token-jwks.json" \
-    IKD_AUDIT_TRUST_JWKS="@$DEV_KEYS/dukcapil-jwks.json" \
-    IKD_AUDIT_SESSION_SECRET=dev-console-session-secret-for-local-use \
-    IKD_AUDIT_CONSUMER_GROUP="ikd-audit-${IKD_KAFKA_TOPIC_PREFIX%.}" \
-    IKD_AUDIT_PORT=$AUDIT_PORT
+  echo "$(audit_env bench_audit)" IKD_AUDIT_CONSUMER_GROUP="ikd-audit-${IKD_KAFKA_TOPIC_PREFIX%.}"
 }
 
 bench_gateway_env() {  # AGENCY

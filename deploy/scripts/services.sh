@@ -11,18 +11,20 @@ pg_url() {  # ROLE_SUFFIX DB_NAME
   echo "postgresql://${db}_$1:${password}@127.0.0.1:${PG_PORT}/${db}"
 }
 
-identity_env() {
-  echo IKD_IDENTITY_DATABASE_URL="$(pg_url app identity)" \
-    IKD_IDENTITY_MIGRATION_DATABASE_URL="$(pg_url owner identity)" \
+identity_env() {  # [DATABASE NAME, default identity]
+  local db=${1:-identity}
+  echo IKD_IDENTITY_DATABASE_URL="$(pg_url app "$db")" \
+    IKD_IDENTITY_MIGRATION_DATABASE_URL="$(pg_url owner "$db")" \
     IKD_IDENTITY_TRUST_JWKS="@$DEV_KEYS/dukcapil-jwks.json" \
     IKD_IDENTITY_TOKEN_SIGNING_KEY="@$DEV_KEYS/token-signing.pem" \
     IKD_IDENTITY_TOKEN_KEY_ID=dev-token-1 \
     IKD_IDENTITY_PORT=$IDENTITY_PORT
 }
 
-audit_env() {
-  echo IKD_AUDIT_DATABASE_URL="$(pg_url app audit)" \
-    IKD_AUDIT_MIGRATION_DATABASE_URL="$(pg_url owner audit)" \
+audit_env() {  # [DATABASE NAME, default audit]
+  local db=${1:-audit}
+  echo IKD_AUDIT_DATABASE_URL="$(pg_url app "$db")" \
+    IKD_AUDIT_MIGRATION_DATABASE_URL="$(pg_url owner "$db")" \
     IKD_AUDIT_TREE_HEAD_SIGNING_KEY="@$DEV_KEYS/tree-head.pem" \
     IKD_AUDIT_TOKEN_JWKS="@$DEV_KEYS/token-jwks.json" \
     IKD_AUDIT_TRUST_JWKS="@$DEV_KEYS/dukcapil-jwks.json" \
