@@ -249,7 +249,12 @@ async def test_consent_rejections_write_nothing(api, issuer, db) -> None:
                 "/v1/citizen/consents",
                 json={
                     **_terms(),
-                    "credential": issuer.mint(citizen, issued_at=NOW - dt.timedelta(minutes=9)),
+                    # Stale but unexpired, however late in the run this test executes.
+                    "credential": issuer.mint(
+                        citizen,
+                        issued_at=NOW - dt.timedelta(minutes=9),
+                        lifetime=dt.timedelta(hours=1),
+                    ),
                 },
             ),
             403,

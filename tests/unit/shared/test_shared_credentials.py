@@ -70,6 +70,7 @@ def test_clock_skew_tolerates_small_drift() -> None:
 
 
 def test_fresh_credential_demanded_by_max_age() -> None:
-    token = _mint(issued_at=NOW - dt.timedelta(minutes=8))
+    # A long lifetime keeps the credential unexpired however late in the run this test executes.
+    token = _mint(issued_at=NOW - dt.timedelta(minutes=8), lifetime=dt.timedelta(hours=1))
     VERIFIER.verify(token)
     assert _code(token, max_age=dt.timedelta(minutes=5)) == "credential_not_fresh"
