@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,7 @@ from ikd_gateway.adapters.postgres import PgUnitOfWork
 from ikd_gateway.adapters.relay import AccessRelay
 from ikd_gateway.config import GatewaySettings
 from ikd_gateway.domain.policy import MppPolicy, PolicyError, load_policy
-from ikd_gateway.service_layer.handlers import GatewayContext, UnitOfWorkFactory, utcnow
+from ikd_gateway.service_layer.context import GatewayContext, UnitOfWorkFactory, utcnow
 from ikd_gateway.service_layer.unit_of_work import UnitOfWork
 from ikd_gateway.service_layer.webhooks import Dispatcher, RetryPolicy
 from ikd_shared import codec
@@ -151,6 +152,7 @@ class Gateway:
                 base_seconds=self.settings.webhook_backoff_base_seconds,
                 max_seconds=self.settings.webhook_backoff_max_seconds,
             ),
+            disable_after=dt.timedelta(seconds=self.settings.webhook_disable_after_seconds),
         )
 
 

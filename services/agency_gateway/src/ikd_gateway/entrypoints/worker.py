@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from ikd_gateway.bootstrap import SERVICE, Gateway
 from ikd_gateway.domain.model import SourcePosition
 from ikd_gateway.service_layer import handlers
-from ikd_gateway.service_layer.handlers import GatewayContext
+from ikd_gateway.service_layer.context import GatewayContext
 from ikd_gateway.service_layer.unit_of_work import UnitOfWork
 from ikd_shared import observability
 from ikd_shared.consumer import DeadLetterWriter, Poison, SourceRecord, consume_batch, retry
