@@ -96,7 +96,7 @@ class DeliveryOut(BaseModel):
     event_type: str
     attempt: int = Field(description="1 for the first delivery, counting up on each retry")
     attempted_at: dt.datetime
-    outcome: str = Field(description="delivered, retry, dead or gone")
+    outcome: str = Field(description="delivered, retry, dead, gone or disabled")
     status_code: int | None = Field(description="the receiver's HTTP status, if it answered")
     error: str | None = Field(description="why no answer came, if none did")
     duration_ms: float
@@ -326,7 +326,6 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
             if await uow.webhooks.endpoint(endpoint_id) is None:
                 raise errors.EndpointNotFound("no such endpoint")
             await uow.webhooks.disable_endpoint(endpoint_id, f"disabled by {principal.client_id}")
-            await uow.commit()
         return Response(status_code=204)
 
     return app

@@ -23,11 +23,12 @@ from ikd_audit.entrypoints.observability import (
 )
 from ikd_audit.service_layer.services import AuditLog
 from ikd_shared import observability
+from ikd_shared.consumer import DeadLetterWriter, SourceRecord
 from ikd_shared.events import InvalidEventData, decode
 from ikd_shared.events.access_v1 import EVENTS, AccessRecorded
 from ikd_shared.events.envelope import EnvelopeError, from_kafka
 from ikd_shared.events.topics import ACCESS, AUDIT_DEAD_LETTER
-from ikd_shared.kafka import dead_letter_headers, make_producer
+from ikd_shared.kafka import make_producer
 
 log = logging.getLogger("ikd_audit.consumer")
 SERVICE = "ikd-audit"
@@ -143,16 +144,8 @@ class AccessConsumer:
         TREE_SIZE.set(result.tree_size)
 
     async def dead_letter(self, producer: AIOKafkaProducer, record: Any, reason: str) -> None:
-        headers = list(record.headers or ()) + dead_letter_headers(
-            reason,
-            source_topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            service=SERVICE,
-        )
-        await producer.send_and_wait(
-            self.dead_letter_topic, value=record.value, key=record.key, headers=headers
-        )
+        writer = DeadLetterWriter(producer, self.dead_letter_topic, service=SERVICE)
+        await writer.record(SourceRecord.of(record), reason)
         DEAD_LETTERED.inc()
         log.warning(
             "dead-lettered a malformed access event",
