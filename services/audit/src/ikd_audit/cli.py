@@ -55,7 +55,7 @@ def serve(
     import uvicorn
 
     from ikd_audit.entrypoints.app import create_app
-    from ikd_shared.observability import configure_logging
+    from ikd_shared.logs import configure_logging
 
     settings = _settings()
     configure_logging()

@@ -28,7 +28,7 @@ from ikd_identity.config import (
 )
 from ikd_identity.domain import commands
 from ikd_identity.domain.clients import KNOWN_SCOPES, Client
-from ikd_shared import observability
+from ikd_shared import logs
 from ikd_shared.credentials import generate_issuer_key, mint_credential, public_jwk
 from ikd_shared.db import migrate as run_migrations
 from ikd_shared.events.profile_v1 import CitizenProfile
@@ -72,7 +72,7 @@ def _admin_settings() -> AdminSettings:
 
 def _settings() -> IdentitySettings:
     settings = load_settings(IdentitySettings)
-    observability.configure_logging(settings.log_level)
+    logs.configure_logging(settings.log_level)
     return settings
 
 

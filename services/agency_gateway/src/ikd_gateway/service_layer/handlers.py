@@ -40,8 +40,8 @@ from ikd_shared.events.profile_v1 import (
 )
 from ikd_shared.nik import InvalidNik as NikRejected
 from ikd_shared.nik import parse_nik
-from ikd_shared.observability import TraceContext
 from ikd_shared.pseudonym import is_pseudonym, pseudonymize
+from ikd_shared.tracing import TraceContext
 
 log = logging.getLogger(__name__)
 
