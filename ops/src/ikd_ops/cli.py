@@ -179,9 +179,9 @@ def verify_audit() -> None:
     """Export the whole audit log and check it against its signed tree heads, offline."""
     import httpx
 
-    from ikd_audit.domain.verify import verify_log
     from ikd_ops.demo import tree_head_public_key
     from ikd_shared import codec
+    from ikd_shared.transparency import verify_log
 
     with _platform() as platform:
         key = tree_head_public_key(platform, DEV_KEYS)
