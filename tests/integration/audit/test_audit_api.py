@@ -15,8 +15,8 @@ from audit_support import PSEUDONYM_KEY, Keys, access
 from ikd_audit.bootstrap import Services
 from ikd_audit.domain.errors import AuditError
 from ikd_audit.entrypoints.console import hash_secret
+from ikd_dev.issuer import generate_issuer_key
 from ikd_shared import transparency
-from ikd_shared.credentials import generate_issuer_key
 from ikd_shared.events.access_v1 import Channel, Outcome
 from ikd_shared.pseudonym import pseudonymize
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import httpx
 import pytest
@@ -70,3 +73,15 @@ async def test_api_error_extras_become_members_of_the_problem() -> None:
 def test_api_error_without_extras_has_none() -> None:
     error = Locked("x", code="other", status_code=409)
     assert (error.status_code, error.code, error.extras) == (409, "other", {})
+
+
+REPO = Path(__file__).resolve().parents[3]
+SHIPPED = ["shared", "services/identity", "services/agency_gateway", "services/audit"]
+
+
+@pytest.mark.parametrize("member", SHIPPED)
+def test_service_images_carry_no_development_code(member: str) -> None:
+    manifest = tomllib.loads((REPO / member / "pyproject.toml").read_text())
+    assert "ikd-dev" not in manifest["project"]["dependencies"]
+    for source in (REPO / member / "src").rglob("*.py"):
+        assert not re.search(r"^\s*(from|import) ikd_dev\b", source.read_text(), re.M), source
