@@ -1,4 +1,7 @@
-"""ikdctl: operate the platform (topics, databases, status, demo, bulk load, audit checks)."""
+"""ikdctl: operate the platform (topics, databases, status, demo, bulk load, audit checks).
+
+`ikdctl dev-issuer` and the synthetic citizens come from the development package (ikd_dev).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from ikd_dev.cli import dev_issuer_app
 from ikd_ops import status as status_module
 from ikd_ops.demo import Walkthrough, seed
 from ikd_ops.docs_cli import docs_app
@@ -24,6 +28,7 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(db_app, name="db")
 app.add_typer(demo_app, name="demo")
 app.add_typer(docs_app, name="docs")
+app.add_typer(dev_issuer_app, name="dev-issuer")
 
 ROOT = Path(__file__).resolve().parents[3]
 DEV_KEYS = Path(os.environ.get("IKD_DEV_KEYS", ROOT / ".run" / "dev"))
@@ -118,9 +123,9 @@ def mint(
     seed_: Annotated[int, typer.Option("--seed", help="synthetic seed")] = 7,
 ) -> None:
     """Print a development IKD credential (signed by the local development issuer)."""
+    from ikd_dev.issuer import mint_credential
+    from ikd_dev.synthetic import citizen
     from ikd_ops.demo import CREDENTIAL_AUDIENCE, CREDENTIAL_ISSUER, read_issuer_key
-    from ikd_shared.credentials import mint_credential
-    from ikd_shared.synthetic import citizen
 
     profile = citizen(seed_, index)
     typer.echo(f"{profile.full_name}, NIK {profile.nik}", err=True)
@@ -145,7 +150,7 @@ def bulk_load(
     """Load synthetic citizens through identity's bulk feed, with a progress bar."""
     from rich.progress import Progress
 
-    from ikd_shared.synthetic import iter_citizens
+    from ikd_dev.synthetic import iter_citizens
 
     totals: dict[str, int] = {}
     with _platform() as platform, Progress() as progress:
@@ -179,9 +184,9 @@ def verify_audit() -> None:
     """Export the whole audit log and check it against its signed tree heads, offline."""
     import httpx
 
-    from ikd_audit.domain.verify import verify_log
     from ikd_ops.demo import tree_head_public_key
     from ikd_shared import codec
+    from ikd_shared.transparency import verify_log
 
     with _platform() as platform:
         key = tree_head_public_key(platform, DEV_KEYS)

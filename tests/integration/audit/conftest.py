@@ -15,10 +15,10 @@ from ikd_audit.bootstrap import Services, bootstrap
 from ikd_audit.cli import MIGRATIONS
 from ikd_audit.config import AuditSettings
 from ikd_audit.entrypoints.app import create_app
+from ikd_dev.issuer import generate_issuer_key
+from ikd_dev.synthetic import citizen
 from ikd_shared.auth import TokenIssuer
-from ikd_shared.credentials import generate_issuer_key
 from ikd_shared.events.profile_v1 import CitizenProfile
-from ikd_shared.synthetic import citizen
 
 
 @pytest.fixture(scope="session")

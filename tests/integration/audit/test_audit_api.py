@@ -13,10 +13,10 @@ import pytest
 from audit_support import PSEUDONYM_KEY, Keys, access
 
 from ikd_audit.bootstrap import Services
-from ikd_audit.domain import verify
 from ikd_audit.domain.errors import AuditError
 from ikd_audit.entrypoints.console import hash_secret
-from ikd_shared.credentials import generate_issuer_key
+from ikd_dev.issuer import generate_issuer_key
+from ikd_shared import transparency
 from ikd_shared.events.access_v1 import Channel, Outcome
 from ikd_shared.pseudonym import pseudonymize
 
@@ -134,7 +134,7 @@ async def test_search_filters_pagination_export_and_counts(
     ]
 
     proof = (await client.get("/v1/entries/7", headers=auth)).json()
-    verify.verify_inclusion_bundle(proof, services.log.public_key)
+    transparency.verify_inclusion_bundle(proof, services.log.public_key)
 
 
 async def test_citizen_trail_holds_only_that_citizens_entries_with_proofs(
@@ -152,7 +152,7 @@ async def test_citizen_trail_holds_only_that_citizens_entries_with_proofs(
     for item in trail["accesses"]:
         assert item["entry"]["pseudonym"] == mine
         assert item["tree_size"] == trail["tree_head"]["tree_size"]
-        verify.verify_inclusion_bundle(item, services.log.public_key)
+        transparency.verify_inclusion_bundle(item, services.log.public_key)
 
     other = await client.post(
         "/v1/citizen/trail", json={"credential": keys.credential(citizens[2])}

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from ikd_audit.bootstrap import Services
 from ikd_audit.cli import app as cli
-from ikd_audit.domain import merkle, verify
+from ikd_shared import merkle, transparency
 
 
 async def fill(services: Services, n: int, citizens: list[Any]) -> None:
@@ -84,20 +84,20 @@ async def test_proofs_from_the_database_verify_independently(
     assert reference.get_root(45) == latest.root_hash
     for position in range(45):
         bundle = await services.log.inclusion_proof(position)
-        verify.verify_inclusion_bundle(bundle, services.log.public_key)
+        transparency.verify_inclusion_bundle(bundle, services.log.public_key)
         theirs = reference.prove_inclusion(position + 1, 45)
         assert [h.hex() for h in theirs.path[1:]] == bundle["audit_path"]
     for older in heads[1:-1]:
         proof = await services.log.consistency_proof(older.tree_size, latest.tree_size)
-        verify.verify_consistency_bundle(proof, services.log.public_key)
+        transparency.verify_consistency_bundle(proof, services.log.public_key)
         assert reference.get_root(older.tree_size) == older.root_hash
     status = await services.log.integrity()
     assert status.ok, status.problems
 
 
-async def export_and_verify(services: Services) -> verify.Report:
+async def export_and_verify(services: Services) -> transparency.Report:
     records = [r async for r in services.log.export()]
-    return verify.verify_log(records, services.log.public_key)
+    return transparency.verify_log(records, services.log.public_key)
 
 
 @pytest.mark.parametrize(
@@ -191,6 +191,6 @@ async def test_rewriting_an_entry_and_its_hash_still_fails_against_signed_heads(
     previous = max(size for size in heads if size <= 25)
     assert report.first_bad_position == previous
     with pytest.raises(merkle.ProofError):
-        verify.verify_inclusion_bundle(
+        transparency.verify_inclusion_bundle(
             await services.log.inclusion_proof(25), services.log.public_key
         )

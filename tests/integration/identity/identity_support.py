@@ -10,9 +10,9 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer
 
-from ikd_shared.credentials import IssuerKey, mint_credential
+from ikd_dev.issuer import IssuerKey, mint_credential
+from ikd_dev.synthetic import citizen
 from ikd_shared.events.profile_v1 import CitizenProfile
-from ikd_shared.synthetic import citizen
 
 ISSUER = "https://dukcapil.test/ikd"
 AUDIENCE = "ikd-mpp-test"

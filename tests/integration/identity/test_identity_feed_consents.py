@@ -9,6 +9,7 @@ import asyncpg
 import jwt
 from identity_support import counts, person
 
+from ikd_dev.synthetic import generate_citizens
 from ikd_identity.adapters.postgres import PgClients
 from ikd_identity.adapters.secrets import Argon2Hasher
 from ikd_identity.domain.clients import Client
@@ -21,7 +22,6 @@ from ikd_shared.events.profile_v1 import (
     ProfileUpdated,
     ProfileVerified,
 )
-from ikd_shared.synthetic import generate_citizens
 
 NOW = dt.datetime.now(dt.UTC)
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import pytest
 from identity_support import read_topic, wait_until
 
+from ikd_dev.synthetic import generate_citizens
 from ikd_identity.adapters.postgres import NOTIFY_CHANNEL, OutboxRow
 from ikd_identity.bootstrap import build_relay
 from ikd_identity.domain import commands
@@ -18,7 +19,6 @@ from ikd_identity.service_layer import handlers
 from ikd_shared.events.profile_v1 import TOMBSTONE_TYPE, CitizenDied, ProfileVerified
 from ikd_shared.events.topics import PROFILE
 from ikd_shared.kafka import make_producer
-from ikd_shared.synthetic import generate_citizens
 
 
 class SimulatedCrash(Exception):

@@ -7,13 +7,13 @@ import datetime as dt
 from aiokafka import AIOKafkaConsumer
 from cloudevents.v1.kafka import KafkaMessage, from_binary
 
+from ikd_dev.synthetic import citizen
 from ikd_shared.events import decode, to_cloudevent
 from ikd_shared.events.envelope import from_kafka
 from ikd_shared.events.profile_v1 import EVENTS, ProfileVerified
 from ikd_shared.events.topics import PROFILE
 from ikd_shared.kafka import make_producer, send_event
 from ikd_shared.pseudonym import pseudonymize
-from ikd_shared.synthetic import citizen
 
 
 async def test_cloudevent_round_trip_through_the_broker(kafka_bootstrap, topic_prefix) -> None:

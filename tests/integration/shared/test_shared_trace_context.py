@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 
+from ikd_dev.issuer import generate_issuer_key, mint_credential, public_jwk
+from ikd_dev.synthetic import citizen
 from ikd_gateway.bootstrap import bootstrap as gateway_bootstrap
 from ikd_gateway.config import GatewaySettings
 from ikd_gateway.entrypoints.api import create_app as create_gateway_app
@@ -31,11 +33,9 @@ from ikd_identity.bootstrap import build_relay
 from ikd_identity.config import IdentitySettings
 from ikd_identity.entrypoints.api import create_app as create_identity_app
 from ikd_shared.auth import TokenIssuer
-from ikd_shared.credentials import generate_issuer_key, mint_credential, public_jwk
 from ikd_shared.events.topics import ACCESS, PROFILE
-from ikd_shared.observability import TraceContext, from_kafka_headers, parse_traceparent
 from ikd_shared.pseudonym import pseudonymize
-from ikd_shared.synthetic import citizen
+from ikd_shared.tracing import TraceContext, from_kafka_headers, parse_traceparent
 
 REPO = Path(__file__).resolve().parents[3]
 IDENTITY_MIGRATIONS = REPO / "services" / "identity" / "migrations"

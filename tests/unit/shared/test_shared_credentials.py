@@ -7,14 +7,9 @@ import datetime as dt
 import jwt
 import pytest
 
-from ikd_shared.credentials import (
-    CredentialError,
-    CredentialVerifier,
-    generate_issuer_key,
-    mint_credential,
-    public_jwk,
-)
-from ikd_shared.synthetic import citizen
+from ikd_dev.issuer import generate_issuer_key, mint_credential, public_jwk
+from ikd_dev.synthetic import citizen
+from ikd_shared.credentials import CredentialError, CredentialVerifier
 
 ED = generate_issuer_key("EdDSA")
 EC = generate_issuer_key("ES256")

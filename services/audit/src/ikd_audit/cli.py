@@ -10,14 +10,13 @@ from typing import Annotated, Any
 
 import typer
 
-from ikd_audit.domain import merkle
-from ikd_audit.domain.model import load_public_key
-from ikd_audit.domain.verify import (
+from ikd_shared import codec, merkle
+from ikd_shared.transparency import (
+    load_public_key,
     verify_consistency_bundle,
     verify_inclusion_bundle,
     verify_log,
 )
-from ikd_shared import codec
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -55,7 +54,7 @@ def serve(
     import uvicorn
 
     from ikd_audit.entrypoints.app import create_app
-    from ikd_shared.observability import configure_logging
+    from ikd_shared.logs import configure_logging
 
     settings = _settings()
     configure_logging()
@@ -168,8 +167,8 @@ def public_key() -> None:
     """Print the public key that verifies this log's tree heads."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from ikd_audit.domain.model import public_key_pem
     from ikd_shared.auth import load_ed25519_private_key
+    from ikd_shared.transparency import public_key_pem
 
     settings = _settings()
     key: Ed25519PrivateKey = load_ed25519_private_key(

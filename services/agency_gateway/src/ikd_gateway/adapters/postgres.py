@@ -19,10 +19,10 @@ from ikd_gateway.service_layer.unit_of_work import (
     UnitOfWork,
     WebhookMessage,
 )
-from ikd_shared import observability
+from ikd_shared import tracing
 from ikd_shared.events.access_v1 import AccessRecorded
 from ikd_shared.events.consent_v1 import Consent
-from ikd_shared.observability import TraceContext
+from ikd_shared.tracing import TraceContext
 
 _SELECT_VIEW = """SELECT pseudonym, version, data, expires, next_expiry, verified_at, erased,
     source_partition, source_offset FROM citizen_view WHERE pseudonym = $1"""
@@ -214,7 +214,7 @@ class PgOutbox(uow_types.AccessOutbox):
     async def add(self, event: AccessRecorded) -> None:
         # The current W3C trace context (a consumed record's or a request's) rides along and
         # the relay sends it as ce_traceparent.
-        await self.conn.execute(_INSERT_OUTBOX, *_outbox_args(event, observability.current_trace()))
+        await self.conn.execute(_INSERT_OUTBOX, *_outbox_args(event, tracing.current_trace()))
 
     async def add_many(self, events: Sequence[tuple[AccessRecorded, TraceContext | None]]) -> None:
         if events:

@@ -24,7 +24,7 @@ from ikd_gateway.bootstrap import Gateway
 from ikd_gateway.domain import errors
 from ikd_gateway.service_layer import handlers
 from ikd_gateway.service_layer.webhooks import register_endpoint
-from ikd_shared import observability
+from ikd_shared import api, kafka_lag, tracing
 from ikd_shared.api import PROBLEM_JSON, BodySizeLimit, install_error_handlers
 from ikd_shared.auth import AuthError, Principal, Scope
 from ikd_shared.events import topics
@@ -168,16 +168,16 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
 
     settings = gateway.settings
     app.include_router(
-        observability.operations_router(
+        api.operations_router(
             checks={
                 "postgresql": database_reachable,
-                "kafka": lambda: observability.kafka_reachable(settings.kafka_bootstrap_servers),
+                "kafka": lambda: kafka_lag.kafka_reachable(settings.kafka_bootstrap_servers),
             },
             refresh=[
                 refresh_backlog,
                 # The worker is another process: its group's lag is read from Kafka here, so
                 # it shows (and grows) even while the worker is down.
-                observability.lag_refresher(
+                kafka_lag.lag_refresher(
                     settings.kafka_bootstrap_servers,
                     settings.consumer_group,
                     [gateway.topic(topics.PROFILE), gateway.topic(topics.CONSENT)],
@@ -185,7 +185,7 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
             ],
         )
     )
-    app.add_middleware(observability.RequestObservability)
+    app.add_middleware(api.RequestObservability)
 
     @app.get(
         "/v1/prefill/{service}",
@@ -204,7 +204,7 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
         `pseudonym`. 404 for an unknown citizen; 403 for another agency's token, a service
         that is not this agency's, or a consent the citizen has not given.
         """
-        correlation = (observability.current_request_id() or str(uuid.uuid4()))[:64]
+        correlation = (tracing.current_request_id() or str(uuid.uuid4()))[:64]
         try:
             authenticate(credentials, Scope.PREFILL)
             answer = await handlers.prefill(

@@ -29,7 +29,7 @@ from ikd_gateway.domain.model import SourcePosition
 from ikd_gateway.service_layer import handlers
 from ikd_gateway.service_layer.context import GatewayContext
 from ikd_gateway.service_layer.unit_of_work import UnitOfWork
-from ikd_shared import observability
+from ikd_shared import logs, tracing
 from ikd_shared.consumer import DeadLetterWriter, Poison, SourceRecord, consume_batch, retry
 from ikd_shared.events import decode, topics
 from ikd_shared.events.consent_v1 import EVENTS as CONSENT_EVENTS
@@ -140,7 +140,7 @@ class StreamProcessor:
         def read(source: SourceRecord) -> handlers.ProfileRecord:
             position = SourcePosition(source.partition, source.offset)
             record = read_profile_record(source.key, source.value, source.headers, position)
-            incoming = observability.from_kafka_headers(source.headers)
+            incoming = tracing.from_kafka_headers(source.headers)
             return replace(record, trace=incoming.child() if incoming else None)
 
         await self._process_batch("profile", messages, read, handlers.apply_profiles)
@@ -352,6 +352,6 @@ def run_worker(gateway: Gateway, *, loglevel: str = "INFO") -> None:
         app,
         loglevel=loglevel,
         quiet=True,
-        logging_config=observability.logging_config(loglevel),
+        logging_config=logs.logging_config(loglevel),
     )
     worker.execute_from_commandline()

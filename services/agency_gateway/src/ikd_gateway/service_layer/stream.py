@@ -28,7 +28,7 @@ from ikd_gateway.service_layer.unit_of_work import Endpoint, UnitOfWork, Webhook
 from ikd_shared.events.access_v1 import AccessRecorded, Channel, Outcome
 from ikd_shared.events.consent_v1 import ConsentEvent
 from ikd_shared.events.profile_v1 import ProfileEvent, ProfileUpdated, ProfileVerified
-from ikd_shared.observability import TraceContext
+from ikd_shared.tracing import TraceContext
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ from types import TracebackType
 from typing import Self
 
 from ikd_gateway.domain.model import CitizenView, ConsentSet
-from ikd_shared import observability
+from ikd_shared import tracing
 from ikd_shared.events.access_v1 import AccessRecorded
-from ikd_shared.observability import TraceContext
+from ikd_shared.tracing import TraceContext
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,12 +143,12 @@ class ProcessedEvents(abc.ABC):
 class AccessOutbox(abc.ABC):
     @abc.abstractmethod
     async def add(self, event: AccessRecorded) -> None:
-        """Queue the event with the current trace context (`observability.current_trace()`)."""
+        """Queue the event with the current trace context (`tracing.current_trace()`)."""
 
     async def add_many(self, events: Sequence[tuple[AccessRecorded, TraceContext | None]]) -> None:
         """Queue each event with the trace context of the record that caused it."""
         for event, trace in events:
-            with observability.bound(trace_context=trace):
+            with tracing.bound(trace_context=trace):
                 await self.add(event)
 
 

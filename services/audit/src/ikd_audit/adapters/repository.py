@@ -11,10 +11,10 @@ from typing import Any
 
 import asyncpg
 
-from ikd_audit.domain import merkle
-from ikd_audit.domain.model import Entry, NewEntry, TreeHead
+from ikd_audit.domain.model import NewEntry
 from ikd_audit.domain.search import SearchFilter
-from ikd_shared import codec
+from ikd_shared import codec, merkle
+from ikd_shared.transparency import Entry, TreeHead
 
 # One writer at a time appends, so positions are gapless and the tree state stays exact.
 LOG_LOCK = 0x1CD_A0D1

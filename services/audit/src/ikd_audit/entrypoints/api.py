@@ -13,11 +13,11 @@ from pydantic import BaseModel, Field
 
 from ikd_audit.bootstrap import Services
 from ikd_audit.domain.errors import Forbidden, Unauthenticated
-from ikd_audit.domain.model import Entry
 from ikd_audit.domain.search import SearchFilter, build_filter, check_limit
 from ikd_audit.service_layer.services import MAX_SIZE
 from ikd_shared import codec
 from ikd_shared.auth import AuthError, Principal, Scope
+from ikd_shared.transparency import Entry
 
 
 def services(request: Request) -> Services:

@@ -20,8 +20,15 @@ from ikd_audit.entrypoints.consumer import AccessConsumer
 from ikd_audit.entrypoints.observability import SIGNED_TREE_SIZE, TREE_HEAD_AGE, TREE_SIZE
 from ikd_audit.entrypoints.pruner import run_pruner
 from ikd_audit.entrypoints.signer import run_signer
-from ikd_shared import observability
-from ikd_shared.api import BodySizeLimit, install_error_handlers
+from ikd_shared import kafka_lag
+from ikd_shared.api import (
+    BodySizeLimit,
+    Check,
+    Refresh,
+    RequestObservability,
+    install_error_handlers,
+    operations_router,
+)
 from ikd_shared.events.topics import ACCESS
 
 log = logging.getLogger("ikd_audit.app")
@@ -129,10 +136,10 @@ def create_app(settings: AuditSettings) -> FastAPI:
         if not app.state.consumer.running:
             raise RuntimeError("the access-event consumer is not running")
 
-    def checks() -> dict[str, observability.Check]:
-        found: dict[str, observability.Check] = {
+    def checks() -> dict[str, Check]:
+        found: dict[str, Check] = {
             "postgresql": lambda: services_of().repo.ping(),
-            "kafka": lambda: observability.kafka_reachable(settings.kafka_bootstrap_servers),
+            "kafka": lambda: kafka_lag.kafka_reachable(settings.kafka_bootstrap_servers),
         }
         if app.state.consumer is not None:
             found["consumer"] = consumer_running
@@ -146,16 +153,16 @@ def create_app(settings: AuditSettings) -> FastAPI:
             SIGNED_TREE_SIZE.set(head.tree_size)
             TREE_HEAD_AGE.set((dt.datetime.now(dt.UTC) - head.timestamp).total_seconds())
 
-    refresh: list[observability.Refresh] = [refresh_tree]
+    refresh: list[Refresh] = [refresh_tree]
     if settings.run_consumer:
         refresh.append(
-            observability.lag_refresher(
+            kafka_lag.lag_refresher(
                 settings.kafka_bootstrap_servers,
                 settings.consumer_group,
                 [ACCESS.full_name(settings.kafka_topic_prefix)],
             )
         )
-    app.include_router(observability.operations_router(checks=checks, refresh=refresh))
-    app.add_middleware(observability.RequestObservability)
+    app.include_router(operations_router(checks=checks, refresh=refresh))
+    app.add_middleware(RequestObservability)
 
     return app

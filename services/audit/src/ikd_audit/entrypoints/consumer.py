@@ -22,7 +22,7 @@ from ikd_audit.entrypoints.observability import (
     TREE_SIZE,
 )
 from ikd_audit.service_layer.services import AuditLog
-from ikd_shared import observability
+from ikd_shared import tracing
 from ikd_shared.consumer import DeadLetterWriter, SourceRecord
 from ikd_shared.events import InvalidEventData, decode
 from ikd_shared.events.access_v1 import EVENTS, AccessRecorded
@@ -48,7 +48,7 @@ def _traced(record: Any) -> contextlib.AbstractContextManager[None]:
 
     Only logged, not stored: the entries' hashed leaf format stays as it is.
     """
-    return observability.bound(trace_context=observability.from_kafka_headers(record.headers or ()))
+    return tracing.bound(trace_context=tracing.from_kafka_headers(record.headers or ()))
 
 
 class AccessConsumer:

@@ -13,13 +13,14 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ikd_audit.adapters.repository import AgencyCount, AppendResult, LogRepository
-from ikd_audit.domain import merkle, verify
 from ikd_audit.domain.errors import BadProofRequest, NotFound, Unauthenticated
-from ikd_audit.domain.model import Entry, NewEntry, TreeHead, key_id, public_key_pem
+from ikd_audit.domain.model import NewEntry
 from ikd_audit.domain.search import CursorCodec, SearchFilter
+from ikd_shared import merkle, transparency
 from ikd_shared.credentials import CredentialError, CredentialVerifier
 from ikd_shared.events.access_v1 import AccessRecorded
 from ikd_shared.pseudonym import pseudonymize
+from ikd_shared.transparency import Entry, TreeHead, key_id, public_key_pem
 
 MAX_SIZE = 2**63 - 1  # positions and tree sizes are PostgreSQL bigint
 
@@ -43,7 +44,7 @@ class Integrity:
     signature_ok: bool
     stored_root_ok: bool
     heads_consistent: bool
-    full_check: verify.Report | None
+    full_check: transparency.Report | None
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -209,10 +210,10 @@ class AuditLog:
         """The whole log as JSON-lines records, the format `ikd-audit verify` reads."""
         yield {"type": "log", "key_id": self.key_id, "public_key": self.public_key_pem}
         for head in await self.repo.tree_heads():
-            yield {"type": verify.TREE_HEAD, **head.document()}
+            yield {"type": transparency.TREE_HEAD, **head.document()}
         async for entry, leaf in self.repo.stream(with_hash=True):
             assert leaf is not None
-            yield {"type": verify.ENTRY, **entry.document(), "leaf_hash": leaf.hex()}
+            yield {"type": transparency.ENTRY, **entry.document(), "leaf_hash": leaf.hex()}
 
     async def integrity(self, *, full_check_limit: int = 200_000) -> Integrity:
         heads = await self.repo.tree_heads()
@@ -234,7 +235,7 @@ class AuditLog:
                 continue
             try:
                 proof = await self.consistency_proof(older.tree_size, newer.tree_size)
-                verify.verify_consistency_bundle(proof, self.public_key)
+                transparency.verify_consistency_bundle(proof, self.public_key)
             except (merkle.ProofError, LookupError) as error:
                 status.heads_consistent = False
                 status.problems.append(
@@ -243,7 +244,7 @@ class AuditLog:
                 break
         if size <= full_check_limit:
             records = [r async for r in self.export()]
-            status.full_check = verify.verify_log(records, self.public_key)
+            status.full_check = transparency.verify_log(records, self.public_key)
             status.problems.extend(status.full_check.problems)
         return status
 

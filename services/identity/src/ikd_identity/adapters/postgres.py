@@ -15,7 +15,7 @@ from ikd_identity.domain.clients import Client
 from ikd_identity.domain.model import OutboxMessage, ProfileRecord, ProfileStatus
 from ikd_identity.service_layer.handlers import ConcurrentWrite
 from ikd_identity.service_layer.unit_of_work import Consents, Outbox, Profiles, SeenCredentials
-from ikd_shared import codec, observability
+from ikd_shared import codec, tracing
 from ikd_shared.events.consent_v1 import Consent
 from ikd_shared.events.profile_v1 import CitizenProfile
 
@@ -274,7 +274,7 @@ class PgOutbox:
         self.added = True
         # The W3C trace context of the request that caused the events: the relay puts it on
         # each record as the CloudEvents distributed-tracing extension (ce_traceparent).
-        trace = observability.current_trace()
+        trace = tracing.current_trace()
         traceparent = trace.traceparent if trace is not None else None
         tracestate = trace.tracestate if trace is not None else None
         return [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ikd_shared.api import ApiError
+from ikd_shared.errors import ApiError
 
 
 class IdentityError(ApiError):

@@ -24,7 +24,7 @@ from ikd_identity.domain import commands
 from ikd_identity.domain.errors import Forbidden, OAuthError, Unauthenticated
 from ikd_identity.entrypoints import schemas
 from ikd_identity.service_layer import handlers, tokens
-from ikd_shared import observability
+from ikd_shared import api, kafka_lag
 from ikd_shared.api import BodySizeLimit, install_error_handlers, problem
 from ikd_shared.auth import AuthError, Principal, Scope
 from ikd_shared.legal import CODE_PATTERN
@@ -335,16 +335,16 @@ def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> 
         metrics.OUTBOX_BACKLOG.set(await outbox_backlog(get_container_of(app).pool))
 
     app.include_router(
-        observability.operations_router(
+        api.operations_router(
             checks={
                 "postgresql": database_reachable,
-                "kafka": lambda: observability.kafka_reachable(settings.kafka_bootstrap_servers),
+                "kafka": lambda: kafka_lag.kafka_reachable(settings.kafka_bootstrap_servers),
             },
             refresh=[refresh_outbox_backlog],
             include_in_schema=True,
         )
     )
-    app.add_middleware(observability.RequestObservability)
+    app.add_middleware(api.RequestObservability)
     return app
 
 
