@@ -396,11 +396,9 @@ async def _run_check(check: Check, seconds: float) -> str:
 
 async def kafka_reachable(bootstrap_servers: str, *, seconds: float = 2.0) -> None:
     """Raise unless a broker answers a metadata request."""
-    from aiokafka import AIOKafkaClient
+    from ikd_shared.kafka import KafkaConnection
 
-    client = AIOKafkaClient(
-        bootstrap_servers=bootstrap_servers, request_timeout_ms=int(seconds * 1000)
-    )
+    client = KafkaConnection(bootstrap_servers).client(request_timeout_ms=int(seconds * 1000))
     try:
         await asyncio.wait_for(client.bootstrap(), timeout=seconds)
     finally:
@@ -423,11 +421,12 @@ async def consumer_group_lag(
 
     A partition the group has not committed yet counts from its first retained offset.
     """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka import TopicPartition
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    from ikd_shared.kafka import KafkaConnection
+
+    admin = KafkaConnection(bootstrap_servers).admin()
+    consumer = KafkaConnection(bootstrap_servers).consumer(group=None)
     await admin.start()
     try:
         described = await admin.describe_topics(list(topics))
