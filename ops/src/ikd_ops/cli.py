@@ -18,7 +18,7 @@ from ikd_ops.demo import Walkthrough, seed
 from ikd_ops.docs_cli import docs_app
 from ikd_ops.platform import Endpoints, Platform, PlatformError
 from ikd_shared.db import migrate
-from ikd_shared.kafka import ensure_topics, wait_for_broker
+from ikd_shared.kafka import KafkaConnection, ensure_topics, wait_for_broker
 
 app = typer.Typer(help="Operate the IKD MPP platform.", no_args_is_help=True, add_completion=False)
 topics_app = typer.Typer(help="Kafka topics declared by the project.", no_args_is_help=True)
@@ -55,10 +55,9 @@ def topics_ensure(
     """Create every declared topic that does not exist yet (idempotent)."""
 
     async def run() -> list[str]:
-        await wait_for_broker(_bootstrap())
-        return await ensure_topics(
-            _bootstrap(), prefix=prefix, replication_factor=replication_factor
-        )
+        kafka = KafkaConnection(_bootstrap())
+        await wait_for_broker(kafka)
+        return await ensure_topics(kafka, prefix=prefix, replication_factor=replication_factor)
 
     created = asyncio.run(run())
     typer.echo(f"topics: {len(created)} created" + (f" ({', '.join(created)})" if created else ""))

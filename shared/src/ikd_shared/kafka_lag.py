@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from prometheus_client import Gauge
 
+from ikd_shared.kafka import KafkaConnection
+
 CONSUMER_LAG = Gauge(
     "ikd_kafka_consumer_lag",
     "Records not yet processed by a consumer group: end offset minus committed offset",
@@ -19,11 +21,7 @@ CONSUMER_LAG = Gauge(
 
 async def kafka_reachable(bootstrap_servers: str, *, seconds: float = 2.0) -> None:
     """Raise unless a broker answers a metadata request."""
-    from aiokafka import AIOKafkaClient
-
-    client = AIOKafkaClient(
-        bootstrap_servers=bootstrap_servers, request_timeout_ms=int(seconds * 1000)
-    )
+    client = KafkaConnection(bootstrap_servers).client(request_timeout_ms=int(seconds * 1000))
     try:
         await asyncio.wait_for(client.bootstrap(), timeout=seconds)
     finally:
@@ -37,11 +35,10 @@ async def consumer_group_lag(
 
     A partition the group has not committed yet counts from its first retained offset.
     """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka import TopicPartition
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    admin = KafkaConnection(bootstrap_servers).admin()
+    consumer = KafkaConnection(bootstrap_servers).consumer(group=None)
     await admin.start()
     try:
         described = await admin.describe_topics(list(topics))

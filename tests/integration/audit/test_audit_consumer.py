@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
 from audit_support import access, eventually
 
 from ikd_audit.bootstrap import Services
@@ -14,7 +13,7 @@ from ikd_shared import codec
 from ikd_shared.events import to_cloudevent
 from ikd_shared.events.envelope import CloudEvent
 from ikd_shared.events.topics import ACCESS, AUDIT_DEAD_LETTER
-from ikd_shared.kafka import make_producer, send_event
+from ikd_shared.kafka import KafkaConnection, send_event
 
 
 async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
@@ -22,7 +21,7 @@ async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
 ) -> None:
     topic = ACCESS.full_name(topic_prefix)
     events = [access(citizens[i % 3]) for i in range(25)]
-    producer = make_producer(kafka_bootstrap)
+    producer = KafkaConnection(kafka_bootstrap).producer()
     await producer.start()
     clouds = [
         to_cloudevent(
@@ -70,11 +69,8 @@ async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
             return await services.repo.size() == 25
 
         await eventually(all_recorded, within=30)
-        dead = AIOKafkaConsumer(
-            AUDIT_DEAD_LETTER.full_name(topic_prefix),
-            bootstrap_servers=kafka_bootstrap,
-            auto_offset_reset="earliest",
-            group_id=None,
+        dead = KafkaConnection(kafka_bootstrap).consumer(
+            AUDIT_DEAD_LETTER.full_name(topic_prefix), group=None, auto_offset_reset="earliest"
         )
         await dead.start()
         try:
@@ -95,7 +91,7 @@ async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
         assert any("invalid fields" in reason for reason in reasons)
         assert all(dict(r.headers)["dlq_service"] == b"ikd-audit" for r in records)
         # The consumer carried on: a later event is still recorded.
-        producer = make_producer(kafka_bootstrap)
+        producer = KafkaConnection(kafka_bootstrap).producer()
         await producer.start()
         late = access(citizens[0])
         try:

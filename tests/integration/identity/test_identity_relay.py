@@ -18,7 +18,7 @@ from ikd_identity.entrypoints.relay import OutboxRelay, RelayHooks
 from ikd_identity.service_layer import handlers
 from ikd_shared.events.profile_v1 import TOMBSTONE_TYPE, CitizenDied, ProfileVerified
 from ikd_shared.events.topics import PROFILE
-from ikd_shared.kafka import make_producer
+from ikd_shared.kafka import KafkaConnection
 
 
 class SimulatedCrash(Exception):
@@ -35,7 +35,7 @@ def _relay(
     settings = api.settings
     return OutboxRelay(
         settings.app_dsn,
-        lambda: make_producer(settings.kafka_bootstrap_servers),
+        KafkaConnection.from_settings(settings).producer,
         topic_prefix=settings.kafka_topic_prefix,
         batch_size=batch_size,
         poll_interval=0.2,

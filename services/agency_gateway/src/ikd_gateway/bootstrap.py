@@ -24,7 +24,7 @@ from ikd_shared.consumer import DeadLetterWriter
 from ikd_shared.db import create_pool
 from ikd_shared.events import topics
 from ikd_shared.events.envelope import CloudEvent
-from ikd_shared.kafka import make_producer
+from ikd_shared.kafka import KafkaConnection
 
 SERVICE = "ikd-agency-gateway"
 WEBHOOK_DEAD_LETTER_TYPE = "id.go.mpp.gateway.webhook.dead_lettered.v1"
@@ -89,7 +89,7 @@ class Gateway:
         behind (no SET, LISTEN or session-level advisory lock): the API."""
         extra: dict[str, Any] = {"reset": _keep_session} if keep_sessions else {}
         self.pool = await create_pool(str(self.settings.database_url), max_size=pool_size, **extra)
-        self.producer = make_producer(self.settings.kafka_bootstrap_servers)
+        self.producer = KafkaConnection.from_settings(self.settings).producer()
         await self.producer.start()
         self.relay = AccessRelay(
             self.pool,

@@ -16,7 +16,7 @@ from ikd_identity.service_layer.handlers import Deps
 from ikd_shared.auth import TokenIssuer, TokenVerifier, load_ed25519_private_key
 from ikd_shared.credentials import CredentialVerifier
 from ikd_shared.db import create_pool
-from ikd_shared.kafka import make_producer
+from ikd_shared.kafka import KafkaConnection
 from ikd_shared.token_cache import CachedTokenVerifier
 
 AUDIENCE = "ikd-identity"
@@ -121,7 +121,7 @@ def build_relay(
 ) -> OutboxRelay:
     return OutboxRelay(
         settings.app_dsn,
-        lambda: make_producer(settings.kafka_bootstrap_servers),
+        KafkaConnection.from_settings(settings).producer,
         topic_prefix=settings.kafka_topic_prefix,
         batch_size=settings.relay_batch_size,
         poll_interval=settings.relay_poll_interval_s,

@@ -36,6 +36,7 @@ from ikd_shared.events.consent_v1 import EVENTS as CONSENT_EVENTS
 from ikd_shared.events.envelope import EnvelopeError, from_kafka
 from ikd_shared.events.profile_v1 import EVENTS as PROFILE_EVENTS
 from ikd_shared.events.profile_v1 import TOMBSTONE_TYPE, ProfileUpdated, ProfileVerified
+from ikd_shared.kafka import KafkaConnection
 from ikd_shared.pseudonym import is_pseudonym
 
 log = logging.getLogger(__name__)
@@ -196,11 +197,8 @@ class StreamProcessor:
         partition = TopicPartition(topic, source.partition)
         async with self._refetch_lock:
             if self._refetch_consumer is None:
-                self._refetch_consumer = AIOKafkaConsumer(
-                    bootstrap_servers=self.gateway.settings.kafka_bootstrap_servers,
-                    enable_auto_commit=False,
-                    group_id=None,
-                )
+                kafka = KafkaConnection.from_settings(self.gateway.settings)
+                self._refetch_consumer = kafka.consumer(group=None)
                 await self._refetch_consumer.start()
             consumer = self._refetch_consumer
             consumer.assign([partition])
@@ -245,15 +243,13 @@ def create_worker_app(gateway: Gateway) -> tuple[faust.App, StreamProcessor]:
     web_port = settings.worker_web_port
     app = faust.App(
         settings.consumer_group,
-        broker=f"kafka://{settings.kafka_bootstrap_servers.split(',')[0]}",
-        broker_consumer=[f"kafka://{s}" for s in settings.kafka_bootstrap_servers.split(",")],
+        **KafkaConnection.from_settings(settings).faust_broker_kwargs(),
         processing_guarantee="at_least_once",
         store="memory://",
         datadir=str(settings.resolved_data_dir()),
         consumer_auto_offset_reset="earliest",
         topic_disable_leader=True,
         topic_allow_declare=False,
-        producer_acks=-1,
         broker_commit_interval=1.0,
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=max(1.0, settings.session_timeout_seconds / 5),

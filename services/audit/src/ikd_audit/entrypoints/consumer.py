@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from ikd_audit.entrypoints.observability import (
     BATCH_SECONDS,
@@ -28,7 +28,7 @@ from ikd_shared.events import InvalidEventData, decode
 from ikd_shared.events.access_v1 import EVENTS, AccessRecorded
 from ikd_shared.events.envelope import EnvelopeError, from_kafka
 from ikd_shared.events.topics import ACCESS, AUDIT_DEAD_LETTER
-from ikd_shared.kafka import make_producer
+from ikd_shared.kafka import KafkaConnection
 
 log = logging.getLogger("ikd_audit.consumer")
 SERVICE = "ikd-audit"
@@ -70,16 +70,15 @@ class AccessConsumer:
         self.running = False
 
     async def run(self) -> None:
-        consumer = AIOKafkaConsumer(
+        kafka = KafkaConnection(self.bootstrap_servers)
+        consumer = kafka.consumer(
             self.topic,
-            bootstrap_servers=self.bootstrap_servers,
-            group_id=self.group_id,
-            enable_auto_commit=False,
+            group=self.group_id,
             auto_offset_reset="earliest",
             max_poll_records=self.batch_size,
             isolation_level="read_committed",
         )
-        producer = make_producer(self.bootstrap_servers)
+        producer = kafka.producer()
         await producer.start()
         await consumer.start()
         self.running = True

@@ -9,12 +9,11 @@ import contextlib
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Form, Request, Response
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ikd_identity import metrics
 from ikd_identity.adapters.postgres import outbox_backlog, ping
@@ -26,13 +25,12 @@ from ikd_identity.entrypoints import schemas
 from ikd_identity.service_layer import handlers, tokens
 from ikd_shared import api, kafka_lag
 from ikd_shared.api import BodySizeLimit, install_error_handlers, problem
-from ikd_shared.auth import AuthError, Principal, Scope
+from ikd_shared.auth import Principal, Scope
+from ikd_shared.bearer import Bearer
 from ikd_shared.legal import CODE_PATTERN
 
 log = logging.getLogger(__name__)
 _AGENCY = re.compile(CODE_PATTERN.strip("^$"))
-
-_bearer = HTTPBearer(auto_error=False, description="an access token from POST /oauth/token")
 
 
 async def get_container(request: Request) -> Container:
@@ -48,27 +46,15 @@ def get_container_of(app: FastAPI) -> Container:
 ContainerDep = Annotated[Container, Depends(get_container)]
 
 
-def require(scope: Scope) -> Callable[..., Coroutine[Any, Any, Principal]]:
-    async def principal(
-        container: ContainerDep,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> Principal:
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise Unauthenticated("a bearer token is required", code="missing_token")
-        try:
-            caller = container.token_verifier.verify(credentials.credentials)
-        except AuthError as error:
-            raise Unauthenticated(str(error), code=error.code) from None
-        if not caller.has(scope):
-            raise Forbidden(f"the token lacks the scope {scope.value}")
-        return caller
-
-    return principal
-
-
-Verifier = Annotated[Principal, Depends(require(Scope.VERIFY))]
-Feed = Annotated[Principal, Depends(require(Scope.FEED))]
-Officer = Annotated[Principal, Depends(require(Scope.CONSENT))]
+bearer = Bearer(
+    lambda request: get_container_of(request.app).token_verifier,
+    unauthenticated=Unauthenticated,
+    forbidden=Forbidden,
+    description="an access token from POST /oauth/token",
+)
+Verifier = Annotated[Principal, Depends(bearer.require(Scope.VERIFY))]
+Feed = Annotated[Principal, Depends(bearer.require(Scope.FEED))]
+Officer = Annotated[Principal, Depends(bearer.require(Scope.CONSENT))]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"description": description, "content": {"application/problem+json": {}}}
