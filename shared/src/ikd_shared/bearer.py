@@ -13,8 +13,8 @@ from typing import Any, Generic, Protocol, TypeVar
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ikd_shared.errors import ApiError
 from ikd_shared.auth import AuthError, Principal, Scope
+from ikd_shared.errors import ApiError
 
 E = TypeVar("E", bound=ApiError)
 

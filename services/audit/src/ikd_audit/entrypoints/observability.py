@@ -1,4 +1,4 @@
-"""Prometheus metrics of the audit service (logs: ikd_shared.logs; request metrics: ikd_shared.api)."""
+"""Prometheus metrics of the audit service (logs: ikd_shared.logs; requests: ikd_shared.api)."""
 
 from __future__ import annotations
 
