@@ -33,6 +33,31 @@ async def tree_heads(runtime: AuditRuntime) -> list[TreeHead]:
         return await uow.log.tree_heads()
 
 
+async def test_the_unit_of_work_commits_on_a_clean_exit_and_rolls_back_otherwise(
+    runtime: AuditRuntime,
+) -> None:
+    async with runtime.uow() as uow:
+        await uow.auditors.save("kept-auditor", "hash-1")
+
+    async def failing_block() -> None:
+        async with runtime.uow() as uow:
+            await uow.auditors.save("lost-auditor", "hash-2")
+            assert await uow.auditors.secret_hash("lost-auditor") == "hash-2"
+            raise RuntimeError("the block failed")
+
+    with pytest.raises(RuntimeError):
+        await failing_block()
+    assert await runtime.auditors.secret_hash("kept-auditor") == "hash-1"
+    assert await runtime.auditors.secret_hash("lost-auditor") is None
+
+    async def write_in_snapshot() -> None:
+        async with runtime.uow(snapshot=True) as uow:
+            await uow.auditors.save("read-only-auditor", "hash-3")
+
+    with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
+        await write_in_snapshot()
+
+
 async def test_the_same_event_twice_gives_one_entry(runtime: AuditRuntime, citizens: Any) -> None:
     event = access(citizens[0])
     other = access(citizens[1])
