@@ -7,7 +7,7 @@ from typing import Any
 
 from audit_support import access, eventually
 
-from ikd_audit.bootstrap import Services
+from ikd_audit.bootstrap import AuditRuntime
 from ikd_audit.entrypoints.consumer import AccessConsumer
 from ikd_shared import codec
 from ikd_shared.events import to_cloudevent
@@ -17,7 +17,7 @@ from ikd_shared.kafka import KafkaConnection, send_event
 
 
 async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
-    services: Services, kafka_bootstrap: str, topic_prefix: str, citizens: Any
+    runtime: AuditRuntime, kafka_bootstrap: str, topic_prefix: str, citizens: Any
 ) -> None:
     topic = ACCESS.full_name(topic_prefix)
     events = [access(citizens[i % 3]) for i in range(25)]
@@ -56,7 +56,7 @@ async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
         await producer.stop()
 
     consumer = AccessConsumer(
-        services.log,
+        runtime.log,
         bootstrap_servers=kafka_bootstrap,
         topic_prefix=topic_prefix,
         group_id=f"{topic_prefix}audit",
@@ -66,7 +66,7 @@ async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
     try:
 
         async def all_recorded() -> bool:
-            return await services.repo.size() == 25
+            return (await runtime.log.tree_state())[0] == 25
 
         await eventually(all_recorded, within=30)
         dead = KafkaConnection(kafka_bootstrap).consumer(
@@ -104,12 +104,11 @@ async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
             await producer.stop()
 
         async def late_recorded() -> bool:
-            return await services.repo.size() == 26
+            return (await runtime.log.tree_state())[0] == 26
 
         await eventually(late_recorded, within=30)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-    async with services.pool.acquire() as conn:
-        ids = await conn.fetch("SELECT access_id FROM log_entry")
-    assert len({r["access_id"] for r in ids}) == 26
+    entries = [e async for e, _ in runtime.log.stream()]
+    assert len({e.access_id for e in entries}) == 26

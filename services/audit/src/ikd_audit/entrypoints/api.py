@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from ikd_audit.bootstrap import Services
+from ikd_audit.bootstrap import AuditRuntime as Services
 from ikd_audit.domain.errors import Forbidden, Unauthenticated
 from ikd_audit.domain.search import SearchFilter, build_filter, check_limit
 from ikd_audit.service_layer.services import MAX_SIZE

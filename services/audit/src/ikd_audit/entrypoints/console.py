@@ -22,7 +22,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.templating import Jinja2Templates
 
-from ikd_audit.bootstrap import Services
+from ikd_audit.bootstrap import AuditRuntime as Services
 from ikd_audit.domain.errors import AuditError
 from ikd_audit.domain.search import SearchFilter, build_filter, check_limit
 from ikd_audit.domain.throttle import LoginLocked
@@ -148,7 +148,7 @@ async def login(
         )
         response.headers["Retry-After"] = str(locked.retry_after_seconds)
         return response
-    stored = await svc.repo.auditor_secret_hash(client_id)
+    stored = await svc.auditors.secret_hash(client_id)
     if not await asyncio.to_thread(check_secret, stored, secret):
         return render(request, "login.html", 401, error="Unknown client id or wrong secret.")
     svc.login_throttle.succeeded(attempt)
