@@ -104,7 +104,7 @@ def serve() -> None:
 @app.command()
 def relay() -> None:
     """Run the outbox relay alone (a standby waits while another relay is active)."""
-    from ikd_identity.bootstrap import build_relay
+    from ikd_identity.bootstrap import bootstrap
 
     settings = _settings()
 
@@ -113,7 +113,8 @@ def relay() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await build_relay(settings).run(stop)
+        async with bootstrap(settings, relay=True):
+            await stop.wait()
 
     asyncio.run(main())
 
@@ -272,27 +273,24 @@ def bulk_load(
     settings = _settings()
 
     async def main() -> None:
-        container = await bootstrap(settings)
-        started = time.perf_counter()
         totals = {"created": 0, "updated": 0, "unchanged": 0, "skipped_inactive": 0}
-        try:
+        async with bootstrap(settings) as runtime:
+            started = time.perf_counter()
             batch: list[CitizenProfile] = []
             for profile in iter_citizens(count, seed=seed, start=start):
                 batch.append(profile)
                 if len(batch) == batch_size:
                     result = await handlers.load_profiles(
-                        commands.LoadProfiles(batch), container.deps
+                        commands.LoadProfiles(batch), runtime.deps
                     )
                     for name in totals:
                         totals[name] += getattr(result, name)
                     batch = []
             if batch:
-                result = await handlers.load_profiles(commands.LoadProfiles(batch), container.deps)
+                result = await handlers.load_profiles(commands.LoadProfiles(batch), runtime.deps)
                 for name in totals:
                     totals[name] += getattr(result, name)
-        finally:
-            await container.close()
-        elapsed = time.perf_counter() - started
+            elapsed = time.perf_counter() - started
         typer.echo(
             json.dumps(
                 {
