@@ -37,6 +37,7 @@ from ikd_shared.events.profile_v1 import EVENTS as PROFILE_EVENTS
 from ikd_shared.events.profile_v1 import TOMBSTONE_TYPE, ProfileUpdated, ProfileVerified
 from ikd_shared.kafka import dead_letter_headers
 from ikd_shared.pseudonym import is_pseudonym
+from ikd_shared.supervise import retry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -120,14 +121,7 @@ class StreamProcessor:
                 self._ready = True
 
     async def retry_transient(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        delay = 0.2
-        while True:
-            try:
-                return await call()
-            except TRANSIENT as error:
-                log.warning("%s failed (%s); retrying in %.1fs", what, error, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        return await retry(call, what=what, retry_on=TRANSIENT, logger=log)
 
     async def dead_letter(
         self,
