@@ -18,14 +18,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    wait_exponential,
-)
-
 from ikd_shared.events.envelope import CloudEvent, to_kafka
+from ikd_shared.supervise import retry
 
 log = logging.getLogger(__name__)
 
@@ -113,35 +107,6 @@ class DeadLetterWriter:
         )
 
 
-def _log_retry(what: str) -> Callable[[RetryCallState], None]:
-    def before_sleep(state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        wait = state.next_action.sleep if state.next_action else 0.0
-        log.warning("%s failed (%r); retrying in %.1fs", what, error, wait)
-
-    return before_sleep
-
-
-async def retry(
-    what: str,
-    call: Callable[[], Awaitable[T]],
-    *,
-    on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
-    max_wait: float = 10.0,
-) -> T:
-    """`call()` until it does not raise one of `on`, backing off exponentially (0.2 s up to
-    `max_wait`); anything else propagates."""
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception_type(on),
-        wait=wait_exponential(multiplier=0.2, min=0.2, max=max_wait),
-        before_sleep=_log_retry(what),
-        reraise=True,
-    ):
-        with attempt:
-            return await call()
-    raise AssertionError("unreachable")  # pragma: no cover - AsyncRetrying never stops
-
-
 async def consume_batch(
     batch: Sequence[SourceRecord],
     *,
@@ -168,7 +133,7 @@ async def consume_batch(
         return []
     records = [record for _, record in decoded]
     try:
-        results = await retry(what, lambda: apply(records), on=transient)
+        results = await retry(lambda: apply(records), what=what, retry_on=transient)
         return list(zip(records, results, strict=True))
     except Exception:
         if len(decoded) > 1:
@@ -182,7 +147,7 @@ async def consume_batch(
     applied: list[tuple[T, R]] = []
     for source, record in decoded:
         try:
-            [result] = await retry(what, alone(record), on=transient)
+            [result] = await retry(alone(record), what=what, retry_on=transient)
         except Exception as error:
             await _dead_letter(dead_letter, source, f"apply: {type(error).__name__}: {error}")
         else:
@@ -195,4 +160,4 @@ async def _dead_letter(
 ) -> None:
     # A record is acknowledged only once it is on the dead-letter topic: a broker outage here
     # is waited out, never skipped.
-    await retry("dead-letter write", lambda: dead_letter(source, reason))
+    await retry(lambda: dead_letter(source, reason), what="dead-letter write")

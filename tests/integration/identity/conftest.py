@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from identity_support import AUDIENCE, ISSUER, DevIssuer
 
 from ikd_dev.issuer import generate_issuer_key, public_jwk
-from ikd_identity.bootstrap import Container
+from ikd_identity.bootstrap import Runtime
 from ikd_identity.config import IdentitySettings
 from ikd_identity.entrypoints.api import create_app
 
@@ -90,8 +90,8 @@ class Api:
     settings: IdentitySettings
 
     @property
-    def container(self) -> Container:
-        container: Container = self.app.state.container
+    def container(self) -> Runtime:
+        container: Runtime = self.app.state.container
         return container
 
     def token(self, *scopes: str, agency: str | None = "dukcapil-test", **kwargs: Any) -> str:

@@ -26,6 +26,11 @@ from ikd_shared.events.profile_v1 import (
 NOW = dt.datetime.now(dt.UTC)
 
 
+def _ago(**delta: float) -> dt.datetime:
+    """Relative to the request, not to NOW: a long session must not expire the credential."""
+    return dt.datetime.now(dt.UTC) - dt.timedelta(**delta)
+
+
 async def _verify(api, issuer, profile, **mint) -> dict:
     response = await api.client.post(
         "/v1/verifications",
@@ -89,7 +94,7 @@ async def test_feed_field_update_death_and_revocation(api, issuer, db) -> None:
     assert (dead.status_code, dead.json()["code"]) == (409, "citizen_inactive")
     old = await api.client.post(
         "/v1/verifications",
-        json={"credential": issuer.mint(revoked, issued_at=NOW - dt.timedelta(minutes=5))},
+        json={"credential": issuer.mint(revoked, issued_at=_ago(minutes=5))},
         headers=api.auth("identity:verify"),
     )
     assert (old.status_code, old.json()["code"]) == (403, "credential_revoked")
@@ -249,11 +254,9 @@ async def test_consent_rejections_write_nothing(api, issuer, db) -> None:
                 "/v1/citizen/consents",
                 json={
                     **_terms(),
-                    # Stale but unexpired, however late in the run this test executes.
+                    # Stale but unexpired, however slowly the run reaches this request.
                     "credential": issuer.mint(
-                        citizen,
-                        issued_at=NOW - dt.timedelta(minutes=9),
-                        lifetime=dt.timedelta(hours=1),
+                        citizen, issued_at=_ago(minutes=9), lifetime=dt.timedelta(hours=1)
                     ),
                 },
             ),

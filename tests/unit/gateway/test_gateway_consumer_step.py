@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
+from tenacity import wait_none
 
 from ikd_shared.consumer import Poison, SourceRecord, consume_batch
 
@@ -42,7 +43,7 @@ async def test_poison_and_unappliable_records_are_dead_lettered_the_others_appli
     async def dead_letter(source: SourceRecord, reason: str) -> None:
         dead.append((source.offset, reason))
 
-    monkeypatch.setattr("ikd_shared.consumer.wait_exponential", lambda **_: lambda _: 0)
+    monkeypatch.setattr("ikd_shared.supervise.backoff", lambda *_: wait_none())
     result = await consume_batch(
         batch(b"one", b"poison", b"bad", b"two", b"three"),
         decode=decode,
@@ -69,7 +70,7 @@ async def test_a_failing_dead_letter_write_is_retried_not_skipped(
     async def apply(records: Sequence[str]) -> list[str]:
         return list(records)
 
-    monkeypatch.setattr("ikd_shared.consumer.wait_exponential", lambda **_: lambda _: 0)
+    monkeypatch.setattr("ikd_shared.supervise.backoff", lambda *_: wait_none())
     await consume_batch(
         batch(b"poison"), decode=decode, apply=apply, dead_letter=dead_letter, transient=()
     )

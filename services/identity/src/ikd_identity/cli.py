@@ -89,7 +89,7 @@ def serve() -> None:
 @app.command()
 def relay() -> None:
     """Run the outbox relay alone (a standby waits while another relay is active)."""
-    from ikd_identity.bootstrap import build_relay
+    from ikd_identity.bootstrap import bootstrap
 
     settings = _settings()
 
@@ -98,7 +98,8 @@ def relay() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await build_relay(settings).run(stop)
+        async with bootstrap(settings, relay=True):
+            await stop.wait()
 
     asyncio.run(main())
 

@@ -30,7 +30,7 @@ from ikd_gateway.service_layer import handlers
 from ikd_gateway.service_layer.context import GatewayContext
 from ikd_gateway.service_layer.unit_of_work import UnitOfWork
 from ikd_shared import logs, tracing
-from ikd_shared.consumer import DeadLetterWriter, Poison, SourceRecord, consume_batch, retry
+from ikd_shared.consumer import DeadLetterWriter, Poison, SourceRecord, consume_batch
 from ikd_shared.events import decode, topics
 from ikd_shared.events.consent_v1 import EVENTS as CONSENT_EVENTS
 from ikd_shared.events.envelope import EnvelopeError, from_kafka
@@ -38,6 +38,7 @@ from ikd_shared.events.profile_v1 import EVENTS as PROFILE_EVENTS
 from ikd_shared.events.profile_v1 import TOMBSTONE_TYPE, ProfileUpdated, ProfileVerified
 from ikd_shared.kafka import KafkaConnection
 from ikd_shared.pseudonym import is_pseudonym
+from ikd_shared.supervise import retry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -117,7 +118,7 @@ class StreamProcessor:
                 self._ready = True
 
     async def retry_transient(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        return await retry(what, call, on=TRANSIENT)
+        return await retry(call, what=what, retry_on=TRANSIENT, logger=log)
 
     def dead_letters(self) -> DeadLetterWriter:
         producer = self.gateway.producer

@@ -6,7 +6,6 @@ the reason in `dlq_*` headers, and the consumer carries on.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -29,6 +28,7 @@ from ikd_shared.events.access_v1 import EVENTS, AccessRecorded
 from ikd_shared.events.envelope import EnvelopeError, from_kafka
 from ikd_shared.events.topics import ACCESS, AUDIT_DEAD_LETTER
 from ikd_shared.kafka import KafkaConnection
+from ikd_shared.supervise import retry
 
 log = logging.getLogger("ikd_audit.consumer")
 SERVICE = "ikd-audit"
@@ -126,18 +126,10 @@ class AccessConsumer:
                         )
         if not events:
             return
-        delay = 0.2
-        while True:
-            try:
-                result = await self.audit.record(events)
-                break
-            except Exception as error:  # keep the batch and retry: never skip an access
-                log.warning(
-                    "recording a batch failed; retrying",
-                    extra={"fields": {"error": repr(error), "events": len(events)}},
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+        # Keep the batch and retry: never skip an access.
+        result = await retry(
+            lambda: self.audit.record(events), what="recording a batch of accesses", logger=log
+        )
         ENTRIES_APPENDED.inc(result.appended)
         DUPLICATES_SKIPPED.inc(result.duplicates)
         TREE_SIZE.set(result.tree_size)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
@@ -17,7 +16,7 @@ from fastapi.responses import JSONResponse
 
 from ikd_identity import metrics
 from ikd_identity.adapters.postgres import outbox_backlog, ping
-from ikd_identity.bootstrap import Container, bootstrap, build_relay
+from ikd_identity.bootstrap import Runtime, bootstrap
 from ikd_identity.config import IdentitySettings
 from ikd_identity.domain import commands
 from ikd_identity.domain.errors import Forbidden, OAuthError, Unauthenticated
@@ -33,17 +32,17 @@ log = logging.getLogger(__name__)
 _AGENCY = re.compile(CODE_PATTERN.strip("^$"))
 
 
-async def get_container(request: Request) -> Container:
+async def get_container(request: Request) -> Runtime:
     # async: FastAPI would run a plain `def` dependency in its thread pool, on every request
     return get_container_of(request.app)
 
 
-def get_container_of(app: FastAPI) -> Container:
-    container: Container = app.state.container
+def get_container_of(app: FastAPI) -> Runtime:
+    container: Runtime = app.state.container
     return container
 
 
-ContainerDep = Annotated[Container, Depends(get_container)]
+ContainerDep = Annotated[Runtime, Depends(get_container)]
 
 
 bearer = Bearer(
@@ -122,20 +121,9 @@ def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        container = await bootstrap(settings)
-        app.state.container = container
-        stop = asyncio.Event()
-        relay_task = None
-        if relay_on:
-            relay = container.outbox_wakeup.relay = build_relay(settings)
-            relay_task = asyncio.create_task(relay.supervise(stop))
-        try:
+        async with bootstrap(settings, relay=relay_on) as runtime:
+            app.state.container = runtime
             yield
-        finally:
-            stop.set()
-            if relay_task is not None:
-                await relay_task
-            await container.close()
 
     app = FastAPI(
         title="IKD identity service",
