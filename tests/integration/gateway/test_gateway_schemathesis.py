@@ -19,7 +19,6 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from ikd_gateway.bootstrap import bootstrap
 from ikd_gateway.config import GatewaySettings
 from ikd_gateway.entrypoints.api import create_app
 
@@ -42,7 +41,7 @@ def test_api_never_answers_5xx(
         }
     ).model_copy(update={"kafka_topic_prefix": topic_prefix})
     # The app's lifespan opens the pool and producer in schemathesis's event loop thread.
-    app = create_app(bootstrap(gateway_settings))
+    app = create_app(gateway_settings)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     services = [service.code for service in POLICY.agency(AGENCY).services]
     token = tokens.for_agency(AGENCY, {"gateway:prefill", "gateway:webhooks"})

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -141,9 +143,18 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_the_stream_goes_on
     assert written <= {(v1.pseudonym, v1_id), (v1.pseudonym, updated_id), (v2.pseudonym, v2_id)}
 
 
-async def started_gateway(
-    agency: str, database: Any, prefix: str, tokens: Tokens, tmp_path: Path
-) -> Gateway:
+@contextlib.asynccontextmanager
+async def running_gateway(
+    agency: str,
+    database: Any,
+    prefix: str,
+    tokens: Tokens,
+    tmp_path: Path,
+    *,
+    configure: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> AsyncIterator[Gateway]:
+    """A started runtime: `configure` updates its settings, `overrides` go to bootstrap."""
     env = gateway_env(agency, database, prefix, tokens, tmp_path)
     settings = GatewaySettings(
         **{  # type: ignore[arg-type]
@@ -153,9 +164,9 @@ async def started_gateway(
             "webhook_allow_private_targets": True,
         }
     )
-    gateway = bootstrap(settings.model_copy(update={"kafka_topic_prefix": prefix}))
-    await gateway.start(pool_size=2)
-    return gateway
+    settings = settings.model_copy(update={"kafka_topic_prefix": prefix, **(configure or {})})
+    async with bootstrap(settings, pool_size=2, **overrides) as gateway:
+        yield gateway
 
 
 async def test_consent_revocation_purges_the_view_and_prefill(
@@ -206,12 +217,14 @@ async def test_consent_revocation_purges_the_view_and_prefill(
 
     await eventually(holds_fields, timeout=20)  # re-read from the topic by offset
 
-    gateway = await started_gateway(agency, gateway_db, topic_prefix, tokens, tmp_path)
-    app = create_app(gateway, manage_lifecycle=False)
     headers = {"authorization": f"Bearer {tokens.for_agency(agency)}"}
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://gw"
-    ) as client:
+    async with (
+        running_gateway(agency, gateway_db, topic_prefix, tokens, tmp_path) as gateway,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(gateway.settings, runtime=gateway)),
+            base_url="http://gw",
+        ) as client,
+    ):
         response = await client.get(
             f"/v1/prefill/{service}", params={"nik": citizen.nik}, headers=headers
         )
@@ -237,7 +250,6 @@ async def test_consent_revocation_purges_the_view_and_prefill(
         )
         in_prefill = time.perf_counter() - sent
         assert (response.status_code, response.json()["code"]) == (403, "consent_required")
-    await gateway.stop()
     print(
         f"\nconsent revocation: purged from the view in {in_view * 1000:.0f} ms, "
         f"refused by prefill {in_prefill * 1000:.0f} ms after the revocation was published"

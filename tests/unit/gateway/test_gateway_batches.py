@@ -14,8 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ikd_gateway.domain.model import SourcePosition
-from ikd_gateway.service_layer import handlers
-from ikd_gateway.service_layer.handlers import ConsentRecord, ProfileRecord
+from ikd_gateway.service_layer.stream import (
+    ConsentRecord,
+    ProfileRecord,
+    apply_consents,
+    apply_profiles,
+)
 from ikd_gateway.service_layer.unit_of_work import Endpoint
 from ikd_shared.events.profile_v1 import CitizenDied, CredentialRevoked, ProfileUpdated
 
@@ -74,7 +78,7 @@ async def seeded(agency: str) -> Store:
         store.endpoints[endpoint.id] = endpoint
     chosen = POLICY.agency(agency).services[-1]
     given_consent = consent(CITIZENS[0], agency, chosen.code, sorted(chosen.fields))
-    await handlers.apply_consents(
+    await apply_consents(
         FakeUnitOfWork(store),
         context(agency),
         ConsentRecord("c-1", CITIZENS[0], consent_event(CITIZENS[0], 1, [given_consent])),
@@ -113,10 +117,10 @@ async def test_batches_leave_what_one_by_one_leaves(
     one_by_one = await seeded(agency)
     batched = one_by_one.snapshot()
     for record in records:
-        await handlers.apply_profiles(FakeUnitOfWork(one_by_one), ctx, [record])
+        await apply_profiles(FakeUnitOfWork(one_by_one), ctx, [record])
     bounds = sorted({0, len(records), *(c for c in cuts if c < len(records))})
     for start, end in itertools.pairwise(bounds):
-        await handlers.apply_profiles(FakeUnitOfWork(batched), ctx, records[start:end])
+        await apply_profiles(FakeUnitOfWork(batched), ctx, records[start:end])
 
     assert batched.views == one_by_one.views
     assert batched.consents == one_by_one.consents
@@ -135,7 +139,7 @@ async def test_a_purge_after_an_older_verification_in_the_same_batch_wins() -> N
     ctx = context("polres-cirebon")
     store = await seeded("polres-cirebon")
     records = build([("store", 0, 1), ("store", 0, 3), ("died", 0, 4), ("store", 0, 2)])
-    results = await handlers.apply_profiles(FakeUnitOfWork(store), ctx, records)
+    results = await apply_profiles(FakeUnitOfWork(store), ctx, records)
     assert [r.reason for r in results] == ["stored", "stored", "erased", "stale"]
     row = store.views[CITIZENS[0]]
     assert (row.version, row.erased, dict(row.data)) == (4, True, {})

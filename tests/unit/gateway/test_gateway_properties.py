@@ -18,8 +18,15 @@ from hypothesis import strategies as st
 
 from ikd_gateway.domain.model import SourcePosition
 from ikd_gateway.domain.policy import AgencyKind, AgencyPolicy, Purpose, ServicePolicy
-from ikd_gateway.service_layer import handlers
-from ikd_gateway.service_layer.handlers import ConsentRecord, GatewayContext, ProfileRecord
+from ikd_gateway.service_layer.context import GatewayContext
+from ikd_gateway.service_layer.prefill import DeniedRequest, prefill
+from ikd_gateway.service_layer.stream import (
+    ConsentRecord,
+    ProfileRecord,
+    apply_consents,
+    apply_profile,
+    sweep_retention,
+)
 from ikd_gateway.service_layer.unit_of_work import Endpoint
 from ikd_gateway.service_layer.webhooks import Dispatcher, RetryPolicy
 from ikd_shared.events.consent_v1 import Consent
@@ -148,17 +155,17 @@ async def test_fields_never_exceed_policy_and_consent(
         steps.reverse()
     for kind, item in steps:
         if kind == "consent":
-            result = await handlers.apply_consents(FakeUnitOfWork(store), ctx, item)
+            result = await apply_consents(FakeUnitOfWork(store), ctx, item)
             if result.refetch is not None:  # what the worker does: re-read the record
-                await handlers.apply_profile(
+                await apply_profile(
                     FakeUnitOfWork(store),
                     ctx,
                     ProfileRecord("p-1", pseudonym, event, SourcePosition(0, 7)),
                     reapply=True,
                 )
         else:
-            await handlers.apply_profile(FakeUnitOfWork(store), ctx, item)
-    await handlers.sweep_retention(FakeUnitOfWork(store), ctx)
+            await apply_profile(FakeUnitOfWork(store), ctx, item)
+    await sweep_retention(FakeUnitOfWork(store), ctx)
 
     flat = flatten(citizen)
     union = frozenset().union(*(allowed(s, consents, verified_at) for s in policy.services))
@@ -170,10 +177,10 @@ async def test_fields_never_exceed_policy_and_consent(
     for service in policy.services:
         permitted = allowed(service, consents, verified_at)
         try:
-            answer = await handlers.prefill(
+            answer = await prefill(
                 FakeUnitOfWork(store), ctx, service_code=service.code, nik=None, pseudonym=pseudonym
             )
-        except handlers.DeniedRequest as denied:
+        except DeniedRequest as denied:
             code = denied.error.code
         else:
             assert set(answer.fields) <= permitted

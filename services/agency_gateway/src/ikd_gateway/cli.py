@@ -68,15 +68,13 @@ def api() -> None:
     """Serve the prefill and webhook API (uvicorn) on IKD_GATEWAY_HOST:IKD_GATEWAY_PORT."""
     import uvicorn
 
-    from ikd_gateway.bootstrap import bootstrap
     from ikd_gateway.entrypoints.api import create_app
     from ikd_shared.logs import configure_logging
 
     settings = load_settings(GatewaySettings)
     configure_logging()
-    gateway = bootstrap(settings)
     uvicorn.run(
-        create_app(gateway),
+        create_app(settings),  # its lifespan enters bootstrap
         host=settings.host,
         port=settings.port,
         log_config=None,
@@ -87,11 +85,10 @@ def api() -> None:
 @app.command()
 def worker(loglevel: Annotated[str, typer.Option()] = "INFO") -> None:
     """Consume the profile and consent topics into the view; relay, webhooks, retention."""
-    from ikd_gateway.bootstrap import bootstrap
     from ikd_gateway.entrypoints.worker import run_worker
 
     settings = load_settings(GatewaySettings)
-    run_worker(bootstrap(settings), loglevel=loglevel)
+    run_worker(settings, loglevel=loglevel)  # the faust app enters bootstrap on start
 
 
 @app.command()
