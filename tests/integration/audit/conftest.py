@@ -51,7 +51,7 @@ async def client(
     settings: AuditSettings, runtime: AuditRuntime
 ) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
-    app.state.services = runtime  # the lifespan (consumer, signer) is not needed here
+    app.state.runtime = runtime  # the lifespan (consumer, signer) is not needed here
     app.state.consumer = None
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:

@@ -18,6 +18,19 @@ from ikd_audit.domain.search import AgencyCount, SearchFilter
 from ikd_shared import codec, merkle
 from ikd_shared.transparency import Entry, TreeHead
 
+# The database errors of an outage or of contention: retried until they pass. Any other error
+# of an append is the record's own (the consumer dead-letters it).
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # refused or reset connections, timeouts acquiring one
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,  # shutdown, restart, statement timeout
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.LockNotAvailableError,
+)
+
 # One writer at a time appends, so positions are gapless and the tree state stays exact.
 LOG_LOCK = 0x1CD_A0D1
 ENTRY_COLUMNS = (

@@ -30,6 +30,7 @@ from ikd_shared.api import (
     operations_router,
 )
 from ikd_shared.events.topics import ACCESS
+from ikd_shared.kafka import KafkaConnection
 
 log = logging.getLogger("ikd_audit.app")
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -51,7 +52,7 @@ def create_app(settings: AuditSettings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with bootstrap(settings) as runtime:
-            app.state.services = runtime
+            app.state.runtime = runtime
             tasks: list[asyncio.Task[None]] = []
             signer = asyncio.create_task(
                 run_signer(
@@ -76,7 +77,7 @@ def create_app(settings: AuditSettings) -> FastAPI:
             if settings.run_consumer:
                 consumer = AccessConsumer(
                     runtime.log,
-                    bootstrap_servers=settings.kafka_bootstrap_servers,
+                    KafkaConnection.from_settings(settings),
                     topic_prefix=settings.kafka_topic_prefix,
                     group_id=settings.consumer_group,
                     batch_size=settings.consumer_batch_size,
@@ -128,7 +129,7 @@ def create_app(settings: AuditSettings) -> FastAPI:
         return response
 
     def runtime() -> AuditRuntime:
-        found: AuditRuntime = app.state.services
+        found: AuditRuntime = app.state.runtime
         return found
 
     async def consumer_running() -> None:
