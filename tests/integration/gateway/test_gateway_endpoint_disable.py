@@ -43,7 +43,11 @@ async def test_an_endpoint_failing_past_the_period_is_disabled_and_its_messages_
             topic_prefix,
             tokens,
             tmp_path,
-            configure={"webhook_disable_after_seconds": PERIOD},
+            # Retries come due only when the test says so (jittered backoff would make them random).
+            configure={
+                "webhook_disable_after_seconds": PERIOD,
+                "webhook_backoff_base_seconds": 600.0,
+            },
             sender=sender,
         ) as gateway,
         httpx.AsyncClient(
