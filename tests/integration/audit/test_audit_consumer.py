@@ -6,7 +6,6 @@ import asyncio
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
-from audit_support import access, eventually
 
 from ikd_audit.bootstrap import Services
 from ikd_audit.entrypoints.consumer import AccessConsumer
@@ -15,6 +14,8 @@ from ikd_shared.events import to_cloudevent
 from ikd_shared.events.envelope import CloudEvent
 from ikd_shared.events.topics import ACCESS, AUDIT_DEAD_LETTER
 from ikd_shared.kafka import make_producer, send_event
+from tests.support.audit import access
+from tests.support.polling import eventually
 
 
 async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
@@ -69,7 +70,7 @@ async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
         async def all_recorded() -> bool:
             return await services.repo.size() == 25
 
-        await eventually(all_recorded, within=30)
+        await eventually(all_recorded, timeout=30)
         dead = AIOKafkaConsumer(
             AUDIT_DEAD_LETTER.full_name(topic_prefix),
             bootstrap_servers=kafka_bootstrap,
@@ -85,7 +86,7 @@ async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
                 records.extend(r for rs in batch.values() for r in rs)
                 return len(records) >= 3
 
-            await eventually(three_dead_letters, within=30)
+            await eventually(three_dead_letters, timeout=30)
         finally:
             await dead.stop()
         reasons = [dict(r.headers)["dlq_reason"].decode() for r in records]
@@ -110,7 +111,7 @@ async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
         async def late_recorded() -> bool:
             return await services.repo.size() == 26
 
-        await eventually(late_recorded, within=30)
+        await eventually(late_recorded, timeout=30)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -8,7 +8,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-from audit_support import access
 from cryptography.hazmat.primitives import serialization
 from pymerkle import InmemoryTree
 from typer.testing import CliRunner
@@ -16,6 +15,7 @@ from typer.testing import CliRunner
 from ikd_audit.bootstrap import Services
 from ikd_audit.cli import app as cli
 from ikd_audit.domain import merkle, verify
+from tests.support.audit import access
 
 
 async def fill(services: Services, n: int, citizens: list[Any]) -> None:

@@ -9,10 +9,10 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from gateway_factories import Tokens
 from test_gateway_stream import started_gateway
 
 from ikd_gateway.entrypoints.api import create_app
+from tests.support.gateway_factories import Tokens
 
 AGENCY = "dinsos-cirebon"
 HOOK = {"url": "http://receiver.example/hook", "service": "social-assistance"}
@@ -24,9 +24,9 @@ def bearer(token: str) -> dict[str, str]:
 
 @pytest.fixture
 async def client(
-    gateway_db: Any, topic_prefix: str, tokens: Tokens, tmp_path: Path
+    gateway_db: Any, session_topic_prefix: str, tokens: Tokens, tmp_path: Path
 ) -> AsyncIterator[httpx.AsyncClient]:
-    gateway = await started_gateway(AGENCY, gateway_db, topic_prefix, tokens, tmp_path)
+    gateway = await started_gateway(AGENCY, gateway_db, session_topic_prefix, tokens, tmp_path)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_app(gateway, manage_lifecycle=False)),
         base_url="http://gw",

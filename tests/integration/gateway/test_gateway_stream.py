@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from gateway_factories import POLICY, Tokens, consent, consent_event, profile, verified
-from gateway_integration import gateway_env, read_topic
 
 from ikd_gateway.bootstrap import Gateway, bootstrap
 from ikd_gateway.config import GatewaySettings
@@ -18,7 +16,16 @@ from ikd_gateway.entrypoints.api import create_app
 from ikd_shared.events import to_cloudevent
 from ikd_shared.events.profile_v1 import ProfileUpdated
 from ikd_shared.events.topics import ACCESS, CONSENT, GATEWAY_DEAD_LETTER, PROFILE
-from tests.conftest import eventually
+from tests.support.gateway import gateway_env, read_topic
+from tests.support.gateway_factories import (
+    POLICY,
+    Tokens,
+    consent,
+    consent_event,
+    profile,
+    verified,
+)
+from tests.support.polling import eventually
 
 NOW = dt.datetime.now(dt.UTC)
 

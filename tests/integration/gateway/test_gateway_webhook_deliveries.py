@@ -12,8 +12,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from gateway_factories import Tokens, profile, verified
-from gateway_integration import MIGRATIONS
 from test_gateway_stream import started_gateway
 
 from ikd_gateway.adapters.webhooks import HttpSender
@@ -21,6 +19,8 @@ from ikd_gateway.bootstrap import Gateway
 from ikd_gateway.domain.model import SourcePosition
 from ikd_gateway.entrypoints.api import MAX_DELIVERIES, create_app
 from ikd_gateway.service_layer import handlers
+from tests.support.gateway import MIGRATIONS
+from tests.support.gateway_factories import Tokens, profile, verified
 
 AGENCY, OTHER = "dinsos-cirebon", "bank-bjb"
 HOOK = {"url": "http://receiver.example/hook", "service": "social-assistance"}
@@ -32,9 +32,9 @@ def bearer(token: str) -> dict[str, str]:
 
 @pytest.fixture
 async def gateway(
-    gateway_db: Any, topic_prefix: str, tokens: Tokens, tmp_path: Path
+    gateway_db: Any, session_topic_prefix: str, tokens: Tokens, tmp_path: Path
 ) -> AsyncIterator[Gateway]:
-    started = await started_gateway(AGENCY, gateway_db, topic_prefix, tokens, tmp_path)
+    started = await started_gateway(AGENCY, gateway_db, session_topic_prefix, tokens, tmp_path)
     yield started
     await started.stop()
 
@@ -103,7 +103,7 @@ async def test_lists_each_attempt_newest_first_with_retry_time(
 async def test_unknown_or_another_agencys_endpoint_is_404(
     client: httpx.AsyncClient,
     database_factory: Any,
-    topic_prefix: str,
+    session_topic_prefix: str,
     tokens: Tokens,
     tmp_path: Path,
 ) -> None:
@@ -112,7 +112,7 @@ async def test_unknown_or_another_agencys_endpoint_is_404(
     assert (unknown.status_code, unknown.json()["code"]) == (404, "endpoint_not_found")
 
     other_db = await database_factory("gateway", MIGRATIONS)
-    other = await started_gateway(OTHER, other_db, topic_prefix, tokens, tmp_path / "other")
+    other = await started_gateway(OTHER, other_db, session_topic_prefix, tokens, tmp_path / "other")
     try:
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=create_app(other, manage_lifecycle=False)),

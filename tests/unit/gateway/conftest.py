@@ -5,13 +5,13 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from gateway_factories import POLICY, PSEUDONYM_KEY, Tokens
-from gateway_fakes import FakeUnitOfWork, Store
 
 from ikd_gateway.bootstrap import Gateway
 from ikd_gateway.config import GatewaySettings
 from ikd_gateway.entrypoints.api import create_app
 from ikd_gateway.service_layer.handlers import GatewayContext
+from tests.support.gateway_factories import POLICY, PSEUDONYM_KEY, Tokens
+from tests.support.gateway_fakes import FakeUnitOfWork, Store
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,11 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from gateway_factories import (
+
+from ikd_gateway.domain.model import SourcePosition
+from ikd_gateway.service_layer import handlers
+from ikd_shared.events.access_v1 import Channel, Outcome
+from tests.support.gateway_factories import (
     NOW,
     POLICY,
     Tokens,
@@ -19,11 +23,7 @@ from gateway_factories import (
     record,
     verified,
 )
-from gateway_fakes import FakeUnitOfWork, Store
-
-from ikd_gateway.domain.model import SourcePosition
-from ikd_gateway.service_layer import handlers
-from ikd_shared.events.access_v1 import Channel, Outcome
+from tests.support.gateway_fakes import FakeUnitOfWork, Store
 
 MakeClient = Callable[[str, Store], httpx.AsyncClient]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from identity_fakes import FakeState, FakeUnitOfWork
 
 from ikd_identity.service_layer.handlers import Deps
 from ikd_shared.credentials import CredentialVerifier, generate_issuer_key, public_jwk
+from tests.support.identity_fakes import FakeState, FakeUnitOfWork
 
 
 class Clock:

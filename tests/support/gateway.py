@@ -1,4 +1,4 @@
-"""Helpers of the gateway integration tests (imported by conftest and the tests)."""
+"""Gateway integration helpers: a CloudEvent producer, settings environment, worker processes."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from gateway_factories import Tokens
 
 from ikd_shared.events.envelope import CloudEvent, to_kafka
+from tests.support.environment import REPO
+from tests.support.gateway_factories import Tokens
 
-REPO = Path(__file__).resolve().parents[3]
 MIGRATIONS = REPO / "services" / "agency_gateway" / "migrations"
 
 
