@@ -96,11 +96,11 @@ class DatabaseTemplates:
 
     async def close(self) -> None:
         """Drop every database and role of this session (copies a test left behind too)."""
-        names = await self.admin.fetch(
+        copies = await self.admin.fetch(
             "SELECT datname FROM pg_database WHERE datname LIKE $1", f"ikd\\_%\\_{self.tag}\\_%"
         )
-        for row in names:
-            await self.drop(row["datname"])
+        for name in [row["datname"] for row in copies] + list(self._templates.values()):
+            await self.drop(name)
         for template in self._templates.values():
             for role in (f"{template}_app", f"{template}_owner"):
                 await self.admin.execute(f"DROP ROLE IF EXISTS {role}")
