@@ -6,7 +6,6 @@ import asyncio
 from typing import Any
 
 from aiokafka import TopicPartition
-from audit_support import access, eventually
 
 from ikd_audit.bootstrap import AuditRuntime
 from ikd_audit.entrypoints.consumer import AccessConsumer
@@ -16,6 +15,8 @@ from ikd_shared.events.access_v1 import Outcome
 from ikd_shared.events.envelope import CloudEvent, to_kafka
 from ikd_shared.events.topics import ACCESS, AUDIT_DEAD_LETTER
 from ikd_shared.kafka import KafkaConnection, send_event
+from tests.support.audit import access
+from tests.support.polling import eventually
 
 
 async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
@@ -70,7 +71,7 @@ async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
         async def all_recorded() -> bool:
             return (await runtime.log.tree_state())[0] == 25
 
-        await eventually(all_recorded, within=30)
+        await eventually(all_recorded, timeout=30)
         dead = KafkaConnection(kafka_bootstrap).consumer(
             AUDIT_DEAD_LETTER.full_name(topic_prefix), group=None, auto_offset_reset="earliest"
         )
@@ -83,7 +84,7 @@ async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
                 records.extend(r for rs in batch.values() for r in rs)
                 return len(records) >= 3
 
-            await eventually(three_dead_letters, within=30)
+            await eventually(three_dead_letters, timeout=30)
         finally:
             await dead.stop()
         reasons = [dict(r.headers)["dlq_reason"].decode() for r in records]
@@ -108,7 +109,7 @@ async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
         async def late_recorded() -> bool:
             return (await runtime.log.tree_state())[0] == 26
 
-        await eventually(late_recorded, within=30)
+        await eventually(late_recorded, timeout=30)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -138,7 +139,7 @@ async def read_all(kafka: KafkaConnection, topic: str, count: int) -> list[Any]:
             records.extend(r for rs in batch.values() for r in rs)
             return len(records) >= count
 
-        await eventually(enough, within=30)
+        await eventually(enough, timeout=30)
     finally:
         await dead.stop()
     return records
@@ -178,7 +179,7 @@ async def test_an_event_the_log_cannot_store_is_dead_lettered_and_the_rest_of_it
         async def batch_committed() -> bool:
             return await committed_offset(kafka, group, partition) == len(clouds)
 
-        await eventually(batch_committed, within=60, interval=0.2)
+        await eventually(batch_committed, timeout=60, interval=0.2)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

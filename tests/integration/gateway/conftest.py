@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,14 +10,8 @@ import asyncpg
 import pytest
 
 from ikd_shared.kafka import KafkaConnection
-
-_HERE = Path(__file__).resolve().parent
-for _path in (_HERE, _HERE.parents[1] / "unit" / "gateway", _HERE.parents[2]):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-from gateway_factories import Tokens  # noqa: E402
-from gateway_integration import MIGRATIONS, Producer, WorkerProcess  # noqa: E402
+from tests.support.gateway import MIGRATIONS, Producer, WorkerProcess
+from tests.support.gateway_factories import Tokens
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,6 @@ import uuid
 from typing import Any
 
 import asyncpg
-from gateway_factories import NOW, POLICY, consent, consent_event, context, profile, pseudonym_of
-from gateway_integration import MIGRATIONS
 
 from ikd_gateway.adapters.postgres import PgUnitOfWork
 from ikd_gateway.domain.model import SourcePosition
@@ -20,6 +18,16 @@ from ikd_gateway.service_layer.stream import (
 )
 from ikd_shared.db import create_pool
 from ikd_shared.events.profile_v1 import CitizenDied, ProfileUpdated
+from tests.support.gateway import MIGRATIONS
+from tests.support.gateway_factories import (
+    NOW,
+    POLICY,
+    consent,
+    consent_event,
+    context,
+    profile,
+    pseudonym_of,
+)
 
 AGENCY = "bank-bjb"
 CITIZENS = [pseudonym_of(profile(serial)) for serial in range(1, 9)]

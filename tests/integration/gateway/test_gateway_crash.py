@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from gateway_factories import POLICY, Tokens, profile, pseudonym_of
-from gateway_integration import gateway_env, read_topic
 
 from ikd_gateway.domain.model import project_profile
 from ikd_shared.events import decode, to_cloudevent
@@ -28,7 +26,9 @@ from ikd_shared.events.profile_v1 import (
     ProfileVerified,
 )
 from ikd_shared.events.topics import ACCESS, PROFILE
-from tests.conftest import eventually
+from tests.support.gateway import gateway_env, read_topic
+from tests.support.gateway_factories import POLICY, Tokens, profile, pseudonym_of
+from tests.support.polling import eventually
 
 AGENCY = "polres-cirebon"
 CITIZENS = 120

@@ -11,13 +11,13 @@ from typing import Any
 
 import asyncpg
 import httpx
-from gateway_factories import Tokens, profile, verified
-from test_gateway_stream import running_gateway
 
 from ikd_gateway.adapters.webhooks import HttpSender
 from ikd_gateway.domain.model import SourcePosition
 from ikd_gateway.entrypoints.api import create_app
 from ikd_gateway.service_layer.stream import ProfileRecord, apply_profile
+from tests.support.gateway import running_gateway
+from tests.support.gateway_factories import Tokens, profile, verified
 
 AGENCY = "dinsos-cirebon"
 # Long enough that the first two failures (one dispatcher pass) fall inside it on a busy machine.

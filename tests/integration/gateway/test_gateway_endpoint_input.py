@@ -9,10 +9,10 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from gateway_factories import Tokens
-from test_gateway_stream import running_gateway
 
 from ikd_gateway.entrypoints.api import create_app
+from tests.support.gateway import running_gateway
+from tests.support.gateway_factories import Tokens
 
 AGENCY = "dinsos-cirebon"
 HOOK = {"url": "http://receiver.example/hook", "service": "social-assistance"}
@@ -24,10 +24,10 @@ def bearer(token: str) -> dict[str, str]:
 
 @pytest.fixture
 async def client(
-    gateway_db: Any, topic_prefix: str, tokens: Tokens, tmp_path: Path
+    gateway_db: Any, session_topic_prefix: str, tokens: Tokens, tmp_path: Path
 ) -> AsyncIterator[httpx.AsyncClient]:
     async with (
-        running_gateway(AGENCY, gateway_db, topic_prefix, tokens, tmp_path) as gateway,
+        running_gateway(AGENCY, gateway_db, session_topic_prefix, tokens, tmp_path) as gateway,
         httpx.AsyncClient(
             transport=httpx.ASGITransport(app=create_app(gateway.settings, runtime=gateway)),
             base_url="http://gw",

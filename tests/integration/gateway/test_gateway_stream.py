@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-from gateway_factories import POLICY, Tokens, consent, consent_event, profile, verified
-from gateway_integration import gateway_env, read_topic
 
-from ikd_gateway.bootstrap import Gateway, bootstrap
-from ikd_gateway.config import GatewaySettings
 from ikd_gateway.entrypoints.api import create_app
 from ikd_shared.events import to_cloudevent
 from ikd_shared.events.profile_v1 import ProfileUpdated
 from ikd_shared.events.topics import ACCESS, CONSENT, GATEWAY_DEAD_LETTER, PROFILE
-from tests.conftest import eventually
+from tests.support.gateway import gateway_env, read_topic, running_gateway
+from tests.support.gateway_factories import (
+    POLICY,
+    Tokens,
+    consent,
+    consent_event,
+    profile,
+    verified,
+)
+from tests.support.polling import eventually
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -141,32 +144,6 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_the_stream_goes_on
     assert (v2.pseudonym, v2_id) in written
     assert (v1.pseudonym, updated_id) in written
     assert written <= {(v1.pseudonym, v1_id), (v1.pseudonym, updated_id), (v2.pseudonym, v2_id)}
-
-
-@contextlib.asynccontextmanager
-async def running_gateway(
-    agency: str,
-    database: Any,
-    prefix: str,
-    tokens: Tokens,
-    tmp_path: Path,
-    *,
-    configure: dict[str, Any] | None = None,
-    **overrides: Any,
-) -> AsyncIterator[Gateway]:
-    """A started runtime: `configure` updates its settings, `overrides` go to bootstrap."""
-    env = gateway_env(agency, database, prefix, tokens, tmp_path)
-    settings = GatewaySettings(
-        **{  # type: ignore[arg-type]
-            "agency": agency,
-            "database_url": database.app_dsn,
-            "token_jwks": env["IKD_GATEWAY_TOKEN_JWKS"],
-            "webhook_allow_private_targets": True,
-        }
-    )
-    settings = settings.model_copy(update={"kafka_topic_prefix": prefix, **(configure or {})})
-    async with bootstrap(settings, pool_size=2, **overrides) as gateway:
-        yield gateway
 
 
 async def test_consent_revocation_purges_the_view_and_prefill(

@@ -12,15 +12,14 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from gateway_factories import Tokens, profile, verified
-from gateway_integration import MIGRATIONS
-from test_gateway_stream import running_gateway
 
 from ikd_gateway.adapters.webhooks import HttpSender
 from ikd_gateway.bootstrap import Gateway
 from ikd_gateway.domain.model import SourcePosition
 from ikd_gateway.entrypoints.api import MAX_DELIVERIES, create_app
 from ikd_gateway.service_layer.stream import ProfileRecord, apply_profile
+from tests.support.gateway import MIGRATIONS, running_gateway
+from tests.support.gateway_factories import Tokens, profile, verified
 
 AGENCY, OTHER = "dinsos-cirebon", "bank-bjb"
 HOOK = {"url": "http://receiver.example/hook", "service": "social-assistance"}
@@ -47,11 +46,11 @@ def answers() -> Answers:
 
 @pytest.fixture
 async def gateway(
-    gateway_db: Any, topic_prefix: str, tokens: Tokens, tmp_path: Path, answers: Answers
+    gateway_db: Any, session_topic_prefix: str, tokens: Tokens, tmp_path: Path, answers: Answers
 ) -> AsyncIterator[Gateway]:
     sender = HttpSender(transport=answers)
     async with running_gateway(
-        AGENCY, gateway_db, topic_prefix, tokens, tmp_path, sender=sender
+        AGENCY, gateway_db, session_topic_prefix, tokens, tmp_path, sender=sender
     ) as started:
         yield started
     await sender.close()
@@ -121,7 +120,7 @@ async def test_lists_each_attempt_newest_first_with_retry_time(
 async def test_unknown_or_another_agencys_endpoint_is_404(
     client: httpx.AsyncClient,
     database_factory: Any,
-    topic_prefix: str,
+    session_topic_prefix: str,
     tokens: Tokens,
     tmp_path: Path,
 ) -> None:
@@ -131,7 +130,7 @@ async def test_unknown_or_another_agencys_endpoint_is_404(
 
     other_db = await database_factory("gateway", MIGRATIONS)
     async with (
-        running_gateway(OTHER, other_db, topic_prefix, tokens, tmp_path / "other") as other,
+        running_gateway(OTHER, other_db, session_topic_prefix, tokens, tmp_path / "other") as other,
         httpx.AsyncClient(
             transport=httpx.ASGITransport(app=create_app(other.settings, runtime=other)),
             base_url="http://gw-other",

@@ -10,10 +10,6 @@ from typing import Any
 
 import asyncpg
 import httpx
-from gateway_factories import POLICY, Tokens, profile, verified
-from gateway_integration import read_topic
-from test_gateway_stream import running_gateway
-from test_gateway_webhook_signing import spec_verify  # the from-the-spec verifier
 
 from ikd_gateway.adapters.webhooks import HttpSender
 from ikd_gateway.domain.model import SourcePosition
@@ -21,6 +17,11 @@ from ikd_gateway.entrypoints.api import create_app
 from ikd_gateway.entrypoints.receiver import create_receiver_app
 from ikd_gateway.service_layer.stream import ProfileRecord, apply_profile
 from ikd_shared.events.topics import WEBHOOK_DEAD_LETTER
+from tests.support.gateway import read_topic, running_gateway
+from tests.support.gateway_factories import POLICY, Tokens, profile, verified
+from tests.unit.gateway.test_gateway_webhook_signing import (
+    spec_verify,  # the from-the-spec verifier
+)
 
 AGENCY = "dinsos-cirebon"
 

@@ -6,7 +6,6 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from audit_fakes import FakeDatabase
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ikd_audit.entrypoints.consumer import AccessConsumer
@@ -16,6 +15,7 @@ from ikd_shared.events import to_cloudevent
 from ikd_shared.events.access_v1 import AccessRecorded, Channel, Outcome
 from ikd_shared.events.envelope import to_kafka
 from ikd_shared.kafka import KafkaConnection
+from tests.support.audit_fakes import FakeDatabase
 
 T0 = dt.datetime(2025, 3, 1, 8, 0, tzinfo=dt.UTC)
 

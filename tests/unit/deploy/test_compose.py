@@ -17,7 +17,17 @@ from typing import Any
 
 import pytest
 import typer
-from deploy_support import (
+from typer.testing import CliRunner
+
+from ikd_audit.cli import app as audit_cli
+from ikd_gateway.cli import app as gateway_cli
+from ikd_gateway.cli import example_receiver
+from ikd_gateway.config import GatewaySettings
+from ikd_identity.cli import app as identity_cli
+from ikd_ops.cli import app as ops_cli
+from ikd_shared.auth import TokenIssuer, TokenVerifier, load_ed25519_private_key
+from ikd_shared.settings import Environment, ServiceSettings
+from tests.support.deploy import (
     AGENCIES,
     COMPOSE_FILE,
     DEV_ENV,
@@ -38,16 +48,6 @@ from deploy_support import (
     required_variables,
     settings_env_names,
 )
-from typer.testing import CliRunner
-
-from ikd_audit.cli import app as audit_cli
-from ikd_gateway.cli import app as gateway_cli
-from ikd_gateway.cli import example_receiver
-from ikd_gateway.config import GatewaySettings
-from ikd_identity.cli import app as identity_cli
-from ikd_ops.cli import app as ops_cli
-from ikd_shared.auth import TokenIssuer, TokenVerifier, load_ed25519_private_key
-from ikd_shared.settings import Environment, ServiceSettings
 
 COMPOSE = load_compose()
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]

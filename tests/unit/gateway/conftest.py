@@ -7,12 +7,12 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_factories import PSEUDONYM_KEY, Tokens
-from gateway_fakes import FakeRelay, FakeUnitOfWork, Store
 
 from ikd_gateway.bootstrap import Gateway, bootstrap
 from ikd_gateway.config import GatewaySettings
 from ikd_gateway.entrypoints.api import create_app
+from tests.support.gateway_factories import PSEUDONYM_KEY, Tokens
+from tests.support.gateway_fakes import FakeRelay, FakeUnitOfWork, Store
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,6 @@ import itertools
 import uuid
 from typing import Any
 
-from gateway_factories import NOW, POLICY, consent, consent_event, context, profile, pseudonym_of
-from gateway_fakes import FakeUnitOfWork, Store
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +20,16 @@ from ikd_gateway.service_layer.stream import (
 )
 from ikd_gateway.service_layer.unit_of_work import Endpoint
 from ikd_shared.events.profile_v1 import CitizenDied, CredentialRevoked, ProfileUpdated
+from tests.support.gateway_factories import (
+    NOW,
+    POLICY,
+    consent,
+    consent_event,
+    context,
+    profile,
+    pseudonym_of,
+)
+from tests.support.gateway_fakes import FakeUnitOfWork, Store
 
 CITIZENS = [pseudonym_of(profile(serial)) for serial in (1, 2, 3)]
 ops = st.tuples(

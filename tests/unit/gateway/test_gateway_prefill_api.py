@@ -7,19 +7,6 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
-from gateway_factories import (
-    NOW,
-    POLICY,
-    Tokens,
-    consent,
-    consent_event,
-    context,
-    profile,
-    pseudonym_of,
-    record,
-    verified,
-)
-from gateway_fakes import FakeUnitOfWork, Store
 
 from ikd_gateway.domain.model import SourcePosition
 from ikd_gateway.service_layer.context import GatewayContext
@@ -31,6 +18,19 @@ from ikd_gateway.service_layer.stream import (
     apply_profile,
 )
 from ikd_shared.events.access_v1 import Channel, Outcome
+from tests.support.gateway_factories import (
+    NOW,
+    POLICY,
+    Tokens,
+    consent,
+    consent_event,
+    context,
+    profile,
+    pseudonym_of,
+    record,
+    verified,
+)
+from tests.support.gateway_fakes import FakeUnitOfWork, Store
 
 MakeClient = Callable[[str, Store], Awaitable[httpx.AsyncClient]]
 

@@ -11,8 +11,6 @@ import json
 import uuid
 from typing import Any
 
-from gateway_factories import NOW, PSEUDONYM_KEY, consent, consent_event, profile, pseudonym_of
-from gateway_fakes import FakeUnitOfWork, Store
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,6 +30,15 @@ from ikd_gateway.service_layer.webhooks import Dispatcher, RetryPolicy
 from ikd_shared.events.consent_v1 import Consent
 from ikd_shared.events.profile_v1 import PROFILE_FIELDS, ProfileVerified, flatten
 from ikd_shared.legal import LegalBasis
+from tests.support.gateway_factories import (
+    NOW,
+    PSEUDONYM_KEY,
+    consent,
+    consent_event,
+    profile,
+    pseudonym_of,
+)
+from tests.support.gateway_fakes import FakeUnitOfWork, Store
 
 AGENCY = "test-agency"
 field_sets = st.frozensets(st.sampled_from(PROFILE_FIELDS), min_size=1)

@@ -6,15 +6,14 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from gateway_factories import context, profile, verified
-from gateway_fakes import FakeUnitOfWork, Store
-
 from ikd_gateway.adapters.webhooks import DeliveryResult, generate_secret, sign
 from ikd_gateway.domain.model import SourcePosition
 from ikd_gateway.service_layer.stream import ProfileRecord, apply_profile
 from ikd_gateway.service_layer.unit_of_work import Endpoint
 from ikd_gateway.service_layer.webhooks import Dispatcher, RetryPolicy
 from ikd_shared.events.access_v1 import Channel, Outcome
+from tests.support.gateway_factories import context, profile, verified
+from tests.support.gateway_fakes import FakeUnitOfWork, Store
 
 
 class ScriptedSender:

@@ -26,8 +26,8 @@ from ikd_gateway.config import GatewaySettings
 from ikd_identity.config import IdentitySettings
 from ikd_shared.auth import TokenIssuer
 from ikd_shared.settings import ServiceSettings
+from tests.support.environment import REPO
 
-REPO = Path(__file__).resolve().parents[3]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 POSTGRES_INIT = REPO / "deploy" / "compose" / "postgres-init.sh"
 MAKE_SECRETS = REPO / "deploy" / "compose" / "make-secrets.sh"
