@@ -86,7 +86,7 @@ EOF
 sv_apply() {
   sv_write_conf
   if sv_pid >/dev/null; then
-    echo "supervisord: already running (pid $(sv_pid)); reusing what runs"
+    echo "supervisord (pid $(sv_pid)): loaded the programs; those already running are reused"
     sv_ctl update >/dev/null
     sv_ctl start all 2>/dev/null | grep -v "already started" || true
   else
@@ -100,7 +100,7 @@ sv_apply() {
 }
 
 sv_wait_http() {  # NAME URL [SECONDS]
-  local name=$1 url=$2 seconds=${3:-60}
+  local name=$1 url=$2 seconds=${3:-120}
   local deadline=$((SECONDS + seconds))
   until curl -fsS -o /dev/null "$url" 2>/dev/null; do
     if sv_ctl status "$name" 2>/dev/null | grep -q ' FATAL '; then

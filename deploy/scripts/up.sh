@@ -29,22 +29,24 @@ for agency in $IKD_DEMO_AGENCIES; do
   sv_program "gateway-$agency-api" env $(gateway_env "$agency") ikd-gateway api
   sv_program "gateway-$agency-worker" env $(gateway_env "$agency") ikd-gateway worker
 done
-sv_program webhook-receiver env IKD_GATEWAY_RECEIVER_SECRET="$(cat "$DEV_KEYS/webhook-secret")" \
-  ikd-gateway example-receiver --port "$RECEIVER_PORT"
 sv_apply
 sv_wait_http identity "http://127.0.0.1:$IDENTITY_PORT/healthz"
 sv_wait_http audit "http://127.0.0.1:$AUDIT_PORT/healthz"
 for agency in $IKD_DEMO_AGENCIES; do
-  sv_wait_http "gateway-$agency-api" "http://127.0.0.1:$(gateway_port "$agency")/readyz" 90
-  sv_wait_http "gateway-$agency-worker" "http://127.0.0.1:$(worker_metrics_port "$agency")/metrics" 90
+  sv_wait_http "gateway-$agency-api" "http://127.0.0.1:$(gateway_port "$agency")/readyz" 180
+  sv_wait_http "gateway-$agency-worker" "http://127.0.0.1:$(worker_metrics_port "$agency")/metrics" 180
 done
-sv_wait_http webhook-receiver "http://127.0.0.1:$RECEIVER_PORT/healthz"
 
 echo "seeding the demo"
 ikdctl demo seed \
   --webhook-agency "$IKD_DEMO_WEBHOOK_AGENCY" --webhook-service "$IKD_DEMO_WEBHOOK_SERVICE" \
   --webhook-url "http://127.0.0.1:$RECEIVER_PORT/webhooks/ikd" \
   --webhook-secret-file "$DEV_KEYS/webhook-secret" --citizens "$IKD_DEMO_CITIZENS"
+# The receiver needs the secret the seed wrote.
+sv_program webhook-receiver env IKD_GATEWAY_RECEIVER_SECRET="$(cat "$DEV_KEYS/webhook-secret")" \
+  ikd-gateway example-receiver --port "$RECEIVER_PORT"
+sv_apply
+sv_wait_http webhook-receiver "http://127.0.0.1:$RECEIVER_PORT/healthz"
 
 ikdctl status
 cat <<EOT
