@@ -56,7 +56,7 @@ wait_all_ready() {  # SECONDS
 }
 
 check_crashes() {
-  local program pid new started api api_misses
+  local program pid new started api api_misses took
   wait_all_ready 120 || { fail "not every service is ready before the test"; return; }
   for program in "${programs[@]}"; do
     pid=$(sv_ctl pid "$program")
@@ -83,7 +83,11 @@ check_crashes() {
       fi
       sleep 0.2
     done
-    printf '%-36s kill -9 pid %-7s -> pid %-7s ready again in %5ss' "$program" "$pid" "$new" "$(since "$started")"
+    took=$(since "$started")
+    printf '%-36s kill -9 pid %-7s -> pid %-7s ready again in %5ss' "$program" "$pid" "$new" "$took"
+    if awk -v t="$took" -v l="$RECOVERY_LIMIT" 'BEGIN { exit !(t > l) }'; then
+      fail "$program: ready again only after ${took}s (limit ${RECOVERY_LIMIT}s)"
+    fi
     if [[ -n $api ]]; then
       printf ' (its API missed %d of the health checks meanwhile)' "$api_misses"
       ((api_misses == 0)) || fail "$program: the gateway's API stopped answering while its worker restarted"
@@ -133,12 +137,14 @@ check_outage() {
   ((total <= LOG_LINE_LIMIT)) || fail "outage: the services logged $total lines (limit $LOG_LINE_LIMIT)"
 }
 
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs"
 case $what in
   crashes) check_crashes ;;
   outage) check_outage ;;
   all) check_crashes; check_outage ;;
   *) echo "usage: $0 [crashes|outage|all]" >&2; exit 2 ;;
 esac
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 if ((failures)); then
   echo "check-recovery: $failures failure(s)" >&2
   exit 1

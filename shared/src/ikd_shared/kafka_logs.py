@@ -5,7 +5,8 @@ While the broker is down, aiokafka retries without pause and logs every failed a
 installed on the log handler, lets the first record of each kind through, counts the repeats
 instead of writing them, and writes one line when the outage starts, a summary every
 `summary_every` seconds while it lasts, and one line when the clients have been quiet for
-`recovered_after` seconds (they reconnected).
+`recovered_after` seconds: they reconnected (or, in an idle producer, stopped trying until it
+next has something to send).
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ class KafkaOutageFilter(logging.Filter):
             lasted = now - self._since
             if now - self._last_error >= self.recovered_after:
                 total, since = self._total, self._since_wall
+                lasted = self._last_error - self._since
                 self._since = None
                 recovered: tuple[float, int, str] | None = (lasted, total, _utc(since))
                 summary = None
@@ -121,8 +123,8 @@ class KafkaOutageFilter(logging.Filter):
                 )
         if recovered is not None:
             log.warning(
-                "Kafka clients recovered: no error for %.0f s; the outage began at %s, "
-                "lasted %.0f s and logged %d errors",
+                "Kafka clients recovered (no error for %.0f s): the errors began at %s and "
+                "went on for %.0f s, %d in all",
                 self.recovered_after,
                 recovered[2],
                 recovered[0],

@@ -84,20 +84,20 @@ def check_serve(env: dict[str, str], log: Path, api_port: int, metrics_port: int
     worker_up = f"http://127.0.0.1:{metrics_port}/metrics"
     seen: set[int] = set()
     try:
-        wait_until(lambda: answers(health) and answers(worker_up), 60, "API and worker up", log)
+        wait_until(lambda: answers(health) and answers(worker_up), 180, "API and worker up", log)
         first = children(serve.pid)
         assert set(first) == {"api", "worker"}
         seen.update(first.values())
 
         os.kill(first["worker"], signal.SIGKILL)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # generous: a loaded CI machine starts Python slowly
         while True:
             assert answers(health), "the API stopped answering while the worker was down"
             now = children(serve.pid)
             seen.update(now.values())
             if now.get("worker") not in (None, first["worker"]) and answers(worker_up):
                 break
-            assert time.monotonic() < deadline, f"no new worker in 30 s:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"no new worker in 90 s:\n{log.read_text()}"
             time.sleep(0.2)
         assert now["api"] == first["api"]  # the API was never restarted
         assert serve.poll() is None
