@@ -3,8 +3,9 @@
 #
 #   1. crashes: SIGKILL each supervised process in turn (identity, audit, every gateway's API and
 #      worker, the webhook receiver) and require it to be ready again within RECOVERY_LIMIT
-#      seconds (default 30) with nobody running a command; while a gateway's worker is down its
-#      API must keep answering.
+#      seconds (default 30) with nobody running a command (ready: its /readyz or /healthz
+#      answers; a worker's metrics answer and its log says the faust worker is ready); while a
+#      gateway's worker is down its API must keep answering.
 #   2. broker outage: stop Kafka for OUTAGE_SECONDS (default 30), start it again, wait until the
 #      services are ready and the outage is over in their logs, and require the services' logs
 #      to have grown by at most LOG_LINE_LIMIT lines (default 300) in all.
@@ -34,8 +35,11 @@ declare -A ready_url=(
   [audit]="http://127.0.0.1:$AUDIT_PORT/readyz"
   [webhook-receiver]="http://127.0.0.1:$RECEIVER_PORT/healthz"
 )
+# ... and, for a worker, the line of its log that says it has joined its group and consumes.
+declare -A ready_line=()
 programs=(identity audit)
 for agency in $IKD_DEMO_AGENCIES; do
+  ready_line[gateway-$agency-worker]='Worker]: Ready' 
   ready_url[gateway-$agency-api]="http://127.0.0.1:$(gateway_port "$agency")/readyz"
   ready_url[gateway-$agency-worker]="http://127.0.0.1:$(worker_metrics_port "$agency")/metrics"
   programs+=("gateway-$agency-api" "gateway-$agency-worker")
@@ -56,7 +60,7 @@ wait_all_ready() {  # SECONDS
 }
 
 check_crashes() {
-  local program pid new started api api_misses took
+  local program pid new started api api_misses took lines
   wait_all_ready 120 || { fail "not every service is ready before the test"; return; }
   for program in "${programs[@]}"; do
     pid=$(sv_ctl pid "$program")
@@ -68,11 +72,14 @@ check_crashes() {
     api=""
     api_misses=0
     [[ $program == *-worker ]] && api=${ready_url[${program%-worker}-api]/readyz/healthz}
+    lines=$(wc -l <"$SV_DIR/$program.log")
     kill -KILL "$pid"
     started=$(now)
     while :; do
       new=$(sv_ctl pid "$program" 2>/dev/null || true)
-      if [[ "$new" =~ ^[0-9]+$ && "$new" != 0 && "$new" != "$pid" ]] && answers "${ready_url[$program]}"; then
+      if [[ "$new" =~ ^[0-9]+$ && "$new" != 0 && "$new" != "$pid" ]] && answers "${ready_url[$program]}" &&
+        { [[ -z "${ready_line[$program]:-}" ]] ||
+          tail -n "+$((lines + 1))" "$SV_DIR/$program.log" | grep -qF -- "${ready_line[$program]}"; }; then
         break
       fi
       if [[ -n $api ]] && ! answers "$api"; then api_misses=$((api_misses + 1)); fi
