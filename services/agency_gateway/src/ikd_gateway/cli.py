@@ -157,7 +157,8 @@ def serve() -> None:
         while not stopping:
             for child in children:
                 child.reap(log)
-                if child.process is None and time.monotonic() >= child.restart_at:
+                # A SIGTERM to the whole group stops the children too: do not start new ones.
+                if child.process is None and not stopping and time.monotonic() >= child.restart_at:
                     child.start()
             time.sleep(0.2)
     finally:
