@@ -20,8 +20,8 @@ import httpx
 from bench import cpu
 from bench.common import CLIENTS, SEED, Context, connect, count, wait_until
 from bench.waits import WaitSampler
+from ikd_dev.synthetic import iter_citizens
 from ikd_shared import codec
-from ikd_shared.synthetic import iter_citizens
 
 BATCH = 1000
 IN_FLIGHT = 2

@@ -6,13 +6,13 @@ import argparse
 import asyncio
 import os
 
-from ikd_shared.kafka import delete_prefixed_topics
+from ikd_shared.kafka import KafkaConnection, delete_prefixed_topics
 
 
 async def delete_topics(bootstrap: str, prefix: str) -> list[str]:
     if not prefix.startswith("bench-"):
         raise SystemExit("refusing to delete topics outside a bench- prefix")
-    return await delete_prefixed_topics(bootstrap, prefix)
+    return await delete_prefixed_topics(KafkaConnection(bootstrap), prefix)
 
 
 def main() -> None:

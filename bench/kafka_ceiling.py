@@ -16,8 +16,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import TopicPartition
+from aiokafka.admin import NewTopic
+
+from ikd_shared.kafka import KafkaConnection
 
 REPO = Path(__file__).resolve().parent.parent
 KAFKA_LIB = REPO / ".run" / "kafka" / "lib"
@@ -97,7 +99,7 @@ async def sample_record_size(
     bootstrap: str, topic: str, *, partitions: int, records: int = 2000
 ) -> RecordSize:
     """Mean sizes of the first records of the partitions of `topic`."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = KafkaConnection(bootstrap).consumer(group=None)
     await consumer.start()
     try:
         assigned = [TopicPartition(topic, p) for p in range(partitions)]
@@ -130,7 +132,7 @@ async def sample_record_size(
 
 
 async def create_topic(bootstrap: str, topic: str, *, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = KafkaConnection(bootstrap).admin()
     await admin.start()
     try:
         await admin.create_topics(

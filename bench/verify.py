@@ -31,8 +31,8 @@ from bench import cpu
 from bench.common import CLIENTS, SEED, Context
 from bench.stats import latency_summary
 from bench.waits import WaitSampler
-from ikd_shared.credentials import mint_credential
-from ikd_shared.synthetic import iter_citizens
+from ikd_dev.issuer import mint_credential
+from ikd_dev.synthetic import iter_citizens
 
 ISSUER = "https://dukcapil.kemendagri.go.id/ikd"
 AUDIENCE = "ikd-mpp"

@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 from ikd_shared.db import migrate
-from ikd_shared.kafka import delete_prefixed_topics, ensure_topics
+from ikd_shared.kafka import KafkaConnection, delete_prefixed_topics, ensure_topics
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -75,10 +75,10 @@ def kafka_bootstrap() -> str:
 async def topic_prefix(kafka_bootstrap: str) -> AsyncIterator[str]:
     """A fresh prefix with every declared topic created under it, deleted afterwards."""
     prefix = f"t{uuid.uuid4().hex[:10]}."
-    await ensure_topics(kafka_bootstrap, prefix=prefix)
+    await ensure_topics(KafkaConnection(kafka_bootstrap), prefix=prefix)
     yield prefix
     # Thousands of leftover partitions would eat the local broker's small heap.
-    await delete_prefixed_topics(kafka_bootstrap, prefix)
+    await delete_prefixed_topics(KafkaConnection(kafka_bootstrap), prefix)
 
 
 def superuser_dsn(database: str = "postgres") -> str:

@@ -9,7 +9,7 @@
 #
 # Without --trust-jwks a TRIAL issuer stands in for Dukcapil: its private key goes to
 # .secrets/dukcapil-issuer.pem (with dukcapil-jwks.json) so test credentials can be minted with
-# `ikd-identity dev-issuer mint --key-dir .secrets`. Never trust a trial issuer in production.
+# `.venv/bin/ikdctl dev-issuer mint --key-dir .secrets`. Never trust a trial issuer in production.
 # An existing file is never overwritten: the databases and the Kafka volume were initialised
 # with the old values, and a new IKD_PSEUDONYM_KEY changes every citizen's pseudonym.
 set -euo pipefail

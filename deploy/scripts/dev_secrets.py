@@ -14,8 +14,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ikd_dev.issuer import generate_issuer_key, public_jwk
 from ikd_shared.auth import TokenIssuer
-from ikd_shared.credentials import generate_issuer_key, public_jwk
 
 
 def write_pem(path: Path, key: Ed25519PrivateKey) -> None:

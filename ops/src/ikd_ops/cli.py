@@ -1,4 +1,7 @@
-"""ikdctl: operate the platform (topics, databases, status, demo, bulk load, audit checks)."""
+"""ikdctl: operate the platform (topics, databases, status, demo, bulk load, audit checks).
+
+`ikdctl dev-issuer` and the synthetic citizens come from the development package (ikd_dev).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +12,13 @@ from typing import Annotated
 
 import typer
 
+from ikd_dev.cli import dev_issuer_app
 from ikd_ops import status as status_module
 from ikd_ops.demo import Walkthrough, seed
 from ikd_ops.docs_cli import docs_app
 from ikd_ops.platform import Endpoints, Platform, PlatformError
 from ikd_shared.db import migrate
-from ikd_shared.kafka import ensure_topics, wait_for_broker
+from ikd_shared.kafka import KafkaConnection, ensure_topics, wait_for_broker
 
 app = typer.Typer(help="Operate the IKD MPP platform.", no_args_is_help=True, add_completion=False)
 topics_app = typer.Typer(help="Kafka topics declared by the project.", no_args_is_help=True)
@@ -24,6 +28,7 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(db_app, name="db")
 app.add_typer(demo_app, name="demo")
 app.add_typer(docs_app, name="docs")
+app.add_typer(dev_issuer_app, name="dev-issuer")
 
 ROOT = Path(__file__).resolve().parents[3]
 DEV_KEYS = Path(os.environ.get("IKD_DEV_KEYS", ROOT / ".run" / "dev"))
@@ -50,10 +55,9 @@ def topics_ensure(
     """Create every declared topic that does not exist yet (idempotent)."""
 
     async def run() -> list[str]:
-        await wait_for_broker(_bootstrap())
-        return await ensure_topics(
-            _bootstrap(), prefix=prefix, replication_factor=replication_factor
-        )
+        kafka = KafkaConnection(_bootstrap())
+        await wait_for_broker(kafka)
+        return await ensure_topics(kafka, prefix=prefix, replication_factor=replication_factor)
 
     created = asyncio.run(run())
     typer.echo(f"topics: {len(created)} created" + (f" ({', '.join(created)})" if created else ""))
@@ -118,9 +122,9 @@ def mint(
     seed_: Annotated[int, typer.Option("--seed", help="synthetic seed")] = 7,
 ) -> None:
     """Print a development IKD credential (signed by the local development issuer)."""
+    from ikd_dev.issuer import mint_credential
+    from ikd_dev.synthetic import citizen
     from ikd_ops.demo import CREDENTIAL_AUDIENCE, CREDENTIAL_ISSUER, read_issuer_key
-    from ikd_shared.credentials import mint_credential
-    from ikd_shared.synthetic import citizen
 
     profile = citizen(seed_, index)
     typer.echo(f"{profile.full_name}, NIK {profile.nik}", err=True)
@@ -145,7 +149,7 @@ def bulk_load(
     """Load synthetic citizens through identity's bulk feed, with a progress bar."""
     from rich.progress import Progress
 
-    from ikd_shared.synthetic import iter_citizens
+    from ikd_dev.synthetic import iter_citizens
 
     totals: dict[str, int] = {}
     with _platform() as platform, Progress() as progress:
@@ -179,9 +183,9 @@ def verify_audit() -> None:
     """Export the whole audit log and check it against its signed tree heads, offline."""
     import httpx
 
-    from ikd_audit.domain.verify import verify_log
     from ikd_ops.demo import tree_head_public_key
     from ikd_shared import codec
+    from ikd_shared.transparency import verify_log
 
     with _platform() as platform:
         key = tree_head_public_key(platform, DEV_KEYS)

@@ -15,12 +15,12 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 
-from ikd_audit.domain.merkle import ProofError
-from ikd_audit.domain.verify import verify_inclusion_bundle
+from ikd_dev.issuer import IssuerKey, mint_credential
+from ikd_dev.synthetic import citizen, iter_citizens
 from ikd_ops.platform import Platform, PlatformError
-from ikd_shared.credentials import IssuerKey, mint_credential
 from ikd_shared.events.profile_v1 import CitizenProfile
-from ikd_shared.synthetic import citizen, iter_citizens
+from ikd_shared.merkle import ProofError
+from ikd_shared.transparency import verify_inclusion_bundle
 
 DEMO_SEED = 2026
 WALKTHROUGH_SEED = 7

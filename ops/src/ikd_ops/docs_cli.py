@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ikd_shared.events import docs
+from ikd_dev import event_docs
 
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_OUT = ROOT / "docs" / "events"
@@ -23,7 +23,7 @@ OutDir = Annotated[Path, typer.Option("--out", help="folder of the event docs", 
 @docs_app.command("generate")
 def generate(out: OutDir = DEFAULT_OUT) -> None:
     """Write docs/events/asyncapi.yaml and docs/events/schemas/*.json from the event models."""
-    changed = docs.write(out)
+    changed = event_docs.write(out)
     if changed:
         typer.echo(f"event docs: {len(changed)} file(s) written under {out}")
         for name in changed:
@@ -35,7 +35,7 @@ def generate(out: OutDir = DEFAULT_OUT) -> None:
 @docs_app.command("check")
 def check(out: OutDir = DEFAULT_OUT) -> None:
     """Exit 1 if the committed event docs differ from what the models generate."""
-    stale = docs.differences(out)
+    stale = event_docs.differences(out)
     if stale:
         typer.echo(
             f"event docs under {out} are stale ({', '.join(stale)}); run `ikdctl docs generate`",

@@ -6,11 +6,11 @@ import asyncio
 from collections.abc import Callable
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 
 from ikd_ops.platform import Endpoints
 from ikd_shared.events.topics import ALL_TOPICS
+from ikd_shared.kafka import KafkaConnection
 
 
 def _services(endpoints: Endpoints) -> dict[str, str]:
@@ -33,8 +33,8 @@ def _readiness(endpoints: Endpoints, say: Callable[[str], None]) -> bool:
 
 
 async def _lag(bootstrap: str) -> tuple[list[str], dict[str, int]]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    admin = KafkaConnection(bootstrap).admin()
+    consumer = KafkaConnection(bootstrap).consumer(group=None)
     await admin.start()
     await consumer.start()
     try:

@@ -4,20 +4,17 @@
 key by `kid` from the configured trust anchors (a JWKS), signature, issuer, audience, time
 claims with a small skew, required claims, and that the profile agrees with the NIK.
 Replay (`jti` seen before) needs storage, so the caller records the `jti` in the same
-transaction as whatever the credential causes.
+transaction as whatever the credential causes. Issuing credentials is not here: only the
+development issuer (`ikd_dev.issuer`) and tests do that.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import uuid
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 from pydantic import ValidationError
 
 from ikd_shared.events.profile_v1 import CitizenProfile, nik_contradictions
@@ -27,8 +24,6 @@ ALLOWED_ALGORITHMS = ("EdDSA", "ES256")
 REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "nbf", "jti", "nik", "profile"]
 DEFAULT_CLOCK_SKEW = dt.timedelta(seconds=60)
 MAX_CREDENTIAL_BYTES = 16 * 1024
-
-IssuerKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 
 
 class CredentialError(Exception):
@@ -165,50 +160,3 @@ def _profile_from(claims: dict[str, Any]) -> CitizenProfile:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         raise CredentialError("invalid_claims", f"profile.{where}: {first['msg']}") from None
-
-
-def generate_issuer_key(algorithm: Literal["EdDSA", "ES256"] = "EdDSA") -> IssuerKey:
-    if algorithm == "EdDSA":
-        return ed25519.Ed25519PrivateKey.generate()
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def public_jwk(key: IssuerKey, kid: str) -> dict[str, Any]:
-    """The public half of an issuer key as a JWK with `kid`, `alg` and `use`."""
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        jwk = json.loads(OKPAlgorithm.to_jwk(key.public_key()))
-        jwk["alg"] = "EdDSA"
-    else:
-        jwk = json.loads(ECAlgorithm.to_jwk(key.public_key()))
-        jwk["alg"] = "ES256"
-    jwk.update({"kid": kid, "use": "sig"})
-    return dict(jwk)
-
-
-def mint_credential(
-    key: IssuerKey,
-    *,
-    kid: str,
-    issuer: str,
-    audience: str,
-    profile: CitizenProfile,
-    lifetime: dt.timedelta = dt.timedelta(minutes=10),
-    issued_at: dt.datetime | None = None,
-    jti: str | None = None,
-    extra_claims: dict[str, Any] | None = None,
-) -> str:
-    """Sign a credential as an issuer would (development issuer and tests)."""
-    issued_at = issued_at or dt.datetime.now(dt.UTC)
-    algorithm = "EdDSA" if isinstance(key, ed25519.Ed25519PrivateKey) else "ES256"
-    claims: dict[str, Any] = {
-        "iss": issuer,
-        "aud": audience,
-        "iat": issued_at,
-        "nbf": issued_at,
-        "exp": issued_at + lifetime,
-        "jti": jti or str(uuid.uuid4()),
-        "nik": profile.nik,
-        "profile": profile.model_dump(mode="json"),
-        **(extra_claims or {}),
-    }
-    return jwt.encode(claims, key, algorithm=algorithm, headers={"kid": kid})

@@ -1,28 +1,124 @@
-"""Kafka plumbing: idempotent topic creation and the project's producer settings."""
+"""The one place the project's Kafka clients are configured, and its Kafka plumbing.
+
+Every producer, consumer, admin client and faust app connects through a `KafkaConnection`:
+the connection settings (and, later, TLS and SASL credentials per principal) live here only.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from ikd_shared.events.envelope import CloudEvent, KafkaHeaders, to_kafka
 from ikd_shared.events.topics import ALL_TOPICS, TopicSpec
 
+# acks=all with idempotence: a send that was acknowledged is never lost or duplicated.
+EVENT_PRODUCER_DEFAULTS: dict[str, Any] = {
+    "acks": "all",
+    "enable_idempotence": True,
+    "linger_ms": 5,
+    "max_batch_size": 256 * 1024,
+    "request_timeout_ms": 30000,
+}
+# What no purpose may weaken: the outbox relays mark a row sent once its send is acknowledged.
+_GUARANTEED = {"acks": ("all", -1), "enable_idempotence": (True,)}
+# Connection settings come from the KafkaConnection only, never from a purpose's overrides.
+_CONNECTION_KEYS = frozenset(
+    {"bootstrap_servers", "client_id", "security_protocol", "ssl_context"}
+    | {"sasl_mechanism", "sasl_plain_username", "sasl_plain_password"}
+)
+
+
+class KafkaSettings(Protocol):
+    @property
+    def kafka_bootstrap_servers(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaConnection:
+    """Where, and as whom, a client connects to the brokers."""
+
+    bootstrap_servers: str
+    client_id: str | None = None  # None: the library's own ("aiokafka-<version>", "faust-...")
+
+    @classmethod
+    def from_settings(
+        cls, settings: KafkaSettings, *, client_id: str | None = None
+    ) -> KafkaConnection:
+        return cls(settings.kafka_bootstrap_servers, client_id)
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """The settings every aiokafka client takes from the connection."""
+        kwargs: dict[str, Any] = {"bootstrap_servers": self.bootstrap_servers}
+        if self.client_id is not None:
+            kwargs["client_id"] = self.client_id
+        return kwargs
+
+    def producer_config(self, **overrides: Any) -> dict[str, Any]:
+        """The event producers' settings; overrides tune batching, never the delivery guarantee."""
+        _refuse_connection_overrides(overrides)
+        for key, allowed in _GUARANTEED.items():
+            if key in overrides and overrides[key] not in allowed:
+                raise ValueError(f"a producer may not override {key}={overrides[key]!r}")
+        return {**self.client_kwargs(), **EVENT_PRODUCER_DEFAULTS, **overrides}
+
+    def producer(self, **overrides: Any) -> AIOKafkaProducer:
+        return AIOKafkaProducer(**self.producer_config(**overrides))
+
+    def consumer_config(self, *, group: str | None, **overrides: Any) -> dict[str, Any]:
+        """Offsets are committed by the code that applied the records, never automatically.
+
+        `group=None` reads without a consumer group (assign/seek, no commits).
+        """
+        _refuse_connection_overrides(overrides)
+        return {**self.client_kwargs(), "group_id": group, "enable_auto_commit": False, **overrides}
+
+    def consumer(self, *topics: str, group: str | None, **overrides: Any) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(*topics, **self.consumer_config(group=group, **overrides))
+
+    def admin(self, **overrides: Any) -> AIOKafkaAdminClient:
+        _refuse_connection_overrides(overrides)
+        return AIOKafkaAdminClient(**self.client_kwargs(), **overrides)
+
+    def client(self, **overrides: Any) -> AIOKafkaClient:
+        """A bare metadata client (readiness checks)."""
+        _refuse_connection_overrides(overrides)
+        return AIOKafkaClient(**self.client_kwargs(), **overrides)
+
+    def faust_broker_kwargs(self) -> dict[str, Any]:
+        """The broker and producer settings of a faust.App (its other settings are the app's)."""
+        servers = self.bootstrap_servers.split(",")
+        kwargs: dict[str, Any] = {
+            "broker": f"kafka://{servers[0]}",
+            "broker_consumer": [f"kafka://{server}" for server in servers],
+            "producer_acks": -1,
+        }
+        if self.client_id is not None:
+            kwargs["broker_client_id"] = self.client_id
+        return kwargs
+
+
+def _refuse_connection_overrides(overrides: dict[str, Any]) -> None:
+    clashing = sorted(_CONNECTION_KEYS & overrides.keys())
+    if clashing:
+        raise ValueError(f"connection settings belong to KafkaConnection: {', '.join(clashing)}")
+
 
 async def ensure_topics(
-    bootstrap_servers: str,
+    conn: KafkaConnection,
     *,
     prefix: str = "",
     replication_factor: int = 1,
     specs: Iterable[TopicSpec] = ALL_TOPICS,
 ) -> list[str]:
     """Create the declared topics that do not exist yet; return the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = conn.admin()
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -48,24 +144,6 @@ async def ensure_topics(
         return created
     finally:
         await admin.close()
-
-
-def producer_config(bootstrap_servers: str, **overrides: Any) -> dict[str, Any]:
-    """acks=all with idempotence: a send that was acknowledged is never lost or duplicated."""
-    config: dict[str, Any] = {
-        "bootstrap_servers": bootstrap_servers,
-        "acks": "all",
-        "enable_idempotence": True,
-        "linger_ms": 5,
-        "max_batch_size": 256 * 1024,
-        "request_timeout_ms": 30000,
-    }
-    config.update(overrides)
-    return config
-
-
-def make_producer(bootstrap_servers: str, **overrides: Any) -> AIOKafkaProducer:
-    return AIOKafkaProducer(**producer_config(bootstrap_servers, **overrides))
 
 
 async def send_event(producer: AIOKafkaProducer, topic: str, event: CloudEvent) -> Any:
@@ -104,11 +182,11 @@ def dead_letter_headers(
     ]
 
 
-async def wait_for_broker(bootstrap_servers: str, within_s: float = 30.0) -> None:
+async def wait_for_broker(conn: KafkaConnection, within_s: float = 30.0) -> None:
     """Poll until the broker answers a metadata request or the deadline passes."""
     deadline = asyncio.get_running_loop().time() + within_s
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+        admin = conn.admin()
         try:
             await admin.start()
             await admin.list_topics()
@@ -121,11 +199,11 @@ async def wait_for_broker(bootstrap_servers: str, within_s: float = 30.0) -> Non
             await admin.close()
 
 
-async def delete_prefixed_topics(bootstrap_servers: str, prefix: str) -> list[str]:
+async def delete_prefixed_topics(conn: KafkaConnection, prefix: str) -> list[str]:
     """Delete every topic whose name starts with `prefix` (a test's or a bench run's)."""
     if not prefix:
         raise ValueError("refusing to delete topics without a prefix")
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = conn.admin()
     await admin.start()
     try:
         names = [name for name in await admin.list_topics() if name.startswith(prefix)]

@@ -25,15 +25,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ikd_audit.cli import MIGRATIONS
+from ikd_dev.issuer import generate_issuer_key, public_jwk
+from ikd_dev.synthetic import citizen
 from ikd_shared.auth import TokenIssuer
-from ikd_shared.credentials import generate_issuer_key, public_jwk
 from ikd_shared.events import to_cloudevent
 from ikd_shared.events.access_v1 import AccessRecorded, Channel, Outcome
 from ikd_shared.events.topics import ACCESS
-from ikd_shared.kafka import make_producer, send_event
+from ikd_shared.kafka import KafkaConnection, send_event
 from ikd_shared.legal import LegalBasis
 from ikd_shared.pseudonym import pseudonymize
-from ikd_shared.synthetic import citizen
 
 CHROMIUM = os.environ.get("IKD_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -151,7 +151,7 @@ async def audit_service(
 
 async def produce_accesses(bootstrap: str, prefix: str, niks: list[str]) -> None:
     key = os.environ["IKD_PSEUDONYM_KEY"].encode()
-    producer = make_producer(bootstrap)
+    producer = KafkaConnection(bootstrap).producer()
     await producer.start()
     try:
         for i, nik in enumerate(niks * 3):

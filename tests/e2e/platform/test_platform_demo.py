@@ -10,7 +10,7 @@ import json
 import os
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from ikd_gateway.config import DEFAULT_POLICY
 from ikd_gateway.domain.policy import load_policy
@@ -19,6 +19,7 @@ from ikd_ops.platform import Platform
 from ikd_shared.events.envelope import from_kafka
 from ikd_shared.events.profile_v1 import PROFILE_FIELDS
 from ikd_shared.events.topics import ACCESS
+from ikd_shared.kafka import KafkaConnection
 from tests.e2e.platform.conftest import AGENCIES, CLIENT_SECRET, Stack
 
 POLICY = load_policy(DEFAULT_POLICY)
@@ -35,12 +36,8 @@ async def fetch_column(dsn: str, query: str, *args: object) -> list[object]:
 async def published_access_ids(stack: Stack, pseudonym: str) -> set[str]:
     """Ids of the access events for the citizen on the audit topic, read to its end."""
     topic = ACCESS.full_name(stack.topic_prefix)
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=os.environ["IKD_KAFKA_BOOTSTRAP_SERVERS"],
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
+    kafka = KafkaConnection(os.environ["IKD_KAFKA_BOOTSTRAP_SERVERS"])
+    consumer = kafka.consumer(topic, group=None, auto_offset_reset="earliest")
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in range(ACCESS.partitions)]

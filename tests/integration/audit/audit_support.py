@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ikd_audit.config import AuditSettings
+from ikd_dev.issuer import IssuerKey, mint_credential, public_jwk
 from ikd_shared.auth import TokenIssuer
-from ikd_shared.credentials import IssuerKey, mint_credential, public_jwk
 from ikd_shared.events.access_v1 import AccessRecorded, Channel, Outcome
 from ikd_shared.events.profile_v1 import CitizenProfile
 from ikd_shared.legal import LegalBasis

@@ -1,4 +1,4 @@
-"""Audit fixtures: a migrated database, keys, settings, services and an in-process client."""
+"""Audit fixtures: a migrated database, keys, settings, the runtime and an in-process client."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import pytest
 from audit_support import Keys, audit_env, make_settings
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ikd_audit.bootstrap import Services, bootstrap
+from ikd_audit.bootstrap import AuditRuntime, bootstrap
 from ikd_audit.cli import MIGRATIONS
 from ikd_audit.config import AuditSettings
 from ikd_audit.entrypoints.app import create_app
+from ikd_dev.issuer import generate_issuer_key
+from ikd_dev.synthetic import citizen
 from ikd_shared.auth import TokenIssuer
-from ikd_shared.credentials import generate_issuer_key
 from ikd_shared.events.profile_v1 import CitizenProfile
-from ikd_shared.synthetic import citizen
 
 
 @pytest.fixture(scope="session")
@@ -41,18 +41,17 @@ def settings(keys: Keys, audit_db: Any) -> AuditSettings:
 
 
 @pytest.fixture
-async def services(settings: AuditSettings) -> AsyncIterator[Services]:
-    svc = await bootstrap(settings)
-    try:
-        yield svc
-    finally:
-        await svc.close()
+async def runtime(settings: AuditSettings) -> AsyncIterator[AuditRuntime]:
+    async with bootstrap(settings) as runtime:
+        yield runtime
 
 
 @pytest.fixture
-async def client(settings: AuditSettings, services: Services) -> AsyncIterator[httpx.AsyncClient]:
+async def client(
+    settings: AuditSettings, runtime: AuditRuntime
+) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
-    app.state.services = services  # the lifespan (consumer, signer) is not needed here
+    app.state.services = runtime  # the lifespan (consumer, signer) is not needed here
     app.state.consumer = None
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:

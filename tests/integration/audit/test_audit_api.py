@@ -12,11 +12,11 @@ import httpx
 import pytest
 from audit_support import PSEUDONYM_KEY, Keys, access
 
-from ikd_audit.bootstrap import Services
-from ikd_audit.domain import verify
+from ikd_audit.bootstrap import AuditRuntime
 from ikd_audit.domain.errors import AuditError
 from ikd_audit.entrypoints.console import hash_secret
-from ikd_shared.credentials import generate_issuer_key
+from ikd_dev.issuer import generate_issuer_key
+from ikd_shared import transparency
 from ikd_shared.events.access_v1 import Channel, Outcome
 from ikd_shared.pseudonym import pseudonymize
 
@@ -25,7 +25,7 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def seed(services: Services, citizens: list[Any]) -> None:
+async def seed(runtime: AuditRuntime, citizens: list[Any]) -> None:
     events = [
         access(
             citizens[i % 3],
@@ -35,8 +35,8 @@ async def seed(services: Services, citizens: list[Any]) -> None:
         )
         for i in range(30)
     ]
-    await services.log.record(events)
-    await services.log.sign_tree_head()
+    await runtime.log.record(events)
+    await runtime.log.sign_tree_head()
 
 
 async def test_auditor_routes_reject_everyone_else(client: httpx.AsyncClient, keys: Keys) -> None:
@@ -71,9 +71,9 @@ async def test_auditor_routes_reject_everyone_else(client: httpx.AsyncClient, ke
 
 
 async def test_search_filters_pagination_export_and_counts(
-    client: httpx.AsyncClient, keys: Keys, services: Services, citizens: Any
+    client: httpx.AsyncClient, keys: Keys, runtime: AuditRuntime, citizens: Any
 ) -> None:
-    await seed(services, citizens)
+    await seed(runtime, citizens)
     auth = bearer(keys.token({"audit:read"}))
     seen: list[int] = []
     cursor = None
@@ -134,13 +134,13 @@ async def test_search_filters_pagination_export_and_counts(
     ]
 
     proof = (await client.get("/v1/entries/7", headers=auth)).json()
-    verify.verify_inclusion_bundle(proof, services.log.public_key)
+    transparency.verify_inclusion_bundle(proof, runtime.log.public_key)
 
 
 async def test_citizen_trail_holds_only_that_citizens_entries_with_proofs(
-    client: httpx.AsyncClient, keys: Keys, services: Services, citizens: Any
+    client: httpx.AsyncClient, keys: Keys, runtime: AuditRuntime, citizens: Any
 ) -> None:
-    await seed(services, citizens)
+    await seed(runtime, citizens)
     mine = pseudonymize(citizens[0].nik, PSEUDONYM_KEY)
     response = await client.post(
         "/v1/citizen/trail", json={"credential": keys.credential(citizens[0])}
@@ -152,7 +152,7 @@ async def test_citizen_trail_holds_only_that_citizens_entries_with_proofs(
     for item in trail["accesses"]:
         assert item["entry"]["pseudonym"] == mine
         assert item["tree_size"] == trail["tree_head"]["tree_size"]
-        verify.verify_inclusion_bundle(item, services.log.public_key)
+        transparency.verify_inclusion_bundle(item, runtime.log.public_key)
 
     other = await client.post(
         "/v1/citizen/trail", json={"credential": keys.credential(citizens[2])}
@@ -195,7 +195,7 @@ async def test_citizen_trail_refuses_bad_credentials(
 
 
 async def test_positions_and_sizes_beyond_bigint_are_4xx_not_5xx(
-    client: httpx.AsyncClient, keys: Keys, services: Services
+    client: httpx.AsyncClient, keys: Keys, runtime: AuditRuntime
 ) -> None:
     # once a 500: the value reached PostgreSQL and overflowed its bigint parameter
     huge = 2**63
@@ -209,14 +209,14 @@ async def test_positions_and_sizes_beyond_bigint_are_4xx_not_5xx(
         response = await client.get(route, headers=auth)
         assert 400 <= response.status_code < 500, (route, response.text)
     for call, error in [
-        (services.log.inclusion_proof(huge), "not_found"),
-        (services.log.inclusion_proof(0, huge + 1), "unknown_tree_size"),
-        (services.log.consistency_proof(huge, huge + 1), "invalid_sizes"),
+        (runtime.log.inclusion_proof(huge), "not_found"),
+        (runtime.log.inclusion_proof(0, huge + 1), "unknown_tree_size"),
+        (runtime.log.consistency_proof(huge, huge + 1), "invalid_sizes"),
     ]:
         with pytest.raises(AuditError) as raised:
             await call
         assert raised.value.code == error
-    await services.repo.save_auditor("auditor-9", hash_secret("right-secret-123456"))
+    await runtime.auditors.save("auditor-9", hash_secret("right-secret-123456"))
     form = await client.get("/console/login")
     csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
     assert csrf is not None

@@ -7,7 +7,7 @@ import re
 
 import httpx
 
-from ikd_audit.bootstrap import Services
+from ikd_audit.bootstrap import AuditRuntime
 from ikd_audit.entrypoints.console import hash_secret
 
 SECRET = "right-secret-123456"
@@ -32,18 +32,18 @@ async def sign_in(http: httpx.AsyncClient, client_id: str, secret: str) -> httpx
 
 
 async def test_console_locks_an_id_after_failures_until_the_lockout_passes(
-    client: httpx.AsyncClient, services: Services
+    client: httpx.AsyncClient, runtime: AuditRuntime
 ) -> None:
     clock = Clock()
-    services.login_throttle.clock = clock
-    await services.repo.save_auditor("auditor-7", hash_secret(SECRET))
-    max_failures = services.settings.login_max_failures
+    runtime.login_throttle.clock = clock
+    await runtime.auditors.save("auditor-7", hash_secret(SECRET))
+    max_failures = runtime.settings.login_max_failures
     for _ in range(max_failures):
         assert (await sign_in(client, "auditor-7", "wrong-secret-xx")).status_code == 401
     locked = await sign_in(client, "auditor-7", SECRET)
     assert locked.status_code == 429
     assert "Too many failed sign-in attempts" in locked.text
-    assert int(locked.headers["retry-after"]) == services.settings.login_lockout_seconds
+    assert int(locked.headers["retry-after"]) == runtime.settings.login_lockout_seconds
 
     # an unknown id is answered the same way: a lockout tells nothing about existence
     for _ in range(max_failures):
@@ -52,18 +52,18 @@ async def test_console_locks_an_id_after_failures_until_the_lockout_passes(
     assert unknown.status_code == 429
     assert unknown.text == locked.text
 
-    clock.now += dt.timedelta(seconds=services.settings.login_lockout_seconds + 1)
+    clock.now += dt.timedelta(seconds=runtime.settings.login_lockout_seconds + 1)
     signed_in = await sign_in(client, "auditor-7", SECRET)
     assert signed_in.status_code == 303
     assert signed_in.headers["location"] == "/console/search"
 
 
 async def test_console_success_resets_the_failure_count(
-    client: httpx.AsyncClient, services: Services
+    client: httpx.AsyncClient, runtime: AuditRuntime
 ) -> None:
-    services.login_throttle.clock = Clock()
-    await services.repo.save_auditor("auditor-8", hash_secret(SECRET))
-    max_failures = services.settings.login_max_failures
+    runtime.login_throttle.clock = Clock()
+    await runtime.auditors.save("auditor-8", hash_secret(SECRET))
+    max_failures = runtime.settings.login_max_failures
     for _ in range(max_failures - 1):
         assert (await sign_in(client, "auditor-8", "wrong-secret-xx")).status_code == 401
     assert (await sign_in(client, "auditor-8", SECRET)).status_code == 303

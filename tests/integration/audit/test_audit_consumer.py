@@ -5,24 +5,23 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
 from audit_support import access, eventually
 
-from ikd_audit.bootstrap import Services
+from ikd_audit.bootstrap import AuditRuntime
 from ikd_audit.entrypoints.consumer import AccessConsumer
 from ikd_shared import codec
 from ikd_shared.events import to_cloudevent
 from ikd_shared.events.envelope import CloudEvent
 from ikd_shared.events.topics import ACCESS, AUDIT_DEAD_LETTER
-from ikd_shared.kafka import make_producer, send_event
+from ikd_shared.kafka import KafkaConnection, send_event
 
 
 async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
-    services: Services, kafka_bootstrap: str, topic_prefix: str, citizens: Any
+    runtime: AuditRuntime, kafka_bootstrap: str, topic_prefix: str, citizens: Any
 ) -> None:
     topic = ACCESS.full_name(topic_prefix)
     events = [access(citizens[i % 3]) for i in range(25)]
-    producer = make_producer(kafka_bootstrap)
+    producer = KafkaConnection(kafka_bootstrap).producer()
     await producer.start()
     clouds = [
         to_cloudevent(
@@ -57,7 +56,7 @@ async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
         await producer.stop()
 
     consumer = AccessConsumer(
-        services.log,
+        runtime.log,
         bootstrap_servers=kafka_bootstrap,
         topic_prefix=topic_prefix,
         group_id=f"{topic_prefix}audit",
@@ -67,14 +66,11 @@ async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
     try:
 
         async def all_recorded() -> bool:
-            return await services.repo.size() == 25
+            return (await runtime.log.tree_state())[0] == 25
 
         await eventually(all_recorded, within=30)
-        dead = AIOKafkaConsumer(
-            AUDIT_DEAD_LETTER.full_name(topic_prefix),
-            bootstrap_servers=kafka_bootstrap,
-            auto_offset_reset="earliest",
-            group_id=None,
+        dead = KafkaConnection(kafka_bootstrap).consumer(
+            AUDIT_DEAD_LETTER.full_name(topic_prefix), group=None, auto_offset_reset="earliest"
         )
         await dead.start()
         try:
@@ -95,7 +91,7 @@ async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
         assert any("invalid fields" in reason for reason in reasons)
         assert all(dict(r.headers)["dlq_service"] == b"ikd-audit" for r in records)
         # The consumer carried on: a later event is still recorded.
-        producer = make_producer(kafka_bootstrap)
+        producer = KafkaConnection(kafka_bootstrap).producer()
         await producer.start()
         late = access(citizens[0])
         try:
@@ -108,12 +104,11 @@ async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
             await producer.stop()
 
         async def late_recorded() -> bool:
-            return await services.repo.size() == 26
+            return (await runtime.log.tree_state())[0] == 26
 
         await eventually(late_recorded, within=30)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-    async with services.pool.acquire() as conn:
-        ids = await conn.fetch("SELECT access_id FROM log_entry")
-    assert len({r["access_id"] for r in ids}) == 26
+    entries = [e async for e, _ in runtime.log.stream()]
+    assert len({e.access_id for e in entries}) == 26

@@ -13,37 +13,67 @@ from cryptography.hazmat.primitives import serialization
 from pymerkle import InmemoryTree
 from typer.testing import CliRunner
 
-from ikd_audit.bootstrap import Services
+from ikd_audit.bootstrap import AuditRuntime
 from ikd_audit.cli import app as cli
-from ikd_audit.domain import merkle, verify
+from ikd_shared import merkle, transparency
+from ikd_shared.transparency import TreeHead
 
 
-async def fill(services: Services, n: int, citizens: list[Any]) -> None:
+async def fill(runtime: AuditRuntime, n: int, citizens: list[Any]) -> None:
     for start in range(0, n, 7):
         batch = [access(citizens[i % len(citizens)]) for i in range(start, min(n, start + 7))]
-        await services.log.record(batch)
+        await runtime.log.record(batch)
         if start % 14 == 0:
-            await services.log.sign_tree_head()
-    await services.log.sign_tree_head()
+            await runtime.log.sign_tree_head()
+    await runtime.log.sign_tree_head()
 
 
-async def test_the_same_event_twice_gives_one_entry(services: Services, citizens: Any) -> None:
+async def tree_heads(runtime: AuditRuntime) -> list[TreeHead]:
+    async with runtime.uow() as uow:
+        return await uow.log.tree_heads()
+
+
+async def test_the_unit_of_work_commits_on_a_clean_exit_and_rolls_back_otherwise(
+    runtime: AuditRuntime,
+) -> None:
+    async with runtime.uow() as uow:
+        await uow.auditors.save("kept-auditor", "hash-1")
+
+    async def failing_block() -> None:
+        async with runtime.uow() as uow:
+            await uow.auditors.save("lost-auditor", "hash-2")
+            assert await uow.auditors.secret_hash("lost-auditor") == "hash-2"
+            raise RuntimeError("the block failed")
+
+    with pytest.raises(RuntimeError):
+        await failing_block()
+    assert await runtime.auditors.secret_hash("kept-auditor") == "hash-1"
+    assert await runtime.auditors.secret_hash("lost-auditor") is None
+
+    async def write_in_snapshot() -> None:
+        async with runtime.uow(snapshot=True) as uow:
+            await uow.auditors.save("read-only-auditor", "hash-3")
+
+    with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
+        await write_in_snapshot()
+
+
+async def test_the_same_event_twice_gives_one_entry(runtime: AuditRuntime, citizens: Any) -> None:
     event = access(citizens[0])
     other = access(citizens[1])
-    first = await services.log.record([event, event, other])
-    again = await services.log.record([other, event])
+    first = await runtime.log.record([event, event, other])
+    again = await runtime.log.record([other, event])
     assert (first.appended, first.duplicates) == (2, 1)
     assert (again.appended, again.duplicates) == (0, 2)
-    async with services.pool.acquire() as conn:
-        rows = await conn.fetch("SELECT position, access_id FROM log_entry ORDER BY position")
-    assert [r["position"] for r in rows] == [0, 1]
-    assert [r["access_id"] for r in rows] == [event.access_id, other.access_id]
+    rows = [e async for e, _ in runtime.log.stream()]
+    assert [e.position for e in rows] == [0, 1]
+    assert [e.access_id for e in rows] == [event.access_id, other.access_id]
 
 
 async def test_the_app_role_can_only_insert_and_select(
-    services: Services, audit_db: Any, citizens: Any
+    runtime: AuditRuntime, audit_db: Any, citizens: Any
 ) -> None:
-    await fill(services, 3, citizens)
+    await fill(runtime, 3, citizens)
     app = await asyncpg.connect(audit_db.app_dsn)
     owner = await asyncpg.connect(audit_db.owner_dsn)
     try:
@@ -71,33 +101,33 @@ async def test_the_app_role_can_only_insert_and_select(
 
 
 async def test_proofs_from_the_database_verify_independently(
-    services: Services, citizens: Any
+    runtime: AuditRuntime, citizens: Any
 ) -> None:
-    await fill(services, 45, citizens)
-    heads = await services.repo.tree_heads()
+    await fill(runtime, 45, citizens)
+    heads = await tree_heads(runtime)
     latest = heads[-1]
     assert latest.tree_size == 45
-    entries = [e async for e, _ in services.repo.stream()]
+    entries = [e async for e, _ in runtime.log.stream()]
     reference = InmemoryTree(algorithm="sha256")
     for entry in entries:
         reference.append_entry(entry.leaf_data())
     assert reference.get_root(45) == latest.root_hash
     for position in range(45):
-        bundle = await services.log.inclusion_proof(position)
-        verify.verify_inclusion_bundle(bundle, services.log.public_key)
+        bundle = await runtime.log.inclusion_proof(position)
+        transparency.verify_inclusion_bundle(bundle, runtime.log.public_key)
         theirs = reference.prove_inclusion(position + 1, 45)
         assert [h.hex() for h in theirs.path[1:]] == bundle["audit_path"]
     for older in heads[1:-1]:
-        proof = await services.log.consistency_proof(older.tree_size, latest.tree_size)
-        verify.verify_consistency_bundle(proof, services.log.public_key)
+        proof = await runtime.log.consistency_proof(older.tree_size, latest.tree_size)
+        transparency.verify_consistency_bundle(proof, runtime.log.public_key)
         assert reference.get_root(older.tree_size) == older.root_hash
-    status = await services.log.integrity()
+    status = await runtime.log.integrity()
     assert status.ok, status.problems
 
 
-async def export_and_verify(services: Services) -> verify.Report:
-    records = [r async for r in services.log.export()]
-    return verify.verify_log(records, services.log.public_key)
+async def export_and_verify(runtime: AuditRuntime) -> transparency.Report:
+    records = [r async for r in runtime.log.export()]
+    return transparency.verify_log(records, runtime.log.public_key)
 
 
 @pytest.mark.parametrize(
@@ -126,15 +156,15 @@ async def export_and_verify(services: Services) -> verify.Report:
     ids=["alter", "alter-fields", "delete", "reorder", "insert"],
 )
 async def test_tampering_as_superuser_is_detected_at_the_first_bad_position(
-    services: Services,
+    runtime: AuditRuntime,
     audit_db: Any,
     citizens: Any,
     tamper: str,
     first_bad: int,
     tmp_path: Path,
 ) -> None:
-    await fill(services, 40, citizens)
-    assert (await export_and_verify(services)).ok
+    await fill(runtime, 40, citizens)
+    assert (await export_and_verify(runtime)).ok
     superuser = await asyncpg.connect(audit_db.superuser_dsn)
     try:
         await superuser.execute("ALTER TABLE log_entry DISABLE TRIGGER USER")
@@ -146,7 +176,7 @@ async def test_tampering_as_superuser_is_detected_at_the_first_bad_position(
                 await superuser.execute(statement)
     finally:
         await superuser.close()
-    report = await export_and_verify(services)
+    report = await export_and_verify(runtime)
     print(report.summary())
     assert not report.ok
     assert report.first_bad_position == first_bad
@@ -154,13 +184,13 @@ async def test_tampering_as_superuser_is_detected_at_the_first_bad_position(
     # The CLI gives the same verdict from an export file and the public key alone.
     export = tmp_path / "log.jsonl"
     runner = CliRunner()
-    lines = [r async for r in services.log.export()]
+    lines = [r async for r in runtime.log.export()]
     from ikd_shared import codec
 
     export.write_bytes(b"".join(codec.dumps(r) + b"\n" for r in lines))
     key = tmp_path / "log.pub.pem"
     key.write_bytes(
-        services.log.public_key.public_bytes(
+        runtime.log.public_key.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
@@ -170,12 +200,10 @@ async def test_tampering_as_superuser_is_detected_at_the_first_bad_position(
 
 
 async def test_rewriting_an_entry_and_its_hash_still_fails_against_signed_heads(
-    services: Services, audit_db: Any, citizens: Any
+    runtime: AuditRuntime, audit_db: Any, citizens: Any
 ) -> None:
-    await fill(services, 40, citizens)
-    found = await services.repo.entry(25)
-    assert found is not None
-    forged = dataclasses.replace(found[0], purpose="marketing")
+    await fill(runtime, 40, citizens)
+    forged = dataclasses.replace(await runtime.log.entry(25), purpose="marketing")
     superuser = await asyncpg.connect(audit_db.superuser_dsn)
     try:
         await superuser.execute("ALTER TABLE log_entry DISABLE TRIGGER USER")
@@ -185,12 +213,12 @@ async def test_rewriting_an_entry_and_its_hash_still_fails_against_signed_heads(
         )
     finally:
         await superuser.close()
-    report = await export_and_verify(services)
+    report = await export_and_verify(runtime)
     assert not report.ok
-    heads = [h.tree_size for h in await services.repo.tree_heads()]
+    heads = [h.tree_size for h in await tree_heads(runtime)]
     previous = max(size for size in heads if size <= 25)
     assert report.first_bad_position == previous
     with pytest.raises(merkle.ProofError):
-        verify.verify_inclusion_bundle(
-            await services.log.inclusion_proof(25), services.log.public_key
+        transparency.verify_inclusion_bundle(
+            await runtime.log.inclusion_proof(25), runtime.log.public_key
         )

@@ -13,16 +13,17 @@ import pytest
 from audit_support import Keys, access, audit_env
 from typer.testing import CliRunner
 
-from ikd_audit.bootstrap import Services
+from ikd_audit.bootstrap import AuditRuntime
 from ikd_audit.cli import app as cli
 
 
-async def seed(services: Services) -> None:
+async def seed(runtime: AuditRuntime) -> None:
     now = dt.datetime.now(dt.UTC)
     for jti, expired_ago in [("old", 3 * 86400), ("recent", 3600), ("live", -300)]:
-        assert await services.repo.remember_credential(jti, now - dt.timedelta(seconds=expired_ago))
-    await services.log.record([access(), access()])
-    await services.log.sign_tree_head()
+        async with runtime.uow() as uow:
+            assert await uow.credentials.remember(jti, now - dt.timedelta(seconds=expired_ago))
+    await runtime.log.record([access(), access()])
+    await runtime.log.sign_tree_head()
 
 
 async def remaining(dsn: str) -> tuple[list[str], int, int]:
@@ -39,9 +40,9 @@ async def remaining(dsn: str) -> tuple[list[str], int, int]:
 
 
 async def test_prune_cli_deletes_only_credentials_expired_past_the_grace(
-    services: Services, audit_db: Any, keys: Keys
+    runtime: AuditRuntime, audit_db: Any, keys: Keys
 ) -> None:
-    await seed(services)
+    await seed(runtime)
     env = audit_env(keys, audit_db.app_dsn, "unused.")
     env["IKD_AUDIT_MIGRATION_DATABASE_URL"] = audit_db.owner_dsn
 
@@ -63,11 +64,11 @@ async def test_prune_cli_deletes_only_credentials_expired_past_the_grace(
 
 
 async def test_the_runtime_role_prunes_only_through_the_function(
-    services: Services, audit_db: Any
+    runtime: AuditRuntime, audit_db: Any
 ) -> None:
-    await seed(services)
+    await seed(runtime)
     # a negative grace is treated as zero: an unexpired credential can never be pruned
-    assert await services.repo.prune_seen_credentials(dt.timedelta(days=-30)) == 2
+    assert await runtime.log.prune_seen_credentials(dt.timedelta(days=-30)) == 2
     assert await remaining(audit_db.owner_dsn) == (["live"], 2, 1)
     conn = await asyncpg.connect(audit_db.app_dsn)
     try:

@@ -8,7 +8,7 @@ import pytest
 import schemathesis
 from audit_support import Keys, access, audit_env, make_settings
 
-from ikd_audit.bootstrap import Services
+from ikd_audit.bootstrap import AuditRuntime
 from ikd_audit.entrypoints.app import create_app
 from ikd_shared.events.profile_v1 import CitizenProfile
 from tests.fuzzing import fuzz_for_5xx
@@ -17,12 +17,12 @@ EXAMPLES_PER_OPERATION = 100
 
 
 @pytest.fixture
-async def seeded(services: Services, citizens: list[CitizenProfile]) -> None:
+async def seeded(runtime: AuditRuntime, citizens: list[CitizenProfile]) -> None:
     """Entries and two signed tree heads, so that proofs and trails have data to read."""
-    await services.log.record([access(c) for c in citizens])
-    await services.log.sign_tree_head()
-    await services.log.record([access(citizens[0]), access()])
-    await services.log.sign_tree_head()
+    await runtime.log.record([access(c) for c in citizens])
+    await runtime.log.sign_tree_head()
+    await runtime.log.record([access(citizens[0]), access()])
+    await runtime.log.sign_tree_head()
 
 
 def test_api_never_answers_5xx(audit_db: Any, keys: Keys, seeded: None) -> None:

@@ -9,7 +9,8 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
+
+from ikd_shared.kafka import KafkaConnection
 
 _HERE = Path(__file__).resolve().parent
 for _path in (_HERE, _HERE.parents[1] / "unit" / "gateway", _HERE.parents[2]):
@@ -39,7 +40,7 @@ async def db(gateway_db: Any) -> AsyncIterator[asyncpg.Connection]:
 
 @pytest.fixture
 async def producer(kafka_bootstrap: str) -> AsyncIterator[Producer]:
-    raw = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
+    raw = KafkaConnection(kafka_bootstrap).producer()
     await raw.start()
     yield Producer(raw)
     await raw.stop()

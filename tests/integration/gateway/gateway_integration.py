@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from gateway_factories import Tokens
 
 from ikd_shared.events.envelope import CloudEvent, to_kafka
+from ikd_shared.kafka import KafkaConnection
 
 REPO = Path(__file__).resolve().parents[3]
 MIGRATIONS = REPO / "services" / "agency_gateway" / "migrations"
@@ -95,11 +96,8 @@ class WorkerProcess:
 async def read_topic(
     bootstrap_servers: str, topic: str, count: int, wait_seconds: float = 20.0
 ) -> list[Any]:
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
+    consumer = KafkaConnection(bootstrap_servers).consumer(
+        topic, group=None, auto_offset_reset="earliest"
     )
     await consumer.start()
     records: list[Any] = []

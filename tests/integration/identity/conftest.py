@@ -18,10 +18,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 from identity_support import AUDIENCE, ISSUER, DevIssuer
 
-from ikd_identity.bootstrap import Container
+from ikd_dev.issuer import generate_issuer_key, public_jwk
+from ikd_identity.bootstrap import Runtime
 from ikd_identity.config import IdentitySettings
 from ikd_identity.entrypoints.api import create_app
-from ikd_shared.credentials import generate_issuer_key, public_jwk
 
 MIGRATIONS = Path(__file__).resolve().parents[3] / "services" / "identity" / "migrations"
 
@@ -90,8 +90,8 @@ class Api:
     settings: IdentitySettings
 
     @property
-    def container(self) -> Container:
-        container: Container = self.app.state.container
+    def container(self) -> Runtime:
+        container: Runtime = self.app.state.container
         return container
 
     def token(self, *scopes: str, agency: str | None = "dukcapil-test", **kwargs: Any) -> str:

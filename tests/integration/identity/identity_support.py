@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer
 
-from ikd_shared.credentials import IssuerKey, mint_credential
+from ikd_dev.issuer import IssuerKey, mint_credential
+from ikd_dev.synthetic import citizen
 from ikd_shared.events.profile_v1 import CitizenProfile
-from ikd_shared.synthetic import citizen
+from ikd_shared.kafka import KafkaConnection
 
 ISSUER = "https://dukcapil.test/ikd"
 AUDIENCE = "ikd-mpp-test"
@@ -62,13 +62,7 @@ async def read_topic(
     timeout: float = 20.0,  # noqa: ASYNC109
 ) -> list[Record]:
     """Read from the beginning until `expect` records arrived (or fail at the deadline)."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-    )
+    consumer = KafkaConnection(bootstrap).consumer(topic, group=None, auto_offset_reset="earliest")
     await consumer.start()
     records: list[Record] = []
     try:

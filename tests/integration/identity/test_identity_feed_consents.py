@@ -9,6 +9,7 @@ import asyncpg
 import jwt
 from identity_support import counts, person
 
+from ikd_dev.synthetic import generate_citizens
 from ikd_identity.adapters.postgres import PgClients
 from ikd_identity.adapters.secrets import Argon2Hasher
 from ikd_identity.domain.clients import Client
@@ -21,9 +22,13 @@ from ikd_shared.events.profile_v1 import (
     ProfileUpdated,
     ProfileVerified,
 )
-from ikd_shared.synthetic import generate_citizens
 
 NOW = dt.datetime.now(dt.UTC)
+
+
+def _ago(**delta: float) -> dt.datetime:
+    """Relative to the request, not to NOW: a long session must not expire the credential."""
+    return dt.datetime.now(dt.UTC) - dt.timedelta(**delta)
 
 
 async def _verify(api, issuer, profile, **mint) -> dict:
@@ -89,7 +94,7 @@ async def test_feed_field_update_death_and_revocation(api, issuer, db) -> None:
     assert (dead.status_code, dead.json()["code"]) == (409, "citizen_inactive")
     old = await api.client.post(
         "/v1/verifications",
-        json={"credential": issuer.mint(revoked, issued_at=NOW - dt.timedelta(minutes=5))},
+        json={"credential": issuer.mint(revoked, issued_at=_ago(minutes=5))},
         headers=api.auth("identity:verify"),
     )
     assert (old.status_code, old.json()["code"]) == (403, "credential_revoked")
@@ -249,7 +254,10 @@ async def test_consent_rejections_write_nothing(api, issuer, db) -> None:
                 "/v1/citizen/consents",
                 json={
                     **_terms(),
-                    "credential": issuer.mint(citizen, issued_at=NOW - dt.timedelta(minutes=9)),
+                    # Stale but unexpired, however slowly the run reaches this request.
+                    "credential": issuer.mint(
+                        citizen, issued_at=_ago(minutes=9), lifetime=dt.timedelta(hours=1)
+                    ),
                 },
             ),
             403,

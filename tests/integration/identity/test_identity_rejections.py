@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from identity_support import AUDIENCE, ISSUER, KID, DevIssuer, counts, person
 
-from ikd_shared.credentials import generate_issuer_key
+from ikd_dev.issuer import generate_issuer_key
 
 NOTHING = {"profiles": 0, "outbox": 0, "seen_credentials": 0, "consents": 0}
 NOW = dt.datetime.now(dt.UTC)

@@ -10,15 +10,15 @@ from collections.abc import Sequence
 import pytest
 from identity_support import read_topic, wait_until
 
+from ikd_dev.synthetic import generate_citizens
 from ikd_identity.adapters.postgres import NOTIFY_CHANNEL, OutboxRow
-from ikd_identity.bootstrap import build_relay
+from ikd_identity.adapters.relay import OutboxRelay, RelayHooks, outbox_relay
+from ikd_identity.bootstrap import bootstrap, build_relay
 from ikd_identity.domain import commands
-from ikd_identity.entrypoints.relay import OutboxRelay, RelayHooks
 from ikd_identity.service_layer import handlers
 from ikd_shared.events.profile_v1 import TOMBSTONE_TYPE, CitizenDied, ProfileVerified
 from ikd_shared.events.topics import PROFILE
-from ikd_shared.kafka import make_producer
-from ikd_shared.synthetic import generate_citizens
+from ikd_shared.kafka import KafkaConnection
 
 
 class SimulatedCrash(Exception):
@@ -30,12 +30,12 @@ async def _crash(_: Sequence[OutboxRow]) -> None:
 
 
 def _relay(
-    api, *, hooks: RelayHooks | None = None, name: str = "relay", batch_size: int = 1000
+    api, *, hooks: RelayHooks[OutboxRow] | None = None, name: str = "relay", batch_size: int = 1000
 ) -> OutboxRelay:
     settings = api.settings
-    return OutboxRelay(
+    return outbox_relay(
         settings.app_dsn,
-        lambda: make_producer(settings.kafka_bootstrap_servers),
+        KafkaConnection.from_settings(settings).producer,
         topic_prefix=settings.kafka_topic_prefix,
         batch_size=batch_size,
         poll_interval=0.2,
@@ -184,23 +184,20 @@ async def test_relay_from_settings_uses_notify(api, db, topic_prefix, kafka_boot
 async def test_the_relay_in_process_is_woken_without_notify(
     api, db, topic_prefix, kafka_bootstrap
 ) -> None:
-    relay = build_relay(api.settings.model_copy(update={"relay_poll_interval_s": 30.0}))
-    api.container.outbox_wakeup.relay = relay
+    settings = api.settings.model_copy(update={"relay_poll_interval_s": 30.0})
     notified: list[str] = []
     await db.add_listener(NOTIFY_CHANNEL, lambda *args: notified.append(args[2]))
-    stop = asyncio.Event()
-    task = asyncio.create_task(relay.run(stop))
-    try:
+    async with bootstrap(settings, relay=True) as runtime:
+        assert runtime.relay is not None
         async with asyncio.timeout(10):
-            await relay.active.wait()
-        await _load(api, 2, seed=107)
+            await runtime.relay.active.wait()
+        await handlers.load_profiles(
+            commands.LoadProfiles(generate_citizens(2, seed=107)), runtime.deps
+        )
         # With a 30 s fallback poll and no NOTIFY, only the direct wake-up publishes in time.
         await read_topic(kafka_bootstrap, PROFILE.full_name(topic_prefix), expect=2, timeout=10)
         assert notified == []
-    finally:
-        stop.set()
-        await task
-        api.container.outbox_wakeup.relay = None
+    assert not runtime.relay.active.is_set()  # leaving bootstrap stopped the relay
 
 
 async def test_death_ends_in_a_tombstone_on_the_topic(api, db, topic_prefix, kafka_bootstrap):

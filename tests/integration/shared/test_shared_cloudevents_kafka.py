@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 
-from aiokafka import AIOKafkaConsumer
 from cloudevents.v1.kafka import KafkaMessage, from_binary
 
+from ikd_dev.synthetic import citizen
 from ikd_shared.events import decode, to_cloudevent
 from ikd_shared.events.envelope import from_kafka
 from ikd_shared.events.profile_v1 import EVENTS, ProfileVerified
 from ikd_shared.events.topics import PROFILE
-from ikd_shared.kafka import make_producer, send_event
+from ikd_shared.kafka import KafkaConnection, send_event
 from ikd_shared.pseudonym import pseudonymize
-from ikd_shared.synthetic import citizen
 
 
 async def test_cloudevent_round_trip_through_the_broker(kafka_bootstrap, topic_prefix) -> None:
@@ -29,15 +28,15 @@ async def test_cloudevent_round_trip_through_the_broker(kafka_bootstrap, topic_p
     event = to_cloudevent(payload, source="/ikd/identity", key=pseudonym)
     topic = PROFILE.full_name(topic_prefix)
 
-    producer = make_producer(kafka_bootstrap)
+    producer = KafkaConnection(kafka_bootstrap).producer()
     await producer.start()
     try:
         await send_event(producer, topic, event)
     finally:
         await producer.stop()
 
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest", group_id=None
+    consumer = KafkaConnection(kafka_bootstrap).consumer(
+        topic, group=None, auto_offset_reset="earliest"
     )
     await consumer.start()
     try:

@@ -18,11 +18,12 @@ from unittest import mock
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 
+from ikd_dev.issuer import generate_issuer_key, mint_credential, public_jwk
+from ikd_dev.synthetic import citizen
 from ikd_gateway.bootstrap import bootstrap as gateway_bootstrap
 from ikd_gateway.config import GatewaySettings
 from ikd_gateway.entrypoints.api import create_app as create_gateway_app
@@ -31,11 +32,10 @@ from ikd_identity.bootstrap import build_relay
 from ikd_identity.config import IdentitySettings
 from ikd_identity.entrypoints.api import create_app as create_identity_app
 from ikd_shared.auth import TokenIssuer
-from ikd_shared.credentials import generate_issuer_key, mint_credential, public_jwk
 from ikd_shared.events.topics import ACCESS, PROFILE
-from ikd_shared.observability import TraceContext, from_kafka_headers, parse_traceparent
+from ikd_shared.kafka import KafkaConnection
 from ikd_shared.pseudonym import pseudonymize
-from ikd_shared.synthetic import citizen
+from ikd_shared.tracing import TraceContext, from_kafka_headers, parse_traceparent
 
 REPO = Path(__file__).resolve().parents[3]
 IDENTITY_MIGRATIONS = REPO / "services" / "identity" / "migrations"
@@ -75,9 +75,7 @@ async def identity(database_factory: Any, topic_prefix: str) -> AsyncIterator[An
 
 
 async def read_one(bootstrap: str, topic: str, timeout: float = 20.0) -> Any:  # noqa: ASYNC109
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
-    )
+    consumer = KafkaConnection(bootstrap).consumer(topic, group=None, auto_offset_reset="earliest")
     await consumer.start()
     try:
         async with asyncio.timeout(timeout):
@@ -90,9 +88,7 @@ async def read_one(bootstrap: str, topic: str, timeout: float = 20.0) -> Any:  #
 
 
 async def read_all(bootstrap: str, topic: str, count: int, timeout: float = 20.0) -> list[Any]:  # noqa: ASYNC109
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
-    )
+    consumer = KafkaConnection(bootstrap).consumer(topic, group=None, auto_offset_reset="earliest")
     await consumer.start()
     found: list[Any] = []
     try:

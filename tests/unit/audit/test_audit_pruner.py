@@ -9,7 +9,7 @@ from typing import Any
 from ikd_audit.entrypoints.pruner import run_pruner
 
 
-class FakeRepo:
+class FakeAuditLog:
     def __init__(self) -> None:
         self.calls: list[dt.timedelta] = []
         self.done = asyncio.Event()
@@ -24,11 +24,11 @@ class FakeRepo:
 
 
 async def test_pruner_runs_periodically_and_retries_after_a_failure() -> None:
-    repo = FakeRepo()
-    fake: Any = repo
+    audit = FakeAuditLog()
+    fake: Any = audit
     task = asyncio.create_task(run_pruner(fake, interval=0.001, grace=dt.timedelta(hours=2)))
     try:
-        await asyncio.wait_for(repo.done.wait(), timeout=10)
+        await asyncio.wait_for(audit.done.wait(), timeout=10)
     finally:
         task.cancel()
-    assert repo.calls[:3] == [dt.timedelta(hours=2)] * 3
+    assert audit.calls[:3] == [dt.timedelta(hours=2)] * 3

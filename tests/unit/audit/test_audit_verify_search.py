@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ikd_audit.domain import merkle, verify
 from ikd_audit.domain.errors import BadCursor, BadFilter, PageTooLarge
-from ikd_audit.domain.model import Entry, TreeHead
 from ikd_audit.domain.search import CursorCodec, SearchFilter, build_filter, check_limit
+from ikd_shared import merkle, transparency
 from ikd_shared.pseudonym import pseudonymize
+from ikd_shared.transparency import Entry, TreeHead
 
 KEY = Ed25519PrivateKey.generate()
 T0 = dt.datetime(2025, 3, 1, 8, 0, tzinfo=dt.UTC)
@@ -52,7 +52,7 @@ def export(n: int, head_sizes: tuple[int, ...]) -> list[dict[str, Any]]:
 
 
 def test_an_untouched_export_verifies() -> None:
-    report = verify.verify_log(export(40, (10, 25, 40)), KEY.public_key())
+    report = transparency.verify_log(export(40, (10, 25, 40)), KEY.public_key())
     assert report.ok, report.problems
     assert (report.entries, report.tree_heads_checked, report.verified_size) == (40, 3, 40)
 
@@ -60,7 +60,7 @@ def test_an_untouched_export_verifies() -> None:
 def test_altered_entry_is_named() -> None:
     records = export(40, (40,))
     records[1 + 17]["purpose"] = "marketing"
-    report = verify.verify_log(records, KEY.public_key())
+    report = transparency.verify_log(records, KEY.public_key())
     assert not report.ok
     assert report.first_bad_position == 17
 
@@ -70,7 +70,7 @@ def test_altered_entry_with_recomputed_hash_fails_at_the_signed_root() -> None:
     row = records[2 + 23]
     row["purpose"] = "marketing"
     row["leaf_hash"] = Entry.from_document(row).leaf_hash().hex()
-    report = verify.verify_log(records, KEY.public_key())
+    report = transparency.verify_log(records, KEY.public_key())
     assert not report.ok
     assert report.first_bad_position == 10  # the earliest position the signed heads allow
 
@@ -78,20 +78,20 @@ def test_altered_entry_with_recomputed_hash_fails_at_the_signed_root() -> None:
 def test_deleted_and_reordered_rows_are_named() -> None:
     records = export(30, (30,))
     deleted = records[: 1 + 12] + records[1 + 13 :]
-    assert verify.verify_log(deleted, KEY.public_key()).first_bad_position == 12
+    assert transparency.verify_log(deleted, KEY.public_key()).first_bad_position == 12
     swapped = list(records)
     swapped[1 + 4], swapped[1 + 9] = swapped[1 + 9], swapped[1 + 4]
-    assert verify.verify_log(swapped, KEY.public_key()).first_bad_position == 4
+    assert transparency.verify_log(swapped, KEY.public_key()).first_bad_position == 4
 
 
 def test_truncated_log_names_the_first_missing_position() -> None:
-    report = verify.verify_log(export(30, (30,))[:-5], KEY.public_key())
+    report = transparency.verify_log(export(30, (30,))[:-5], KEY.public_key())
     assert report.first_bad_position == 25
 
 
 def test_a_tree_head_signed_by_another_key_is_not_trusted() -> None:
     records = export(5, (5,))
-    report = verify.verify_log(records, Ed25519PrivateKey.generate().public_key())
+    report = transparency.verify_log(records, Ed25519PrivateKey.generate().public_key())
     assert not report.ok
 
 
@@ -115,7 +115,7 @@ def inclusion_bundle(n: int, index: int) -> dict[str, Any]:
 
 def test_inclusion_bundle_binds_size_index_and_entry_to_the_signed_head() -> None:
     bundle = inclusion_bundle(13, 5)
-    assert verify.verify_inclusion_bundle(bundle, KEY.public_key()).startswith("OK")
+    assert transparency.verify_inclusion_bundle(bundle, KEY.public_key()).startswith("OK")
     for change in (
         {"tree_size": 14},
         {"leaf_index": 4},
@@ -123,7 +123,7 @@ def test_inclusion_bundle_binds_size_index_and_entry_to_the_signed_head() -> Non
         {"audit_path": bundle["audit_path"][:-1]},
     ):
         with pytest.raises(merkle.ProofError):
-            verify.verify_inclusion_bundle({**bundle, **change}, KEY.public_key())
+            transparency.verify_inclusion_bundle({**bundle, **change}, KEY.public_key())
 
 
 def test_filters_validate_and_turn_a_nik_into_its_pseudonym() -> None:

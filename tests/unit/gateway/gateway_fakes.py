@@ -51,12 +51,11 @@ class FakeViews(u.ViewRepository):
     async def get(self, pseudonym: str, *, for_update: bool = False) -> CitizenView | None:
         return self.s.views.get(pseudonym)
 
-    async def upsert_newer(self, view: CitizenView) -> bool:
-        current = self.s.views.get(view.pseudonym)
-        if current is not None and current.version >= view.version:
-            return False
-        self.s.views[view.pseudonym] = view
-        return True
+    async def upsert_newer_many(self, views: Sequence[CitizenView]) -> None:
+        for view in views:
+            current = self.s.views.get(view.pseudonym)
+            if current is None or current.version < view.version:
+                self.s.views[view.pseudonym] = view
 
     async def replace_same_version(self, view: CitizenView) -> bool:
         current = self.s.views.get(view.pseudonym)
@@ -125,6 +124,15 @@ class FakeWebhooks(u.WebhookRepository):
             self.s.endpoints[endpoint_id], enabled=False, disabled_reason=reason
         )
 
+    async def endpoint_failed(self, endpoint_id: uuid.UUID, now: dt.datetime) -> dt.datetime:
+        endpoint = self.s.endpoints[endpoint_id]
+        since = endpoint.failing_since or now
+        self.s.endpoints[endpoint_id] = replace(endpoint, failing_since=since)
+        return since
+
+    async def endpoint_succeeded(self, endpoint_id: uuid.UUID) -> None:
+        self.s.endpoints[endpoint_id] = replace(self.s.endpoints[endpoint_id], failing_since=None)
+
     async def enqueue(self, message: u.WebhookMessage) -> None:
         self.s.messages[message.id] = message
         self.s.next_attempt[message.id] = dt.datetime.min.replace(tzinfo=dt.UTC)
@@ -182,7 +190,7 @@ class FakeWebhooks(u.WebhookRepository):
 
 
 class FakeUnitOfWork(u.UnitOfWork):
-    """Works on a copy of the store; commit() publishes it, anything else discards it."""
+    """Works on a copy of the store; a clean exit publishes it, an exception discards it."""
 
     def __init__(self, store: Store) -> None:
         self.store = store

@@ -130,3 +130,96 @@ def test_backoff_grows_exponentially_with_jitter() -> None:
         ceiling = min(600.0, 2.0 * 2 ** (n - 1))
         assert ceiling / 2 <= delay <= ceiling
     assert len({round(d, 6) for d in delays}) == len(delays), "jittered"
+
+
+class UnreachableSender:
+    """No connection ever opens (connection refused)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def post(self, url: str, request: Any) -> DeliveryResult:
+        self.calls += 1
+        return DeliveryResult(None, "ConnectError: refused", 1.0, disclosed=False)
+
+
+async def test_an_endpoint_failing_for_the_whole_period_is_disabled_and_its_agency_told() -> None:
+    store, dispatcher, _, dead, clock, endpoint = await setup([], max_attempts=30)
+    sender = UnreachableSender()
+    dispatcher.sender = sender
+    dispatcher.disable_after = dt.timedelta(hours=5)
+    store.outbox.clear()
+    await drain(dispatcher, clock, 2)  # 2 h apart: failing, not yet for 5 h
+    assert store.endpoints[endpoint.id].enabled
+    await drain(dispatcher, clock, 4)
+    assert sender.calls == 4, "attempts at 0, 2 and 4 h failed; the one at 6 h disabled it"
+    disabled = store.endpoints[endpoint.id]
+    assert not disabled.enabled
+    assert disabled.disabled_reason is not None
+    assert disabled.disabled_reason.startswith("disabled automatically")
+    logged = sorted(store.attempts, key=lambda a: a.attempt)
+    assert [a.outcome for a in logged] == ["retry", "retry", "retry", "disabled"]
+    assert "disabled automatically" in (logged[-1].error or "")
+    assert [m.status for m in store.messages.values()] == ["dead"]
+    assert dead[0]["reason"] == "disabled"
+    assert store.outbox == [], "no connection opened: nothing was disclosed, no access event"
+
+    # A disabled endpoint is offered no new message.
+    event = verified(profile(5), version=2, verified_at=clock.now)
+    await handlers.apply_profile(
+        FakeUnitOfWork(store),
+        dispatcher.ctx,
+        handlers.ProfileRecord("e2", event.pseudonym, event, SourcePosition(0, 1)),
+    )
+    assert len(store.messages) == 1
+
+
+async def test_a_success_ends_the_run_of_failures() -> None:
+    store, dispatcher, _, _, clock, endpoint = await setup([500, 500, 200], max_attempts=30)
+    dispatcher.disable_after = dt.timedelta(hours=3)
+    await drain(dispatcher, clock, 2)
+    assert store.endpoints[endpoint.id].failing_since is not None
+    await drain(dispatcher, clock, 2)
+    assert store.endpoints[endpoint.id].enabled
+    assert store.endpoints[endpoint.id].failing_since is None
+
+
+async def test_a_failed_attempt_is_an_access_only_if_the_body_may_have_been_sent() -> None:
+    for result, audited in (
+        (DeliveryResult(None, "ConnectError: refused", 1.0, disclosed=False), False),
+        (DeliveryResult(None, "ReadTimeout: timed out", 1.0, disclosed=True), True),
+        (DeliveryResult(503, None, 1.0), True),
+    ):
+        store, dispatcher, _, _, clock, _ = await setup([])
+
+        class Fixed:
+            async def post(self, url: str, request: Any, result: Any = result) -> Any:
+                return result
+
+        dispatcher.sender = Fixed()
+        store.outbox.clear()
+        await drain(dispatcher, clock, 1)
+        assert len(store.attempts) == 1
+        assert [e.outcome for e in store.outbox] == ([Outcome.FAILED] if audited else []), result
+
+
+async def test_the_sender_tells_a_connection_that_never_opened_from_a_lost_answer() -> None:
+    import httpx
+
+    from ikd_gateway.adapters.webhooks import HttpSender
+
+    request = sign(generate_secret(), "msg", dt.datetime.now(dt.UTC), b"{}")
+    for error, disclosed in (
+        (httpx.ConnectError("refused"), False),
+        (httpx.ConnectTimeout("connect timed out"), False),
+        (httpx.ReadTimeout("no answer"), True),
+        (httpx.RemoteProtocolError("closed mid-answer"), True),
+    ):
+
+        def fail(_: httpx.Request, error: Exception = error) -> httpx.Response:
+            raise error
+
+        sender = HttpSender(transport=httpx.MockTransport(fail))
+        result = await sender.post("https://receiver.example/hook", request)
+        await sender.close()
+        assert (result.status_code, result.disclosed) == (None, disclosed), error

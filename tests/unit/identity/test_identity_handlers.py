@@ -7,6 +7,8 @@ import uuid
 
 import pytest
 
+from ikd_dev.issuer import mint_credential
+from ikd_dev.synthetic import citizen, generate_citizens
 from ikd_identity.domain import commands
 from ikd_identity.domain.errors import (
     CitizenInactive,
@@ -17,12 +19,10 @@ from ikd_identity.domain.errors import (
 )
 from ikd_identity.domain.model import ProfileStatus
 from ikd_identity.service_layer import handlers
-from ikd_shared.credentials import mint_credential
 from ikd_shared.events.consent_v1 import ConsentGranted, ConsentRevoked
 from ikd_shared.events.profile_v1 import TOMBSTONE_TYPE, CitizenDied, ProfileVerified
 from ikd_shared.events.topics import CONSENT, PROFILE
 from ikd_shared.legal import LegalBasis
-from ikd_shared.synthetic import citizen, generate_citizens
 
 
 def _mint(key, profile, **kwargs) -> str:

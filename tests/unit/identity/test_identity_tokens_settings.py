@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from identity_fakes import FakeClients
 
+from ikd_dev.issuer import generate_issuer_key, public_jwk
 from ikd_identity.adapters.keys import thumbprint
 from ikd_identity.adapters.secrets import Argon2Hasher
 from ikd_identity.bootstrap import token_issuer
@@ -19,7 +20,6 @@ from ikd_identity.domain.clients import Client, audiences_for
 from ikd_identity.domain.errors import OAuthError
 from ikd_identity.service_layer.tokens import issue_token
 from ikd_shared.auth import TokenIssuer, TokenVerifier
-from ikd_shared.credentials import generate_issuer_key, public_jwk
 from ikd_shared.settings import load_settings
 
 HASHER = Argon2Hasher()

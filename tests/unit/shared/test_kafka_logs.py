@@ -108,7 +108,7 @@ def test_faust_transport_warnings_count_too(outage: KafkaOutageFilter) -> None:
 
 
 def test_the_services_logging_configuration_installs_it() -> None:
-    from ikd_shared.observability import logging_config
+    from ikd_shared.logs import logging_config
 
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level

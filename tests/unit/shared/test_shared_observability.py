@@ -16,10 +16,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from ikd_shared import observability
-from ikd_shared.api import ApiError, install_error_handlers
+from ikd_shared import api, logs, tracing
+from ikd_shared.api import install_error_handlers
+from ikd_shared.errors import ApiError
 from ikd_shared.events.envelope import CloudEvent, from_kafka, to_kafka
-from ikd_shared.observability import TraceContext, parse_traceparent
+from ikd_shared.tracing import TraceContext, parse_traceparent
 
 # The example of the W3C Trace Context recommendation.
 SPEC_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -111,15 +112,15 @@ def test_trace_context_travels_as_cloudevents_extension_over_kafka() -> None:
     record = to_kafka(event)
     headers = dict(record.headers)
     assert headers["ce_traceparent"] == context.traceparent.encode()
-    assert observability.from_kafka_headers(record.headers) == context
+    assert tracing.from_kafka_headers(record.headers) == context
     back = from_kafka(record.key, record.value, record.headers)
-    assert observability.from_extensions(back.extensions) == context
+    assert tracing.from_extensions(back.extensions) == context
 
 
 def test_records_without_or_with_broken_trace_headers_have_no_context() -> None:
-    assert observability.from_kafka_headers([("ce_id", b"1")]) is None
-    assert observability.from_kafka_headers([("ce_traceparent", b"\xff\xfe")]) is None
-    assert observability.from_kafka_headers([("ce_traceparent", None)]) is None
+    assert tracing.from_kafka_headers([("ce_id", b"1")]) is None
+    assert tracing.from_kafka_headers([("ce_traceparent", b"\xff\xfe")]) is None
+    assert tracing.from_kafka_headers([("ce_traceparent", None)]) is None
 
 
 # --- JSON logs -----------------------------------------------------------------------------
@@ -129,7 +130,7 @@ def test_records_without_or_with_broken_trace_headers_have_no_context() -> None:
 def captured() -> Iterator[io.StringIO]:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(observability.JsonFormatter())
+    handler.setFormatter(logs.JsonFormatter())
     logger = logging.getLogger("ikd.test.observability")
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
@@ -169,26 +170,26 @@ def test_log_lines_are_json_with_extras_fields_and_exceptions(captured: io.Strin
 def test_log_lines_carry_the_bound_request_id_and_trace(captured: io.StringIO) -> None:
     log = logging.getLogger("ikd.test.observability")
     context = TraceContext.new()
-    with observability.bound(trace_context=context, request_id="req-1"):
+    with tracing.bound(trace_context=context, request_id="req-1"):
         log.info("inside")
-        assert observability.current_request_id() == "req-1"
-        assert observability.current_trace() == context
+        assert tracing.current_request_id() == "req-1"
+        assert tracing.current_trace() == context
     log.info("outside")
     inside, outside = lines(captured)
     assert inside["request_id"] == "req-1"
     assert inside["trace_id"] == context.trace_id_hex
     assert inside["span_id"] == context.span_id_hex
     assert "request_id" not in outside
-    assert observability.current_trace() is None
+    assert tracing.current_trace() is None
 
 
 def test_configure_logging_installs_the_json_formatter_on_root() -> None:
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
     try:
-        observability.configure_logging("debug")
+        logs.configure_logging("debug")
         assert root.level == logging.DEBUG
-        assert any(isinstance(h.formatter, observability.JsonFormatter) for h in root.handlers)
+        assert any(isinstance(h.formatter, logs.JsonFormatter) for h in root.handlers)
         assert logging.getLogger("aiokafka").level == logging.WARNING
     finally:
         root.handlers[:], _ = saved
@@ -204,7 +205,7 @@ class Teapot(ApiError):
 
 
 def make_app(
-    checks: dict[str, observability.Check] | None = None, refreshed: list[int] | None = None
+    checks: dict[str, api.Check] | None = None, refreshed: list[int] | None = None
 ) -> FastAPI:
     app = FastAPI()
     install_error_handlers(app)
@@ -213,11 +214,9 @@ def make_app(
 
     @app.get("/items/{item_id}")
     async def item(item_id: int) -> dict[str, Any]:
-        context = observability.current_trace()
+        context = tracing.current_trace()
         assert context is not None
-        seen.append(
-            {"request_id": observability.current_request_id(), "trace": context, "item": item_id}
-        )
+        seen.append({"request_id": tracing.current_request_id(), "trace": context, "item": item_id})
         logging.getLogger("ikd.test.observability").info("handling")
         if item_id == 418:
             raise Teapot("short and stout")
@@ -228,9 +227,9 @@ def make_app(
             refreshed.append(1)
 
     app.include_router(
-        observability.operations_router(checks=checks or {}, refresh=[refresh], check_timeout=0.2)
+        api.operations_router(checks=checks or {}, refresh=[refresh], check_timeout=0.2)
     )
-    app.add_middleware(observability.RequestObservability)
+    app.add_middleware(api.RequestObservability)
     return app
 
 
@@ -293,8 +292,8 @@ async def test_middleware_echoes_a_valid_request_id_and_continues_the_trace(
     assert line["request_id"] == "counter-42.abc"
     assert line["trace_id"] == SPEC_TRACE
     assert line["span_id"] == trace.span_id_hex
-    assert observability.current_request_id() is None, "the context does not leak"
-    assert observability.current_trace() is None
+    assert tracing.current_request_id() is None, "the context does not leak"
+    assert tracing.current_trace() is None
 
 
 @pytest.mark.parametrize("given_id", [None, "", "has space", "x" * 129, "new\nline", "ünï"])
@@ -378,7 +377,7 @@ async def test_a_failing_refresh_does_not_break_metrics() -> None:
         raise RuntimeError("database gone")
 
     app = FastAPI()
-    app.include_router(observability.operations_router(checks={}, refresh=[broken]))
+    app.include_router(api.operations_router(checks={}, refresh=[broken]))
     async with client(app) as http:
         response = await http.get("/metrics")
     assert response.status_code == 200
@@ -387,7 +386,7 @@ async def test_a_failing_refresh_does_not_break_metrics() -> None:
 
 async def test_operations_routes_can_be_in_the_schema_tagged_operations() -> None:
     app = FastAPI()
-    app.include_router(observability.operations_router(checks={}, include_in_schema=True))
+    app.include_router(api.operations_router(checks={}, include_in_schema=True))
     async with client(app) as http:
         schema = (await http.get("/openapi.json")).json()
     for path in ("/healthz", "/readyz", "/metrics"):

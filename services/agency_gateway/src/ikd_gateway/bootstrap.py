@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -14,16 +15,19 @@ from ikd_gateway.adapters.postgres import PgUnitOfWork
 from ikd_gateway.adapters.relay import AccessRelay
 from ikd_gateway.config import GatewaySettings
 from ikd_gateway.domain.policy import MppPolicy, PolicyError, load_policy
-from ikd_gateway.service_layer.handlers import GatewayContext, UnitOfWorkFactory, utcnow
+from ikd_gateway.service_layer.context import GatewayContext, UnitOfWorkFactory, utcnow
 from ikd_gateway.service_layer.unit_of_work import UnitOfWork
 from ikd_gateway.service_layer.webhooks import Dispatcher, RetryPolicy
 from ikd_shared import codec
 from ikd_shared.auth import TokenVerifier, load_jwks
+from ikd_shared.consumer import DeadLetterWriter
 from ikd_shared.db import create_pool
 from ikd_shared.events import topics
-from ikd_shared.kafka import make_producer
+from ikd_shared.events.envelope import CloudEvent
+from ikd_shared.kafka import KafkaConnection
 
 SERVICE = "ikd-agency-gateway"
+WEBHOOK_DEAD_LETTER_TYPE = "id.go.mpp.gateway.webhook.dead_lettered.v1"
 
 
 def load_agency_policy(settings: GatewaySettings) -> tuple[MppPolicy, GatewayContext]:
@@ -71,7 +75,6 @@ class Gateway:
     sender: webhook_adapters.HttpSender | None = None
     uow_override: UnitOfWorkFactory | None = None
     """A unit-of-work factory to use instead of PostgreSQL (unit tests)."""
-    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def source(self) -> str:
@@ -86,7 +89,7 @@ class Gateway:
         behind (no SET, LISTEN or session-level advisory lock): the API."""
         extra: dict[str, Any] = {"reset": _keep_session} if keep_sessions else {}
         self.pool = await create_pool(str(self.settings.database_url), max_size=pool_size, **extra)
-        self.producer = make_producer(self.settings.kafka_bootstrap_servers)
+        self.producer = KafkaConnection.from_settings(self.settings).producer()
         await self.producer.start()
         self.relay = AccessRelay(
             self.pool,
@@ -122,16 +125,18 @@ class Gateway:
 
     async def send_webhook_dead_letter(self, record: dict[str, Any]) -> None:
         assert self.producer is not None
-        await self.producer.send_and_wait(
+        writer = DeadLetterWriter(
+            self.producer,
             self.topic(topics.WEBHOOK_DEAD_LETTER),
-            value=codec.dumps(record),
-            key=str(record["pseudonym"]).encode(),
-            headers=[
-                ("dlq_reason", str(record["reason"]).encode()),
-                ("dlq_service", SERVICE.encode()),
-                ("dlq_agency", self.ctx.agency.code.encode()),
-            ],
+            service=f"{SERVICE}:{self.ctx.agency.code}",
         )
+        event = CloudEvent(
+            type=WEBHOOK_DEAD_LETTER_TYPE,
+            source=self.source,
+            data=codec.dumps(record),
+            key=str(record["pseudonym"]),
+        )
+        await writer.event(event, str(record["reason"]))
 
     def dispatcher(self) -> Dispatcher:
         self.sender = webhook_adapters.HttpSender(self.settings.webhook_timeout_seconds)
@@ -147,6 +152,7 @@ class Gateway:
                 base_seconds=self.settings.webhook_backoff_base_seconds,
                 max_seconds=self.settings.webhook_backoff_max_seconds,
             ),
+            disable_after=dt.timedelta(seconds=self.settings.webhook_disable_after_seconds),
         )
 
 

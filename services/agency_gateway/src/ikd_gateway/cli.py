@@ -71,7 +71,7 @@ def api() -> None:
 
     from ikd_gateway.bootstrap import bootstrap
     from ikd_gateway.entrypoints.api import create_app
-    from ikd_shared.observability import configure_logging
+    from ikd_shared.logs import configure_logging
 
     settings = load_settings(GatewaySettings)
     configure_logging()
@@ -136,7 +136,7 @@ class _Child:
 @app.command()
 def serve() -> None:
     """Run `worker` and `api` side by side as child processes, restarting either if it exits."""
-    from ikd_shared.observability import configure_logging
+    from ikd_shared.logs import configure_logging
 
     settings = load_settings(GatewaySettings)
     from ikd_gateway.bootstrap import check_or_exit
@@ -185,7 +185,7 @@ def example_receiver(
     import uvicorn
 
     from ikd_gateway.entrypoints.receiver import create_receiver_app
-    from ikd_shared.observability import configure_logging
+    from ikd_shared.logs import configure_logging
 
     secret = secret or os.environ.get("IKD_GATEWAY_RECEIVER_SECRET")
     if not secret:

@@ -68,6 +68,12 @@ class GatewaySettings(ServiceSettings):
     webhook_backoff_base_seconds: float = Field(default=2.0, gt=0)
     webhook_backoff_max_seconds: float = Field(default=3600.0, gt=0)
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    webhook_disable_after_seconds: float = Field(
+        default=5 * 24 * 3600.0,
+        gt=0,
+        description="disable an endpoint whose attempts have all failed for this long "
+        "(Standard Webhooks providers use days); its pending messages are cancelled",
+    )
     webhook_poll_seconds: float = Field(default=0.2, gt=0, le=60)
     webhook_allow_private_targets: bool = Field(
         default=False,

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the gateway (requests, consumer lag, logs: ikd_shared.observability).
+"""Prometheus metrics of the gateway (requests: ikd_shared.api; lag: ikd_shared.kafka_lag).
 
 The API process serves them on its /metrics; the worker process serves its own (the webhook
 counters) on IKD_GATEWAY_WORKER_METRICS_PORT when that is set.

@@ -1,32 +1,38 @@
-"""The one composition root: real adapters wired to the use cases."""
+"""The one composition root: real adapters wired to the use cases, closed on exit."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
-from ikd_audit.adapters.repository import LogRepository
+from ikd_audit.adapters.repository import PgUnitOfWorkFactory
 from ikd_audit.config import AuditSettings
 from ikd_audit.domain.throttle import Limit, LoginThrottle
-from ikd_audit.service_layer.services import AuditLog
+from ikd_audit.service_layer.services import AuditLog, Auditors, Clock, utc_now
+from ikd_audit.service_layer.unit_of_work import UnitOfWorkFactory
 from ikd_shared.auth import TokenVerifier, load_ed25519_private_key
 from ikd_shared.credentials import CredentialVerifier
 from ikd_shared.db import create_pool
 
 
-@dataclass
-class Services:
+@dataclass(frozen=True, slots=True)
+class AuditRuntime:
+    """Everything a process of the audit service uses, started and ready."""
+
     settings: AuditSettings
-    pool: Any
-    repo: LogRepository
+    uow: UnitOfWorkFactory
     log: AuditLog
+    auditors: Auditors
     tokens: TokenVerifier
     login_throttle: LoginThrottle
 
-    async def close(self) -> None:
-        await self.pool.close()
+    async def ping(self) -> None:
+        """Readiness: a transaction can be opened (the database answers)."""
+        async with self.uow():
+            pass
 
 
 def derive_key(settings: AuditSettings, purpose: str) -> bytes:
@@ -34,26 +40,45 @@ def derive_key(settings: AuditSettings, purpose: str) -> bytes:
     return hashlib.sha256(f"ikd-audit {purpose}\x00".encode() + secret).digest()
 
 
-async def bootstrap(settings: AuditSettings, *, pool: Any | None = None) -> Services:
-    pool = pool or await create_pool(settings.database_url, min_size=1, max_size=10)
-    repo = LogRepository(pool)
-    credentials = CredentialVerifier(
-        settings.trust_jwks,
-        issuer=settings.credential_issuer,
-        audience=settings.credential_audience,
-    )
-    log = AuditLog(
-        repo,
-        load_ed25519_private_key(settings.tree_head_signing_key.get_secret_value()),
-        pseudonym_key=settings.pseudonym_key.get_secret_value().encode(),
-        cursor_key=derive_key(settings, "cursor"),
-        credentials=credentials,
-        credential_max_age=dt.timedelta(seconds=settings.credential_max_age_seconds),
-    )
-    tokens = TokenVerifier(
-        settings.token_jwks, issuer=settings.token_issuer, audience=settings.token_audience
-    )
-    return Services(settings, pool, repo, log, tokens, login_throttle(settings))
+@contextlib.asynccontextmanager
+async def bootstrap(
+    settings: AuditSettings,
+    *,
+    database_url: str | None = None,
+    uow: UnitOfWorkFactory | None = None,
+    clock: Clock = utc_now,
+) -> AsyncIterator[AuditRuntime]:
+    """The runtime; `database_url` connects as another role, `uow` replaces the database."""
+    async with contextlib.AsyncExitStack() as stack:
+        if uow is None:
+            pool = await create_pool(database_url or settings.database_url, min_size=1, max_size=10)
+            stack.push_async_callback(pool.close)
+            uow = PgUnitOfWorkFactory(pool)
+        credentials = CredentialVerifier(
+            settings.trust_jwks,
+            issuer=settings.credential_issuer,
+            audience=settings.credential_audience,
+        )
+        log = AuditLog(
+            uow,
+            load_ed25519_private_key(settings.tree_head_signing_key.get_secret_value()),
+            pseudonym_key=settings.pseudonym_key.get_secret_value().encode(),
+            cursor_key=derive_key(settings, "cursor"),
+            credentials=credentials,
+            credential_max_age=dt.timedelta(seconds=settings.credential_max_age_seconds),
+            clock=clock,
+        )
+        tokens = TokenVerifier(
+            settings.token_jwks, issuer=settings.token_issuer, audience=settings.token_audience
+        )
+        yield AuditRuntime(
+            settings=settings,
+            uow=uow,
+            log=log,
+            auditors=Auditors(uow),
+            tokens=tokens,
+            login_throttle=login_throttle(settings),
+        )
 
 
 def login_throttle(settings: AuditSettings) -> LoginThrottle:

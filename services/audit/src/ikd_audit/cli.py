@@ -10,14 +10,13 @@ from typing import Annotated, Any
 
 import typer
 
-from ikd_audit.domain import merkle
-from ikd_audit.domain.model import load_public_key
-from ikd_audit.domain.verify import (
+from ikd_shared import codec, merkle
+from ikd_shared.transparency import (
+    load_public_key,
     verify_consistency_bundle,
     verify_inclusion_bundle,
     verify_log,
 )
-from ikd_shared import codec
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -55,7 +54,7 @@ def serve(
     import uvicorn
 
     from ikd_audit.entrypoints.app import create_app
-    from ikd_shared.observability import configure_logging
+    from ikd_shared.logs import configure_logging
 
     settings = _settings()
     configure_logging()
@@ -115,15 +114,12 @@ def export(
     settings = _settings()
 
     async def run() -> int:
-        services = await bootstrap(settings)
         count = 0
-        try:
+        async with bootstrap(settings) as runtime:
             with sys.stdout.buffer if str(out) == "-" else out.open("wb") as stream:
-                async for record in services.log.export():
+                async for record in runtime.log.export():
                     stream.write(codec.dumps(record) + b"\n")
                     count += 1
-        finally:
-            await services.close()
         return count
 
     count = asyncio.run(run())
@@ -141,8 +137,7 @@ def prune(
     """Delete replay-protection rows of long-expired credentials (owner role; the log stays)."""
     import datetime as dt
 
-    from ikd_audit.adapters.repository import LogRepository
-    from ikd_shared.db import create_pool
+    from ikd_audit.bootstrap import bootstrap
 
     settings = _settings()
     if settings.migration_database_url is None:
@@ -154,11 +149,8 @@ def prune(
         raise typer.Exit(2)
 
     async def run() -> int:
-        pool = await create_pool(settings.migration_database_url, max_size=1)
-        try:
-            return await LogRepository(pool).prune_seen_credentials(dt.timedelta(seconds=seconds))
-        finally:
-            await pool.close()
+        async with bootstrap(settings, database_url=settings.migration_database_url) as runtime:
+            return await runtime.log.prune_seen_credentials(dt.timedelta(seconds=seconds))
 
     typer.echo(f"pruned {asyncio.run(run())} seen credential(s)")
 
@@ -168,8 +160,8 @@ def public_key() -> None:
     """Print the public key that verifies this log's tree heads."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from ikd_audit.domain.model import public_key_pem
     from ikd_shared.auth import load_ed25519_private_key
+    from ikd_shared.transparency import public_key_pem
 
     settings = _settings()
     key: Ed25519PrivateKey = load_ed25519_private_key(
@@ -190,9 +182,8 @@ def add_auditor(
     import os
     import re
 
-    from ikd_audit.adapters.repository import LogRepository
+    from ikd_audit.bootstrap import bootstrap
     from ikd_audit.entrypoints.console import hash_secret
-    from ikd_shared.db import create_pool
 
     if not re.fullmatch(r"[A-Za-z0-9._-]{3,64}", client_id):
         typer.echo("the id needs 3-64 letters, digits, '.', '_' or '-'", err=True)
@@ -207,11 +198,8 @@ def add_auditor(
         raise typer.Exit(2)
 
     async def run() -> None:
-        pool = await create_pool(settings.database_url, max_size=1)
-        try:
-            await LogRepository(pool).save_auditor(client_id, hash_secret(secret))
-        finally:
-            await pool.close()
+        async with bootstrap(settings) as runtime:
+            await runtime.auditors.save(client_id, hash_secret(secret))
 
     asyncio.run(run())
     typer.echo(f"auditor {client_id} saved")

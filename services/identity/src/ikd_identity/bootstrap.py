@@ -1,34 +1,42 @@
-"""The composition root: real adapters wired to the handlers, built once per process."""
+"""The composition root: real adapters wired to the handlers, once per process.
+
+`bootstrap(settings)` is an async context manager: it yields a started, immutable `Runtime`
+(the pool open, the relay running if asked for) and closes everything when the block exits.
+The API's lifespan, the relay process and the CLI commands only enter it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from ikd_identity.adapters.keys import thumbprint
-from ikd_identity.adapters.postgres import PgClients, PgUnitOfWork, notify_outbox
+from ikd_identity.adapters.postgres import OutboxRow, PgClients, PgUnitOfWork, notify_outbox
+from ikd_identity.adapters.relay import OutboxRelay, ProducerFactory, RelayHooks, outbox_relay
 from ikd_identity.adapters.secrets import Argon2Hasher
 from ikd_identity.config import IdentitySettings
-from ikd_identity.entrypoints.relay import OutboxRelay, RelayHooks
 from ikd_identity.service_layer.handlers import Deps
 from ikd_shared.auth import TokenIssuer, TokenVerifier, load_ed25519_private_key
 from ikd_shared.credentials import CredentialVerifier
 from ikd_shared.db import create_pool
-from ikd_shared.kafka import make_producer
+from ikd_shared.kafka import KafkaConnection
+from ikd_shared.supervise import in_background
 from ikd_shared.token_cache import CachedTokenVerifier
 
 AUDIENCE = "ikd-identity"
 log = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class OutboxWakeup:
     """After a commit that added outbox rows: tell the relay, once per transaction.
 
-    The relay in this process (`serve`) is woken directly when it is the active one; otherwise
-    (relay elsewhere, or this one on standby) a NOTIFY reaches the active relay. Deliberately not
+    The relay in this process is woken directly when it is the active one; otherwise (relay
+    elsewhere, or this one on standby) a NOTIFY reaches the active relay. Deliberately not
     a trigger: a NOTIFY in the writing transaction takes PostgreSQL's global notify lock
     through its commit, so concurrent verifications would commit one at a time.
     """
@@ -47,7 +55,9 @@ class OutboxWakeup:
 
 
 @dataclass(frozen=True, slots=True)
-class Container:
+class Runtime:
+    """Everything a started identity process uses; valid inside `bootstrap`'s block only."""
+
     settings: IdentitySettings
     pool: Any  # asyncpg.Pool
     deps: Deps
@@ -55,10 +65,8 @@ class Container:
     hasher: Argon2Hasher
     token_issuer: TokenIssuer
     token_verifier: CachedTokenVerifier
-    outbox_wakeup: OutboxWakeup
-
-    async def close(self) -> None:
-        await self.pool.close()
+    relay: OutboxRelay | None
+    """The outbox relay running in this process (None: it runs elsewhere)."""
 
 
 def token_issuer(settings: IdentitySettings) -> TokenIssuer:
@@ -90,38 +98,66 @@ async def _keep_session(_: Any) -> None:
     """
 
 
-async def bootstrap(settings: IdentitySettings) -> Container:
+@contextlib.asynccontextmanager
+async def bootstrap(
+    settings: IdentitySettings,
+    *,
+    relay: bool = False,
+    relay_hooks: RelayHooks[OutboxRow] | None = None,
+    producer_factory: ProducerFactory | None = None,
+) -> AsyncIterator[Runtime]:
+    """The started runtime; `relay`: run the outbox relay in this process while it lasts.
+
+    `relay_hooks` and `producer_factory` replace the relay's crash seams and Kafka producer.
+    """
     pool = await create_pool(
         settings.app_dsn, min_size=1, max_size=settings.db_pool_max, reset=_keep_session
     )
-    issuer = token_issuer(settings)
-    wakeup = OutboxWakeup(pool)
-    deps = Deps(
-        uow=lambda: PgUnitOfWork(pool, on_outbox=wakeup),
-        verifier=credential_verifier(settings),
-        pseudonym_key=settings.pseudonym_key.get_secret_value().encode(),
-        credential_max_age=dt.timedelta(seconds=settings.credential_max_age_s),
-    )
-    return Container(
-        settings=settings,
-        pool=pool,
-        deps=deps,
-        clients=PgClients(pool),
-        hasher=Argon2Hasher(),
-        token_issuer=issuer,
-        token_verifier=CachedTokenVerifier(
-            TokenVerifier(issuer.jwks(), issuer=settings.token_issuer, audience=AUDIENCE)
-        ),
-        outbox_wakeup=wakeup,
-    )
+    try:
+        issuer = token_issuer(settings)
+        outbox = (
+            build_relay(settings, hooks=relay_hooks, producer_factory=producer_factory)
+            if relay
+            else None
+        )
+        wakeup = OutboxWakeup(pool, outbox)
+        runtime = Runtime(
+            settings=settings,
+            pool=pool,
+            deps=Deps(
+                uow=lambda: PgUnitOfWork(pool, on_outbox=wakeup),
+                verifier=credential_verifier(settings),
+                pseudonym_key=settings.pseudonym_key.get_secret_value().encode(),
+                credential_max_age=dt.timedelta(seconds=settings.credential_max_age_s),
+            ),
+            clients=PgClients(pool),
+            hasher=Argon2Hasher(),
+            token_issuer=issuer,
+            token_verifier=CachedTokenVerifier(
+                TokenVerifier(issuer.jwks(), issuer=settings.token_issuer, audience=AUDIENCE)
+            ),
+            relay=outbox,
+        )
+        async with contextlib.AsyncExitStack() as running:
+            if outbox is not None:
+                await running.enter_async_context(
+                    in_background(outbox.supervise, name=f"outbox-{outbox.name}")
+                )
+            yield runtime
+    finally:
+        await pool.close()
 
 
 def build_relay(
-    settings: IdentitySettings, *, hooks: RelayHooks | None = None, name: str = "relay"
+    settings: IdentitySettings,
+    *,
+    hooks: RelayHooks[OutboxRow] | None = None,
+    name: str = "relay",
+    producer_factory: ProducerFactory | None = None,
 ) -> OutboxRelay:
-    return OutboxRelay(
+    return outbox_relay(
         settings.app_dsn,
-        lambda: make_producer(settings.kafka_bootstrap_servers),
+        producer_factory or KafkaConnection.from_settings(settings).producer,
         topic_prefix=settings.kafka_topic_prefix,
         batch_size=settings.relay_batch_size,
         poll_interval=settings.relay_poll_interval_s,

@@ -1,55 +1,40 @@
-"""The `ikd-identity` command: migrate, serve, relay, clients, dev-issuer, bulk-load."""
+"""The `ikd-identity` command: migrate, serve, relay, clients, prune.
+
+The development issuer is `ikdctl dev-issuer`; synthetic citizens load with `ikdctl bulk-load`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import json
 import re
 import secrets
 import signal
 import sys
-import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import asyncpg
 import typer
 from pydantic import Field, PostgresDsn, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ikd_identity.adapters.keys import read_private_key, write_private_key
 from ikd_identity.adapters.postgres import PgClients
 from ikd_identity.adapters.secrets import Argon2Hasher
 from ikd_identity.config import (
-    DEFAULT_CREDENTIAL_AUDIENCE,
-    DEFAULT_CREDENTIAL_ISSUER,
     IdentitySettings,
 )
-from ikd_identity.domain import commands
 from ikd_identity.domain.clients import KNOWN_SCOPES, Client
-from ikd_shared import observability
-from ikd_shared.credentials import generate_issuer_key, mint_credential, public_jwk
+from ikd_shared import logs
 from ikd_shared.db import migrate as run_migrations
-from ikd_shared.events.profile_v1 import CitizenProfile
 from ikd_shared.legal import CODE_PATTERN
-from ikd_shared.nik import InvalidNik, parse_nik
 from ikd_shared.settings import load_settings
-from ikd_shared.synthetic import citizen, iter_citizens
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
-ISSUER_KEY_FILE = "dukcapil-issuer.pem"
-ISSUER_JWKS_FILE = "dukcapil-jwks.json"
 CLIENT_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{1,63}$"
 
 app = typer.Typer(help="IKD identity service", no_args_is_help=True, add_completion=False)
 clients_app = typer.Typer(help="API clients (OAuth2 client credentials)", no_args_is_help=True)
-dev_issuer_app = typer.Typer(
-    help="DEVELOPMENT ONLY: a local IKD issuer; production trusts only IKD_IDENTITY_TRUST_JWKS",
-    no_args_is_help=True,
-)
 app.add_typer(clients_app, name="clients")
-app.add_typer(dev_issuer_app, name="dev-issuer")
 
 
 class AdminSettings(BaseSettings):
@@ -72,7 +57,7 @@ def _admin_settings() -> AdminSettings:
 
 def _settings() -> IdentitySettings:
     settings = load_settings(IdentitySettings)
-    observability.configure_logging(settings.log_level)
+    logs.configure_logging(settings.log_level)
     return settings
 
 
@@ -104,7 +89,7 @@ def serve() -> None:
 @app.command()
 def relay() -> None:
     """Run the outbox relay alone (a standby waits while another relay is active)."""
-    from ikd_identity.bootstrap import build_relay
+    from ikd_identity.bootstrap import bootstrap
 
     settings = _settings()
 
@@ -113,7 +98,8 @@ def relay() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await build_relay(settings).run(stop)
+        async with bootstrap(settings, relay=True):
+            await stop.wait()
 
     asyncio.run(main())
 
@@ -159,76 +145,6 @@ def clients_add(
         typer.echo(f"secret: {secret}")
 
 
-@dev_issuer_app.command("init")
-def dev_issuer_init(
-    out: Annotated[Path, typer.Option(help="folder for the key and JWKS files")],
-    algorithm: Annotated[str, typer.Option("--alg", help="EdDSA or ES256")] = "EdDSA",
-    kid: Annotated[str, typer.Option(help="key id")] = "dev-dukcapil-1",
-    force: Annotated[bool, typer.Option(help="replace an existing key")] = False,
-) -> None:
-    """Create a development issuer key pair and its JWKS (trust it with TRUST_JWKS=@...)."""
-    if algorithm not in ("EdDSA", "ES256"):
-        raise typer.BadParameter("EdDSA or ES256", param_hint="--alg")
-    alg: Literal["EdDSA", "ES256"] = "EdDSA" if algorithm == "EdDSA" else "ES256"
-    out.mkdir(parents=True, exist_ok=True)
-    if (out / ISSUER_KEY_FILE).exists() and not force:
-        typer.echo(f"{out / ISSUER_KEY_FILE} exists; keeping it (--force replaces it)")
-        return
-    key = generate_issuer_key(alg)
-    write_private_key(out / ISSUER_KEY_FILE, key)
-    (out / ISSUER_JWKS_FILE).write_text(json.dumps({"keys": [public_jwk(key, kid)]}, indent=2))
-    typer.echo(f"wrote {out / ISSUER_KEY_FILE} and {out / ISSUER_JWKS_FILE} ({alg}, kid {kid})")
-
-
-@dev_issuer_app.command("mint")
-def dev_issuer_mint(
-    key_dir: Annotated[Path, typer.Option(help="folder written by `dev-issuer init`")],
-    seed: Annotated[int, typer.Option(help="synthetic citizen seed")] = 0,
-    index: Annotated[int, typer.Option(help="synthetic citizen index")] = 0,
-    nik: Annotated[
-        str | None, typer.Option(help="use this NIK (birth date and sex follow)")
-    ] = None,
-    profile_file: Annotated[
-        Path | None, typer.Option("--profile", help="a CitizenProfile JSON file")
-    ] = None,
-    issuer: Annotated[str, typer.Option(help="iss claim")] = DEFAULT_CREDENTIAL_ISSUER,
-    audience: Annotated[str, typer.Option(help="aud claim")] = DEFAULT_CREDENTIAL_AUDIENCE,
-    lifetime: Annotated[int, typer.Option(help="seconds until exp")] = 600,
-    show_profile: Annotated[bool, typer.Option(help="print the profile to stderr")] = False,
-) -> None:
-    """Print a credential signed by the development issuer."""
-    key = read_private_key(key_dir / ISSUER_KEY_FILE)
-    kid = json.loads((key_dir / ISSUER_JWKS_FILE).read_text())["keys"][0]["kid"]
-    if profile_file is not None:
-        profile = CitizenProfile.model_validate_json(profile_file.read_text())
-    else:
-        profile = citizen(seed, index)
-        if nik is not None:
-            try:
-                info = parse_nik(nik)
-            except InvalidNik as error:
-                raise typer.BadParameter(str(error), param_hint="--nik") from None
-            profile = CitizenProfile.model_validate(
-                {
-                    **profile.model_dump(),
-                    "nik": nik,
-                    "date_of_birth": info.birth_date,
-                    "sex": info.sex,
-                }
-            )
-    token = mint_credential(
-        key,
-        kid=kid,
-        issuer=issuer,
-        audience=audience,
-        profile=profile,
-        lifetime=dt.timedelta(seconds=lifetime),
-    )
-    if show_profile:
-        typer.echo(profile.model_dump_json(indent=2), err=True)
-    typer.echo(token)
-
-
 @app.command()
 def prune(
     sent_older_than_hours: Annotated[
@@ -256,51 +172,3 @@ def prune(
 
     outbox, jtis = asyncio.run(main())
     typer.echo(f"outbox: {outbox}; seen credentials: {jtis}")
-
-
-@app.command("bulk-load")
-def bulk_load(
-    count: Annotated[int, typer.Option(help="how many synthetic citizens")],
-    seed: Annotated[int, typer.Option(help="synthetic seed")] = 0,
-    start: Annotated[int, typer.Option(help="first citizen index")] = 0,
-    batch_size: Annotated[int, typer.Option(help="profiles per transaction")] = 1000,
-) -> None:
-    """Load synthetic citizens as Dukcapil's bulk feed would: batches, outbox rows included."""
-    from ikd_identity.bootstrap import bootstrap
-    from ikd_identity.service_layer import handlers
-
-    settings = _settings()
-
-    async def main() -> None:
-        container = await bootstrap(settings)
-        started = time.perf_counter()
-        totals = {"created": 0, "updated": 0, "unchanged": 0, "skipped_inactive": 0}
-        try:
-            batch: list[CitizenProfile] = []
-            for profile in iter_citizens(count, seed=seed, start=start):
-                batch.append(profile)
-                if len(batch) == batch_size:
-                    result = await handlers.load_profiles(
-                        commands.LoadProfiles(batch), container.deps
-                    )
-                    for name in totals:
-                        totals[name] += getattr(result, name)
-                    batch = []
-            if batch:
-                result = await handlers.load_profiles(commands.LoadProfiles(batch), container.deps)
-                for name in totals:
-                    totals[name] += getattr(result, name)
-        finally:
-            await container.close()
-        elapsed = time.perf_counter() - started
-        typer.echo(
-            json.dumps(
-                {
-                    **totals,
-                    "seconds": round(elapsed, 3),
-                    "profiles_per_second": round(count / elapsed),
-                }
-            )
-        )
-
-    asyncio.run(main())

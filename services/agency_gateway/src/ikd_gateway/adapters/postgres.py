@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
 from typing import Any
 
 import asyncpg
@@ -18,10 +19,10 @@ from ikd_gateway.service_layer.unit_of_work import (
     UnitOfWork,
     WebhookMessage,
 )
-from ikd_shared import observability
+from ikd_shared import tracing
 from ikd_shared.events.access_v1 import AccessRecorded
 from ikd_shared.events.consent_v1 import Consent
-from ikd_shared.observability import TraceContext
+from ikd_shared.tracing import TraceContext
 
 _SELECT_VIEW = """SELECT pseudonym, version, data, expires, next_expiry, verified_at, erased,
     source_partition, source_offset FROM citizen_view WHERE pseudonym = $1"""
@@ -90,10 +91,6 @@ class PgViews(uow_types.ViewRepository):
             _SELECT_VIEW_FOR_UPDATE if for_update else _SELECT_VIEW, pseudonym
         )
         return _view_from(row) if row else None
-
-    async def upsert_newer(self, view: CitizenView) -> bool:
-        row = await self.conn.fetchrow(_UPSERT_NEWER + " RETURNING version", *_view_args(view))
-        return row is not None
 
     async def replace_same_version(self, view: CitizenView) -> bool:
         status = await self.conn.execute(_REPLACE_SAME_VERSION, *_view_args(view))
@@ -217,7 +214,7 @@ class PgOutbox(uow_types.AccessOutbox):
     async def add(self, event: AccessRecorded) -> None:
         # The current W3C trace context (a consumed record's or a request's) rides along and
         # the relay sends it as ce_traceparent.
-        await self.conn.execute(_INSERT_OUTBOX, *_outbox_args(event, observability.current_trace()))
+        await self.conn.execute(_INSERT_OUTBOX, *_outbox_args(event, tracing.current_trace()))
 
     async def add_many(self, events: Sequence[tuple[AccessRecorded, TraceContext | None]]) -> None:
         if events:
@@ -246,6 +243,7 @@ def _endpoint_from(row: asyncpg.Record | Mapping[str, Any]) -> Endpoint:
         description=row["description"],
         disabled_reason=row["disabled_reason"],
         created_at=row["created_at"],
+        failing_since=row["failing_since"],
     )
 
 
@@ -299,6 +297,22 @@ class PgWebhooks(uow_types.WebhookRepository):
         await self.conn.execute(
             """UPDATE webhook_messages SET status = 'cancelled', updated_at = now()
                WHERE endpoint_id = $1 AND status = 'pending'""",
+            endpoint_id,
+        )
+
+    async def endpoint_failed(self, endpoint_id: uuid.UUID, now: dt.datetime) -> dt.datetime:
+        since: dt.datetime = await self.conn.fetchval(
+            """UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, $2)
+               WHERE id = $1 RETURNING failing_since""",
+            endpoint_id,
+            now,
+        )
+        return since
+
+    async def endpoint_succeeded(self, endpoint_id: uuid.UUID) -> None:
+        await self.conn.execute(
+            """UPDATE webhook_endpoints SET failing_since = NULL
+               WHERE id = $1 AND failing_since IS NOT NULL""",
             endpoint_id,
         )
 
@@ -435,9 +449,14 @@ class PgUnitOfWork(UnitOfWork):
         self.webhooks = PgWebhooks(self._conn)
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         try:
-            await self.rollback()
+            await super().__aexit__(exc_type, exc, tb)
         finally:
             if self._conn is not None:
                 await self.pool.release(self._conn)

@@ -16,9 +16,9 @@ table: rows are claimed with FOR UPDATE SKIP LOCKED.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -28,11 +28,26 @@ from ikd_shared.events import to_cloudevent
 from ikd_shared.events.access_v1 import AccessRecorded
 from ikd_shared.events.envelope import CloudEvent
 from ikd_shared.kafka import send_events
+from ikd_shared.outbox import ConcurrentRelay
 
-log = logging.getLogger(__name__)
+
+@dataclass(slots=True)
+class _Claimed:
+    """Rows locked by the claiming transaction; deleted in it once the broker acked them."""
+
+    connection: Any
+    rows: Sequence[asyncpg.Record]
+
+    async def mark_sent(self) -> None:
+        await self.connection.execute(
+            "DELETE FROM access_outbox WHERE position = ANY($1::bigint[])",
+            [row["position"] for row in self.rows],
+        )
 
 
-class AccessRelay:
+class AccessRelay(ConcurrentRelay[asyncpg.Record]):
+    """The concurrent strategy of ikd_shared.outbox over `access_outbox`."""
+
     def __init__(
         self,
         pool: asyncpg.Pool,
@@ -43,37 +58,27 @@ class AccessRelay:
         interval: float = 0.2,
         batch_size: int = 500,
     ) -> None:
+        super().__init__(
+            self._claim, self._publish, interval=interval, batch_size=batch_size, name="access"
+        )
         self.pool = pool
         self.producer = producer
         self.topic = topic
         self.source = source
-        self.interval = interval
-        self.batch_size = batch_size
-        self._wake = asyncio.Event()
-        self.published = 0
 
-    def wake(self) -> None:
-        """Called after a commit that added outbox rows, to publish without waiting."""
-        self._wake.set()
-
-    async def publish_batch(self) -> int:
-        """Publish one batch of outbox rows; return how many were published."""
+    @contextlib.asynccontextmanager
+    async def _claim(self, limit: int) -> AsyncIterator[_Claimed]:
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 """SELECT position, access_id, record_key, payload, traceparent, tracestate
                    FROM access_outbox
                    ORDER BY position LIMIT $1 FOR UPDATE SKIP LOCKED""",
-                self.batch_size,
+                limit,
             )
-            if not rows:
-                return 0
-            await send_events(self.producer, ((self.topic, self._cloud_event(row)) for row in rows))
-            await conn.execute(
-                "DELETE FROM access_outbox WHERE position = ANY($1::bigint[])",
-                [row["position"] for row in rows],
-            )
-        self.published += len(rows)
-        return len(rows)
+            yield _Claimed(conn, rows)
+
+    async def _publish(self, rows: Sequence[asyncpg.Record]) -> None:
+        await send_events(self.producer, ((self.topic, self._cloud_event(row)) for row in rows))
 
     def _cloud_event(self, row: Any) -> CloudEvent:
         event = AccessRecorded.model_validate(row["payload"])
@@ -92,17 +97,3 @@ class AccessRelay:
         """Rows waiting to be published."""
         count: int = await self.pool.fetchval("SELECT count(*) FROM access_outbox")
         return count
-
-    async def run(self) -> None:
-        """Publish until cancelled; a failed batch is retried after the interval."""
-        while True:
-            self._wake.clear()
-            try:
-                while await self.publish_batch() == self.batch_size:
-                    pass
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("access relay batch failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.interval)

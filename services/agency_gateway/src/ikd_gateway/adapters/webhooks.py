@@ -133,10 +133,17 @@ class DeliveryResult:
     status_code: int | None
     error: str | None
     duration_ms: float
+    disclosed: bool = True
+    """Whether the body may have reached the receiver: False only when no connection opened."""
 
     @property
     def ok(self) -> bool:
         return self.status_code is not None and 200 <= self.status_code < 300
+
+
+# No connection opened (name not resolved, refused, connect timeout, TLS handshake failed, no
+# free connection): the body was never sent. A timeout or error later may follow a sent body.
+NOT_CONNECTED = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 class HttpSender:
@@ -156,6 +163,7 @@ class HttpSender:
                 None,
                 f"{type(error).__name__}: {error}"[:500],
                 (time.perf_counter() - started) * 1000,
+                disclosed=not isinstance(error, NOT_CONNECTED),
             )
         return DeliveryResult(response.status_code, None, (time.perf_counter() - started) * 1000)
 

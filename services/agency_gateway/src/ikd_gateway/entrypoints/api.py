@@ -14,8 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Path, Query, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
 from ikd_gateway import metrics
@@ -24,17 +23,59 @@ from ikd_gateway.bootstrap import Gateway
 from ikd_gateway.domain import errors
 from ikd_gateway.service_layer import handlers
 from ikd_gateway.service_layer.webhooks import register_endpoint
-from ikd_shared import observability
+from ikd_shared import api, kafka_lag, tracing
 from ikd_shared.api import PROBLEM_JSON, BodySizeLimit, install_error_handlers
-from ikd_shared.auth import AuthError, Principal, Scope
+from ikd_shared.auth import Principal, Scope
+from ikd_shared.bearer import Bearer
 from ikd_shared.events import topics
 from ikd_shared.legal import LegalBasis
 from ikd_shared.token_cache import CachedTokenVerifier
 
-bearer = HTTPBearer(auto_error=False, description="access token from the identity service")
-Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-
 MAX_DELIVERIES = 200
+
+
+def _gateway(request: Request) -> Gateway:
+    found: Gateway = request.app.state.gateway
+    return found
+
+
+def _token_verifier(request: Request) -> CachedTokenVerifier:
+    verifier: CachedTokenVerifier | None = request.app.state.token_verifier
+    if verifier is None:
+        raise RuntimeError("the gateway has no token verifier")
+    return verifier
+
+
+def _serves(request: Request, principal: Principal) -> errors.GatewayError | None:
+    agency = _gateway(request).ctx.agency.code
+    if principal.agency != agency:
+        return errors.WrongAgency(f"this gateway serves {agency} only")
+    return None
+
+
+async def _record_refusal(request: Request, error: errors.GatewayError) -> None:
+    # A refused prefill request is an access attempt: it leaves a denied access event.
+    gateway = _gateway(request)
+    correlation = (tracing.current_request_id() or str(uuid.uuid4()))[:64]
+    denial = handlers.Denial(service=request.path_params.get("service"))
+    await handlers.record_denial(
+        gateway.uow_factory()(), gateway.ctx, error, denial, correlation_id=correlation
+    )
+    if gateway.relay is not None:
+        gateway.relay.wake()
+
+
+bearer: Bearer[errors.GatewayError] = Bearer(
+    _token_verifier,
+    unauthenticated=errors.Unauthenticated,
+    forbidden=errors.MissingScope,
+    missing_code=errors.Unauthenticated.code,
+    admit=_serves,
+)
+PrefillCaller = Annotated[
+    Principal, Depends(bearer.require(Scope.PREFILL, on_refused=_record_refusal))
+]
+WebhooksCaller = Annotated[Principal, Depends(bearer.require(Scope.WEBHOOKS))]
 
 
 def _errors(extra: dict[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
@@ -96,7 +137,7 @@ class DeliveryOut(BaseModel):
     event_type: str
     attempt: int = Field(description="1 for the first delivery, counting up on each retry")
     attempted_at: dt.datetime
-    outcome: str = Field(description="delivered, retry, dead or gone")
+    outcome: str = Field(description="delivered, retry, dead, gone or disabled")
     status_code: int | None = Field(description="the receiver's HTTP status, if it answered")
     error: str | None = Field(description="why no answer came, if none did")
     duration_ms: float
@@ -135,23 +176,11 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=16 * 1024)
+    app.state.gateway = gateway
     # Backends send the same token with every request: its signature is checked once.
-    verifier = CachedTokenVerifier(gateway.verifier) if gateway.verifier is not None else None
-
-    def authenticate(credentials: HTTPAuthorizationCredentials | None, scope: Scope) -> Principal:
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise errors.Unauthenticated("a bearer token is required")
-        if verifier is None:
-            raise RuntimeError("the gateway has no token verifier")
-        try:
-            principal = verifier.verify(credentials.credentials)
-        except AuthError as error:
-            raise errors.Unauthenticated(str(error), code=error.code) from None
-        if principal.agency != agency.code:
-            raise errors.WrongAgency(f"this gateway serves {agency.code} only")
-        if not principal.has(scope):
-            raise errors.MissingScope(f"the token lacks scope {scope.value}")
-        return principal
+    app.state.token_verifier = (
+        CachedTokenVerifier(gateway.verifier) if gateway.verifier is not None else None
+    )
 
     def wake_relay() -> None:
         if gateway.relay is not None:
@@ -168,16 +197,16 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
 
     settings = gateway.settings
     app.include_router(
-        observability.operations_router(
+        api.operations_router(
             checks={
                 "postgresql": database_reachable,
-                "kafka": lambda: observability.kafka_reachable(settings.kafka_bootstrap_servers),
+                "kafka": lambda: kafka_lag.kafka_reachable(settings.kafka_bootstrap_servers),
             },
             refresh=[
                 refresh_backlog,
                 # The worker is another process: its group's lag is read from Kafka here, so
                 # it shows (and grows) even while the worker is down.
-                observability.lag_refresher(
+                kafka_lag.lag_refresher(
                     settings.kafka_bootstrap_servers,
                     settings.consumer_group,
                     [gateway.topic(topics.PROFILE), gateway.topic(topics.CONSENT)],
@@ -185,7 +214,7 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
             ],
         )
     )
-    app.add_middleware(observability.RequestObservability)
+    app.add_middleware(api.RequestObservability)
 
     @app.get(
         "/v1/prefill/{service}",
@@ -193,7 +222,7 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
         responses=_errors({400: "invalid NIK or pseudonym", 404: "unknown citizen or service"}),
     )
     async def prefill(
-        credentials: Credentials,
+        _: PrefillCaller,
         service: Annotated[str, Path(max_length=64)],
         nik: Annotated[str | None, Query(max_length=32)] = None,
         pseudonym: Annotated[str | None, Query(max_length=128)] = None,
@@ -204,9 +233,8 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
         `pseudonym`. 404 for an unknown citizen; 403 for another agency's token, a service
         that is not this agency's, or a consent the citizen has not given.
         """
-        correlation = (observability.current_request_id() or str(uuid.uuid4()))[:64]
+        correlation = (tracing.current_request_id() or str(uuid.uuid4()))[:64]
         try:
-            authenticate(credentials, Scope.PREFILL)
             answer = await handlers.prefill(
                 gateway.uow_factory()(),
                 gateway.ctx,
@@ -243,9 +271,8 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
         response_model=EndpointCreated,
         responses=_errors({400: "URL not allowed"}),
     )
-    async def create_endpoint(credentials: Credentials, body: EndpointIn) -> EndpointCreated:
+    async def create_endpoint(principal: WebhooksCaller, body: EndpointIn) -> EndpointCreated:
         """Register a URL to receive signed pushes of one service's fields (Standard Webhooks)."""
-        principal = authenticate(credentials, Scope.WEBHOOKS)
         endpoint = await register_endpoint(
             gateway.uow_factory(),
             gateway.ctx,
@@ -266,8 +293,7 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
         )
 
     @app.get("/v1/webhooks/endpoints", response_model=list[EndpointOut], responses=_errors())
-    async def list_endpoints(credentials: Credentials) -> list[EndpointOut]:
-        authenticate(credentials, Scope.WEBHOOKS)
+    async def list_endpoints(_: WebhooksCaller) -> list[EndpointOut]:
         async with gateway.uow_factory()() as uow:
             endpoints = await uow.webhooks.endpoints()
         return [
@@ -288,12 +314,11 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
         responses=_errors({404: "no such endpoint"}),
     )
     async def list_deliveries(
-        credentials: Credentials,
+        _: WebhooksCaller,
         endpoint_id: uuid.UUID,
         limit: Annotated[int, Query(ge=1, le=MAX_DELIVERIES)] = 50,
     ) -> list[DeliveryOut]:
         """The endpoint's delivery attempts, newest first (at most `limit`)."""
-        authenticate(credentials, Scope.WEBHOOKS)
         async with gateway.uow_factory()() as uow:
             # This gateway's database holds this agency's endpoints only.
             if await uow.webhooks.endpoint(endpoint_id) is None:
@@ -319,14 +344,12 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
         status_code=204,
         responses=_errors({404: "no such endpoint"}),
     )
-    async def disable_endpoint(credentials: Credentials, endpoint_id: uuid.UUID) -> Response:
+    async def disable_endpoint(principal: WebhooksCaller, endpoint_id: uuid.UUID) -> Response:
         """Disable an endpoint; pending deliveries to it are cancelled."""
-        principal = authenticate(credentials, Scope.WEBHOOKS)
         async with gateway.uow_factory()() as uow:
             if await uow.webhooks.endpoint(endpoint_id) is None:
                 raise errors.EndpointNotFound("no such endpoint")
             await uow.webhooks.disable_endpoint(endpoint_id, f"disabled by {principal.client_id}")
-            await uow.commit()
         return Response(status_code=204)
 
     return app

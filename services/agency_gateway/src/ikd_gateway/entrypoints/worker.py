@@ -27,16 +27,18 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from ikd_gateway.bootstrap import SERVICE, Gateway
 from ikd_gateway.domain.model import SourcePosition
 from ikd_gateway.service_layer import handlers
-from ikd_gateway.service_layer.handlers import GatewayContext
+from ikd_gateway.service_layer.context import GatewayContext
 from ikd_gateway.service_layer.unit_of_work import UnitOfWork
-from ikd_shared import observability
+from ikd_shared import logs, tracing
+from ikd_shared.consumer import DeadLetterWriter, Poison, SourceRecord, consume_batch
 from ikd_shared.events import decode, topics
 from ikd_shared.events.consent_v1 import EVENTS as CONSENT_EVENTS
 from ikd_shared.events.envelope import EnvelopeError, from_kafka
 from ikd_shared.events.profile_v1 import EVENTS as PROFILE_EVENTS
 from ikd_shared.events.profile_v1 import TOMBSTONE_TYPE, ProfileUpdated, ProfileVerified
-from ikd_shared.kafka import dead_letter_headers
+from ikd_shared.kafka import KafkaConnection
 from ikd_shared.pseudonym import is_pseudonym
+from ikd_shared.supervise import retry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -54,10 +56,6 @@ TRANSIENT = (
 )
 
 
-class PoisonRecord(Exception):
-    """A record the gateway can never process; it goes to the dead-letter topic."""
-
-
 def read_profile_record(
     key: bytes | None,
     value: bytes | None,
@@ -67,19 +65,19 @@ def read_profile_record(
     try:
         event = from_kafka(key, value, headers)
     except EnvelopeError as error:
-        raise PoisonRecord(f"envelope: {error}") from None
+        raise Poison(f"envelope: {error}") from None
     if event.key is None or not is_pseudonym(event.key):
-        raise PoisonRecord("record key is not a citizen pseudonym")
+        raise Poison("record key is not a citizen pseudonym")
     if event.is_tombstone:
         if event.type != TOMBSTONE_TYPE:
-            raise PoisonRecord(f"a record without value has type {event.type!r}")
+            raise Poison(f"a record without value has type {event.type!r}")
         return handlers.ProfileRecord(event.id, event.key, None, source)
     try:
         payload = decode(event, PROFILE_EVENTS)
     except EnvelopeError as error:
-        raise PoisonRecord(f"{type(error).__name__}: {error}") from None
+        raise Poison(f"{type(error).__name__}: {error}") from None
     if payload.pseudonym != event.key:
-        raise PoisonRecord("the event's pseudonym differs from the record key")
+        raise Poison("the event's pseudonym differs from the record key")
     return handlers.ProfileRecord(event.id, event.key, payload, source)
 
 
@@ -89,14 +87,14 @@ def read_consent_record(
     try:
         event = from_kafka(key, value, headers)
         if event.key is None or not is_pseudonym(event.key):
-            raise PoisonRecord("record key is not a citizen pseudonym")
+            raise Poison("record key is not a citizen pseudonym")
         if event.is_tombstone:
-            raise PoisonRecord("a consent record without value")
+            raise Poison("a consent record without value")
         payload = decode(event, CONSENT_EVENTS)
     except EnvelopeError as error:
-        raise PoisonRecord(f"{type(error).__name__}: {error}") from None
+        raise Poison(f"{type(error).__name__}: {error}") from None
     if payload.pseudonym != event.key:
-        raise PoisonRecord("the event's pseudonym differs from the record key")
+        raise Poison("the event's pseudonym differs from the record key")
     return handlers.ConsentRecord(event.id, event.key, payload)
 
 
@@ -120,48 +118,31 @@ class StreamProcessor:
                 self._ready = True
 
     async def retry_transient(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        delay = 0.2
-        while True:
-            try:
-                return await call()
-            except TRANSIENT as error:
-                log.warning("%s failed (%s); retrying in %.1fs", what, error, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        return await retry(call, what=what, retry_on=TRANSIENT, logger=log)
 
-    async def dead_letter(
-        self,
-        reason: str,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Headers,
-    ) -> None:
+    def dead_letters(self) -> DeadLetterWriter:
         producer = self.gateway.producer
         assert producer is not None
-        kept = [(name, raw) for name, raw in headers if raw is not None]
-        kept += dead_letter_headers(
-            reason,
-            source_topic=topic,
-            partition=partition,
-            offset=offset,
+        return DeadLetterWriter(
+            producer,
+            self.gateway.topic(topics.GATEWAY_DEAD_LETTER),
             service=f"{SERVICE}:{self.gateway.ctx.agency.code}",
         )
-        await producer.send_and_wait(
-            self.gateway.topic(topics.GATEWAY_DEAD_LETTER), key=key, value=value, headers=kept
-        )
+
+    async def dead_letter(self, source: SourceRecord, reason: str) -> None:
+        await self.dead_letters().record(source, reason)
         self.dead_lettered += 1
-        log.warning("dead-lettered %s[%d]@%d: %s", topic, partition, offset, reason)
+        log.warning(
+            "dead-lettered %s[%d]@%d: %s", source.topic, source.partition, source.offset, reason
+        )
 
     async def on_profiles(self, messages: Sequence[RawRecord]) -> None:
         """Apply a batch of profile records in one transaction (poison records go aside)."""
 
-        def read(message: RawRecord) -> handlers.ProfileRecord:
-            _, partition, offset, key, value, headers = message
-            record = read_profile_record(key, value, headers, SourcePosition(partition, offset))
-            incoming = observability.from_kafka_headers(headers)
+        def read(source: SourceRecord) -> handlers.ProfileRecord:
+            position = SourcePosition(source.partition, source.offset)
+            record = read_profile_record(source.key, source.value, source.headers, position)
+            incoming = tracing.from_kafka_headers(source.headers)
             return replace(record, trace=incoming.child() if incoming else None)
 
         await self._process_batch("profile", messages, read, handlers.apply_profiles)
@@ -169,13 +150,13 @@ class StreamProcessor:
     async def on_consents(self, messages: Sequence[RawRecord]) -> None:
         """Apply a batch of consent records in one transaction, then re-project where a
         consent granted fields the row lacks."""
-        records, results = await self._process_batch(
+        applied = await self._process_batch(
             "consent",
             messages,
-            lambda m: read_consent_record(m[3], m[4], m[5]),
+            lambda s: read_consent_record(s.key, s.value, s.headers),
             handlers.apply_consent_batch,
         )
-        for record, result in zip(records, results, strict=True):
+        for record, result in applied:
             if result.refetch is not None:
                 await self.refetch(record.pseudonym, result.refetch)
 
@@ -183,47 +164,29 @@ class StreamProcessor:
         self,
         kind: str,
         messages: Sequence[RawRecord],
-        read: Callable[[RawRecord], R],
+        read: Callable[[SourceRecord], R],
         apply: Callable[
             [UnitOfWork, GatewayContext, Sequence[R]], Awaitable[list[handlers.StreamResult]]
         ],
-    ) -> tuple[list[R], list[handlers.StreamResult]]:
-        """Decode the records, dead-letter the poison ones, apply the rest in one transaction.
-
-        A database outage is retried until the whole batch is applied (never skipped); the
-        transaction is idempotent, so a retry after an unknown commit outcome changes nothing.
-        """
+    ) -> list[tuple[R, handlers.StreamResult]]:
+        """Every record of the batch applied or dead-lettered (see `consume_batch`): only then
+        may the agent ask for the next batch, which acknowledges this one."""
         await self.ready()
-        records: list[R] = []
-        for message in messages:
-            try:
-                records.append(read(message))
-            except PoisonRecord as poison:
-                await self.dead_letter(str(poison), *message)
-        if not records:
-            return [], []
         uow_factory = self.gateway.uow_factory()
         ctx = self.gateway.ctx
-
-        def attempt(batch: Sequence[R]) -> Callable[[], Awaitable[list[handlers.StreamResult]]]:
-            return lambda: apply(uow_factory(), ctx, batch)
-
-        try:
-            results = await self.retry_transient(f"{kind} batch", attempt(records))
-        except Exception:
-            if len(records) == 1:
-                raise
-            # Not an outage: keep the failure to the record that causes it (faust acks what a
-            # crashed agent was processing), as when records were applied one at a time.
-            log.exception("%s batch of %d failed; applying it record by record", kind, len(records))
-            results = []
-            for record in records:
-                results += await self.retry_transient(f"{kind} write", attempt([record]))
+        applied = await consume_batch(
+            [SourceRecord(*message) for message in messages],
+            decode=read,
+            apply=lambda records: apply(uow_factory(), ctx, records),
+            dead_letter=self.dead_letter,
+            transient=TRANSIENT,
+            what=f"{kind} batch",
+        )
         if log.isEnabledFor(logging.DEBUG):
-            for record, result in zip(records, results, strict=True):
+            for record, result in applied:
                 log.debug("%s record: %s", kind, result.reason, extra={"event_id": record.event_id})
         self._wake_relay()
-        return records, results
+        return applied
 
     async def refetch(self, pseudonym: str, source: SourcePosition) -> None:
         """Re-read the stored profile version from the topic and re-project it.
@@ -235,11 +198,8 @@ class StreamProcessor:
         partition = TopicPartition(topic, source.partition)
         async with self._refetch_lock:
             if self._refetch_consumer is None:
-                self._refetch_consumer = AIOKafkaConsumer(
-                    bootstrap_servers=self.gateway.settings.kafka_bootstrap_servers,
-                    enable_auto_commit=False,
-                    group_id=None,
-                )
+                kafka = KafkaConnection.from_settings(self.gateway.settings)
+                self._refetch_consumer = kafka.consumer(group=None)
                 await self._refetch_consumer.start()
             consumer = self._refetch_consumer
             consumer.assign([partition])
@@ -256,7 +216,7 @@ class StreamProcessor:
         message = messages[0]
         try:
             record = read_profile_record(message.key, message.value, message.headers, source)
-        except PoisonRecord:
+        except Poison:
             return
         if record.pseudonym != pseudonym or not isinstance(
             record.event, ProfileVerified | ProfileUpdated
@@ -284,15 +244,13 @@ def create_worker_app(gateway: Gateway) -> tuple[faust.App, StreamProcessor]:
     web_port = settings.worker_web_port
     app = faust.App(
         settings.consumer_group,
-        broker=f"kafka://{settings.kafka_bootstrap_servers.split(',')[0]}",
-        broker_consumer=[f"kafka://{s}" for s in settings.kafka_bootstrap_servers.split(",")],
+        **KafkaConnection.from_settings(settings).faust_broker_kwargs(),
         processing_guarantee="at_least_once",
         store="memory://",
         datadir=str(settings.resolved_data_dir()),
         consumer_auto_offset_reset="earliest",
         topic_disable_leader=True,
         topic_allow_declare=False,
-        producer_acks=-1,
         broker_commit_interval=1.0,
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=max(1.0, settings.session_timeout_seconds / 5),
@@ -391,6 +349,6 @@ def run_worker(gateway: Gateway, *, loglevel: str = "INFO") -> None:
         app,
         loglevel=loglevel,
         quiet=True,
-        logging_config=observability.logging_config(loglevel),
+        logging_config=logs.logging_config(loglevel),
     )
     worker.execute_from_commandline()

@@ -1,7 +1,7 @@
 """The unit of work: one transaction over the view, consents, outbox and webhook tables.
 
-Handlers commit in exactly one place (`commit()`); leaving the block without it rolls back,
-so a view write, its idempotency record and its access event stand or fall together.
+`async with uow:` commits when the block ends normally and rolls back when it raises, so a view
+write, its idempotency record and its access event stand or fall together.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from types import TracebackType
 from typing import Self
 
 from ikd_gateway.domain.model import CitizenView, ConsentSet
-from ikd_shared import observability
+from ikd_shared import tracing
 from ikd_shared.events.access_v1 import AccessRecorded
-from ikd_shared.observability import TraceContext
+from ikd_shared.tracing import TraceContext
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +30,8 @@ class Endpoint:
     description: str | None = None
     disabled_reason: str | None = None
     created_at: dt.datetime | None = None
+    failing_since: dt.datetime | None = None
+    """Since when every attempt failed (None after a success)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +54,7 @@ class Attempt:
     status_code: int | None
     error: str | None
     duration_ms: float
-    outcome: str  # delivered | retry | dead | gone
+    outcome: str  # delivered | retry | dead | gone | disabled
     next_retry_at: dt.datetime | None = None  # when a `retry` outcome scheduled the next attempt
 
 
@@ -68,10 +70,6 @@ class Delivery:
 class ViewRepository(abc.ABC):
     @abc.abstractmethod
     async def get(self, pseudonym: str, *, for_update: bool = False) -> CitizenView | None: ...
-
-    @abc.abstractmethod
-    async def upsert_newer(self, view: CitizenView) -> bool:
-        """Insert, or replace a row with a lower version; False if the row is as new or newer."""
 
     @abc.abstractmethod
     async def replace_same_version(self, view: CitizenView) -> bool:
@@ -94,10 +92,10 @@ class ViewRepository(abc.ABC):
                 found[pseudonym] = view
         return found
 
+    @abc.abstractmethod
     async def upsert_newer_many(self, views: Sequence[CitizenView]) -> None:
-        """`upsert_newer` for each row (the caller already knows they are newer)."""
-        for view in views:
-            await self.upsert_newer(view)
+        """Insert each row, or replace a row with a lower version (the caller already knows
+        they are newer)."""
 
     async def replace_same_version_many(self, views: Sequence[CitizenView]) -> None:
         for view in views:
@@ -145,12 +143,12 @@ class ProcessedEvents(abc.ABC):
 class AccessOutbox(abc.ABC):
     @abc.abstractmethod
     async def add(self, event: AccessRecorded) -> None:
-        """Queue the event with the current trace context (`observability.current_trace()`)."""
+        """Queue the event with the current trace context (`tracing.current_trace()`)."""
 
     async def add_many(self, events: Sequence[tuple[AccessRecorded, TraceContext | None]]) -> None:
         """Queue each event with the trace context of the record that caused it."""
         for event, trace in events:
-            with observability.bound(trace_context=trace):
+            with tracing.bound(trace_context=trace):
                 await self.add(event)
 
 
@@ -166,6 +164,14 @@ class WebhookRepository(abc.ABC):
 
     @abc.abstractmethod
     async def disable_endpoint(self, endpoint_id: uuid.UUID, reason: str) -> None: ...
+
+    @abc.abstractmethod
+    async def endpoint_failed(self, endpoint_id: uuid.UUID, now: dt.datetime) -> dt.datetime:
+        """Note a failed attempt; since when the endpoint has failed without a success."""
+
+    @abc.abstractmethod
+    async def endpoint_succeeded(self, endpoint_id: uuid.UUID) -> None:
+        """Note a delivered attempt: the run of failures is over."""
 
     @abc.abstractmethod
     async def enqueue(self, message: WebhookMessage) -> None: ...
@@ -223,7 +229,10 @@ class UnitOfWork(abc.ABC):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.rollback()
+        if exc_type is None:
+            await self.commit()
+        else:
+            await self.rollback()
 
     @abc.abstractmethod
     async def lock_citizen(self, pseudonym: str) -> None:

@@ -19,10 +19,11 @@ from typing import Any, Protocol
 from ikd_gateway import metrics
 from ikd_gateway.domain import errors
 from ikd_gateway.domain.model import answer_fields
-from ikd_gateway.service_layer.handlers import GatewayContext, UnitOfWorkFactory
+from ikd_gateway.domain.policy import ServicePolicy
+from ikd_gateway.service_layer.context import GatewayContext, UnitOfWorkFactory
 from ikd_gateway.service_layer.unit_of_work import Attempt, Endpoint, WebhookMessage
 from ikd_shared import codec
-from ikd_shared.events.access_v1 import Channel, Outcome
+from ikd_shared.events.access_v1 import AccessRecorded, Channel, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,6 @@ async def register_endpoint(
     )
     async with uow_factory() as uow:
         await uow.webhooks.add_endpoint(endpoint, created_by)
-        await uow.commit()
     return endpoint
 
 
@@ -128,12 +128,13 @@ class Dispatcher:
     dead_letter: DeadLetter
     retry: RetryPolicy
     lease: dt.timedelta = dt.timedelta(seconds=60)
+    disable_after: dt.timedelta = dt.timedelta(days=5)
+    """An endpoint whose attempts all failed for this long is disabled."""
 
     async def run_once(self, limit: int = 50) -> int:
         """Attempt every due message once; return how many were attempted."""
         async with self.uow_factory() as uow:
             claimed = await uow.webhooks.claim_due(self.ctx.clock(), limit, self.lease)
-            await uow.commit()
         for message in claimed:
             try:
                 await self.deliver(message)
@@ -161,9 +162,7 @@ class Dispatcher:
                 or view.verified_at is None
             ):
                 await uow.webhooks.set_status(message.id, "cancelled", attempts=message.attempts)
-                await uow.commit()
                 return "cancelled"
-            await uow.commit()
         body = webhook_body(
             self.ctx, message, service.code, fields, view.version, view.verified_at, now
         )
@@ -174,8 +173,10 @@ class Dispatcher:
                 endpoint.url, self.signer(endpoint.secret, str(message.id), now, body)
             )
             status_code, error, duration = result.status_code, result.error, result.duration_ms
+            disclosed = status_code is not None or getattr(result, "disclosed", True)
         except ValueError as unsafe:
             status_code, error, duration = None, f"unsafe target: {unsafe}", 0.0
+            disclosed = False
         delivered = status_code is not None and 200 <= status_code < 300
         if delivered:
             outcome = "delivered"
@@ -185,8 +186,20 @@ class Dispatcher:
             outcome = "dead"
         else:
             outcome = "retry"
-        next_retry_at = now + self.retry.delay(attempt) if outcome == "retry" else None
+        disabled_reason = ""
         async with self.uow_factory() as uow:
+            if delivered:
+                await uow.webhooks.endpoint_succeeded(endpoint.id)
+            elif outcome != "gone":
+                failing_since = await uow.webhooks.endpoint_failed(endpoint.id, now)
+                if now - failing_since >= self.disable_after:
+                    outcome = "disabled"
+                    disabled_reason = (
+                        "disabled automatically: every delivery failed since "
+                        f"{failing_since.isoformat(timespec='seconds')}"
+                    )
+                    error = f"{error}; {disabled_reason}" if error else disabled_reason
+            next_retry_at = now + self.retry.delay(attempt) if outcome == "retry" else None
             await uow.webhooks.record_attempt(
                 Attempt(
                     message_id=message.id,
@@ -199,21 +212,9 @@ class Dispatcher:
                     next_retry_at=next_retry_at,
                 )
             )
-            await uow.outbox.add(
-                self.ctx.access(
-                    service=service.code,
-                    pseudonym=message.pseudonym,
-                    fields=sorted(fields),
-                    purpose=service.purpose.code,
-                    legal_basis=service.legal_basis,
-                    channel=Channel.WEBHOOK,
-                    outcome=Outcome.SERVED if delivered else Outcome.FAILED,
-                    reason=None
-                    if delivered
-                    else (f"http_{status_code}" if status_code else "unreachable"),
-                    correlation_id=str(message.id),
-                )
-            )
+            # A connection that never opened disclosed nothing: no access to record.
+            if disclosed:
+                await uow.outbox.add(self._access(message, service, fields, status_code))
             if outcome == "delivered":
                 await uow.webhooks.set_status(message.id, "delivered", attempts=attempt)
             elif outcome == "retry":
@@ -227,6 +228,8 @@ class Dispatcher:
                 await uow.webhooks.set_status(message.id, "dead", attempts=attempt)
                 if outcome == "gone":
                     await uow.webhooks.disable_endpoint(endpoint.id, "receiver answered 410 Gone")
+                elif outcome == "disabled":
+                    await uow.webhooks.disable_endpoint(endpoint.id, disabled_reason)
                 await self.dead_letter(
                     {
                         "message_id": str(message.id),
@@ -243,7 +246,6 @@ class Dispatcher:
                         "reason": outcome,
                     }
                 )
-            await uow.commit()
         if outcome == "delivered":
             metrics.WEBHOOK_DELIVERED.inc()
         elif outcome == "retry":
@@ -254,3 +256,23 @@ class Dispatcher:
             "webhook %s attempt %d -> %s (%s)", message.id, attempt, outcome, status_code or error
         )
         return outcome
+
+    def _access(
+        self,
+        message: WebhookMessage,
+        service: ServicePolicy,
+        fields: dict[str, Any],
+        status_code: int | None,
+    ) -> AccessRecorded:
+        delivered = status_code is not None and 200 <= status_code < 300
+        return self.ctx.access(
+            service=service.code,
+            pseudonym=message.pseudonym,
+            fields=sorted(fields),
+            purpose=service.purpose.code,
+            legal_basis=service.legal_basis,
+            channel=Channel.WEBHOOK,
+            outcome=Outcome.SERVED if delivered else Outcome.FAILED,
+            reason=None if delivered else (f"http_{status_code}" if status_code else "no_answer"),
+            correlation_id=str(message.id),
+        )

@@ -1,4 +1,7 @@
-"""All SQL of the audit service: the append-only log, its tree state, tree heads, auditors."""
+"""All SQL of the audit service: the append-only log, its tree state, tree heads, auditors.
+
+Every repository works on the one connection and transaction of a PgUnitOfWork.
+"""
 # ruff: noqa: S608  -- SQL is built from constant column lists and $n placeholders only
 
 from __future__ import annotations
@@ -6,15 +9,14 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import asyncpg
 
-from ikd_audit.domain import merkle
-from ikd_audit.domain.model import Entry, NewEntry, TreeHead
-from ikd_audit.domain.search import SearchFilter
-from ikd_shared import codec
+from ikd_audit.domain.search import AgencyCount, SearchFilter
+from ikd_shared import codec, merkle
+from ikd_shared.transparency import Entry, TreeHead
 
 # One writer at a time appends, so positions are gapless and the tree state stays exact.
 LOG_LOCK = 0x1CD_A0D1
@@ -22,21 +24,6 @@ ENTRY_COLUMNS = (
     "position, access_id, occurred_at, recorded_at, agency, service, pseudonym, fields, "
     "purpose, legal_basis, channel, outcome, reason"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class AppendResult:
-    appended: int
-    duplicates: int
-    tree_size: int
-    root_hash: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class AgencyCount:
-    agency: str
-    accesses: int
-    denials: int
 
 
 def _entry(row: asyncpg.Record) -> Entry:
@@ -85,11 +72,6 @@ def _where(search: SearchFilter, params: list[Any]) -> str:
     return " AND ".join(clauses) if clauses else "TRUE"
 
 
-async def _size(conn: asyncpg.Connection) -> int:
-    value = await conn.fetchval("SELECT max(position) FROM log_entry")
-    return 0 if value is None else int(value) + 1
-
-
 async def _node_hashes(
     conn: asyncpg.Connection, nodes: Sequence[merkle.NodeId]
 ) -> dict[merkle.NodeId, bytes]:
@@ -115,118 +97,90 @@ async def _node_hashes(
     return found
 
 
-class LogRepository:
-    def __init__(self, pool: Any) -> None:
-        self.pool = pool
+class PgLog:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
 
-    async def append(self, entries: Sequence[NewEntry], now: dt.datetime) -> AppendResult:
-        """Append new entries in one transaction; entries already in the log are skipped."""
-        unique: dict[uuid.UUID, NewEntry] = {}
-        for entry in entries:
-            unique.setdefault(entry.access_id, entry)
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", LOG_LOCK)
-            known = {
-                r["access_id"]
-                for r in await conn.fetch(
-                    "SELECT access_id FROM log_entry WHERE access_id = ANY($1::uuid[])",
-                    list(unique),
-                )
-            }
-            fresh = [e for e in unique.values() if e.access_id not in known]
-            size = await _size(conn)
-            tree = merkle.CompactRange.at(size, await _node_hashes(conn, merkle.root_nodes(size)))
-            if not fresh:
-                return AppendResult(0, len(entries), size, tree.root())
-            rows: list[Entry] = []
-            completed: list[tuple[merkle.NodeId, bytes]] = []
-            for offset, new in enumerate(fresh):
-                placed = new.at(size + offset, now)
-                completed.extend(tree.append(placed.leaf_hash()))
-                rows.append(placed)
-            inserted = await conn.fetch(
-                f"INSERT INTO log_entry ({ENTRY_COLUMNS}, leaf_hash) "
-                "SELECT p, a, o, r, ag, s, ps, ARRAY(SELECT jsonb_array_elements_text(f::jsonb)), "
-                "pu, lb, c, oc, re, lh FROM unnest($1::bigint[], $2::uuid[], "
-                "$3::timestamptz[], $4::timestamptz[], $5::text[], $6::text[], $7::text[], "
-                "$8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], "
-                "$14::bytea[]) AS t(p, a, o, r, ag, s, ps, f, pu, lb, c, oc, re, lh) "
-                "ON CONFLICT (access_id) DO NOTHING RETURNING position",
-                [e.position for e in rows],
-                [e.access_id for e in rows],
-                [e.occurred_at for e in rows],
-                [e.recorded_at for e in rows],
-                [e.agency for e in rows],
-                [e.service for e in rows],
-                [e.pseudonym for e in rows],
-                [codec.dumps(list(e.fields)).decode() for e in rows],
-                [e.purpose for e in rows],
-                [e.legal_basis for e in rows],
-                [e.channel for e in rows],
-                [e.outcome for e in rows],
-                [e.reason for e in rows],
-                [e.leaf_hash() for e in rows],
-            )
-            if len(inserted) != len(rows):  # cannot happen under the lock; never leave a gap
-                raise RuntimeError("concurrent append detected; the batch is rolled back")
-            if completed:
-                await conn.execute(
-                    "INSERT INTO merkle_node (level, idx, hash) "
-                    "SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])",
-                    [node[0] for node, _ in completed],
-                    [node[1] for node, _ in completed],
-                    [value for _, value in completed],
-                )
-            return AppendResult(len(rows), len(entries) - len(rows), tree.size, tree.root())
+    async def lock(self) -> None:
+        await self.conn.execute("SELECT pg_advisory_xact_lock($1)", LOG_LOCK)
+
+    async def known_access_ids(self, access_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        rows = await self.conn.fetch(
+            "SELECT access_id FROM log_entry WHERE access_id = ANY($1::uuid[])", list(access_ids)
+        )
+        return {r["access_id"] for r in rows}
 
     async def size(self) -> int:
-        async with self.pool.acquire() as conn:
-            return await _size(conn)
-
-    async def current_root(self) -> tuple[int, bytes]:
-        """The tree's size and root as committed now (read in one snapshot)."""
-        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-            size = await _size(conn)
-            nodes = await _node_hashes(conn, merkle.root_nodes(size))
-            return size, merkle.CompactRange.at(size, nodes).root()
+        value = await self.conn.fetchval("SELECT max(position) FROM log_entry")
+        return 0 if value is None else int(value) + 1
 
     async def node_hashes(self, nodes: Iterable[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
-        async with self.pool.acquire() as conn:
-            return await _node_hashes(conn, list(nodes))
+        return await _node_hashes(self.conn, list(nodes))
 
-    async def add_tree_head(self, head: TreeHead) -> None:
-        async with self.pool.acquire() as conn:
-            await conn.execute(
-                "INSERT INTO tree_head (tree_size, root_hash, signed_at, key_id, signature) "
-                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tree_size) DO NOTHING",
-                head.tree_size,
-                head.root_hash,
-                head.timestamp,
-                head.key_id,
-                head.signature,
+    async def add(
+        self, entries: Sequence[Entry], nodes: Sequence[tuple[merkle.NodeId, bytes]]
+    ) -> None:
+        inserted = await self.conn.fetch(
+            f"INSERT INTO log_entry ({ENTRY_COLUMNS}, leaf_hash) "
+            "SELECT p, a, o, r, ag, s, ps, ARRAY(SELECT jsonb_array_elements_text(f::jsonb)), "
+            "pu, lb, c, oc, re, lh FROM unnest($1::bigint[], $2::uuid[], "
+            "$3::timestamptz[], $4::timestamptz[], $5::text[], $6::text[], $7::text[], "
+            "$8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], "
+            "$14::bytea[]) AS t(p, a, o, r, ag, s, ps, f, pu, lb, c, oc, re, lh) "
+            "ON CONFLICT (access_id) DO NOTHING RETURNING position",
+            [e.position for e in entries],
+            [e.access_id for e in entries],
+            [e.occurred_at for e in entries],
+            [e.recorded_at for e in entries],
+            [e.agency for e in entries],
+            [e.service for e in entries],
+            [e.pseudonym for e in entries],
+            [codec.dumps(list(e.fields)).decode() for e in entries],
+            [e.purpose for e in entries],
+            [e.legal_basis for e in entries],
+            [e.channel for e in entries],
+            [e.outcome for e in entries],
+            [e.reason for e in entries],
+            [e.leaf_hash() for e in entries],
+        )
+        if len(inserted) != len(entries):  # cannot happen under the lock; never leave a gap
+            raise RuntimeError("concurrent append detected; the batch is rolled back")
+        if nodes:
+            await self.conn.execute(
+                "INSERT INTO merkle_node (level, idx, hash) "
+                "SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])",
+                [node[0] for node, _ in nodes],
+                [node[1] for node, _ in nodes],
+                [value for _, value in nodes],
             )
 
+    async def add_tree_head(self, head: TreeHead) -> None:
+        await self.conn.execute(
+            "INSERT INTO tree_head (tree_size, root_hash, signed_at, key_id, signature) "
+            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tree_size) DO NOTHING",
+            head.tree_size,
+            head.root_hash,
+            head.timestamp,
+            head.key_id,
+            head.signature,
+        )
+
     async def latest_tree_head(self) -> TreeHead | None:
-        async with self.pool.acquire() as conn:
-            row = await conn.fetchrow("SELECT * FROM tree_head ORDER BY tree_size DESC LIMIT 1")
+        row = await self.conn.fetchrow("SELECT * FROM tree_head ORDER BY tree_size DESC LIMIT 1")
         return _head(row) if row else None
 
     async def tree_head(self, size: int) -> TreeHead | None:
-        async with self.pool.acquire() as conn:
-            row = await conn.fetchrow("SELECT * FROM tree_head WHERE tree_size = $1", size)
+        row = await self.conn.fetchrow("SELECT * FROM tree_head WHERE tree_size = $1", size)
         return _head(row) if row else None
 
     async def tree_heads(self) -> list[TreeHead]:
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch("SELECT * FROM tree_head ORDER BY tree_size")
+        rows = await self.conn.fetch("SELECT * FROM tree_head ORDER BY tree_size")
         return [_head(r) for r in rows]
 
     async def entry(self, position: int) -> tuple[Entry, bytes] | None:
-        async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(
-                f"SELECT {ENTRY_COLUMNS}, leaf_hash FROM log_entry WHERE position = $1",
-                position,
-            )
+        row = await self.conn.fetchrow(
+            f"SELECT {ENTRY_COLUMNS}, leaf_hash FROM log_entry WHERE position = $1", position
+        )
         return (_entry(row), bytes(row["leaf_hash"])) if row else None
 
     async def search(self, search: SearchFilter, before: int | None, limit: int) -> list[Entry]:
@@ -240,8 +194,7 @@ class LogRepository:
             f"SELECT {ENTRY_COLUMNS} FROM log_entry WHERE {where} "
             f"ORDER BY position DESC LIMIT ${len(params)}"
         )
-        async with self.pool.acquire() as conn:
-            return [_entry(r) for r in await conn.fetch(sql, *params)]
+        return [_entry(r) for r in await self.conn.fetch(sql, *params)]
 
     async def stream(
         self, search: SearchFilter | None = None, *, with_hash: bool = False
@@ -250,9 +203,8 @@ class LogRepository:
         params: list[Any] = []
         where = _where(search or SearchFilter(), params)
         sql = f"SELECT {ENTRY_COLUMNS}, leaf_hash FROM log_entry WHERE {where} ORDER BY position"
-        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-            async for row in conn.cursor(sql, *params, prefetch=1000):
-                yield _entry(row), (bytes(row["leaf_hash"]) if with_hash else None)
+        async for row in self.conn.cursor(sql, *params, prefetch=1000):
+            yield _entry(row), (bytes(row["leaf_hash"]) if with_hash else None)
 
     async def agency_counts(self, search: SearchFilter) -> list[AgencyCount]:
         params: list[Any] = []
@@ -262,52 +214,106 @@ class LogRepository:
             "count(*) FILTER (WHERE outcome = 'denied') AS denials "
             f"FROM log_entry WHERE {where} GROUP BY agency ORDER BY agency"
         )
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(sql, *params)
+        rows = await self.conn.fetch(sql, *params)
         return [AgencyCount(r["agency"], r["accesses"], r["denials"]) for r in rows]
 
     async def trail(self, pseudonym: str) -> list[tuple[Entry, bytes]]:
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                f"SELECT {ENTRY_COLUMNS}, leaf_hash FROM log_entry WHERE pseudonym = $1 "
-                "ORDER BY position",
-                pseudonym,
-            )
+        rows = await self.conn.fetch(
+            f"SELECT {ENTRY_COLUMNS}, leaf_hash FROM log_entry WHERE pseudonym = $1 "
+            "ORDER BY position",
+            pseudonym,
+        )
         return [(_entry(r), bytes(r["leaf_hash"])) for r in rows]
 
-    async def remember_credential(self, jti: str, expires_at: dt.datetime) -> bool:
-        """Record a credential's jti; False if it was seen before (a replay)."""
-        async with self.pool.acquire() as conn:
-            inserted = await conn.fetchval(
-                "INSERT INTO seen_credential (jti, expires_at) VALUES ($1, $2) "
-                "ON CONFLICT (jti) DO NOTHING RETURNING true",
-                jti,
-                expires_at,
-            )
+
+class PgSeenCredentials:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def remember(self, jti: str, expires_at: dt.datetime) -> bool:
+        inserted = await self.conn.fetchval(
+            "INSERT INTO seen_credential (jti, expires_at) VALUES ($1, $2) "
+            "ON CONFLICT (jti) DO NOTHING RETURNING true",
+            jti,
+            expires_at,
+        )
         return bool(inserted)
 
-    async def prune_seen_credentials(self, grace: dt.timedelta) -> int:
-        """Delete replay-protection rows of credentials expired more than `grace` ago."""
-        async with self.pool.acquire() as conn:
-            return int(await conn.fetchval("SELECT prune_seen_credential($1)", grace))
+    async def prune(self, grace: dt.timedelta) -> int:
+        # The runtime role may not DELETE here; the function decides what has expired.
+        return int(await self.conn.fetchval("SELECT prune_seen_credential($1)", grace))
 
-    async def auditor_secret_hash(self, client_id: str) -> str | None:
-        async with self.pool.acquire() as conn:
-            value = await conn.fetchval(
-                "SELECT secret_hash FROM auditor WHERE client_id = $1 AND NOT disabled", client_id
-            )
+
+class PgAuditors:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def secret_hash(self, client_id: str) -> str | None:
+        value = await self.conn.fetchval(
+            "SELECT secret_hash FROM auditor WHERE client_id = $1 AND NOT disabled", client_id
+        )
         return str(value) if value is not None else None
 
-    async def save_auditor(self, client_id: str, secret_hash: str) -> None:
-        async with self.pool.acquire() as conn:
-            await conn.execute(
-                "INSERT INTO auditor (client_id, secret_hash) VALUES ($1, $2) "
-                "ON CONFLICT (client_id) DO UPDATE SET secret_hash = EXCLUDED.secret_hash, "
-                "disabled = false",
-                client_id,
-                secret_hash,
-            )
+    async def save(self, client_id: str, secret_hash: str) -> None:
+        await self.conn.execute(
+            "INSERT INTO auditor (client_id, secret_hash) VALUES ($1, $2) "
+            "ON CONFLICT (client_id) DO UPDATE SET secret_hash = EXCLUDED.secret_hash, "
+            "disabled = false",
+            client_id,
+            secret_hash,
+        )
 
-    async def ping(self) -> None:
-        async with self.pool.acquire() as conn:
-            await conn.fetchval("SELECT 1")
+
+class PgUnitOfWork:
+    """One pooled connection and one transaction; __aexit__ is the only commit or rollback."""
+
+    log: PgLog
+    credentials: PgSeenCredentials
+    auditors: PgAuditors
+
+    def __init__(self, pool: asyncpg.Pool, *, snapshot: bool = False) -> None:
+        self._pool = pool
+        self._snapshot = snapshot
+        self._connection: Any = None
+        self._transaction: Any = None
+
+    async def __aenter__(self) -> Self:
+        self._connection = await self._pool.acquire()
+        try:
+            self._transaction = (
+                self._connection.transaction(isolation="repeatable_read", readonly=True)
+                if self._snapshot
+                else self._connection.transaction()
+            )
+            await self._transaction.start()
+        except BaseException:
+            await self._pool.release(self._connection)
+            raise
+        self.log = PgLog(self._connection)
+        self.credentials = PgSeenCredentials(self._connection)
+        self.auditors = PgAuditors(self._connection)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if exc_type is None:
+                await self._transaction.commit()
+            else:
+                await self._transaction.rollback()
+        finally:
+            await self._pool.release(self._connection)
+
+
+class PgUnitOfWorkFactory:
+    """Units of work on connections of one pool (the service layer's UnitOfWorkFactory)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    def __call__(self, *, snapshot: bool = False) -> PgUnitOfWork:
+        return PgUnitOfWork(self.pool, snapshot=snapshot)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ikd_shared.api import ApiError
+from ikd_shared.errors import ApiError
 
 
 class AuditError(ApiError):

@@ -37,6 +37,13 @@ class SearchFilter:
         return hashlib.sha256(codec.dumps(data, sort_keys=True)).hexdigest()[:32]
 
 
+@dataclass(frozen=True, slots=True)
+class AgencyCount:
+    agency: str
+    accesses: int
+    denials: int
+
+
 def _blank(value: str | None) -> str | None:
     if value is None:
         return None

@@ -11,13 +11,14 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from ikd_audit.bootstrap import Services
+from ikd_audit.bootstrap import AuditRuntime as Services
 from ikd_audit.domain.errors import Forbidden, Unauthenticated
-from ikd_audit.domain.model import Entry
 from ikd_audit.domain.search import SearchFilter, build_filter, check_limit
 from ikd_audit.service_layer.services import MAX_SIZE
 from ikd_shared import codec
-from ikd_shared.auth import AuthError, Principal, Scope
+from ikd_shared.auth import Principal, Scope
+from ikd_shared.bearer import Bearer
+from ikd_shared.transparency import Entry
 
 
 def services(request: Request) -> Services:
@@ -28,21 +29,10 @@ def services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(services)]
 
 
-async def auditor(request: Request, svc: ServicesDep) -> Principal:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("a bearer token is required", code="missing_token")
-    try:
-        principal = svc.tokens.verify(token.strip())
-    except AuthError as error:
-        raise Unauthenticated(str(error), code=error.code) from None
-    if not principal.has(Scope.AUDIT_READ):
-        raise Forbidden("this token lacks the audit:read scope")
-    return principal
-
-
-AuditorDep = Annotated[Principal, Depends(auditor)]
+bearer = Bearer(
+    lambda request: services(request).tokens, unauthenticated=Unauthenticated, forbidden=Forbidden
+)
+AuditorDep = Annotated[Principal, Depends(bearer.require(Scope.AUDIT_READ))]
 
 
 def search_filter(

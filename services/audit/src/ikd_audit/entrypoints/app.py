@@ -13,15 +13,22 @@ from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
-from ikd_audit.bootstrap import Services, bootstrap, derive_key
+from ikd_audit.bootstrap import AuditRuntime, bootstrap, derive_key
 from ikd_audit.config import AuditSettings
 from ikd_audit.entrypoints import api, console
 from ikd_audit.entrypoints.consumer import AccessConsumer
 from ikd_audit.entrypoints.observability import SIGNED_TREE_SIZE, TREE_HEAD_AGE, TREE_SIZE
 from ikd_audit.entrypoints.pruner import run_pruner
 from ikd_audit.entrypoints.signer import run_signer
-from ikd_shared import observability
-from ikd_shared.api import BodySizeLimit, install_error_handlers
+from ikd_shared import kafka_lag
+from ikd_shared.api import (
+    BodySizeLimit,
+    Check,
+    Refresh,
+    RequestObservability,
+    install_error_handlers,
+    operations_router,
+)
 from ikd_shared.events.topics import ACCESS
 
 log = logging.getLogger("ikd_audit.app")
@@ -43,49 +50,48 @@ def _supervise(task: asyncio.Task[None], name: str) -> None:
 def create_app(settings: AuditSettings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await bootstrap(settings)
-        app.state.services = services
-        tasks: list[asyncio.Task[None]] = []
-        signer = asyncio.create_task(
-            run_signer(
-                services.log,
-                interval=settings.tree_head_interval_seconds,
-                max_entries=settings.tree_head_max_entries,
-            )
-        )
-        _supervise(signer, "tree-head signer")
-        tasks.append(signer)
-        if settings.prune_interval_seconds > 0:
-            pruner = asyncio.create_task(
-                run_pruner(
-                    services.repo,
-                    interval=settings.prune_interval_seconds,
-                    grace=dt.timedelta(seconds=settings.seen_credential_grace_seconds),
+        async with bootstrap(settings) as runtime:
+            app.state.services = runtime
+            tasks: list[asyncio.Task[None]] = []
+            signer = asyncio.create_task(
+                run_signer(
+                    runtime.log,
+                    interval=settings.tree_head_interval_seconds,
+                    max_entries=settings.tree_head_max_entries,
                 )
             )
-            _supervise(pruner, "seen-credential pruner")
-            tasks.append(pruner)
-        consumer: AccessConsumer | None = None
-        if settings.run_consumer:
-            consumer = AccessConsumer(
-                services.log,
-                bootstrap_servers=settings.kafka_bootstrap_servers,
-                topic_prefix=settings.kafka_topic_prefix,
-                group_id=settings.consumer_group,
-                batch_size=settings.consumer_batch_size,
-            )
-            task = asyncio.create_task(consumer.run())
-            _supervise(task, "access consumer")
-            tasks.append(task)
-        app.state.consumer = consumer
-        app.state.tasks = tasks
-        try:
-            yield
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await services.close()
+            _supervise(signer, "tree-head signer")
+            tasks.append(signer)
+            if settings.prune_interval_seconds > 0:
+                pruner = asyncio.create_task(
+                    run_pruner(
+                        runtime.log,
+                        interval=settings.prune_interval_seconds,
+                        grace=dt.timedelta(seconds=settings.seen_credential_grace_seconds),
+                    )
+                )
+                _supervise(pruner, "seen-credential pruner")
+                tasks.append(pruner)
+            consumer: AccessConsumer | None = None
+            if settings.run_consumer:
+                consumer = AccessConsumer(
+                    runtime.log,
+                    bootstrap_servers=settings.kafka_bootstrap_servers,
+                    topic_prefix=settings.kafka_topic_prefix,
+                    group_id=settings.consumer_group,
+                    batch_size=settings.consumer_batch_size,
+                )
+                task = asyncio.create_task(consumer.run())
+                _supervise(task, "access consumer")
+                tasks.append(task)
+            app.state.consumer = consumer
+            app.state.tasks = tasks
+            try:
+                yield
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
 
     app = FastAPI(
         title="IKD MPP audit service",
@@ -121,41 +127,40 @@ def create_app(settings: AuditSettings) -> FastAPI:
         response.headers["Referrer-Policy"] = "no-referrer"
         return response
 
-    def services_of() -> Services:
-        services: Services = app.state.services
-        return services
+    def runtime() -> AuditRuntime:
+        found: AuditRuntime = app.state.services
+        return found
 
     async def consumer_running() -> None:
         if not app.state.consumer.running:
             raise RuntimeError("the access-event consumer is not running")
 
-    def checks() -> dict[str, observability.Check]:
-        found: dict[str, observability.Check] = {
-            "postgresql": lambda: services_of().repo.ping(),
-            "kafka": lambda: observability.kafka_reachable(settings.kafka_bootstrap_servers),
+    def checks() -> dict[str, Check]:
+        found: dict[str, Check] = {
+            "postgresql": lambda: runtime().ping(),
+            "kafka": lambda: kafka_lag.kafka_reachable(settings.kafka_bootstrap_servers),
         }
         if app.state.consumer is not None:
             found["consumer"] = consumer_running
         return found
 
     async def refresh_tree() -> None:
-        repo = services_of().repo
-        TREE_SIZE.set(await repo.size())
-        head = await repo.latest_tree_head()
+        size, head = await runtime().log.tree_state()
+        TREE_SIZE.set(size)
         if head is not None:
             SIGNED_TREE_SIZE.set(head.tree_size)
             TREE_HEAD_AGE.set((dt.datetime.now(dt.UTC) - head.timestamp).total_seconds())
 
-    refresh: list[observability.Refresh] = [refresh_tree]
+    refresh: list[Refresh] = [refresh_tree]
     if settings.run_consumer:
         refresh.append(
-            observability.lag_refresher(
+            kafka_lag.lag_refresher(
                 settings.kafka_bootstrap_servers,
                 settings.consumer_group,
                 [ACCESS.full_name(settings.kafka_topic_prefix)],
             )
         )
-    app.include_router(observability.operations_router(checks=checks, refresh=refresh))
-    app.add_middleware(observability.RequestObservability)
+    app.include_router(operations_router(checks=checks, refresh=refresh))
+    app.add_middleware(RequestObservability)
 
     return app

@@ -22,12 +22,12 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.templating import Jinja2Templates
 
-from ikd_audit.bootstrap import Services
-from ikd_audit.domain import merkle, verify
+from ikd_audit.bootstrap import AuditRuntime as Services
 from ikd_audit.domain.errors import AuditError
 from ikd_audit.domain.search import SearchFilter, build_filter, check_limit
 from ikd_audit.domain.throttle import LoginLocked
 from ikd_audit.entrypoints.api import ServicesDep, csv_stream
+from ikd_shared import merkle, transparency
 from ikd_shared.events.access_v1 import Channel, Outcome
 
 HERE = Path(__file__).resolve().parent.parent
@@ -148,7 +148,7 @@ async def login(
         )
         response.headers["Retry-After"] = str(locked.retry_after_seconds)
         return response
-    stored = await svc.repo.auditor_secret_hash(client_id)
+    stored = await svc.auditors.secret_hash(client_id)
     if not await asyncio.to_thread(check_secret, stored, secret):
         return render(request, "login.html", 401, error="Unknown client id or wrong secret.")
     svc.login_throttle.succeeded(attempt)
@@ -255,7 +255,7 @@ async def entry(request: Request, svc: ServicesDep, position: int) -> Response:
     except AuditError as error:
         return render(request, "error.html", error.status_code, error=error.detail)
     try:
-        server_verdict = verify.verify_inclusion_bundle(proof, svc.log.public_key)
+        server_verdict = transparency.verify_inclusion_bundle(proof, svc.log.public_key)
         server_ok = True
     except (merkle.ProofError, ValueError) as error:
         server_verdict, server_ok = f"FAILED: {error}", False

@@ -6,13 +6,12 @@ the reason in `dlq_*` headers, and the consumer carries on.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from ikd_audit.entrypoints.observability import (
     BATCH_SECONDS,
@@ -22,12 +21,14 @@ from ikd_audit.entrypoints.observability import (
     TREE_SIZE,
 )
 from ikd_audit.service_layer.services import AuditLog
-from ikd_shared import observability
+from ikd_shared import tracing
+from ikd_shared.consumer import DeadLetterWriter, SourceRecord
 from ikd_shared.events import InvalidEventData, decode
 from ikd_shared.events.access_v1 import EVENTS, AccessRecorded
 from ikd_shared.events.envelope import EnvelopeError, from_kafka
 from ikd_shared.events.topics import ACCESS, AUDIT_DEAD_LETTER
-from ikd_shared.kafka import dead_letter_headers, make_producer
+from ikd_shared.kafka import KafkaConnection
+from ikd_shared.supervise import retry
 
 log = logging.getLogger("ikd_audit.consumer")
 SERVICE = "ikd-audit"
@@ -47,7 +48,7 @@ def _traced(record: Any) -> contextlib.AbstractContextManager[None]:
 
     Only logged, not stored: the entries' hashed leaf format stays as it is.
     """
-    return observability.bound(trace_context=observability.from_kafka_headers(record.headers or ()))
+    return tracing.bound(trace_context=tracing.from_kafka_headers(record.headers or ()))
 
 
 class AccessConsumer:
@@ -69,16 +70,15 @@ class AccessConsumer:
         self.running = False
 
     async def run(self) -> None:
-        consumer = AIOKafkaConsumer(
+        kafka = KafkaConnection(self.bootstrap_servers)
+        consumer = kafka.consumer(
             self.topic,
-            bootstrap_servers=self.bootstrap_servers,
-            group_id=self.group_id,
-            enable_auto_commit=False,
+            group=self.group_id,
             auto_offset_reset="earliest",
             max_poll_records=self.batch_size,
             isolation_level="read_committed",
         )
-        producer = make_producer(self.bootstrap_servers)
+        producer = kafka.producer()
         await producer.start()
         await consumer.start()
         self.running = True
@@ -126,33 +126,17 @@ class AccessConsumer:
                         )
         if not events:
             return
-        delay = 0.2
-        while True:
-            try:
-                result = await self.audit.record(events)
-                break
-            except Exception as error:  # keep the batch and retry: never skip an access
-                log.warning(
-                    "recording a batch failed; retrying",
-                    extra={"fields": {"error": repr(error), "events": len(events)}},
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+        # Keep the batch and retry: never skip an access.
+        result = await retry(
+            lambda: self.audit.record(events), what="recording a batch of accesses", logger=log
+        )
         ENTRIES_APPENDED.inc(result.appended)
         DUPLICATES_SKIPPED.inc(result.duplicates)
         TREE_SIZE.set(result.tree_size)
 
     async def dead_letter(self, producer: AIOKafkaProducer, record: Any, reason: str) -> None:
-        headers = list(record.headers or ()) + dead_letter_headers(
-            reason,
-            source_topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            service=SERVICE,
-        )
-        await producer.send_and_wait(
-            self.dead_letter_topic, value=record.value, key=record.key, headers=headers
-        )
+        writer = DeadLetterWriter(producer, self.dead_letter_topic, service=SERVICE)
+        await writer.record(SourceRecord.of(record), reason)
         DEAD_LETTERED.inc()
         log.warning(
             "dead-lettered a malformed access event",

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the audit service (logs, request metrics: ikd_shared.observability)."""
+"""Prometheus metrics of the audit service (logs: ikd_shared.logs; requests: ikd_shared.api)."""
 
 from __future__ import annotations
 

@@ -6,15 +6,15 @@ import asyncio
 import datetime as dt
 import logging
 
-from ikd_audit.adapters.repository import LogRepository
+from ikd_audit.service_layer.services import AuditLog
 
 log = logging.getLogger("ikd_audit.pruner")
 
 
-async def run_pruner(repo: LogRepository, *, interval: float, grace: dt.timedelta) -> None:
+async def run_pruner(audit: AuditLog, *, interval: float, grace: dt.timedelta) -> None:
     while True:
         try:
-            pruned = await repo.prune_seen_credentials(grace)
+            pruned = await audit.prune_seen_credentials(grace)
             log.info("seen credentials pruned", extra={"fields": {"pruned": pruned}})
         except asyncio.CancelledError:
             raise

@@ -6,20 +6,22 @@ import asyncio
 import base64
 import datetime as dt
 import itertools
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ikd_audit.adapters.repository import AgencyCount, AppendResult, LogRepository
-from ikd_audit.domain import merkle, verify
 from ikd_audit.domain.errors import BadProofRequest, NotFound, Unauthenticated
-from ikd_audit.domain.model import Entry, NewEntry, TreeHead, key_id, public_key_pem
-from ikd_audit.domain.search import CursorCodec, SearchFilter
+from ikd_audit.domain.model import NewEntry
+from ikd_audit.domain.search import AgencyCount, CursorCodec, SearchFilter
+from ikd_audit.service_layer.unit_of_work import LogRepository, UnitOfWorkFactory
+from ikd_shared import merkle, transparency
 from ikd_shared.credentials import CredentialError, CredentialVerifier
 from ikd_shared.events.access_v1 import AccessRecorded
 from ikd_shared.pseudonym import pseudonymize
+from ikd_shared.transparency import Entry, TreeHead, key_id, public_key_pem
 
 MAX_SIZE = 2**63 - 1  # positions and tree sizes are PostgreSQL bigint
 
@@ -28,6 +30,14 @@ Clock = Callable[[], dt.datetime]
 
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    appended: int
+    duplicates: int
+    tree_size: int
+    root_hash: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +53,7 @@ class Integrity:
     signature_ok: bool
     stored_root_ok: bool
     heads_consistent: bool
-    full_check: verify.Report | None
+    full_check: transparency.Report | None
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -73,10 +83,20 @@ def proof_document(
     }
 
 
+async def _paths(log: LogRepository, indexes: Sequence[int], size: int) -> list[list[bytes]]:
+    ranges = [merkle.inclusion_ranges(i, size) for i in indexes]
+    nodes = await log.node_hashes(merkle.nodes_for([r for rs in ranges for r in rs]))
+    return [[merkle.range_hash(r, nodes) for r in rs] for rs in ranges]
+
+
+async def _root(log: LogRepository, size: int) -> bytes:
+    return merkle.CompactRange.at(size, await log.node_hashes(merkle.root_nodes(size))).root()
+
+
 class AuditLog:
     def __init__(
         self,
-        repo: LogRepository,
+        uow: UnitOfWorkFactory,
         signing_key: Ed25519PrivateKey,
         *,
         pseudonym_key: bytes,
@@ -85,7 +105,7 @@ class AuditLog:
         credential_max_age: dt.timedelta = dt.timedelta(minutes=5),
         clock: Clock = utc_now,
     ) -> None:
-        self.repo = repo
+        self.uow = uow
         self.signing_key = signing_key
         self.public_key = signing_key.public_key()
         self.key_id = key_id(self.public_key)
@@ -101,42 +121,71 @@ class AuditLog:
     # --- recording -------------------------------------------------------------------------
 
     async def record(self, events: Sequence[AccessRecorded]) -> AppendResult:
-        result = await self.repo.append([NewEntry.from_event(e) for e in events], self.clock())
-        if result.appended:
+        """Append the accesses not yet in the log, in one transaction, at the next positions."""
+        unique: dict[uuid.UUID, NewEntry] = {}
+        for event in events:
+            unique.setdefault(event.access_id, NewEntry.from_event(event))
+        now = self.clock()
+        async with self.uow() as uow:
+            await uow.log.lock()
+            known = await uow.log.known_access_ids(list(unique))
+            fresh = [e for e in unique.values() if e.access_id not in known]
+            size = await uow.log.size()
+            tree = merkle.CompactRange.at(size, await uow.log.node_hashes(merkle.root_nodes(size)))
+            rows: list[Entry] = []
+            completed: list[tuple[merkle.NodeId, bytes]] = []
+            for offset, new in enumerate(fresh):
+                placed = new.at(size + offset, now)
+                completed.extend(tree.append(placed.leaf_hash()))
+                rows.append(placed)
+            if rows:
+                await uow.log.add(rows, completed)
+        if rows:
             self.changed.set()
-        return result
+        return AppendResult(len(rows), len(events) - len(rows), tree.size, tree.root())
 
     async def sign_tree_head(self) -> TreeHead:
         """Sign the tree as it is now (or return the head that already signs this size)."""
         async with self._sign_lock:
-            size, root = await self.repo.current_root()
-            latest = await self.repo.latest_tree_head()
+            async with self.uow(snapshot=True) as uow:
+                size = await uow.log.size()
+                root = await _root(uow.log, size)
+                latest = await uow.log.latest_tree_head()
             if latest is not None and latest.tree_size == size:
                 return latest
             head = TreeHead.sign(self.signing_key, size, root, self.clock())
-            await self.repo.add_tree_head(head)
-            return await self.repo.tree_head(size) or head
+            async with self.uow() as uow:
+                await uow.log.add_tree_head(head)
+                # another process may have signed this size first: its head is the one stored
+                return await uow.log.tree_head(size) or head
+
+    async def tree_state(self) -> tuple[int, TreeHead | None]:
+        """The log's size and its latest signed tree head."""
+        async with self.uow(snapshot=True) as uow:
+            return await uow.log.size(), await uow.log.latest_tree_head()
 
     async def unsigned_entries(self) -> int:
-        latest = await self.repo.latest_tree_head()
-        size = await self.repo.size()
+        size, latest = await self.tree_state()
         return size - latest.tree_size if latest else size + 1
 
     async def head_covering(self, position: int) -> TreeHead:
-        latest = await self.repo.latest_tree_head()
+        async with self.uow() as uow:
+            latest = await uow.log.latest_tree_head()
         if latest is None or latest.tree_size <= position:
             latest = await self.sign_tree_head()
         return latest
 
     async def latest_tree_head(self) -> TreeHead:
-        return await self.repo.latest_tree_head() or await self.sign_tree_head()
+        async with self.uow() as uow:
+            latest = await uow.log.latest_tree_head()
+        return latest or await self.sign_tree_head()
+
+    async def prune_seen_credentials(self, grace: dt.timedelta) -> int:
+        """Forget replay-protection records of credentials expired more than `grace` ago."""
+        async with self.uow() as uow:
+            return await uow.credentials.prune(grace)
 
     # --- proofs ----------------------------------------------------------------------------
-
-    async def _paths(self, indexes: Sequence[int], size: int) -> list[list[bytes]]:
-        ranges = [merkle.inclusion_ranges(i, size) for i in indexes]
-        nodes = await self.repo.node_hashes(merkle.nodes_for([r for rs in ranges for r in rs]))
-        return [[merkle.range_hash(r, nodes) for r in rs] for rs in ranges]
 
     async def inclusion_proof(self, position: int, tree_size: int | None = None) -> dict[str, Any]:
         if not 0 <= position < MAX_SIZE:
@@ -145,14 +194,15 @@ class AuditLog:
             raise BadProofRequest(
                 f"no signed tree head of size {tree_size}", code="unknown_tree_size"
             )
-        found = await self.repo.entry(position)
+        async with self.uow() as uow:
+            found = await uow.log.entry(position)
+            signed = await uow.log.tree_head(tree_size) if tree_size is not None else None
         if found is None:
             raise NotFound(f"no entry at position {position}")
         entry, leaf = found
         if tree_size is None:
             head = await self.head_covering(position)
         else:
-            signed = await self.repo.tree_head(tree_size)
             if signed is None:
                 raise BadProofRequest(
                     f"no signed tree head of size {tree_size}", code="unknown_tree_size"
@@ -162,24 +212,24 @@ class AuditLog:
                     "the entry is not in a tree of that size", code="position_outside_tree"
                 )
             head = signed
-        (path,) = await self._paths([position], head.tree_size)
+        async with self.uow() as uow:
+            (path,) = await _paths(uow.log, [position], head.tree_size)
         return proof_document(entry, leaf, path, head)
 
     async def consistency_proof(self, first: int, second: int) -> dict[str, Any]:
         if not 0 < first <= second <= MAX_SIZE:
             raise BadProofRequest(f"need 0 < first <= second <= {MAX_SIZE}", code="invalid_sizes")
-        heads = [await self.repo.tree_head(size) for size in (first, second)]
-        if heads[0] is None or heads[1] is None:
-            raise BadProofRequest(
-                "both sizes must have signed tree heads", code="unknown_tree_size"
-            )
-        if not 0 < first <= second:
-            raise BadProofRequest("need 0 < first <= second", code="invalid_sizes")
-        ranges = merkle.consistency_ranges(first, second) if first != second else []
-        nodes = await self.repo.node_hashes(merkle.nodes_for(ranges))
+        async with self.uow() as uow:
+            older, newer = await uow.log.tree_head(first), await uow.log.tree_head(second)
+            if older is None or newer is None:
+                raise BadProofRequest(
+                    "both sizes must have signed tree heads", code="unknown_tree_size"
+                )
+            ranges = merkle.consistency_ranges(first, second) if first != second else []
+            nodes = await uow.log.node_hashes(merkle.nodes_for(ranges))
         return {
-            "first": heads[0].document(),
-            "second": heads[1].document(),
+            "first": older.document(),
+            "second": newer.document(),
             "consistency_path": [merkle.range_hash(r, nodes).hex() for r in ranges],
         }
 
@@ -187,37 +237,48 @@ class AuditLog:
 
     async def search(self, search: SearchFilter, cursor: str | None, limit: int) -> Page:
         before = self.cursors.decode(cursor, search) if cursor else None
-        entries = await self.repo.search(search, before, limit + 1)
+        async with self.uow() as uow:
+            entries = await uow.log.search(search, before, limit + 1)
         more = len(entries) > limit
         entries = entries[:limit]
         next_cursor = self.cursors.encode(entries[-1].position, search) if more else None
         return Page(entries, next_cursor)
 
     async def entry(self, position: int) -> Entry:
-        found = await self.repo.entry(position)
+        async with self.uow() as uow:
+            found = await uow.log.entry(position)
         if found is None:
             raise NotFound(f"no entry at position {position}")
         return found[0]
 
     async def agency_counts(self, search: SearchFilter) -> list[AgencyCount]:
-        return await self.repo.agency_counts(search)
+        async with self.uow() as uow:
+            return await uow.log.agency_counts(search)
 
-    def stream(self, search: SearchFilter) -> AsyncIterator[tuple[Entry, bytes | None]]:
-        return self.repo.stream(search)
+    async def stream(
+        self, search: SearchFilter | None = None
+    ) -> AsyncIterator[tuple[Entry, bytes | None]]:
+        """Matching entries in position order, all from one snapshot."""
+        async with self.uow(snapshot=True) as uow:
+            async for item in uow.log.stream(search):
+                yield item
 
     async def export(self) -> AsyncIterator[dict[str, Any]]:
         """The whole log as JSON-lines records, the format `ikd-audit verify` reads."""
         yield {"type": "log", "key_id": self.key_id, "public_key": self.public_key_pem}
-        for head in await self.repo.tree_heads():
-            yield {"type": verify.TREE_HEAD, **head.document()}
-        async for entry, leaf in self.repo.stream(with_hash=True):
-            assert leaf is not None
-            yield {"type": verify.ENTRY, **entry.document(), "leaf_hash": leaf.hex()}
+        async with self.uow(snapshot=True) as uow:
+            for head in await uow.log.tree_heads():
+                yield {"type": transparency.TREE_HEAD, **head.document()}
+            async for entry, leaf in uow.log.stream(with_hash=True):
+                assert leaf is not None
+                yield {"type": transparency.ENTRY, **entry.document(), "leaf_hash": leaf.hex()}
 
     async def integrity(self, *, full_check_limit: int = 200_000) -> Integrity:
-        heads = await self.repo.tree_heads()
-        size = await self.repo.size()
-        latest = heads[-1] if heads else None
+        async with self.uow(snapshot=True) as uow:
+            heads = await uow.log.tree_heads()
+            size = await uow.log.size()
+            latest = heads[-1] if heads else None
+            nodes = await uow.log.node_hashes(merkle.root_nodes(latest.tree_size)) if latest else {}
         status = Integrity(size, latest, False, False, True, None)
         if latest is None:
             status.problems.append("no signed tree head yet")
@@ -225,7 +286,6 @@ class AuditLog:
         status.signature_ok = all(h.check_signature(self.public_key) for h in heads)
         if not status.signature_ok:
             status.problems.append("a stored tree head does not carry a valid signature")
-        nodes = await self.repo.node_hashes(merkle.root_nodes(latest.tree_size))
         status.stored_root_ok = merkle.range_hash((0, latest.tree_size), nodes) == latest.root_hash
         if not status.stored_root_ok:
             status.problems.append("the stored tree does not match the latest signed root")
@@ -234,7 +294,7 @@ class AuditLog:
                 continue
             try:
                 proof = await self.consistency_proof(older.tree_size, newer.tree_size)
-                verify.verify_consistency_bundle(proof, self.public_key)
+                transparency.verify_consistency_bundle(proof, self.public_key)
             except (merkle.ProofError, LookupError) as error:
                 status.heads_consistent = False
                 status.problems.append(
@@ -243,7 +303,7 @@ class AuditLog:
                 break
         if size <= full_check_limit:
             records = [r async for r in self.export()]
-            status.full_check = verify.verify_log(records, self.public_key)
+            status.full_check = transparency.verify_log(records, self.public_key)
             status.problems.extend(status.full_check.problems)
         return status
 
@@ -256,16 +316,21 @@ class AuditLog:
             verified = self.credentials.verify(credential, max_age=self.credential_max_age)
         except CredentialError as error:
             raise Unauthenticated(str(error), code=error.code) from None
-        if not await self.repo.remember_credential(verified.jti, verified.expires_at):
+        # Committed on its own: a used credential stays used whatever happens next.
+        async with self.uow() as uow:
+            fresh = await uow.credentials.remember(verified.jti, verified.expires_at)
+        if not fresh:
             raise Unauthenticated("this credential was used before", code="credential_replayed")
         pseudonym = pseudonymize(verified.nik, self.pseudonym_key)
-        rows = await self.repo.trail(pseudonym)
+        async with self.uow() as uow:
+            rows = await uow.log.trail(pseudonym)
         head = (
             await self.head_covering(rows[-1][0].position)
             if rows
             else await self.latest_tree_head()
         )
-        paths = await self._paths([e.position for e, _ in rows], head.tree_size)
+        async with self.uow() as uow:
+            paths = await _paths(uow.log, [e.position for e, _ in rows], head.tree_size)
         return {
             "pseudonym": pseudonym,
             "tree_head": head.document(),
@@ -275,3 +340,18 @@ class AuditLog:
                 for (entry, leaf), path in zip(rows, paths, strict=True)
             ],
         }
+
+
+class Auditors:
+    """Console sign-in accounts; only argon2 hashes of their secrets are stored."""
+
+    def __init__(self, uow: UnitOfWorkFactory) -> None:
+        self.uow = uow
+
+    async def secret_hash(self, client_id: str) -> str | None:
+        async with self.uow() as uow:
+            return await uow.auditors.secret_hash(client_id)
+
+    async def save(self, client_id: str, secret_hash: str) -> None:
+        async with self.uow() as uow:
+            await uow.auditors.save(client_id, secret_hash)

@@ -12,10 +12,9 @@ from typing import Any, Self
 import asyncpg
 
 from ikd_identity.domain.clients import Client
+from ikd_identity.domain.errors import ConcurrentWrite
 from ikd_identity.domain.model import OutboxMessage, ProfileRecord, ProfileStatus
-from ikd_identity.service_layer.handlers import ConcurrentWrite
-from ikd_identity.service_layer.unit_of_work import Consents, Outbox, Profiles, SeenCredentials
-from ikd_shared import codec, observability
+from ikd_shared import codec, tracing
 from ikd_shared.events.consent_v1 import Consent
 from ikd_shared.events.profile_v1 import CitizenProfile
 
@@ -274,7 +273,7 @@ class PgOutbox:
         self.added = True
         # The W3C trace context of the request that caused the events: the relay puts it on
         # each record as the CloudEvents distributed-tracing extension (ce_traceparent).
-        trace = observability.current_trace()
+        trace = tracing.current_trace()
         traceparent = trace.traceparent if trace is not None else None
         tracestate = trace.tracestate if trace is not None else None
         return [
@@ -309,32 +308,37 @@ class PgOutbox:
 
 
 class PgUnitOfWork:
-    """One connection and one transaction; __aexit__ is the only commit or rollback."""
+    """One connection and one transaction per `async with`: the block's clean exit commits,
+    an exception rolls back; __aexit__ is the only place that does either.
 
-    profiles: Profiles
-    credentials: SeenCredentials
-    consents: Consents
-    outbox: Outbox
+    Implements the service layer's UnitOfWork protocol structurally (adapters do not import
+    the service layer). `on_outbox` runs after a commit that added outbox rows, once.
+    """
+
+    profiles: PgProfiles
+    credentials: PgSeenCredentials
+    consents: PgConsents
+    outbox: PgOutbox
 
     def __init__(self, pool: asyncpg.Pool, *, on_outbox: OutboxWritten | None = None) -> None:
         self._pool = pool
         self._on_outbox = on_outbox
         self._connection: Any = None
         self._transaction: Any = None
-        self._outbox: PgOutbox | None = None
 
     async def __aenter__(self) -> Self:
-        self._connection = await self._pool.acquire()
+        connection: Any = await self._pool.acquire()
         try:
-            self._transaction = self._connection.transaction()
-            await self._transaction.start()
+            transaction = connection.transaction()
+            await transaction.start()
         except BaseException:
-            await self._pool.release(self._connection)
+            await self._pool.release(connection)
             raise
-        self.outbox = self._outbox = PgOutbox(self._connection)
-        self.profiles = PgProfiles(self._connection, self._outbox)
-        self.credentials = PgSeenCredentials(self._connection)
-        self.consents = PgConsents(self._connection)
+        self._connection, self._transaction = connection, transaction
+        self.outbox = PgOutbox(connection)
+        self.profiles = PgProfiles(connection, self.outbox)
+        self.credentials = PgSeenCredentials(connection)
+        self.consents = PgConsents(connection)
         return self
 
     async def __aexit__(
@@ -343,14 +347,16 @@ class PgUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        committed = False
         try:
             if exc_type is None:
                 await self._transaction.commit()
+                committed = True
             else:
                 await self._transaction.rollback()
         finally:
             await self._pool.release(self._connection)
-        if exc_type is None and self._on_outbox is not None and self._outbox and self._outbox.added:
+        if committed and self.outbox.added and self._on_outbox is not None:
             await self._on_outbox()
 
 
@@ -412,13 +418,24 @@ class OutboxRow:
 
 
 class OutboxStore:
-    """The relay's view of the outbox, on its own dedicated connection."""
+    """The ordered relay's session (ikd_shared.outbox.OrderedSession) on a dedicated connection.
+
+    The relay's advisory lock and LISTEN are session state, so they live on this connection
+    and never on the pool; closing it releases both.
+    """
 
     def __init__(self, connection: asyncpg.Connection) -> None:
         self._db = connection
 
+    @classmethod
+    async def connect(cls, dsn: str) -> OutboxStore:
+        return cls(await asyncpg.connect(dsn))
+
     async def try_lock(self) -> bool:
         return bool(await self._db.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK_KEY))
+
+    async def listen(self, wake: Callable[[], None]) -> None:
+        await self._db.add_listener(NOTIFY_CHANNEL, lambda *_: wake())
 
     async def unsent(self, limit: int) -> list[OutboxRow]:
         rows = await self._db.fetch(
@@ -429,15 +446,18 @@ class OutboxStore:
         )
         return [OutboxRow(**dict(row)) for row in rows]
 
-    async def mark_sent(self, positions: Sequence[int]) -> None:
+    async def mark_sent(self, rows: Sequence[OutboxRow]) -> None:
         await self._db.execute(
             "UPDATE outbox SET sent_at = now() WHERE position = ANY($1::bigint[])",
-            list(positions),
+            [row.position for row in rows],
         )
 
     async def backlog(self) -> int:
         count: int = await self._db.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
         return count
+
+    async def close(self) -> None:
+        await self._db.close()
 
 
 async def notify_outbox(pool: asyncpg.Pool) -> None:

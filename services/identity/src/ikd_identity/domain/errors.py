@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ikd_shared.api import ApiError
+from ikd_shared.errors import ApiError
 
 
 class IdentityError(ApiError):
@@ -87,3 +87,7 @@ class OAuthError(IdentityError):
 
     def __init__(self, code: str, detail: str, status_code: int = 400) -> None:
         super().__init__(detail, code=code, status_code=status_code)
+
+
+class ConcurrentWrite(Exception):
+    """Another transaction created or changed the same row first; the command is retried."""

@@ -2,73 +2,58 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Form, Request, Response
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ikd_identity import metrics
 from ikd_identity.adapters.postgres import outbox_backlog, ping
-from ikd_identity.bootstrap import Container, bootstrap, build_relay
+from ikd_identity.bootstrap import Runtime, bootstrap
 from ikd_identity.config import IdentitySettings
 from ikd_identity.domain import commands
 from ikd_identity.domain.errors import Forbidden, OAuthError, Unauthenticated
 from ikd_identity.entrypoints import schemas
 from ikd_identity.service_layer import handlers, tokens
-from ikd_shared import observability
+from ikd_shared import api, kafka_lag
 from ikd_shared.api import BodySizeLimit, install_error_handlers, problem
-from ikd_shared.auth import AuthError, Principal, Scope
+from ikd_shared.auth import Principal, Scope
+from ikd_shared.bearer import Bearer
 from ikd_shared.legal import CODE_PATTERN
 
 log = logging.getLogger(__name__)
 _AGENCY = re.compile(CODE_PATTERN.strip("^$"))
 
-_bearer = HTTPBearer(auto_error=False, description="an access token from POST /oauth/token")
 
-
-async def get_container(request: Request) -> Container:
+async def get_container(request: Request) -> Runtime:
     # async: FastAPI would run a plain `def` dependency in its thread pool, on every request
     return get_container_of(request.app)
 
 
-def get_container_of(app: FastAPI) -> Container:
-    container: Container = app.state.container
+def get_container_of(app: FastAPI) -> Runtime:
+    container: Runtime = app.state.container
     return container
 
 
-ContainerDep = Annotated[Container, Depends(get_container)]
+ContainerDep = Annotated[Runtime, Depends(get_container)]
 
 
-def require(scope: Scope) -> Callable[..., Coroutine[Any, Any, Principal]]:
-    async def principal(
-        container: ContainerDep,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> Principal:
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise Unauthenticated("a bearer token is required", code="missing_token")
-        try:
-            caller = container.token_verifier.verify(credentials.credentials)
-        except AuthError as error:
-            raise Unauthenticated(str(error), code=error.code) from None
-        if not caller.has(scope):
-            raise Forbidden(f"the token lacks the scope {scope.value}")
-        return caller
-
-    return principal
-
-
-Verifier = Annotated[Principal, Depends(require(Scope.VERIFY))]
-Feed = Annotated[Principal, Depends(require(Scope.FEED))]
-Officer = Annotated[Principal, Depends(require(Scope.CONSENT))]
+bearer = Bearer(
+    lambda request: get_container_of(request.app).token_verifier,
+    unauthenticated=Unauthenticated,
+    forbidden=Forbidden,
+    description="an access token from POST /oauth/token",
+)
+Verifier = Annotated[Principal, Depends(bearer.require(Scope.VERIFY))]
+Feed = Annotated[Principal, Depends(bearer.require(Scope.FEED))]
+Officer = Annotated[Principal, Depends(bearer.require(Scope.CONSENT))]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"description": description, "content": {"application/problem+json": {}}}
@@ -136,20 +121,9 @@ def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        container = await bootstrap(settings)
-        app.state.container = container
-        stop = asyncio.Event()
-        relay_task = None
-        if relay_on:
-            relay = container.outbox_wakeup.relay = build_relay(settings)
-            relay_task = asyncio.create_task(relay.supervise(stop))
-        try:
+        async with bootstrap(settings, relay=relay_on) as runtime:
+            app.state.container = runtime
             yield
-        finally:
-            stop.set()
-            if relay_task is not None:
-                await relay_task
-            await container.close()
 
     app = FastAPI(
         title="IKD identity service",
@@ -335,16 +309,16 @@ def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> 
         metrics.OUTBOX_BACKLOG.set(await outbox_backlog(get_container_of(app).pool))
 
     app.include_router(
-        observability.operations_router(
+        api.operations_router(
             checks={
                 "postgresql": database_reachable,
-                "kafka": lambda: observability.kafka_reachable(settings.kafka_bootstrap_servers),
+                "kafka": lambda: kafka_lag.kafka_reachable(settings.kafka_bootstrap_servers),
             },
             refresh=[refresh_outbox_backlog],
             include_in_schema=True,
         )
     )
-    app.add_middleware(observability.RequestObservability)
+    app.add_middleware(api.RequestObservability)
     return app
 
 

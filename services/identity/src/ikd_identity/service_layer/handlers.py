@@ -14,6 +14,7 @@ from ikd_identity.domain import commands
 from ikd_identity.domain.errors import (
     CitizenInactive,
     CitizenNotFound,
+    ConcurrentWrite,
     ConsentNotActive,
     ConsentNotFound,
     CredentialRejected,
@@ -52,10 +53,6 @@ from ikd_shared.pseudonym import pseudonymize
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_ATTEMPTS = 3
-
-
-class ConcurrentWrite(Exception):
-    """Another transaction created or changed the same row first; the command is retried."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,10 +60,18 @@ class Outbox(Protocol):
 
 
 class UnitOfWork(Protocol):
-    profiles: Profiles
-    credentials: SeenCredentials
-    consents: Consents
-    outbox: Outbox
+    # Read-only members, so an implementation may hold its own concrete repositories.
+    @property
+    def profiles(self) -> Profiles: ...
+
+    @property
+    def credentials(self) -> SeenCredentials: ...
+
+    @property
+    def consents(self) -> Consents: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
 
     async def __aenter__(self) -> Self: ...
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymerkle import InclusionProof, InmemoryTree, InvalidProof
 
-from ikd_audit.domain import merkle
+from ikd_shared import merkle
 
 
 def rfc_mth(leaves: list[bytes]) -> bytes:

@@ -19,8 +19,10 @@ from pydantic import BaseModel
 from referencing import Registry, Resource
 from typer.testing import CliRunner
 
+from ikd_dev import event_docs
+from ikd_dev.synthetic import citizen
 from ikd_ops.docs_cli import docs_app
-from ikd_shared.events import docs, event_type_of, to_cloudevent
+from ikd_shared.events import event_type_of, to_cloudevent
 from ikd_shared.events.access_v1 import AccessRecorded, Channel, Outcome
 from ikd_shared.events.consent_v1 import (
     Consent,
@@ -40,7 +42,6 @@ from ikd_shared.events.profile_v1 import (
 from ikd_shared.events.topics import ALL_TOPICS, PROFILE
 from ikd_shared.legal import LegalBasis
 from ikd_shared.pseudonym import PSEUDONYM_PATTERN, pseudonymize
-from ikd_shared.synthetic import citizen
 
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "events"
 REGENERATE = "run `ikdctl docs generate` and commit docs/events/"
@@ -131,11 +132,11 @@ def _validator(schema: dict[str, Any]) -> Draft202012Validator:
 
 
 def _schemas() -> dict[str, dict[str, Any]]:
-    return docs.json_schemas()
+    return event_docs.json_schemas()
 
 
 def _asyncapi() -> dict[str, Any]:
-    loaded = yaml.safe_load((DOCS / docs.ASYNCAPI_FILE).read_text("utf-8"))
+    loaded = yaml.safe_load((DOCS / event_docs.ASYNCAPI_FILE).read_text("utf-8"))
     assert isinstance(loaded, dict)
     return loaded
 
@@ -144,18 +145,18 @@ def _asyncapi() -> dict[str, Any]:
 
 
 def test_committed_event_docs_are_current() -> None:
-    stale = docs.differences(DOCS)
+    stale = event_docs.differences(DOCS)
     assert not stale, f"event docs are stale ({', '.join(stale)}): {REGENERATE}"
 
 
 def test_generation_is_deterministic() -> None:
-    assert docs.generated_files() == docs.generated_files()
+    assert event_docs.generated_files() == event_docs.generated_files()
 
 
 def test_readme_links_every_schema_file() -> None:
     readme = (DOCS / "README.md").read_text("utf-8")
     for event_type in _schemas():
-        assert f"({docs.schema_path(event_type)})" in readme, event_type
+        assert f"({event_docs.schema_path(event_type)})" in readme, event_type
 
 
 def test_cli_generate_writes_check_detects_stale_files(tmp_path: Path) -> None:
@@ -166,14 +167,14 @@ def test_cli_generate_writes_check_detects_stale_files(tmp_path: Path) -> None:
     assert generated.exit_code == 0, generated.output
     assert runner.invoke(docs_app, ["check", "--out", str(tmp_path)]).exit_code == 0
 
-    (tmp_path / docs.SCHEMAS_DIR / "id.go.mpp.gone.v1.json").write_text("{}")
-    (tmp_path / docs.ASYNCAPI_FILE).write_text("asyncapi: 3.0.0\n")
+    (tmp_path / event_docs.SCHEMAS_DIR / "id.go.mpp.gone.v1.json").write_text("{}")
+    (tmp_path / event_docs.ASYNCAPI_FILE).write_text("asyncapi: 3.0.0\n")
     checked = runner.invoke(docs_app, ["check", "--out", str(tmp_path)])
     assert checked.exit_code == 1
     assert "ikdctl docs generate" in checked.output
     assert runner.invoke(docs_app, ["generate", "--out", str(tmp_path)]).exit_code == 0
-    assert not (tmp_path / docs.SCHEMAS_DIR / "id.go.mpp.gone.v1.json").exists()
-    assert docs.differences(tmp_path) == []
+    assert not (tmp_path / event_docs.SCHEMAS_DIR / "id.go.mpp.gone.v1.json").exists()
+    assert event_docs.differences(tmp_path) == []
 
 
 # -- JSON Schemas -------------------------------------------------------------------------------
@@ -188,7 +189,7 @@ def test_every_registry_event_and_the_tombstone_have_a_schema() -> None:
         assert schema["$id"] == f"urn:ikd:schema:{event_type}"
         assert schema["title"]
         assert schema["description"]
-        assert (DOCS / docs.schema_path(event_type)).is_file(), REGENERATE
+        assert (DOCS / event_docs.schema_path(event_type)).is_file(), REGENERATE
         Draft202012Validator.check_schema(schema)
 
 
@@ -203,7 +204,7 @@ def test_sample_event_validates_against_its_schema(model: type[BaseModel]) -> No
     sample = _sample(model)
     schema = _schemas()[event_type_of(model)]
     _validator(schema).validate(sample.model_dump(mode="json"))
-    _validator(schema).validate(docs.examples()[event_type_of(model)].model_dump(mode="json"))
+    _validator(schema).validate(event_docs.examples()[event_type_of(model)].model_dump(mode="json"))
 
 
 @pytest.mark.parametrize("model", REGISTRY_MODELS, ids=lambda model: model.__name__)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+from ikd_dev.synthetic import HOUSEHOLD_SIZE, citizen, generate_citizens
 from ikd_shared.events.profile_v1 import CitizenProfile
 from ikd_shared.nik import parse_nik
 from ikd_shared.regions import REGENCIES
-from ikd_shared.synthetic import HOUSEHOLD_SIZE, citizen, generate_citizens
 
 
 def test_same_seed_same_people_and_index_access_agrees() -> None:

@@ -467,7 +467,7 @@ def _event_message(topic: TopicSpec, model: type[BaseModel], roles: TopicRoles) 
     event_type = event_type_of(model)
     example = examples().get(event_type)
     if example is None:
-        raise KeyError(f"add an example of {event_type} to ikd_shared.events.docs.examples()")
+        raise KeyError(f"add an example of {event_type} to ikd_dev.event_docs.examples()")
     source = "/ikd/gateway/bank-bjb" if roles.source is GATEWAY_SOURCE else profile_v1.SOURCE
     return {
         "name": event_type,

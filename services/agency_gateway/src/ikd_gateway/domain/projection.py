@@ -1,0 +1,145 @@
+"""The projection of the profile stream onto one citizen's row, as a pure fold.
+
+A batch of profile records is applied citizen by citizen: each record is folded, in order,
+over the citizen's row in memory (versions guard, erasures purge, stale events change
+nothing). What the fold leaves says what to write: the final row, whether to cancel the
+citizen's pending webhook messages and drop their consents, and which record's projection the
+row now is (its access event and webhook messages). Re-projecting a version the row already
+has, after a consent granted fields the row lacks, is one more case of the same fold.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from ikd_gateway.domain.model import CitizenView, SourcePosition, erased, project_profile
+from ikd_gateway.domain.policy import AgencyPolicy
+from ikd_shared.events.consent_v1 import Consent
+from ikd_shared.events.profile_v1 import (
+    CitizenDied,
+    CredentialRevoked,
+    ProfileEvent,
+    ProfileUpdated,
+    ProfileVerified,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One profile record to fold (`event` None for a tombstone)."""
+
+    pseudonym: str
+    event: ProfileEvent | None
+    source: SourcePosition | None = None
+    reapply: bool = False
+    """Re-project the version the row already has (a consent granted fields it lacks)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What folding one record did."""
+
+    applied: bool
+    reason: str
+
+
+@dataclass
+class CitizenFold:
+    """One citizen's row while its records of a batch are folded, in order."""
+
+    row: CitizenView | None
+    consents: tuple[Consent, ...]
+    baseline: dict[str, Any]
+    """The data the pending webhook messages are relative to (the row before the batch, or
+    the row when its messages were last cancelled)."""
+    stored: int | None = None
+    """The index of the record whose projection the row now is, if it was written here."""
+    announce: bool = False
+    """Whether the stored projection's webhook messages still stand (not cancelled since)."""
+    cancel: bool = False
+    delete_consents: bool = False
+
+    @classmethod
+    def start(cls, row: CitizenView | None, consents: tuple[Consent, ...]) -> CitizenFold:
+        return cls(
+            row=row,
+            consents=consents,
+            baseline=dict(row.data) if row and not row.erased else {},
+        )
+
+    @property
+    def changed(self) -> set[str]:
+        """The row's fields that differ from the baseline (what webhooks announce)."""
+        data = self.row.data if self.row is not None else {}
+        return {name for name, value in data.items() if self.baseline.get(name) != value}
+
+
+def fold(
+    state: CitizenFold, index: int, change: Change, agency: AgencyPolicy, now: dt.datetime
+) -> Step:
+    """Fold one record (the `index`-th of its batch) over the citizen's row."""
+    event = change.event
+    current = state.row
+    if change.reapply:
+        if (
+            isinstance(event, ProfileVerified | ProfileUpdated)
+            and current is not None
+            and not current.erased
+            and current.version == event.version
+        ):
+            return _store(state, index, change, event, agency, now)
+        return Step(False, "stale")
+    if event is None:  # a tombstone: erase whatever version is there
+        if current is None or current.erased:
+            state.delete_consents = True
+            state.consents = ()
+            return Step(False, "nothing to erase")
+        return _erase(state, erased(change.pseudonym, current.version))
+    if isinstance(event, CitizenDied | CredentialRevoked):
+        if current is not None and current.version >= event.version:
+            state.cancel = True  # a stale death still cancels the pending messages
+            state.announce = False
+            state.baseline = dict(current.data) if not current.erased else {}
+            return Step(False, "stale")
+        return _erase(state, erased(change.pseudonym, event.version))
+    if isinstance(event, ProfileVerified | ProfileUpdated):
+        if current is not None and current.version >= event.version:
+            return Step(False, "stale")
+        return _store(state, index, change, event, agency, now)
+    return Step(False, "ignored")  # pragma: no cover - decode() yields only the above
+
+
+def _store(
+    state: CitizenFold,
+    index: int,
+    change: Change,
+    event: ProfileVerified | ProfileUpdated,
+    agency: AgencyPolicy,
+    now: dt.datetime,
+) -> Step:
+    state.row = project_profile(
+        agency=agency,
+        pseudonym=change.pseudonym,
+        version=event.version,
+        profile=event.profile,
+        verified_at=event.verified_at,
+        consents=state.consents,
+        now=now,
+        source=change.source,
+    )
+    state.stored = index
+    state.announce = True
+    return Step(True, "stored")
+
+
+def _erase(state: CitizenFold, view: CitizenView) -> Step:
+    state.row = view
+    state.stored = None
+    state.announce = False
+    state.cancel = True
+    state.baseline = {}
+    state.delete_consents = True
+    state.consents = ()
+    return Step(True, "erased")

@@ -1,0 +1,35 @@
+"""What every use case of the gateway needs: the agency's policy, the pseudonym key, a clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ikd_gateway.domain.policy import AgencyPolicy
+from ikd_gateway.service_layer.unit_of_work import UnitOfWork
+from ikd_shared.events.access_v1 import AccessRecorded
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]
+Clock = Callable[[], dt.datetime]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class GatewayContext:
+    """What every handler needs: the agency's policy, the pseudonym key, a clock."""
+
+    agency: AgencyPolicy
+    pseudonym_key: bytes
+    consumer: str
+    clock: Clock = utcnow
+
+    def access(self, **fields: Any) -> AccessRecorded:
+        return AccessRecorded(
+            access_id=uuid.uuid4(), occurred_at=self.clock(), agency=self.agency.code, **fields
+        )
