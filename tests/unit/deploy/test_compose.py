@@ -148,6 +148,21 @@ def test_the_init_job_creates_the_topics_once() -> None:
     assert runner.invoke(ops_cli, ["topics", "ensure", "--help"]).exit_code == 0
 
 
+@pytest.mark.parametrize("name", sorted(set(SERVICES) - {"init"}))
+def test_a_crashed_container_is_restarted(name: str) -> None:
+    # "unless-stopped" restarts after any exit, a kill -9 included, but not after `docker stop`.
+    assert str(SERVICES[name].get("restart", "no")) in ("unless-stopped", "always"), name
+
+
+@pytest.mark.parametrize("name", [f"gateway-{agency}" for agency in AGENCIES])
+def test_a_gateway_container_runs_serve_which_restarts_its_api_or_worker_alone(name: str) -> None:
+    # `serve` is the container's main process (exec): a dead worker is restarted inside the
+    # container while the API keeps answering (tests/integration/gateway/test_gateway_serve.py).
+    assert command_line(SERVICES[name]).endswith("exec ikd-gateway serve")
+    serve = typer.main.get_command(gateway_cli).commands["serve"]  # type: ignore[attr-defined]
+    assert "restarting either if it exits" in (serve.help or "")
+
+
 @pytest.mark.parametrize("name", sorted(SERVICES))
 def test_depends_on_names_services_and_waits_for_them(name: str) -> None:
     depends = SERVICES[name].get("depends_on") or {}
