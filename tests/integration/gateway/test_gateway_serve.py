@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from gateway_factories import Tokens
-from gateway_integration import REPO, gateway_env
+
+from tests.support.environment import REPO
+from tests.support.gateway import gateway_env
+from tests.support.gateway_factories import Tokens
 
 AGENCY = "polres-cirebon"
 
