@@ -349,7 +349,7 @@ async def publish_changes(
         event_id = uuid.uuid4()
         event = None
         if disclosure:
-            assert citizen.view is not None and citizen.view.verified_at is not None
+            assert citizen.view is not None
             event = agency_record(ctx, citizen.view, disclosure, changed_fields(before, after))
             access += [
                 (_topic_access(ctx, pseudonym, event_id, grant), citizen.trace)

@@ -170,7 +170,8 @@ class AgencyTopicOutbox(abc.ABC):
 
     @abc.abstractmethod
     async def published(self, pseudonyms: Iterable[str]) -> dict[str, Fingerprint]:
-        """What the topic (once every queued record is out) says of each citizen; absent: nothing."""
+        """What the topic says of each citizen once every queued record is out (absent:
+        nothing)."""
 
     @abc.abstractmethod
     async def add_many(self, publications: Sequence[AgencyPublication]) -> None:
