@@ -1,7 +1,7 @@
 """Property: whatever the policy, consents and profile, nothing outside policy ∩ consent leaks.
 
-Checked at the three places data leaves the profile: the view row, the prefill answer and the
-webhook body.
+Checked at the four places data leaves the profile: the view row, the prefill answer, the
+webhook body and the agency topic's record.
 """
 
 from __future__ import annotations
@@ -181,8 +181,12 @@ async def test_fields_never_exceed_policy_and_consent(
     assert set(row.data) == union, "everything granted is on record, nothing else"
     assert all(row.data[name] == flat[name] for name in row.data)
 
+    topic = store.agency_records[-1].event if store.agency_records else None
+    on_topic = {grant.service: grant.fields for grant in topic.services} if topic else {}
     for service in policy.services:
         permitted = allowed(service, consents, verified_at)
+        assert set(on_topic.get(service.code, {})) == permitted, "the topic says what is allowed"
+        assert all(on_topic[service.code][n] == flat[n] for n in on_topic.get(service.code, {}))
         try:
             answer = await prefill(
                 FakeUnitOfWork(store), ctx, service_code=service.code, nik=None, pseudonym=pseudonym
@@ -192,6 +196,7 @@ async def test_fields_never_exceed_policy_and_consent(
         else:
             assert set(answer.fields) <= permitted
             assert set(answer.fields) == permitted
+            assert answer.fields == on_topic[service.code], "the topic says what prefill says"
             continue
         assert code in ("consent_required", "citizen_not_found")
         assert not permitted or code == "consent_required"
@@ -211,6 +216,9 @@ async def test_fields_never_exceed_policy_and_consent(
         service = policy.service(body["data"]["service"])
         assert service is not None
         assert set(body["data"]["fields"]) <= allowed(service, consents, verified_at)
+        assert body["data"]["fields"] == json.loads(
+            json.dumps(on_topic[service.code], default=str)
+        ), "the topic says what the webhook says"
 
 
 async def _allow(url: str) -> str:

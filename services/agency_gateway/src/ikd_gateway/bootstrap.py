@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 
 from ikd_gateway.adapters import webhooks as webhook_adapters
 from ikd_gateway.adapters.postgres import PgUnitOfWork
-from ikd_gateway.adapters.relay import AccessRelay
+from ikd_gateway.adapters.relay import AccessRelay, AgencyRow, agency_relay
 from ikd_gateway.config import GatewaySettings
 from ikd_gateway.domain.policy import MppPolicy, PolicyError, load_policy
 from ikd_gateway.service_layer.context import GatewayContext, UnitOfWorkFactory, utcnow
@@ -28,6 +28,7 @@ from ikd_shared.db import create_pool
 from ikd_shared.events import topics
 from ikd_shared.events.envelope import CloudEvent
 from ikd_shared.kafka import KafkaConnection
+from ikd_shared.outbox import OrderedRelay
 
 SERVICE = "ikd-agency-gateway"
 WEBHOOK_DEAD_LETTER_TYPE = "id.go.mpp.gateway.webhook.dead_lettered.v1"
@@ -91,6 +92,8 @@ class Gateway:
     producer: AIOKafkaProducer
     relay: AccessRelay
     dispatcher: Dispatcher
+    agency_relay: OrderedRelay[AgencyRow] | None = None
+    """Publishes the agency topic (the worker runs it); None on injected units of work."""
 
     @property
     def settings(self) -> GatewaySettings:
@@ -141,11 +144,22 @@ async def bootstrap(
     no pool is opened when neither the unit of work nor the relay needs one.
     """
     config = config or check_or_exit(settings)
+    agency_publisher = None
     async with contextlib.AsyncExitStack() as stack:
         if producer is None:
             producer = KafkaConnection.from_settings(settings).producer()
             await producer.start()
             stack.push_async_callback(producer.stop)
+        if uow is None:
+            agency_publisher = agency_relay(
+                str(settings.database_url),
+                producer,
+                KafkaConnection.from_settings(settings),
+                topic=topics.agency_topic(config.ctx.agency.code),
+                prefix=settings.kafka_topic_prefix,
+                source=config.source,
+                poll_interval=settings.relay_interval_seconds,
+            )
         if uow is None or relay is None:
             extra: dict[str, Any] = {"reset": _keep_session} if keep_sessions else {}
             pool = await create_pool(str(settings.database_url), max_size=pool_size, **extra)
@@ -191,7 +205,14 @@ async def bootstrap(
             ),
             disable_after=dt.timedelta(seconds=settings.webhook_disable_after_seconds),
         )
-        yield Gateway(config=config, uow=uow, producer=producer, relay=relay, dispatcher=dispatcher)
+        yield Gateway(
+            config=config,
+            uow=uow,
+            producer=producer,
+            relay=relay,
+            dispatcher=dispatcher,
+            agency_relay=agency_publisher,
+        )
 
 
 def _pg_unit_of_work(pool: asyncpg.Pool) -> Callable[[], UnitOfWork]:

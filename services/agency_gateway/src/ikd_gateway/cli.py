@@ -190,3 +190,23 @@ def example_receiver(
         raise typer.Exit(2)
     configure_logging()
     uvicorn.run(create_receiver_app(secret), host=host, port=port, log_config=None)
+
+
+@app.command("agency-consume")
+def agency_consume(
+    topic: Annotated[
+        str, typer.Option(envvar="IKD_AGENCY_TOPIC", help="ikd.agency.<your code>.v1")
+    ],
+    group: Annotated[str, typer.Option(envvar="IKD_AGENCY_GROUP", help="your consumer group")],
+    bootstrap: Annotated[
+        str, typer.Option(envvar="IKD_AGENCY_BOOTSTRAP_SERVERS", help="the MPP's brokers")
+    ] = "127.0.0.1:19092",
+    idle_exit: Annotated[
+        float | None, typer.Option(help="stop after this many seconds without a record")
+    ] = None,
+    dump: Annotated[bool, typer.Option(help="print the final map as JSON on exit")] = False,
+) -> None:
+    """Example agency backend: mirror your agency topic, print each change, handle purges."""
+    from ikd_gateway.entrypoints.agency_consumer import run
+
+    run(bootstrap, topic, group, idle_exit=idle_exit, dump=sys.stdout if dump else None)

@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from ikd_gateway.domain.model import CitizenView, ConsentSet, SourcePosition
+from ikd_gateway.domain.model import CitizenView, ConsentSet, Fingerprint, SourcePosition
 from ikd_gateway.service_layer import unit_of_work as uow_types
 from ikd_gateway.service_layer.unit_of_work import (
     Attempt,
@@ -19,8 +19,9 @@ from ikd_gateway.service_layer.unit_of_work import (
     UnitOfWork,
     WebhookMessage,
 )
-from ikd_shared import tracing
+from ikd_shared import codec, tracing
 from ikd_shared.events.access_v1 import AccessRecorded
+from ikd_shared.events.agency_v1 import PURGED_TYPE
 from ikd_shared.events.consent_v1 import Consent
 from ikd_shared.tracing import TraceContext
 
@@ -231,6 +232,51 @@ def _outbox_args(event: AccessRecorded, trace: TraceContext | None) -> tuple[Any
         trace.traceparent if trace is not None else None,
         trace.tracestate if trace is not None else None,
     )
+
+
+class PgAgencyTopic(uow_types.AgencyTopicOutbox):
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def published(self, pseudonyms: Iterable[str]) -> dict[str, Fingerprint]:
+        rows = await self.conn.fetch(
+            """SELECT pseudonym, fingerprint FROM agency_disclosed
+               WHERE pseudonym = ANY($1::text[])""",
+            list(pseudonyms),
+        )
+        return {row["pseudonym"]: row["fingerprint"] for row in rows}
+
+    async def add_many(self, publications: Sequence[uow_types.AgencyPublication]) -> None:
+        if not publications:
+            return
+        await self.conn.executemany(
+            """INSERT INTO agency_outbox (event_id, record_key, ce_type, data, traceparent,
+               tracestate) VALUES ($1, $2, $3, $4, $5, $6)""",
+            [
+                (
+                    p.event_id,
+                    p.pseudonym,
+                    p.event.event_type if p.event is not None else PURGED_TYPE,
+                    codec.dumps(p.event.model_dump(mode="json")) if p.event is not None else None,
+                    p.trace.traceparent if p.trace is not None else None,
+                    p.trace.tracestate if p.trace is not None else None,
+                )
+                for p in publications
+            ],
+        )
+        kept = [p for p in publications if p.fingerprint]
+        if kept:
+            await self.conn.executemany(
+                """INSERT INTO agency_disclosed (pseudonym, fingerprint) VALUES ($1, $2)
+                   ON CONFLICT (pseudonym) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,
+                     updated_at = now()""",
+                [(p.pseudonym, p.fingerprint) for p in kept],
+            )
+        purged = [p.pseudonym for p in publications if not p.fingerprint]
+        if purged:
+            await self.conn.execute(
+                "DELETE FROM agency_disclosed WHERE pseudonym = ANY($1::text[])", purged
+            )
 
 
 def _endpoint_from(row: asyncpg.Record | Mapping[str, Any]) -> Endpoint:
@@ -447,6 +493,7 @@ class PgUnitOfWork(UnitOfWork):
         self.processed = PgProcessed(self._conn)
         self.outbox = PgOutbox(self._conn)
         self.webhooks = PgWebhooks(self._conn)
+        self.agency_topic = PgAgencyTopic(self._conn)
         return self
 
     async def __aexit__(

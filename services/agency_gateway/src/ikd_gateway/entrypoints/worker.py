@@ -7,9 +7,9 @@ version-guarded, so the records a crash makes Kafka redeliver change nothing. A 
 not a valid event goes to the gateway dead-letter topic with the reason and the rest of its batch
 goes on; a database or broker outage is retried until it passes, never skipped.
 
-Beside the agents the worker runs the access-event relay, the webhook dispatcher and the
-retention sweep, all on one runtime (`bootstrap`) opened when the faust app first starts and
-closed after its agents stopped.
+Beside the agents the worker runs the access-event relay, the agency-topic relay, the webhook
+dispatcher and the retention sweep, all on one runtime (`bootstrap`) opened when the faust app
+first starts and closed after its agents stopped.
 """
 
 from __future__ import annotations
@@ -217,6 +217,8 @@ class StreamProcessor:
 
     def _wake_relay(self) -> None:
         self.gateway.relay.wake()
+        if self.gateway.agency_relay is not None:
+            self.gateway.agency_relay.wake()
 
     async def close(self) -> None:
         if self._refetch_consumer is not None:
@@ -340,6 +342,12 @@ def create_worker_app(
         await app.processor.gateway.relay.run()
 
     @app.task  # type: ignore[untyped-decorator]
+    async def agency_topic() -> None:
+        publisher = app.processor.gateway.agency_relay
+        if publisher is not None:
+            await publisher.supervise(asyncio.Event())  # until the worker cancels it
+
+    @app.task  # type: ignore[untyped-decorator]
     async def webhooks() -> None:
         dispatcher = app.processor.gateway.dispatcher
         while True:
@@ -360,6 +368,7 @@ def create_worker_app(
             try:
                 purged = await sweep_retention(gateway.uow(), gateway.ctx)
                 if purged:
+                    app.processor._wake_relay()
                     log.info("retention sweep purged fields of %d citizens", purged)
                     continue
             except Exception:
