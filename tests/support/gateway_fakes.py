@@ -6,6 +6,7 @@ import datetime as dt
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from types import TracebackType
 
 from ikd_gateway.domain.model import CitizenView, ConsentSet, Fingerprint
 from ikd_gateway.service_layer import unit_of_work as u
@@ -226,15 +227,17 @@ class FakeUnitOfWork(u.UnitOfWork):
         self.agency_topic = FakeAgencyTopic(self._work)
         return self
 
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.store.__dict__.update(self._work.__dict__)
+            self.commits += 1
+
     async def lock_citizen(self, pseudonym: str) -> None:
-        return None
-
-    async def commit(self) -> None:
-        self.store.__dict__.update(self._work.__dict__)
-        self._work = _clone(self.store)
-        self.commits += 1
-
-    async def rollback(self) -> None:
         return None
 
 

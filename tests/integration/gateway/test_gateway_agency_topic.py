@@ -12,9 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from gateway_factories import POLICY, Tokens, profile, verified
-from gateway_integration import read_topic
-from test_gateway_stream import running_gateway
 
 from ikd_gateway.domain.model import SourcePosition
 from ikd_gateway.entrypoints.agency_consumer import consume
@@ -27,6 +24,8 @@ from ikd_shared.events.envelope import from_kafka
 from ikd_shared.events.profile_v1 import CitizenDied
 from ikd_shared.events.topics import agency_topic
 from ikd_shared.kafka import KafkaConnection
+from tests.support.gateway import read_topic, running_gateway
+from tests.support.gateway_factories import POLICY, Tokens, profile, verified
 
 AGENCY = "dinsos-cirebon"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from types import TracebackType
 from typing import Any
 
 import asyncpg
@@ -19,7 +18,7 @@ from ikd_gateway.service_layer.unit_of_work import (
     UnitOfWork,
     WebhookMessage,
 )
-from ikd_shared import codec, tracing
+from ikd_shared import codec, db, tracing
 from ikd_shared.events.access_v1 import AccessRecorded
 from ikd_shared.events.agency_v1 import PURGED_TYPE
 from ikd_shared.events.consent_v1 import Consent
@@ -476,58 +475,28 @@ def _message_args(message: WebhookMessage) -> tuple[Any, ...]:
     )
 
 
-class PgUnitOfWork(UnitOfWork):
-    """One pooled connection and one transaction for the length of an `async with` block."""
+class PgUnitOfWork(db.PgUnitOfWork, UnitOfWork):
+    """The gateway's repositories on one transaction (see `ikd_shared.db.PgUnitOfWork`)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-        self._conn: Any = None
-        self._tx: Any = None
-
-    async def __aenter__(self) -> PgUnitOfWork:
-        self._conn = await self.pool.acquire()
-        self._tx = self._conn.transaction()
-        await self._tx.start()
-        self.views = PgViews(self._conn)
-        self.consents = PgConsents(self._conn)
-        self.processed = PgProcessed(self._conn)
-        self.outbox = PgOutbox(self._conn)
-        self.webhooks = PgWebhooks(self._conn)
-        self.agency_topic = PgAgencyTopic(self._conn)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            await super().__aexit__(exc_type, exc, tb)
-        finally:
-            if self._conn is not None:
-                await self.pool.release(self._conn)
-                self._conn = None
+    def _bind(self, connection: Any) -> None:
+        self.views = PgViews(connection)
+        self.consents = PgConsents(connection)
+        self.processed = PgProcessed(connection)
+        self.outbox = PgOutbox(connection)
+        self.webhooks = PgWebhooks(connection)
+        self.agency_topic = PgAgencyTopic(connection)
 
     async def lock_citizen(self, pseudonym: str) -> None:
-        await self._conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", pseudonym)
+        await self.connection.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", pseudonym
+        )
 
     async def lock_citizens(self, pseudonyms: Iterable[str]) -> None:
         # One statement, the locks taken in the order of their keys: two transactions locking
         # overlapping sets cannot each hold a lock the other waits for.
-        await self._conn.execute(
+        await self.connection.execute(
             """SELECT pg_advisory_xact_lock(key) FROM (
                  SELECT DISTINCT hashtextextended(pseudonym, 0) AS key
                  FROM unnest($1::text[]) AS pseudonym ORDER BY key) AS keys""",
             list(set(pseudonyms)),
         )
-
-    async def commit(self) -> None:
-        if self._tx is not None:
-            await self._tx.commit()
-            self._tx = None
-
-    async def rollback(self) -> None:
-        if self._tx is not None:
-            tx, self._tx = self._tx, None
-            await tx.rollback()

@@ -247,19 +247,17 @@ class UnitOfWork(abc.ABC):
     webhooks: WebhookRepository
     agency_topic: AgencyTopicOutbox
 
-    async def __aenter__(self) -> Self:
-        return self
+    @abc.abstractmethod
+    async def __aenter__(self) -> Self: ...
 
+    @abc.abstractmethod
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc_type is None:
-            await self.commit()
-        else:
-            await self.rollback()
+        """Commit if the block ended normally, roll back if it raised: the only place that does."""
 
     @abc.abstractmethod
     async def lock_citizen(self, pseudonym: str) -> None:
@@ -274,9 +272,3 @@ class UnitOfWork(abc.ABC):
         two transactions locking overlapping sets)."""
         for pseudonym in sorted(set(pseudonyms)):
             await self.lock_citizen(pseudonym)
-
-    @abc.abstractmethod
-    async def commit(self) -> None: ...
-
-    @abc.abstractmethod
-    async def rollback(self) -> None: ...
