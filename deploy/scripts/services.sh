@@ -5,6 +5,10 @@ AUDIT_PORT=18010
 GATEWAY_BASE_PORT=18100
 RECEIVER_PORT=18200
 
+kafka_env() {  # PRINCIPAL: the service's own Kafka credentials (ACLs: ikdctl kafka acls apply)
+  echo IKD_KAFKA_USERNAME="$1" IKD_KAFKA_PASSWORD="@$DEV_KEYS/kafka/$1.password"
+}
+
 pg_url() {  # ROLE_SUFFIX DB_NAME
   local db="ikd_${2//-/_}" password
   if [[ $1 == owner ]]; then password=$IKD_PG_OWNER_PASSWORD; else password=$IKD_PG_APP_PASSWORD; fi
@@ -18,7 +22,8 @@ identity_env() {  # [DATABASE NAME, default identity]
     IKD_IDENTITY_TRUST_JWKS="@$DEV_KEYS/dukcapil-jwks.json" \
     IKD_IDENTITY_TOKEN_SIGNING_KEY="@$DEV_KEYS/token-signing.pem" \
     IKD_IDENTITY_TOKEN_KEY_ID=dev-token-1 \
-    IKD_IDENTITY_PORT=$IDENTITY_PORT
+    IKD_IDENTITY_PORT=$IDENTITY_PORT \
+    "$(kafka_env identity)"
 }
 
 audit_env() {  # [DATABASE NAME, default audit]
@@ -29,7 +34,8 @@ audit_env() {  # [DATABASE NAME, default audit]
     IKD_AUDIT_TOKEN_JWKS="@$DEV_KEYS/token-jwks.json" \
     IKD_AUDIT_TRUST_JWKS="@$DEV_KEYS/dukcapil-jwks.json" \
     IKD_AUDIT_SESSION_SECRET=dev-console-session-secret-for-local-use \
-    IKD_AUDIT_PORT=$AUDIT_PORT
+    IKD_AUDIT_PORT=$AUDIT_PORT \
+    "$(kafka_env audit)"
 }
 
 gateway_port() {  # AGENCY
@@ -47,5 +53,6 @@ gateway_env() {  # AGENCY
     IKD_GATEWAY_MIGRATION_DATABASE_URL="$(pg_url owner "gateway_$1")" \
     IKD_GATEWAY_TOKEN_JWKS="@$DEV_KEYS/token-jwks.json" \
     IKD_GATEWAY_WEBHOOK_ALLOW_PRIVATE_TARGETS=true \
-    IKD_GATEWAY_PORT="$(gateway_port "$1")"
+    IKD_GATEWAY_PORT="$(gateway_port "$1")" \
+    "$(kafka_env "gateway-$1")"
 }

@@ -82,3 +82,14 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     WEBHOOK_DEAD_LETTER,
     AUDIT_DEAD_LETTER,
 )
+
+
+def agency_topic(code: str) -> TopicSpec:
+    """An agency backend's own topic: its gateway's minimised view, keyed by the agency's key."""
+    return TopicSpec(
+        name=f"ikd.agency.{code}.v1",
+        partitions=6,
+        cleanup_policy=CleanupPolicy.COMPACT,
+        description=f"What agency {code} may see of each citizen, published by its gateway",
+        config={"min.compaction.lag.ms": "60000"},
+    )

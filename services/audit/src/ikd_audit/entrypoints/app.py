@@ -30,6 +30,7 @@ from ikd_shared.api import (
     operations_router,
 )
 from ikd_shared.events.topics import ACCESS
+from ikd_shared.kafka import KafkaConnection
 
 log = logging.getLogger("ikd_audit.app")
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -76,7 +77,7 @@ def create_app(settings: AuditSettings) -> FastAPI:
             if settings.run_consumer:
                 consumer = AccessConsumer(
                     runtime.log,
-                    bootstrap_servers=settings.kafka_bootstrap_servers,
+                    bootstrap_servers=KafkaConnection.from_settings(settings),
                     topic_prefix=settings.kafka_topic_prefix,
                     group_id=settings.consumer_group,
                     batch_size=settings.consumer_batch_size,
@@ -138,7 +139,7 @@ def create_app(settings: AuditSettings) -> FastAPI:
     def checks() -> dict[str, Check]:
         found: dict[str, Check] = {
             "postgresql": lambda: runtime().ping(),
-            "kafka": lambda: kafka_lag.kafka_reachable(settings.kafka_bootstrap_servers),
+            "kafka": lambda: kafka_lag.kafka_reachable(KafkaConnection.from_settings(settings)),
         }
         if app.state.consumer is not None:
             found["consumer"] = consumer_running
@@ -155,7 +156,7 @@ def create_app(settings: AuditSettings) -> FastAPI:
     if settings.run_consumer:
         refresh.append(
             kafka_lag.lag_refresher(
-                settings.kafka_bootstrap_servers,
+                KafkaConnection.from_settings(settings),
                 settings.consumer_group,
                 [ACCESS.full_name(settings.kafka_topic_prefix)],
             )

@@ -56,7 +56,7 @@ class AccessConsumer:
         self,
         audit: AuditLog,
         *,
-        bootstrap_servers: str,
+        bootstrap_servers: str | KafkaConnection,
         topic_prefix: str = "",
         group_id: str = "ikd-audit",
         batch_size: int = 500,
@@ -70,7 +70,11 @@ class AccessConsumer:
         self.running = False
 
     async def run(self) -> None:
-        kafka = KafkaConnection(self.bootstrap_servers)
+        kafka = (
+            KafkaConnection(self.bootstrap_servers)
+            if isinstance(self.bootstrap_servers, str)
+            else self.bootstrap_servers
+        )
         consumer = kafka.consumer(
             self.topic,
             group=self.group_id,
