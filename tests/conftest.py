@@ -18,7 +18,8 @@ import asyncpg
 import pytest
 
 from ikd_shared.db import migrate
-from ikd_shared.kafka import KafkaConnection, delete_prefixed_topics, ensure_topics
+from ikd_shared.kafka import delete_prefixed_topics, ensure_topics
+from tests.kafka_auth import kafka_connection, use_admin_credentials
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,6 +33,7 @@ def _load_dev_env() -> None:
 
 
 _load_dev_env()
+use_admin_credentials()
 PG_HOST = os.environ.get("IKD_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ["PG_PORT"])
 PG_SUPERUSER_PASSWORD = os.environ["IKD_PG_SUPERUSER_PASSWORD"]
@@ -75,10 +77,10 @@ def kafka_bootstrap() -> str:
 async def topic_prefix(kafka_bootstrap: str) -> AsyncIterator[str]:
     """A fresh prefix with every declared topic created under it, deleted afterwards."""
     prefix = f"t{uuid.uuid4().hex[:10]}."
-    await ensure_topics(KafkaConnection(kafka_bootstrap), prefix=prefix)
+    await ensure_topics(kafka_connection(kafka_bootstrap), prefix=prefix)
     yield prefix
     # Thousands of leftover partitions would eat the local broker's small heap.
-    await delete_prefixed_topics(KafkaConnection(kafka_bootstrap), prefix)
+    await delete_prefixed_topics(kafka_connection(kafka_bootstrap), prefix)
 
 
 def superuser_dsn(database: str = "postgres") -> str:

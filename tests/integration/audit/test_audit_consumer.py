@@ -13,7 +13,8 @@ from ikd_shared import codec
 from ikd_shared.events import to_cloudevent
 from ikd_shared.events.envelope import CloudEvent
 from ikd_shared.events.topics import ACCESS, AUDIT_DEAD_LETTER
-from ikd_shared.kafka import KafkaConnection, send_event
+from ikd_shared.kafka import send_event
+from tests.kafka_auth import kafka_connection
 
 
 async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
@@ -21,7 +22,7 @@ async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
 ) -> None:
     topic = ACCESS.full_name(topic_prefix)
     events = [access(citizens[i % 3]) for i in range(25)]
-    producer = KafkaConnection(kafka_bootstrap).producer()
+    producer = kafka_connection(kafka_bootstrap).producer()
     await producer.start()
     clouds = [
         to_cloudevent(
@@ -57,7 +58,7 @@ async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
 
     consumer = AccessConsumer(
         runtime.log,
-        bootstrap_servers=kafka_bootstrap,
+        bootstrap_servers=kafka_connection(kafka_bootstrap),
         topic_prefix=topic_prefix,
         group_id=f"{topic_prefix}audit",
         batch_size=7,
@@ -69,7 +70,7 @@ async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
             return (await runtime.log.tree_state())[0] == 25
 
         await eventually(all_recorded, within=30)
-        dead = KafkaConnection(kafka_bootstrap).consumer(
+        dead = kafka_connection(kafka_bootstrap).consumer(
             AUDIT_DEAD_LETTER.full_name(topic_prefix), group=None, auto_offset_reset="earliest"
         )
         await dead.start()
@@ -91,7 +92,7 @@ async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
         assert any("invalid fields" in reason for reason in reasons)
         assert all(dict(r.headers)["dlq_service"] == b"ikd-audit" for r in records)
         # The consumer carried on: a later event is still recorded.
-        producer = KafkaConnection(kafka_bootstrap).producer()
+        producer = kafka_connection(kafka_bootstrap).producer()
         await producer.start()
         late = access(citizens[0])
         try:

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from ikd_shared.kafka import KafkaConnection
+from tests.kafka_auth import kafka_connection
 
 _HERE = Path(__file__).resolve().parent
 for _path in (_HERE, _HERE.parents[1] / "unit" / "gateway", _HERE.parents[2]):
@@ -40,7 +40,7 @@ async def db(gateway_db: Any) -> AsyncIterator[asyncpg.Connection]:
 
 @pytest.fixture
 async def producer(kafka_bootstrap: str) -> AsyncIterator[Producer]:
-    raw = KafkaConnection(kafka_bootstrap).producer()
+    raw = kafka_connection(kafka_bootstrap).producer()
     await raw.start()
     yield Producer(raw)
     await raw.stop()

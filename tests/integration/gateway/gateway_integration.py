@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 from gateway_factories import Tokens
 
 from ikd_shared.events.envelope import CloudEvent, to_kafka
-from ikd_shared.kafka import KafkaConnection
+from tests.kafka_auth import kafka_connection
 
 REPO = Path(__file__).resolve().parents[3]
 MIGRATIONS = REPO / "services" / "agency_gateway" / "migrations"
@@ -96,7 +96,7 @@ class WorkerProcess:
 async def read_topic(
     bootstrap_servers: str, topic: str, count: int, wait_seconds: float = 20.0
 ) -> list[Any]:
-    consumer = KafkaConnection(bootstrap_servers).consumer(
+    consumer = kafka_connection(bootstrap_servers).consumer(
         topic, group=None, auto_offset_reset="earliest"
     )
     await consumer.start()
