@@ -104,7 +104,9 @@ def kafka_acls_apply(
     audit_group: Annotated[str, typer.Option(help="the audit consumer's group")] = os.environ.get(
         "IKD_AUDIT_CONSUMER_GROUP", kafka_security.AUDIT_GROUP
     ),
-    prune: Annotated[bool, typer.Option(help="delete these principals' other ACLs")] = False,
+    prune: Annotated[
+        bool, typer.Option(help="delete these principals' other ACLs (those of other prefixes too)")
+    ] = False,
 ) -> None:
     """Grant each component exactly what it needs on the bus (idempotent)."""
     wanted = kafka_security.grants(agencies.split(), prefix=prefix, audit_group=audit_group)
