@@ -13,7 +13,6 @@ from typing import Any
 
 import asyncpg
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from gateway_factories import Tokens, profile, verified
 from gateway_integration import gateway_env, read_topic
 
@@ -22,13 +21,14 @@ from ikd_shared.events import to_cloudevent
 from ikd_shared.events.envelope import to_kafka
 from ikd_shared.events.topics import GATEWAY_DEAD_LETTER, PROFILE
 from tests.conftest import eventually
+from tests.kafka_auth import kafka_connection
 
 AGENCY = "polres-cirebon"
 NOW = dt.datetime.now(dt.UTC)
 
 
 async def committed_offset(bootstrap: str, group: str, partition: TopicPartition) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = kafka_connection(bootstrap).admin()
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group, partitions=[partition])
