@@ -10,13 +10,16 @@
 #   - the three demo gateways under the codes bench-<agency>, from a copy of the MPP policy that
 #     differs only in those codes: a gateway's consumer group is derived from its agency code,
 #     so the same code would join a running demo's group;
-#   - ports 28000 (identity), 28010 (audit), 28100.. (gateways); logs in .run/bench/services/.
+#   - ports 28000 (identity), 28010 (audit), 28100.. (gateways), i.e. make up's + 10000;
+#     logs in .run/bench/services/.
 # Kafka and PostgreSQL are started if they are not running, and stopped again at the end only
 # then. Settings: BENCH_QUICK=1 (short runs to check the harness), BENCH_KEEP=1 (keep the
 # services, databases and topics afterwards), BENCH_OUT (default docs/).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 source "$(dirname "$0")/procs.sh"
+IKD_PORT_BASE=$((${IKD_PORT_BASE:-18000} + 10000))  # beside a running demo
+unset IKD_IDENTITY_URL IKD_AUDIT_URL IKD_GATEWAY_BASE_PORT
 source "$(dirname "$0")/services.sh"
 cd "$IKD_ROOT"
 scripts=deploy/scripts
@@ -24,9 +27,6 @@ started_at=$SECONDS
 
 BENCH_DIR="$IKD_ROOT/.run/bench"
 PROCS_DIR="$BENCH_DIR/services"
-IDENTITY_PORT=28000
-AUDIT_PORT=28010
-GATEWAY_BASE_PORT=28100
 DEMO_AGENCIES=$IKD_DEMO_AGENCIES
 BENCH_AGENCIES=""
 for agency in $IKD_DEMO_AGENCIES; do BENCH_AGENCIES+="bench-$agency "; done

@@ -3,7 +3,9 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 source "$(dirname "$0")/procs.sh"
+source "$(dirname "$0")/supervise.sh"
 cd "$IKD_ROOT"
-proc_stop_all
+sv_shutdown
+proc_stop_all  # processes of an older checkout that started them without supervisord
 bash deploy/scripts/platform.sh stop
 echo "stopped: services, Kafka and PostgreSQL"

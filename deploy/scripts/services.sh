@@ -1,9 +1,16 @@
 # Sourced: each service's environment for the local demo (development keys under .run/dev/).
 DEV_KEYS="$IKD_ROOT/.run/dev"
-IDENTITY_PORT=18000
-AUDIT_PORT=18010
-GATEWAY_BASE_PORT=18100
-RECEIVER_PORT=18200
+# Ports from one base (IKD_PORT_BASE, default 18000), so a second copy of the platform can run
+# beside the demo; ikdctl finds the services through the exported URLs.
+IKD_PORT_BASE=${IKD_PORT_BASE:-18000}
+IDENTITY_PORT=$IKD_PORT_BASE
+AUDIT_PORT=$((IKD_PORT_BASE + 10))
+GATEWAY_BASE_PORT=$((IKD_PORT_BASE + 100))
+WORKER_METRICS_BASE_PORT=$((IKD_PORT_BASE + 150))
+RECEIVER_PORT=$((IKD_PORT_BASE + 200))
+export IKD_IDENTITY_URL=${IKD_IDENTITY_URL:-http://127.0.0.1:$IDENTITY_PORT}
+export IKD_AUDIT_URL=${IKD_AUDIT_URL:-http://127.0.0.1:$AUDIT_PORT}
+export IKD_GATEWAY_BASE_PORT=${IKD_GATEWAY_BASE_PORT:-$GATEWAY_BASE_PORT}
 
 kafka_env() {  # PRINCIPAL: the service's own Kafka credentials (ACLs: ikdctl kafka acls apply)
   echo IKD_KAFKA_USERNAME="$1" IKD_KAFKA_PASSWORD="@$DEV_KEYS/kafka/$1.password"
@@ -47,6 +54,10 @@ gateway_port() {  # AGENCY
   return 1
 }
 
+worker_metrics_port() {  # AGENCY
+  echo $(($(gateway_port "$1") - GATEWAY_BASE_PORT + WORKER_METRICS_BASE_PORT))
+}
+
 gateway_env() {  # AGENCY
   echo IKD_GATEWAY_AGENCY="$1" \
     IKD_GATEWAY_DATABASE_URL="$(pg_url app "gateway_$1")" \
@@ -54,5 +65,6 @@ gateway_env() {  # AGENCY
     IKD_GATEWAY_TOKEN_JWKS="@$DEV_KEYS/token-jwks.json" \
     IKD_GATEWAY_WEBHOOK_ALLOW_PRIVATE_TARGETS=true \
     IKD_GATEWAY_PORT="$(gateway_port "$1")" \
+    IKD_GATEWAY_WORKER_METRICS_PORT="$(worker_metrics_port "$1")" \
     "$(kafka_env "gateway-$1")"
 }

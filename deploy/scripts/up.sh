@@ -3,7 +3,7 @@
 # A second run reuses whatever already runs.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
-source "$(dirname "$0")/procs.sh"
+source "$(dirname "$0")/supervise.sh"
 source "$(dirname "$0")/services.sh"
 cd "$IKD_ROOT"
 
@@ -21,16 +21,20 @@ for agency in $IKD_DEMO_AGENCIES; do
 done
 env $(audit_env) ikd-audit auditors add --id auditor-demo --secret "$secret" >/dev/null
 
-echo "starting services"
-proc_start identity env $(identity_env) ikd-identity serve
-proc_start audit env $(audit_env) ikd-audit serve
+echo "starting services (supervised: restarted whenever they exit)"
+sv_program identity env $(identity_env) ikd-identity serve
+sv_program audit env $(audit_env) ikd-audit serve
 for agency in $IKD_DEMO_AGENCIES; do
-  proc_start "gateway-$agency" env $(gateway_env "$agency") ikd-gateway serve
+  # API and worker as two programs: either restarts alone while the other keeps running.
+  sv_program "gateway-$agency-api" env $(gateway_env "$agency") ikd-gateway api
+  sv_program "gateway-$agency-worker" env $(gateway_env "$agency") ikd-gateway worker
 done
-proc_wait_http identity "http://127.0.0.1:$IDENTITY_PORT/healthz"
-proc_wait_http audit "http://127.0.0.1:$AUDIT_PORT/healthz"
+sv_apply
+sv_wait_http identity "http://127.0.0.1:$IDENTITY_PORT/healthz"
+sv_wait_http audit "http://127.0.0.1:$AUDIT_PORT/healthz"
 for agency in $IKD_DEMO_AGENCIES; do
-  proc_wait_http "gateway-$agency" "http://127.0.0.1:$(gateway_port "$agency")/readyz" 90
+  sv_wait_http "gateway-$agency-api" "http://127.0.0.1:$(gateway_port "$agency")/readyz" 180
+  sv_wait_http "gateway-$agency-worker" "http://127.0.0.1:$(worker_metrics_port "$agency")/metrics" 180
 done
 
 echo "seeding the demo"
@@ -38,9 +42,11 @@ ikdctl demo seed \
   --webhook-agency "$IKD_DEMO_WEBHOOK_AGENCY" --webhook-service "$IKD_DEMO_WEBHOOK_SERVICE" \
   --webhook-url "http://127.0.0.1:$RECEIVER_PORT/webhooks/ikd" \
   --webhook-secret-file "$DEV_KEYS/webhook-secret" --citizens "$IKD_DEMO_CITIZENS"
-proc_start webhook-receiver ikd-gateway example-receiver --port "$RECEIVER_PORT" \
-  --secret "$(cat "$DEV_KEYS/webhook-secret")"
-proc_wait_http webhook-receiver "http://127.0.0.1:$RECEIVER_PORT/healthz"
+# The receiver needs the secret the seed wrote.
+sv_program webhook-receiver env IKD_GATEWAY_RECEIVER_SECRET="$(cat "$DEV_KEYS/webhook-secret")" \
+  ikd-gateway example-receiver --port "$RECEIVER_PORT"
+sv_apply
+sv_wait_http webhook-receiver "http://127.0.0.1:$RECEIVER_PORT/healthz"
 
 ikdctl status
 cat <<EOT
@@ -54,6 +60,7 @@ The IKD MPP platform is up (development settings; \`make down\` stops everything
 $(for agency in $IKD_DEMO_AGENCIES; do printf '  gateway %-16s http://127.0.0.1:%s/docs\n' "$agency" "$(gateway_port "$agency")"; done)
   webhook receiver    http://127.0.0.1:$RECEIVER_PORT  (pushes from $IKD_DEMO_WEBHOOK_AGENCY)
   logs                .run/services/*.log, .run/kafka/logs/, .run/postgres/postgres.log
+  processes           .venv/bin/supervisorctl -c .run/services/supervisord.conf status
 
 Walk through the demo:  .venv/bin/ikdctl demo walkthrough
 EOT

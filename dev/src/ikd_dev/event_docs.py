@@ -4,7 +4,8 @@
 equal to the `ce_dataschema` producers set) and `docs/events/asyncapi.yaml` (AsyncAPI 3.0.0);
 a unit test regenerates them and fails when the committed files are stale.
 
-Everything here is derived from the topic registry (`topics.ALL_TOPICS`) and the pydantic
+Everything here is derived from the topic registry (`topics.ALL_TOPICS` and the agency topic
+template `topics.AGENCY`) and the pydantic
 models, except what the models cannot say: who produces and who consumes each topic, and one
 example per event type. Output is deterministic (registry order, sorted collections).
 """
@@ -24,10 +25,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from ikd_shared.events import access_v1, consent_v1, event_type_of, profile_v1
+from ikd_shared.events import access_v1, agency_v1, consent_v1, event_type_of, profile_v1
 from ikd_shared.events.envelope import JSON, SPEC_VERSION
 from ikd_shared.events.topics import (
     ACCESS,
+    AGENCY,
     ALL_TOPICS,
     AUDIT_DEAD_LETTER,
     CONSENT,
@@ -48,6 +50,8 @@ LOCAL_BROKER = "127.0.0.1:19092"
 SCHEMAS_DIR = "schemas"
 ASYNCAPI_FILE = "asyncapi.yaml"
 TOMBSTONE_NAME = "CitizenErased"
+DOCUMENTED_TOPICS: tuple[TopicSpec, ...] = (*ALL_TOPICS, AGENCY)
+"""The core topics, then the agency topic template (one topic per agency)."""
 
 Schema = dict[str, Any]
 
@@ -86,6 +90,15 @@ GATEWAY = Application(
         "description": "one consumer group per agency: ikd-gateway-<agency code>",
     },
 )
+AGENCY_BACKEND = Application(
+    "agency",
+    "An agency backend",
+    "an agency's own backend, outside the core zone, with its own Kafka principal",
+    {
+        "type": "string",
+        "description": "the agency's own consumer group; its principal may use no other",
+    },
+)
 AUDIT = Application(
     "audit",
     "The audit service",
@@ -120,7 +133,13 @@ ROLES: dict[str, TopicRoles] = {
     GATEWAY_DEAD_LETTER.name: TopicRoles((GATEWAY,), (), None),
     WEBHOOK_DEAD_LETTER.name: TopicRoles((GATEWAY,), (), None),
     AUDIT_DEAD_LETTER.name: TopicRoles((AUDIT,), (), None),
+    AGENCY.name: TopicRoles((GATEWAY,), (AGENCY_BACKEND,), GATEWAY_SOURCE),
 }
+CORE_ZONE = (
+    "Core zone only: read and written by the platform's own services under their own "
+    "principals. Agency backends have no access; they read their agency topic "
+    f"(`{AGENCY.name}`), call their gateway's API and receive its webhooks."
+)
 
 DEAD_LETTER_PAYLOADS: dict[str, str] = {
     GATEWAY_DEAD_LETTER.name: (
@@ -153,6 +172,34 @@ TOMBSTONE_DESCRIPTION = (
     "null value (no data, no content-type). It follows CitizenDied and CredentialRevoked. "
     "Delete everything held for that pseudonym."
 )
+
+PURGED_DESCRIPTION = (
+    "The agency may hold nothing of the citizen any more (consent revoked or expired, retention "
+    "over, death, revoked credential, erasure): a Kafka record with the citizen's pseudonym as "
+    "key, CloudEvents headers (ce_type " + agency_v1.PURGED_TYPE + ") and a null value (no data, "
+    "no content-type, no reason). Delete everything held for that pseudonym."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    event_type: str
+    name: str
+    description: str
+    source: str
+
+
+TOMBSTONES: dict[str, Tombstone] = {
+    PROFILE.name: Tombstone(
+        profile_v1.TOMBSTONE_TYPE, TOMBSTONE_NAME, TOMBSTONE_DESCRIPTION, profile_v1.SOURCE
+    ),
+    AGENCY.name: Tombstone(
+        agency_v1.PURGED_TYPE,
+        agency_v1.PURGED_NAME,
+        PURGED_DESCRIPTION,
+        agency_v1.source("bank-bjb"),
+    ),
+}
 
 _EXAMPLE_TIME = dt.datetime(2026, 1, 15, 2, 30, tzinfo=dt.UTC)
 _EXAMPLE_PSEUDONYM_KEY = b"example pseudonym key (not the platform's)"
@@ -267,6 +314,26 @@ def examples() -> dict[str, BaseModel]:
             outcome=access_v1.Outcome.SERVED,
             correlation_id="c0ffee00-counter-7",
         ),
+        agency_v1.AgencyRecordChanged(
+            agency="bank-bjb",
+            pseudonym=pseudonym,
+            version=2,
+            verified_at=_EXAMPLE_TIME,
+            changed_fields=["occupation"],
+            services=[
+                agency_v1.ServiceFields(
+                    service="pembukaan-rekening",
+                    purpose="account-opening",
+                    legal_basis=LegalBasis.CONSENT,
+                    fields={
+                        "address.street": "Jl. Siliwangi No. 12",
+                        "address.village": "Sumber",
+                        "full_name": "Siti Rahmawati",
+                        "occupation": "Wiraswasta",
+                    },
+                )
+            ],
+        ),
     ]
     return {event_type_of(type(item)): item for item in items}
 
@@ -277,7 +344,7 @@ def examples() -> dict[str, BaseModel]:
 
 def event_models() -> Iterator[tuple[TopicSpec, type[BaseModel]]]:
     """Every (topic, event model) pair of the registry, in registry order."""
-    for topic in ALL_TOPICS:
+    for topic in DOCUMENTED_TOPICS:
         for model in topic.event_types:
             yield topic, model
 
@@ -338,12 +405,13 @@ def event_schema(topic: TopicSpec, model: type[BaseModel]) -> Schema:
     }
 
 
-def tombstone_schema() -> Schema:
+def tombstone_schema(tombstone: Tombstone | None = None) -> Schema:
+    tombstone = tombstone or TOMBSTONES[PROFILE.name]
     return {
         "$schema": JSON_SCHEMA_DIALECT,
-        "$id": schema_id(profile_v1.TOMBSTONE_TYPE),
-        "title": TOMBSTONE_NAME,
-        "description": f"{TOMBSTONE_DESCRIPTION}\n\nThe record value is null: no data.",
+        "$id": schema_id(tombstone.event_type),
+        "title": tombstone.name,
+        "description": f"{tombstone.description}\n\nThe record value is null: no data.",
         "type": "null",
     }
 
@@ -351,7 +419,8 @@ def tombstone_schema() -> Schema:
 def json_schemas() -> dict[str, Schema]:
     """Every event type's JSON Schema, tombstone included, keyed by CloudEvents type."""
     schemas = {event_type_of(model): event_schema(topic, model) for topic, model in event_models()}
-    schemas[profile_v1.TOMBSTONE_TYPE] = tombstone_schema()
+    for tombstone in TOMBSTONES.values():
+        schemas[tombstone.event_type] = tombstone_schema(tombstone)
     return schemas
 
 
@@ -388,9 +457,10 @@ def _component_schemas() -> dict[str, Schema]:
             _add_component(schemas, name, _rewrite_refs(definition))
         schema["description"] = _description(model)
         _add_component(schemas, model.__name__, _rewrite_refs(schema))
-    _add_component(
-        schemas, TOMBSTONE_NAME, {"type": "null", "description": "no data: the value is null"}
-    )
+    for tombstone in TOMBSTONES.values():
+        _add_component(
+            schemas, tombstone.name, {"type": "null", "description": "no data: the value is null"}
+        )
     return dict(sorted(schemas.items()))
 
 
@@ -491,24 +561,22 @@ def _event_message(topic: TopicSpec, model: type[BaseModel], roles: TopicRoles) 
     }
 
 
-def _tombstone_message(roles: TopicRoles) -> Schema:
+def _tombstone_message(roles: TopicRoles, tombstone: Tombstone) -> Schema:
     return {
-        "name": profile_v1.TOMBSTONE_TYPE,
-        "title": TOMBSTONE_NAME,
+        "name": tombstone.event_type,
+        "title": tombstone.name,
         "summary": "Tombstone: the citizen is erased from the compacted topic (null value).",
         "description": (
-            f"{TOMBSTONE_DESCRIPTION}\n\nStandalone JSON Schema: "
-            f"{schema_path(profile_v1.TOMBSTONE_TYPE)}."
+            f"{tombstone.description}\n\nStandalone JSON Schema: "
+            f"{schema_path(tombstone.event_type)}."
         ),
-        "headers": _headers(profile_v1.TOMBSTONE_TYPE, roles, data=False),
-        "payload": {"$ref": f"#/components/schemas/{TOMBSTONE_NAME}"},
+        "headers": _headers(tombstone.event_type, roles, data=False),
+        "payload": {"$ref": f"#/components/schemas/{tombstone.name}"},
         "bindings": _key_binding(),
         "examples": [
             {
-                "name": f"{TOMBSTONE_NAME}Example",
-                "headers": _example_headers(
-                    profile_v1.TOMBSTONE_TYPE, profile_v1.SOURCE, data=False
-                ),
+                "name": f"{tombstone.name}Example",
+                "headers": _example_headers(tombstone.event_type, tombstone.source, data=False),
             }
         ],
     }
@@ -544,7 +612,7 @@ def _message_name(topic: TopicSpec) -> str:
 
 
 def _channel_id(topic: TopicSpec) -> str:
-    return topic.name
+    return topic.name.replace("{", "").replace("}", "")  # a component key has no braces
 
 
 def _topic_configuration(topic: TopicSpec) -> Schema:
@@ -558,8 +626,9 @@ def _topic_configuration(topic: TopicSpec) -> Schema:
 
 def _channel_messages(topic: TopicSpec, roles: TopicRoles) -> dict[str, Schema]:
     messages = {model.__name__: _event_message(topic, model, roles) for model in topic.event_types}
-    if topic is PROFILE:
-        messages[TOMBSTONE_NAME] = _tombstone_message(roles)
+    tombstone = TOMBSTONES.get(topic.name)
+    if tombstone is not None:
+        messages[tombstone.name] = _tombstone_message(roles, tombstone)
     if not messages:
         messages[_message_name(topic)] = _dead_letter_message(topic)
     return messages
@@ -569,12 +638,18 @@ def _channel(topic: TopicSpec, roles: TopicRoles, message_names: Iterable[str]) 
     config = ", ".join(f"{name}={value}" for name, value in topic.topic_config().items())
     producers = "; ".join(app.description for app in roles.producers)
     consumers = "; ".join(app.description for app in roles.consumers) or "operators"
-    return {
+    zone = (
+        "One topic per agency; only that agency's principal may read it, in its own group."
+        if topic is AGENCY
+        else CORE_ZONE
+    )
+    channel: Schema = {
         "address": topic.name,
         "title": topic.name,
         "summary": topic.description,
         "description": (
             f"{topic.description}.\n\nProduced by {producers}. Consumed by {consumers}.\n"
+            f"{zone}\n"
             f"Partitions: {topic.partitions}. Topic configuration: {config}.\n"
             "A deployment may prefix every topic name (IKD_KAFKA_TOPIC_PREFIX)."
         ),
@@ -588,10 +663,18 @@ def _channel(topic: TopicSpec, roles: TopicRoles, message_names: Iterable[str]) 
             }
         },
     }
+    if topic is AGENCY:
+        channel["parameters"] = {
+            "agency": {
+                "description": "the agency's code in the MPP policy (e.g. bank-bjb)",
+                "examples": ["bank-bjb", "bpjs-kesehatan"],
+            }
+        }
+    return channel
 
 
 def _operation_id(app: Application, action: str, topic: TopicSpec) -> str:
-    return f"{app.name}.{action}.{topic.name}"
+    return f"{app.name}.{action}.{_channel_id(topic)}"
 
 
 def _operation(
@@ -620,13 +703,30 @@ def _info_description() -> str:
         "every agency entitled to it, consents travel beside it, and every read, push or denial "
         "of citizen data is recorded for audit.",
         "",
+        "## Trust zones: what an agency may consume",
+        "",
+        f"An agency backend consumes one topic: its agency topic `{AGENCY.name}`, in its own "
+        "consumer group, with its own credentials. Each record holds, for one citizen, exactly "
+        "what the agency's services may use now (the policy, and the citizen's consent where a "
+        "service needs one): the same fields as a prefill answer or a webhook body. The topic is "
+        "compacted by pseudonym, so its latest record per citizen is the agency's whole current "
+        "view of that citizen: replace what you hold with it. A tombstone (`ce_type` "
+        f"`{agency_v1.PURGED_TYPE}`, null value) says the agency may hold nothing of the citizen "
+        "any more: delete everything. Records of one citizen arrive in order; deduplicate by "
+        "`ce_id`. Every record published to an agency topic is recorded in the audit log "
+        "(channel `agency_topic`).",
+        "",
+        "The other topics are core zone only: the platform's own services read and write them "
+        "under their own principals; agency backends have no access to them.",
+        "",
         "## Topics",
         "",
     ]
-    for topic in ALL_TOPICS:
+    for topic in DOCUMENTED_TOPICS:
         types = ", ".join(f"`{event_type_of(model)}`" for model in topic.event_types)
-        if topic is PROFILE:
-            types += f", `{profile_v1.TOMBSTONE_TYPE}` (tombstone)"
+        tombstone = TOMBSTONES.get(topic.name)
+        if tombstone is not None:
+            types += f", `{tombstone.event_type}` (tombstone)"
         lines.append(
             f"- `{topic.name}` ({topic.cleanup_policy.value}, {topic.partitions} "
             f"partition{'' if topic.partitions == 1 else 's'}): "
@@ -635,7 +735,8 @@ def _info_description() -> str:
     delete_retention_ms = int(PROFILE.topic_config().get("delete.retention.ms", "86400000"))
     lines += [
         "",
-        "Field names (in policies, consents, `changed_fields` and access records; the address "
+        "Field names (in policies, consents, agency records, `changed_fields` and access records; "
+        "the address "
         "is granted part by part): "
         + ", ".join(f"`{name}`" for name in profile_v1.PROFILE_FIELDS)
         + ".",
@@ -671,7 +772,8 @@ def _info_description() -> str:
         "",
         "`ProfileVerified` and `ProfileUpdated` carry the whole profile (the NIK included), so "
         "the compacted topic holds each citizen's latest state; keep only the fields your "
-        "agency's policy allows. `CitizenDied` and `CredentialRevoked` are followed by a "
+        "agency's policy allows (the gateways do; agencies read their agency topic). "
+        "`CitizenDied` and `CredentialRevoked` are followed by a "
         f"tombstone: same key, null value, `ce_type` `{profile_v1.TOMBSTONE_TYPE}`, no "
         "content-type. On a tombstone delete everything you hold for that pseudonym. Compaction "
         f"keeps tombstones for {delete_retention_ms // 3_600_000} hours (delete.retention.ms), "
@@ -692,7 +794,7 @@ def asyncapi_document() -> Schema:
     channels: dict[str, Schema] = {}
     messages: dict[str, Schema] = {}
     operations: dict[str, Schema] = {}
-    for topic in ALL_TOPICS:
+    for topic in DOCUMENTED_TOPICS:
         roles = ROLES.get(topic.name)
         if roles is None:
             raise KeyError(f"add the producers and consumers of {topic.name} to docs.ROLES")
@@ -720,6 +822,7 @@ def asyncapi_document() -> Schema:
                 {"name": IDENTITY.name, "description": IDENTITY.description},
                 {"name": GATEWAY.name, "description": GATEWAY.description},
                 {"name": AUDIT.name, "description": AUDIT.description},
+                {"name": AGENCY_BACKEND.name, "description": AGENCY_BACKEND.description},
             ],
         },
         "defaultContentType": JSON,

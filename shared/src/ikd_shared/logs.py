@@ -63,8 +63,10 @@ def logging_config(level: str | int = "INFO") -> dict[str, Any]:
                 "class": "logging.StreamHandler",
                 "stream": "ext://sys.stderr",
                 "formatter": "json",
+                "filters": ["kafka_outage"],
             }
         },
+        "filters": {"kafka_outage": {"()": "ikd_shared.kafka_logs.KafkaOutageFilter"}},
         "root": {"level": level, "handlers": ["stderr"]},
         "loggers": {"aiokafka": {"level": "WARNING"}},
     }

@@ -34,7 +34,7 @@ from ikd_shared.events.topics import ACCESS
 from ikd_shared.kafka import send_event
 from ikd_shared.legal import LegalBasis
 from ikd_shared.pseudonym import pseudonymize
-from tests.kafka_auth import kafka_connection
+from tests.support.kafka import kafka_connection
 
 CHROMIUM = os.environ.get("IKD_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -19,7 +19,8 @@ import httpx
 import pytest
 
 from ikd_ops.platform import Endpoints
-from tests.conftest import REPO, Database, DatabaseFactory
+from tests.support.databases import Database, DatabaseFactory
+from tests.support.environment import REPO
 
 AGENCIES = ("polres-cirebon", "bank-bjb", "dinsos-cirebon")
 CLIENT_SECRET = "e2e-client-secret"

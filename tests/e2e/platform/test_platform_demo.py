@@ -20,7 +20,7 @@ from ikd_shared.events.envelope import from_kafka
 from ikd_shared.events.profile_v1 import PROFILE_FIELDS
 from ikd_shared.events.topics import ACCESS
 from tests.e2e.platform.conftest import AGENCIES, CLIENT_SECRET, Stack
-from tests.kafka_auth import kafka_connection
+from tests.support.kafka import kafka_connection
 
 POLICY = load_policy(DEFAULT_POLICY)
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 import pytest
-from audit_support import Keys, audit_env, make_settings
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ikd_audit.bootstrap import AuditRuntime, bootstrap
@@ -19,6 +18,7 @@ from ikd_dev.issuer import generate_issuer_key
 from ikd_dev.synthetic import citizen
 from ikd_shared.auth import TokenIssuer
 from ikd_shared.events.profile_v1 import CitizenProfile
+from tests.support.audit import Keys, audit_env, make_settings
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +51,7 @@ async def client(
     settings: AuditSettings, runtime: AuditRuntime
 ) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
-    app.state.services = runtime  # the lifespan (consumer, signer) is not needed here
+    app.state.runtime = runtime  # the lifespan (consumer, signer) is not needed here
     app.state.consumer = None
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:

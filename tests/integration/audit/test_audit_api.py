@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-from audit_support import PSEUDONYM_KEY, Keys, access
 
 from ikd_audit.bootstrap import AuditRuntime
 from ikd_audit.domain.errors import AuditError
@@ -19,6 +18,7 @@ from ikd_dev.issuer import generate_issuer_key
 from ikd_shared import transparency
 from ikd_shared.events.access_v1 import Channel, Outcome
 from ikd_shared.pseudonym import pseudonymize
+from tests.support.audit import PSEUDONYM_KEY, Keys, access
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -8,7 +8,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-from audit_support import access
 from cryptography.hazmat.primitives import serialization
 from pymerkle import InmemoryTree
 from typer.testing import CliRunner
@@ -17,6 +16,7 @@ from ikd_audit.bootstrap import AuditRuntime
 from ikd_audit.cli import app as cli
 from ikd_shared import merkle, transparency
 from ikd_shared.transparency import TreeHead
+from tests.support.audit import access
 
 
 async def fill(runtime: AuditRuntime, n: int, citizens: list[Any]) -> None:

@@ -10,11 +10,11 @@ from unittest import mock
 
 import asyncpg
 import pytest
-from audit_support import Keys, access, audit_env
 from typer.testing import CliRunner
 
 from ikd_audit.bootstrap import AuditRuntime
 from ikd_audit.cli import app as cli
+from tests.support.audit import Keys, access, audit_env
 
 
 async def seed(runtime: AuditRuntime) -> None:

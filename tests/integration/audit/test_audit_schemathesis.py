@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 import schemathesis
-from audit_support import Keys, access, audit_env, make_settings
 
 from ikd_audit.bootstrap import AuditRuntime
 from ikd_audit.entrypoints.app import create_app
 from ikd_shared.events.profile_v1 import CitizenProfile
-from tests.fuzzing import fuzz_for_5xx
+from tests.support.audit import Keys, access, audit_env, make_settings
+from tests.support.fuzzing import fuzz_for_5xx
 
 EXAMPLES_PER_OPERATION = 100
 

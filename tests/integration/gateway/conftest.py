@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,15 +9,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.kafka_auth import kafka_connection
-
-_HERE = Path(__file__).resolve().parent
-for _path in (_HERE, _HERE.parents[1] / "unit" / "gateway", _HERE.parents[2]):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-from gateway_factories import Tokens  # noqa: E402
-from gateway_integration import MIGRATIONS, Producer, WorkerProcess  # noqa: E402
+from tests.support.gateway import MIGRATIONS, Producer, WorkerProcess
+from tests.support.gateway_factories import Tokens
+from tests.support.kafka import kafka_connection
 
 
 @pytest.fixture(scope="session")

@@ -13,15 +13,15 @@ from typing import Any
 
 import asyncpg
 from aiokafka import TopicPartition
-from gateway_factories import Tokens, profile, verified
-from gateway_integration import gateway_env, read_topic
 
 from ikd_gateway.config import GatewaySettings
 from ikd_shared.events import to_cloudevent
 from ikd_shared.events.envelope import to_kafka
 from ikd_shared.events.topics import GATEWAY_DEAD_LETTER, PROFILE
-from tests.conftest import eventually
-from tests.kafka_auth import kafka_connection
+from tests.support.gateway import gateway_env, read_topic
+from tests.support.gateway_factories import Tokens, profile, verified
+from tests.support.kafka import kafka_connection
+from tests.support.polling import eventually
 
 AGENCY = "polres-cirebon"
 NOW = dt.datetime.now(dt.UTC)

@@ -7,15 +7,27 @@ import uuid
 from typing import Any
 
 import asyncpg
-from gateway_factories import NOW, POLICY, consent, consent_event, context, profile, pseudonym_of
-from gateway_integration import MIGRATIONS
 
 from ikd_gateway.adapters.postgres import PgUnitOfWork
 from ikd_gateway.domain.model import SourcePosition
-from ikd_gateway.service_layer import handlers
-from ikd_gateway.service_layer.handlers import ConsentRecord, ProfileRecord
+from ikd_gateway.service_layer.stream import (
+    ConsentRecord,
+    ProfileRecord,
+    apply_consent_batch,
+    apply_profiles,
+)
 from ikd_shared.db import create_pool
 from ikd_shared.events.profile_v1 import CitizenDied, ProfileUpdated
+from tests.support.gateway import MIGRATIONS
+from tests.support.gateway_factories import (
+    NOW,
+    POLICY,
+    consent,
+    consent_event,
+    context,
+    profile,
+    pseudonym_of,
+)
 
 AGENCY = "bank-bjb"
 CITIZENS = [pseudonym_of(profile(serial)) for serial in range(1, 9)]
@@ -100,13 +112,9 @@ async def test_batched_writes_equal_record_by_record_writes(database_factory: An
         pool = await create_pool(database.app_dsn, max_size=2)
         try:
             for start in range(0, len(consents), size):
-                await handlers.apply_consent_batch(
-                    PgUnitOfWork(pool), ctx, consents[start : start + size]
-                )
+                await apply_consent_batch(PgUnitOfWork(pool), ctx, consents[start : start + size])
             for start in range(0, len(profiles), size):
-                await handlers.apply_profiles(
-                    PgUnitOfWork(pool), ctx, profiles[start : start + size]
-                )
+                await apply_profiles(PgUnitOfWork(pool), ctx, profiles[start : start + size])
         finally:
             await pool.close()
         results[name] = await state(database.app_dsn)

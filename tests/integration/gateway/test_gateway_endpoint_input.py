@@ -9,10 +9,10 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from gateway_factories import Tokens
-from test_gateway_stream import started_gateway
 
 from ikd_gateway.entrypoints.api import create_app
+from tests.support.gateway import running_gateway
+from tests.support.gateway_factories import Tokens
 
 AGENCY = "dinsos-cirebon"
 HOOK = {"url": "http://receiver.example/hook", "service": "social-assistance"}
@@ -24,15 +24,16 @@ def bearer(token: str) -> dict[str, str]:
 
 @pytest.fixture
 async def client(
-    gateway_db: Any, topic_prefix: str, tokens: Tokens, tmp_path: Path
+    gateway_db: Any, session_topic_prefix: str, tokens: Tokens, tmp_path: Path
 ) -> AsyncIterator[httpx.AsyncClient]:
-    gateway = await started_gateway(AGENCY, gateway_db, topic_prefix, tokens, tmp_path)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=create_app(gateway, manage_lifecycle=False)),
-        base_url="http://gw",
-    ) as http:
+    async with (
+        running_gateway(AGENCY, gateway_db, session_topic_prefix, tokens, tmp_path) as gateway,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(gateway.settings, runtime=gateway)),
+            base_url="http://gw",
+        ) as http,
+    ):
         yield http
-    await gateway.stop()
 
 
 async def test_description_with_a_nul_character_is_refused_not_a_server_error(

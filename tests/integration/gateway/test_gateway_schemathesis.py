@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import schemathesis
-from gateway_factories import POLICY, Tokens
-from gateway_integration import gateway_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import (
@@ -19,9 +17,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from ikd_gateway.bootstrap import bootstrap
 from ikd_gateway.config import GatewaySettings
 from ikd_gateway.entrypoints.api import create_app
+from tests.support.gateway import gateway_env
+from tests.support.gateway_factories import POLICY, Tokens
 
 AGENCY = "bank-bjb"
 EXAMPLES_PER_OPERATION = 40
@@ -29,9 +28,9 @@ CONFORMANCE = [status_code_conformance, content_type_conformance, response_schem
 
 
 def test_api_never_answers_5xx(
-    gateway_db: Any, topic_prefix: str, tokens: Tokens, tmp_path: Path
+    gateway_db: Any, session_topic_prefix: str, tokens: Tokens, tmp_path: Path
 ) -> None:
-    env = gateway_env(AGENCY, gateway_db, topic_prefix, tokens, tmp_path)
+    env = gateway_env(AGENCY, gateway_db, session_topic_prefix, tokens, tmp_path)
     gateway_settings = GatewaySettings(
         **{  # type: ignore[arg-type]
             "agency": AGENCY,
@@ -40,9 +39,9 @@ def test_api_never_answers_5xx(
             # No DNS look-ups of generated host names; the URL checks have their own tests.
             "webhook_allow_private_targets": True,
         }
-    ).model_copy(update={"kafka_topic_prefix": topic_prefix})
+    ).model_copy(update={"kafka_topic_prefix": session_topic_prefix})
     # The app's lifespan opens the pool and producer in schemathesis's event loop thread.
-    app = create_app(bootstrap(gateway_settings))
+    app = create_app(gateway_settings)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     services = [service.code for service in POLICY.agency(AGENCY).services]
     token = tokens.for_agency(AGENCY, {"gateway:prefill", "gateway:webhooks"})

@@ -9,16 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from gateway_factories import POLICY, Tokens, consent, consent_event, profile, verified
-from gateway_integration import gateway_env, read_topic
 
-from ikd_gateway.bootstrap import Gateway, bootstrap
-from ikd_gateway.config import GatewaySettings
 from ikd_gateway.entrypoints.api import create_app
 from ikd_shared.events import to_cloudevent
 from ikd_shared.events.profile_v1 import ProfileUpdated
 from ikd_shared.events.topics import ACCESS, CONSENT, GATEWAY_DEAD_LETTER, PROFILE
-from tests.conftest import eventually
+from tests.support.gateway import gateway_env, read_topic, running_gateway
+from tests.support.gateway_factories import (
+    POLICY,
+    Tokens,
+    consent,
+    consent_event,
+    profile,
+    verified,
+)
+from tests.support.polling import eventually
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -129,9 +134,10 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_the_stream_goes_on
         return await db.fetchval("SELECT count(*) FROM access_outbox") == 0
 
     await eventually(relayed, timeout=20)
-    access = await read_topic(kafka_bootstrap, ACCESS.full_name(topic_prefix), 3, wait_seconds=3)
-    views = [json.loads(r.value) for r in access]
-    assert {v["channel"] for v in views} == {"view"}
+    access = await read_topic(kafka_bootstrap, ACCESS.full_name(topic_prefix), 6, wait_seconds=3)
+    audited = [json.loads(r.value) for r in access]
+    assert {v["channel"] for v in audited} == {"view", "agency_topic"}
+    views = [v for v in audited if v["channel"] == "view"]
     # Each view write is audited by the event that wrote it; v1 and its update may have been
     # applied in one batch (one write, of the update), the stale copy never.
     written = {(v["pseudonym"], v["correlation_id"]) for v in views}
@@ -139,23 +145,6 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_the_stream_goes_on
     assert (v2.pseudonym, v2_id) in written
     assert (v1.pseudonym, updated_id) in written
     assert written <= {(v1.pseudonym, v1_id), (v1.pseudonym, updated_id), (v2.pseudonym, v2_id)}
-
-
-async def started_gateway(
-    agency: str, database: Any, prefix: str, tokens: Tokens, tmp_path: Path
-) -> Gateway:
-    env = gateway_env(agency, database, prefix, tokens, tmp_path)
-    settings = GatewaySettings(
-        **{  # type: ignore[arg-type]
-            "agency": agency,
-            "database_url": database.app_dsn,
-            "token_jwks": env["IKD_GATEWAY_TOKEN_JWKS"],
-            "webhook_allow_private_targets": True,
-        }
-    )
-    gateway = bootstrap(settings.model_copy(update={"kafka_topic_prefix": prefix}))
-    await gateway.start(pool_size=2)
-    return gateway
 
 
 async def test_consent_revocation_purges_the_view_and_prefill(
@@ -206,12 +195,14 @@ async def test_consent_revocation_purges_the_view_and_prefill(
 
     await eventually(holds_fields, timeout=20)  # re-read from the topic by offset
 
-    gateway = await started_gateway(agency, gateway_db, topic_prefix, tokens, tmp_path)
-    app = create_app(gateway, manage_lifecycle=False)
     headers = {"authorization": f"Bearer {tokens.for_agency(agency)}"}
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://gw"
-    ) as client:
+    async with (
+        running_gateway(agency, gateway_db, topic_prefix, tokens, tmp_path) as gateway,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(gateway.settings, runtime=gateway)),
+            base_url="http://gw",
+        ) as client,
+    ):
         response = await client.get(
             f"/v1/prefill/{service}", params={"nik": citizen.nik}, headers=headers
         )
@@ -237,7 +228,6 @@ async def test_consent_revocation_purges_the_view_and_prefill(
         )
         in_prefill = time.perf_counter() - sent
         assert (response.status_code, response.json()["code"]) == (403, "consent_required")
-    await gateway.stop()
     print(
         f"\nconsent revocation: purged from the view in {in_view * 1000:.0f} ms, "
         f"refused by prefill {in_prefill * 1000:.0f} ms after the revocation was published"

@@ -12,15 +12,14 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from gateway_factories import Tokens, profile, verified
-from gateway_integration import MIGRATIONS
-from test_gateway_stream import started_gateway
 
 from ikd_gateway.adapters.webhooks import HttpSender
 from ikd_gateway.bootstrap import Gateway
 from ikd_gateway.domain.model import SourcePosition
 from ikd_gateway.entrypoints.api import MAX_DELIVERIES, create_app
-from ikd_gateway.service_layer import handlers
+from ikd_gateway.service_layer.stream import ProfileRecord, apply_profile
+from tests.support.gateway import MIGRATIONS, running_gateway
+from tests.support.gateway_factories import Tokens, profile, verified
 
 AGENCY, OTHER = "dinsos-cirebon", "bank-bjb"
 HOOK = {"url": "http://receiver.example/hook", "service": "social-assistance"}
@@ -30,18 +29,36 @@ def bearer(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
 
 
+class Answers(httpx.AsyncBaseTransport):
+    """The receiver's answers, in order, for the deliveries the test makes."""
+
+    def __init__(self) -> None:
+        self.statuses: list[int] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(self.statuses.pop(0))
+
+
+@pytest.fixture
+def answers() -> Answers:
+    return Answers()
+
+
 @pytest.fixture
 async def gateway(
-    gateway_db: Any, topic_prefix: str, tokens: Tokens, tmp_path: Path
+    gateway_db: Any, session_topic_prefix: str, tokens: Tokens, tmp_path: Path, answers: Answers
 ) -> AsyncIterator[Gateway]:
-    started = await started_gateway(AGENCY, gateway_db, topic_prefix, tokens, tmp_path)
-    yield started
-    await started.stop()
+    sender = HttpSender(transport=answers)
+    async with running_gateway(
+        AGENCY, gateway_db, session_topic_prefix, tokens, tmp_path, sender=sender
+    ) as started:
+        yield started
+    await sender.close()
 
 
 @pytest.fixture
 async def client(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(gateway, manage_lifecycle=False)
+    app = create_app(gateway.settings, runtime=gateway)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://gw"
     ) as http:
@@ -49,7 +66,11 @@ async def client(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def test_lists_each_attempt_newest_first_with_retry_time(
-    gateway: Gateway, client: httpx.AsyncClient, db: asyncpg.Connection, tokens: Tokens
+    gateway: Gateway,
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    tokens: Tokens,
+    answers: Answers,
 ) -> None:
     manage = bearer(tokens.for_agency(AGENCY, {"gateway:webhooks"}))
     created = await client.post("/v1/webhooks/endpoints", headers=manage, json=HOOK)
@@ -59,17 +80,13 @@ async def test_lists_each_attempt_newest_first_with_retry_time(
     assert (empty.status_code, empty.json()) == (200, [])
 
     event = verified(profile(52), 1, dt.datetime.now(dt.UTC))
-    await handlers.apply_profile(
-        gateway.uow_factory()(),
+    await apply_profile(
+        gateway.uow(),
         gateway.ctx,
-        handlers.ProfileRecord("evt-52", event.pseudonym, event, SourcePosition(0, 0)),
+        ProfileRecord("evt-52", event.pseudonym, event, SourcePosition(0, 0)),
     )
-    answers = iter([503, 200])
-    dispatcher = gateway.dispatcher()
-    await dispatcher.sender.close()  # type: ignore[attr-defined]
-    dispatcher.sender = HttpSender(
-        transport=httpx.MockTransport(lambda request: httpx.Response(next(answers)))
-    )
+    answers.statuses = [503, 200]
+    dispatcher = gateway.dispatcher
     assert await dispatcher.run_once() == 1
     await db.execute("UPDATE webhook_messages SET next_attempt_at = now() - interval '1 second'")
     assert await dispatcher.run_once() == 1
@@ -103,7 +120,7 @@ async def test_lists_each_attempt_newest_first_with_retry_time(
 async def test_unknown_or_another_agencys_endpoint_is_404(
     client: httpx.AsyncClient,
     database_factory: Any,
-    topic_prefix: str,
+    session_topic_prefix: str,
     tokens: Tokens,
     tmp_path: Path,
 ) -> None:
@@ -112,20 +129,19 @@ async def test_unknown_or_another_agencys_endpoint_is_404(
     assert (unknown.status_code, unknown.json()["code"]) == (404, "endpoint_not_found")
 
     other_db = await database_factory("gateway", MIGRATIONS)
-    other = await started_gateway(OTHER, other_db, topic_prefix, tokens, tmp_path / "other")
-    try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=create_app(other, manage_lifecycle=False)),
+    async with (
+        running_gateway(OTHER, other_db, session_topic_prefix, tokens, tmp_path / "other") as other,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(other.settings, runtime=other)),
             base_url="http://gw-other",
-        ) as other_client:
-            theirs = await other_client.post(
-                "/v1/webhooks/endpoints",
-                headers=bearer(tokens.for_agency(OTHER, {"gateway:webhooks"})),
-                json={"url": "http://receiver.example/hook", "service": "bjb-savings-account"},
-            )
-            assert theirs.status_code == 201, theirs.text
-    finally:
-        await other.stop()
+        ) as other_client,
+    ):
+        theirs = await other_client.post(
+            "/v1/webhooks/endpoints",
+            headers=bearer(tokens.for_agency(OTHER, {"gateway:webhooks"})),
+            json={"url": "http://receiver.example/hook", "service": "bjb-savings-account"},
+        )
+        assert theirs.status_code == 201, theirs.text
     foreign = await client.get(
         f"/v1/webhooks/endpoints/{theirs.json()['id']}/deliveries", headers=manage
     )

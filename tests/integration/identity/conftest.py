@@ -16,12 +16,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
-from identity_support import AUDIENCE, ISSUER, DevIssuer
 
 from ikd_dev.issuer import generate_issuer_key, public_jwk
 from ikd_identity.bootstrap import Runtime
 from ikd_identity.config import IdentitySettings
 from ikd_identity.entrypoints.api import create_app
+from tests.support.identity import AUDIENCE, ISSUER, DevIssuer
 
 MIGRATIONS = Path(__file__).resolve().parents[3] / "services" / "identity" / "migrations"
 
@@ -53,9 +53,20 @@ SettingsFactory = Callable[..., IdentitySettings]
 
 
 @pytest.fixture
+def kafka_prefix(request: pytest.FixtureRequest) -> str:
+    """The test's own topics if it asks for `topic_prefix` (it reads them), else the session's.
+
+    Without the relay (`run_relay=False`) the app never writes to its topics.
+    """
+    if "topic_prefix" in request.fixturenames:
+        return str(request.getfixturevalue("topic_prefix"))
+    return str(request.getfixturevalue("session_topic_prefix"))
+
+
+@pytest.fixture
 def make_settings(
     identity_db: Any,
-    topic_prefix: str,
+    kafka_prefix: str,
     issuer: DevIssuer,
     es256_issuer: DevIssuer,
     token_key_pem: str,
@@ -74,7 +85,7 @@ def make_settings(
             "IKD_IDENTITY_TOKEN_SIGNING_KEY": token_key_pem,
             "IKD_IDENTITY_RELAY_POLL_INTERVAL_S": "0.2",
             "IKD_IDENTITY_MAX_BODY_BYTES": str(64 * 1024),
-            "IKD_KAFKA_TOPIC_PREFIX": topic_prefix,
+            "IKD_KAFKA_TOPIC_PREFIX": kafka_prefix,
         }
         env.update({f"IKD_IDENTITY_{k.upper()}": str(v) for k, v in overrides.items()})
         with mock.patch.dict(os.environ, env):

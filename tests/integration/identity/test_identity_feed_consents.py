@@ -7,7 +7,6 @@ import uuid
 
 import asyncpg
 import jwt
-from identity_support import counts, person
 
 from ikd_dev.synthetic import generate_citizens
 from ikd_identity.adapters.postgres import PgClients
@@ -22,6 +21,7 @@ from ikd_shared.events.profile_v1 import (
     ProfileUpdated,
     ProfileVerified,
 )
+from tests.support.identity import counts, person
 
 NOW = dt.datetime.now(dt.UTC)
 

@@ -11,9 +11,9 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from identity_support import AUDIENCE, ISSUER, KID, DevIssuer, counts, person
 
 from ikd_dev.issuer import generate_issuer_key
+from tests.support.identity import AUDIENCE, ISSUER, KID, DevIssuer, counts, person
 
 NOTHING = {"profiles": 0, "outbox": 0, "seen_credentials": 0, "consents": 0}
 NOW = dt.datetime.now(dt.UTC)

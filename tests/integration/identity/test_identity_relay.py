@@ -8,7 +8,6 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import pytest
-from identity_support import read_topic, wait_until
 
 from ikd_dev.synthetic import generate_citizens
 from ikd_identity.adapters.postgres import NOTIFY_CHANNEL, OutboxRow
@@ -19,6 +18,8 @@ from ikd_identity.service_layer import handlers
 from ikd_shared.events.profile_v1 import TOMBSTONE_TYPE, CitizenDied, ProfileVerified
 from ikd_shared.events.topics import PROFILE
 from ikd_shared.kafka import KafkaConnection
+from tests.support.identity import read_topic
+from tests.support.polling import eventually
 
 
 class SimulatedCrash(Exception):
@@ -61,7 +62,7 @@ async def _run_until_sent(relay: OutboxRelay, db, total: int) -> None:
             unsent = await db.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
             return unsent == 0 and await db.fetchval("SELECT count(*) FROM outbox") >= total
 
-        await wait_until(all_sent)
+        await eventually(all_sent)
     finally:
         stop.set()
         await task
@@ -142,7 +143,7 @@ async def test_two_relays_publish_each_row_once_in_order(
         async def all_sent() -> bool:
             return not await db.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
 
-        await wait_until(all_sent)
+        await eventually(all_sent)
         assert not (relay_a.active.is_set() and relay_b.active.is_set())
         print(f"published: a={relay_a.published} b={relay_b.published}, first={first_active.name}")
     finally:

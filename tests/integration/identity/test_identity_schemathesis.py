@@ -5,7 +5,7 @@ from __future__ import annotations
 import schemathesis
 
 from ikd_identity.entrypoints.api import create_app
-from tests.fuzzing import fuzz_for_5xx
+from tests.support.fuzzing import fuzz_for_5xx
 
 EXAMPLES_PER_OPERATION = 60
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 from cloudevents.v1.kafka import KafkaMessage, from_binary
-from identity_support import counts, person, read_topic
 
 from ikd_identity.bootstrap import build_relay
 from ikd_shared.events import decode
@@ -13,6 +12,7 @@ from ikd_shared.events.envelope import from_kafka
 from ikd_shared.events.profile_v1 import EVENTS, PROFILE_FIELDS, ProfileVerified
 from ikd_shared.events.topics import PROFILE
 from ikd_shared.pseudonym import pseudonymize
+from tests.support.identity import counts, person, read_topic
 
 
 async def test_verification_commits_profile_and_outbox_together_and_publishes(

@@ -36,7 +36,7 @@ from pydantic import SecretStr
 from ikd_ops import kafka_security
 from ikd_shared.events import topics
 from ikd_shared.kafka import KafkaConnection, delete_prefixed_topics, ensure_topics
-from tests.kafka_auth import kafka_connection, password
+from tests.support.kafka import kafka_connection, password
 
 T = TypeVar("T")
 DEADLINE_S = 20.0
@@ -118,7 +118,7 @@ async def consume(conn: KafkaConnection, topic: str, group: str) -> None:
 
 
 async def test_a_client_without_credentials_is_disconnected(bus: Bus) -> None:
-    plaintext = KafkaConnection(bus.admin.bootstrap_servers)
+    plaintext = kafka_connection(bus.admin.bootstrap_servers)
     tls_only = dataclasses.replace(bus.admin, security_protocol="SSL")
     for conn in (plaintext, tls_only):
         # The broker closes the connection at the first request (no metadata, no records),

@@ -13,7 +13,7 @@ from ikd_shared.events.profile_v1 import EVENTS, ProfileVerified
 from ikd_shared.events.topics import PROFILE
 from ikd_shared.kafka import send_event
 from ikd_shared.pseudonym import pseudonymize
-from tests.kafka_auth import kafka_connection
+from tests.support.kafka import kafka_connection
 
 
 async def test_cloudevent_round_trip_through_the_broker(kafka_bootstrap, topic_prefix) -> None:

@@ -35,7 +35,7 @@ from ikd_shared.auth import TokenIssuer
 from ikd_shared.events.topics import ACCESS, PROFILE
 from ikd_shared.pseudonym import pseudonymize
 from ikd_shared.tracing import TraceContext, from_kafka_headers, parse_traceparent
-from tests.kafka_auth import kafka_connection
+from tests.support.kafka import kafka_connection
 
 REPO = Path(__file__).resolve().parents[3]
 IDENTITY_MIGRATIONS = REPO / "services" / "identity" / "migrations"
@@ -167,61 +167,62 @@ async def test_traceparent_flows_from_a_verification_to_the_profile_event_and_ac
             "token_jwks": json.dumps(tokens.jwks()),
         }
     ).model_copy(update={"kafka_topic_prefix": topic_prefix})
-    gateway = gateway_bootstrap(gateway_settings)
-    processor = StreamProcessor(gateway)
-    try:
-        await processor.on_profiles(
-            [
-                (
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    record.key,
-                    record.value,
-                    list(record.headers),
-                )
-            ]
-        )
-        assert gateway.relay is not None
-        assert await gateway.relay.publish_batch() == 1
-        (view_access,) = await read_all(kafka_bootstrap, ACCESS.full_name(topic_prefix), 1)
-        view_trace = from_kafka_headers(view_access.headers)
-        assert view_trace is not None
-        print("profile event", published.traceparent, "-> view access", view_trace.traceparent)
-        assert json.loads(view_access.value)["channel"] == "view"
-        assert view_trace.trace_id == incoming.trace_id, "same trace as the verification"
-        assert view_trace.span_id not in (incoming.span_id, published.span_id)
-        assert view_trace.tracestate == "ikd=counter"
+    async with gateway_bootstrap(gateway_settings) as gateway:
+        processor = StreamProcessor(gateway)
+        try:
+            await processor.on_profiles(
+                [
+                    (
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        record.key,
+                        record.value,
+                        list(record.headers),
+                    )
+                ]
+            )
+            assert await gateway.relay.publish_batch() == 1
+            (view_access,) = await read_all(kafka_bootstrap, ACCESS.full_name(topic_prefix), 1)
+            view_trace = from_kafka_headers(view_access.headers)
+            assert view_trace is not None
+            print("profile event", published.traceparent, "-> view access", view_trace.traceparent)
+            assert json.loads(view_access.value)["channel"] == "view"
+            assert view_trace.trace_id == incoming.trace_id, "same trace as the verification"
+            assert view_trace.span_id not in (incoming.span_id, published.span_id)
+            assert view_trace.tracestate == "ikd=counter"
 
-        # A prefill request's own trace context reaches its access event.
-        gateway_app: FastAPI = create_gateway_app(gateway, manage_lifecycle=False)
-        prefill_trace = TraceContext.new()
-        transport = httpx.ASGITransport(app=gateway_app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as gw:
-            pseudonym = pseudonymize(
-                profile.nik, settings.pseudonym_key.get_secret_value().encode()
-            )
-            answer = await gw.get(
-                f"/v1/prefill/{SERVICE}",
-                params={"pseudonym": pseudonym},
-                headers={
-                    "Authorization": "Bearer "
-                    + tokens.issue("backend", {"gateway:prefill"}, ["ikd-gateway"], agency=AGENCY),
-                    "X-Request-ID": "prefill-1",
-                    **prefill_trace.headers(),
-                },
-            )
-            assert answer.status_code == 200, answer.text
-            assert answer.headers["x-request-id"] == "prefill-1"
-            await check_operations(gw, "ikd_gateway_access_outbox_backlog 1.0")
-        assert await gateway.relay.publish_batch() == 1
-        records = await read_all(kafka_bootstrap, ACCESS.full_name(topic_prefix), 2)
-        prefill_access = next(r for r in records if json.loads(r.value)["channel"] == "prefill")
-        body = json.loads(prefill_access.value)
-        assert body["correlation_id"] == "prefill-1"
-        prefill_seen = from_kafka_headers(prefill_access.headers)
-        assert prefill_seen is not None
-        assert prefill_seen.trace_id == prefill_trace.trace_id
-        assert prefill_seen.span_id != prefill_trace.span_id
-    finally:
-        await processor.close()
+            # A prefill request's own trace context reaches its access event.
+            gateway_app: FastAPI = create_gateway_app(gateway.settings, runtime=gateway)
+            prefill_trace = TraceContext.new()
+            transport = httpx.ASGITransport(app=gateway_app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as gw:
+                pseudonym = pseudonymize(
+                    profile.nik, settings.pseudonym_key.get_secret_value().encode()
+                )
+                answer = await gw.get(
+                    f"/v1/prefill/{SERVICE}",
+                    params={"pseudonym": pseudonym},
+                    headers={
+                        "Authorization": "Bearer "
+                        + tokens.issue(
+                            "backend", {"gateway:prefill"}, ["ikd-gateway"], agency=AGENCY
+                        ),
+                        "X-Request-ID": "prefill-1",
+                        **prefill_trace.headers(),
+                    },
+                )
+                assert answer.status_code == 200, answer.text
+                assert answer.headers["x-request-id"] == "prefill-1"
+                await check_operations(gw, "ikd_gateway_access_outbox_backlog 1.0")
+            assert await gateway.relay.publish_batch() == 1
+            records = await read_all(kafka_bootstrap, ACCESS.full_name(topic_prefix), 2)
+            prefill_access = next(r for r in records if json.loads(r.value)["channel"] == "prefill")
+            body = json.loads(prefill_access.value)
+            assert body["correlation_id"] == "prefill-1"
+            prefill_seen = from_kafka_headers(prefill_access.headers)
+            assert prefill_seen is not None
+            assert prefill_seen.trace_id == prefill_trace.trace_id
+            assert prefill_seen.span_id != prefill_trace.span_id
+        finally:
+            await processor.close()

@@ -9,7 +9,6 @@ from collections.abc import Awaitable
 from typing import Any
 
 import pytest
-from audit_fakes import FakeDatabase
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pymerkle import InmemoryTree
 
@@ -19,6 +18,7 @@ from ikd_audit.service_layer.services import AuditLog, Auditors
 from ikd_shared import transparency
 from ikd_shared.events.access_v1 import AccessRecorded, Channel, Outcome
 from ikd_shared.legal import LegalBasis
+from tests.support.audit_fakes import FakeDatabase
 
 T0 = dt.datetime(2025, 3, 1, 8, 0, tzinfo=dt.UTC)
 ALICE, BOB = "a" * 64, "b" * 64

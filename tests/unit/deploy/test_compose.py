@@ -17,7 +17,17 @@ from typing import Any
 
 import pytest
 import typer
-from deploy_support import (
+from typer.testing import CliRunner
+
+from ikd_audit.cli import app as audit_cli
+from ikd_gateway.cli import app as gateway_cli
+from ikd_gateway.cli import example_receiver
+from ikd_gateway.config import GatewaySettings
+from ikd_identity.cli import app as identity_cli
+from ikd_ops.cli import app as ops_cli
+from ikd_shared.auth import TokenIssuer, TokenVerifier, load_ed25519_private_key
+from ikd_shared.settings import Environment, ServiceSettings
+from tests.support.deploy import (
     AGENCIES,
     COMPOSE_FILE,
     DEV_ENV,
@@ -38,16 +48,6 @@ from deploy_support import (
     required_variables,
     settings_env_names,
 )
-from typer.testing import CliRunner
-
-from ikd_audit.cli import app as audit_cli
-from ikd_gateway.cli import app as gateway_cli
-from ikd_gateway.cli import example_receiver
-from ikd_gateway.config import GatewaySettings
-from ikd_identity.cli import app as identity_cli
-from ikd_ops.cli import app as ops_cli
-from ikd_shared.auth import TokenIssuer, TokenVerifier, load_ed25519_private_key
-from ikd_shared.settings import Environment, ServiceSettings
 
 COMPOSE = load_compose()
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
@@ -146,6 +146,21 @@ def test_the_init_job_creates_the_topics_once() -> None:
     assert init["depends_on"] == {"kafka": {"condition": "service_healthy"}}
     runner = CliRunner()
     assert runner.invoke(ops_cli, ["topics", "ensure", "--help"]).exit_code == 0
+
+
+@pytest.mark.parametrize("name", sorted(set(SERVICES) - {"init"}))
+def test_a_crashed_container_is_restarted(name: str) -> None:
+    # "unless-stopped" restarts after any exit, a kill -9 included, but not after `docker stop`.
+    assert str(SERVICES[name].get("restart", "no")) in ("unless-stopped", "always"), name
+
+
+@pytest.mark.parametrize("name", [f"gateway-{agency}" for agency in AGENCIES])
+def test_a_gateway_container_runs_serve_which_restarts_its_api_or_worker_alone(name: str) -> None:
+    # `serve` is the container's main process (exec): a dead worker is restarted inside the
+    # container while the API keeps answering (tests/integration/gateway/test_gateway_serve.py).
+    assert command_line(SERVICES[name]).endswith("exec ikd-gateway serve")
+    serve = typer.main.get_command(gateway_cli).commands["serve"]  # type: ignore[attr-defined]
+    assert "restarting either if it exits" in (serve.help or "")
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))

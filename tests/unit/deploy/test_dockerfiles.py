@@ -9,12 +9,12 @@ import shlex
 from dataclasses import dataclass
 
 import pytest
-from deploy_support import REPO, closure, workspace
 
 from ikd_audit.config import AuditSettings
 from ikd_gateway.config import GatewaySettings
 from ikd_identity.config import IdentitySettings
 from ikd_shared.settings import ServiceSettings
+from tests.support.deploy import REPO, closure, workspace
 
 RUNTIME_BASE = "python:3.11-slim-bookworm"
 SERVICE_UID = "10001"

@@ -24,6 +24,7 @@ from ikd_dev.synthetic import citizen
 from ikd_ops.docs_cli import docs_app
 from ikd_shared.events import event_type_of, to_cloudevent
 from ikd_shared.events.access_v1 import AccessRecorded, Channel, Outcome
+from ikd_shared.events.agency_v1 import AgencyRecordChanged, ServiceFields
 from ikd_shared.events.consent_v1 import (
     Consent,
     ConsentGranted,
@@ -39,7 +40,7 @@ from ikd_shared.events.profile_v1 import (
     ProfileUpdated,
     ProfileVerified,
 )
-from ikd_shared.events.topics import ALL_TOPICS, PROFILE
+from ikd_shared.events.topics import PROFILE
 from ikd_shared.legal import LegalBasis
 from ikd_shared.pseudonym import PSEUDONYM_PATTERN, pseudonymize
 
@@ -47,6 +48,8 @@ DOCS = Path(__file__).resolve().parents[3] / "docs" / "events"
 REGENERATE = "run `ikdctl docs generate` and commit docs/events/"
 NOW = dt.datetime(2025, 11, 3, 8, 15, 42, 123456, tzinfo=dt.UTC)
 KEY = b"test pseudonym key"
+ALL_TOPICS = event_docs.DOCUMENTED_TOPICS  # the core topics and the agency topic template
+TOMBSTONE_TYPES = {tombstone.event_type for tombstone in event_docs.TOMBSTONES.values()}
 REGISTRY_MODELS = [model for topic in ALL_TOPICS for model in topic.event_types]
 
 
@@ -118,6 +121,21 @@ SAMPLES: dict[type[BaseModel], Callable[[], BaseModel]] = {
         outcome=Outcome.DENIED,
         reason="service_not_in_policy",
     ),
+    AgencyRecordChanged: lambda: AgencyRecordChanged(
+        agency="dinas-sosial",
+        pseudonym=_pseudonym(),
+        version=3,
+        verified_at=NOW,
+        changed_fields=["full_name"],
+        services=[
+            ServiceFields(
+                service="bansos",
+                purpose="eligibility",
+                legal_basis=LegalBasis.PUBLIC_TASK,
+                fields={"full_name": "Warga", "date_of_birth": "1990-01-01"},
+            )
+        ],
+    ),
 }
 
 
@@ -182,7 +200,7 @@ def test_cli_generate_writes_check_detects_stale_files(tmp_path: Path) -> None:
 
 def test_every_registry_event_and_the_tombstone_have_a_schema() -> None:
     schemas = _schemas()
-    expected = {event_type_of(model) for model in REGISTRY_MODELS} | {TOMBSTONE_TYPE}
+    expected = {event_type_of(model) for model in REGISTRY_MODELS} | TOMBSTONE_TYPES
     assert set(schemas) == expected
     for event_type, schema in schemas.items():
         assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
@@ -348,8 +366,8 @@ def test_asyncapi_messages_describe_every_event_type() -> None:
         messages = [_deref(doc, m) for m in channels[topic.name]["messages"].values()]
         by_type = {message["name"]: message for message in messages}
         expected = {event_type_of(model) for model in topic.event_types}
-        if topic is PROFILE:
-            expected.add(TOMBSTONE_TYPE)
+        if topic.name in event_docs.TOMBSTONES:
+            expected.add(event_docs.TOMBSTONES[topic.name].event_type)
         assert expected <= set(by_type), topic.name
         for event_type in expected:
             message = by_type[event_type]

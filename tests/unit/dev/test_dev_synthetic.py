@@ -1,8 +1,7 @@
-"""Synthetic citizens: deterministic, valid, realistic households, fast enough."""
+"""Synthetic citizens: deterministic, valid, realistic households (speed: bench/synthetic.py)."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
 from ikd_dev.synthetic import HOUSEHOLD_SIZE, citizen, generate_citizens
@@ -48,11 +47,3 @@ def test_households_share_card_address_and_district() -> None:
         head, *children = household[0], *household[2:]
         assert all(child.date_of_birth > head.date_of_birth for child in children)
     assert len({p.family_card_number for p in people}) == 50
-
-
-def test_generation_speed_is_reported() -> None:
-    started = time.perf_counter()
-    count = len(generate_citizens(50_000, seed=3))
-    rate = count / (time.perf_counter() - started)
-    print(f"synthetic citizens: {rate:,.0f} profiles/s")
-    assert count == 50_000

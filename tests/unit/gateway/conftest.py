@@ -1,17 +1,18 @@
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
-from gateway_factories import POLICY, PSEUDONYM_KEY, Tokens
-from gateway_fakes import FakeUnitOfWork, Store
 
-from ikd_gateway.bootstrap import Gateway
+from ikd_gateway.bootstrap import Gateway, bootstrap
 from ikd_gateway.config import GatewaySettings
 from ikd_gateway.entrypoints.api import create_app
-from ikd_gateway.service_layer.handlers import GatewayContext
+from tests.support.gateway_factories import PSEUDONYM_KEY, Tokens
+from tests.support.gateway_fakes import FakeRelay, FakeUnitOfWork, Store
 
 
 @pytest.fixture(scope="session")
@@ -19,9 +20,10 @@ def tokens() -> Tokens:
     return Tokens()
 
 
-def fake_gateway(agency: str, tokens: Tokens, store: Store) -> Gateway:
-    from ikd_shared.auth import TokenVerifier
-
+def fake_gateway(
+    agency: str, tokens: Tokens, store: Store
+) -> contextlib.AbstractAsyncContextManager[Gateway]:
+    """The composition root on fakes: no database, no broker."""
     settings = GatewaySettings(
         agency=agency,
         database_url="postgresql://unused@127.0.0.1:1/unused",
@@ -29,29 +31,24 @@ def fake_gateway(agency: str, tokens: Tokens, store: Store) -> Gateway:
         pseudonym_key=PSEUDONYM_KEY.decode(),
         environment="development",
     )
-    ctx = GatewayContext(
-        agency=POLICY.agency(agency), pseudonym_key=PSEUDONYM_KEY, consumer=settings.consumer_group
-    )
-    return Gateway(
-        settings=settings,
-        ctx=ctx,
-        verifier=TokenVerifier(tokens.jwks(), issuer="ikd-identity", audience="ikd-gateway"),
-        uow_override=lambda: FakeUnitOfWork(store),
+    fake: Any = FakeRelay(store)
+    return bootstrap(
+        settings,
+        uow=lambda: FakeUnitOfWork(store),
+        relay=fake,
+        producer=object(),  # type: ignore[arg-type]
     )
 
 
 @pytest.fixture
 async def make_client(tokens: Tokens) -> AsyncIterator[object]:
-    clients: list[httpx.AsyncClient] = []
+    async with contextlib.AsyncExitStack() as stack:
 
-    def make(agency: str, store: Store) -> httpx.AsyncClient:
-        app = create_app(fake_gateway(agency, tokens, store), manage_lifecycle=False)
-        client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://gateway"
-        )
-        clients.append(client)
-        return client
+        async def make(agency: str, store: Store) -> httpx.AsyncClient:
+            gateway = await stack.enter_async_context(fake_gateway(agency, tokens, store))
+            app = create_app(gateway.settings, runtime=gateway)
+            return await stack.enter_async_context(
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway")
+            )
 
-    yield make
-    for client in clients:
-        await client.aclose()
+        yield make

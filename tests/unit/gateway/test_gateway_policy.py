@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from gateway_factories import POLICY
 
 from ikd_gateway.bootstrap import check_or_exit
 from ikd_gateway.config import DEFAULT_POLICY, GatewaySettings
 from ikd_gateway.domain.policy import AgencyKind, PolicyError, load_policy, parse_policy
 from ikd_shared.events.profile_v1 import PROFILE_FIELDS
 from ikd_shared.legal import LegalBasis
+from tests.support.gateway_factories import POLICY
 
 GOOD_SERVICE = """
     - code: skck

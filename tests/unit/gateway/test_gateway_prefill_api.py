@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
-from gateway_factories import (
+
+from ikd_gateway.domain.model import SourcePosition
+from ikd_gateway.service_layer.context import GatewayContext
+from ikd_gateway.service_layer.prefill import DeniedRequest, prefill
+from ikd_gateway.service_layer.stream import (
+    ConsentRecord,
+    ProfileRecord,
+    apply_consents,
+    apply_profile,
+)
+from ikd_shared.events.access_v1 import Channel, Outcome
+from tests.support.gateway_factories import (
     NOW,
     POLICY,
     Tokens,
@@ -19,13 +30,9 @@ from gateway_factories import (
     record,
     verified,
 )
-from gateway_fakes import FakeUnitOfWork, Store
+from tests.support.gateway_fakes import FakeUnitOfWork, Store
 
-from ikd_gateway.domain.model import SourcePosition
-from ikd_gateway.service_layer import handlers
-from ikd_shared.events.access_v1 import Channel, Outcome
-
-MakeClient = Callable[[str, Store], httpx.AsyncClient]
+MakeClient = Callable[[str, Store], Awaitable[httpx.AsyncClient]]
 
 
 async def seeded(agency: str, serial: int, *, consent_for: str | None = None) -> Store:
@@ -34,10 +41,10 @@ async def seeded(agency: str, serial: int, *, consent_for: str | None = None) ->
     citizen = profile(serial)
     ctx = context(agency, clock=lambda: dt.datetime.now(dt.UTC))
     event = verified(citizen, verified_at=dt.datetime.now(dt.UTC))
-    await handlers.apply_profile(
+    await apply_profile(
         FakeUnitOfWork(store),
         ctx,
-        handlers.ProfileRecord("e1", event.pseudonym, event, SourcePosition(0, 1)),
+        ProfileRecord("e1", event.pseudonym, event, SourcePosition(0, 1)),
     )
     if consent_for:
         service = POLICY.agency(agency).service(consent_for)
@@ -49,17 +56,15 @@ async def seeded(agency: str, serial: int, *, consent_for: str | None = None) ->
             sorted(service.fields),
             expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(days=30),
         )
-        await handlers.apply_consents(
+        await apply_consents(
             FakeUnitOfWork(store),
             ctx,
-            handlers.ConsentRecord(
-                "c1", event.pseudonym, consent_event(event.pseudonym, 1, [granted])
-            ),
+            ConsentRecord("c1", event.pseudonym, consent_event(event.pseudonym, 1, [granted])),
         )
-        await handlers.apply_profile(
+        await apply_profile(
             FakeUnitOfWork(store),
             ctx,
-            handlers.ProfileRecord("e1", event.pseudonym, event, SourcePosition(0, 1)),
+            ProfileRecord("e1", event.pseudonym, event, SourcePosition(0, 1)),
             reapply=True,
         )
     store.outbox.clear()
@@ -74,7 +79,7 @@ async def test_served_answer_is_exactly_the_service_fields_and_is_audited(
     make_client: MakeClient, tokens: Tokens
 ) -> None:
     store = await seeded("polres-cirebon", 7)
-    client = make_client("polres-cirebon", store)
+    client = await make_client("polres-cirebon", store)
     citizen = profile(7)
     response = await client.get(
         "/v1/prefill/skck",
@@ -104,7 +109,7 @@ async def test_bad_credentials_and_references_get_clear_errors_each_audited(
     make_client: MakeClient, tokens: Tokens
 ) -> None:
     store = await seeded("dinsos-cirebon", 9)
-    client = make_client("dinsos-cirebon", store)
+    client = await make_client("dinsos-cirebon", store)
     citizen = profile(9)
     good = tokens.for_agency("dinsos-cirebon")
     other_issuer = Tokens().for_agency("dinsos-cirebon")
@@ -165,13 +170,13 @@ async def test_nik_lookup_only_where_the_policy_grants_the_nik(
     # dinsos's disability-card grants the NIK; pln's electricity-connection too. A service
     # without `nik` in its fields must look up by pseudonym.
     store = await seeded("kejari-cirebon", 11)
-    client = make_client("kejari-cirebon", store)
+    client = await make_client("kejari-cirebon", store)
     token = bearer(tokens.for_agency("kejari-cirebon"))
     assert (
         await client.get("/v1/prefill/traffic-fine", params={"nik": profile(11).nik}, headers=token)
     ).status_code == 200
     store = await seeded("cadisdik-jabar-x", 12)
-    client = make_client("cadisdik-jabar-x", store)
+    client = await make_client("cadisdik-jabar-x", store)
     token = bearer(tokens.for_agency("cadisdik-jabar-x"))
     response = await client.get(
         "/v1/prefill/diploma-legalisation", params={"nik": profile(12).nik}, headers=token
@@ -202,10 +207,10 @@ async def test_nik_lookup_refused_when_the_service_lacks_the_nik(
             ),
         ),
     )
-    ctx = handlers.GatewayContext(agency=agency, pseudonym_key=b"k", consumer="c")
+    ctx = GatewayContext(agency=agency, pseudonym_key=b"k", consumer="c")
     store = Store()
-    with pytest.raises(handlers.DeniedRequest) as denied:
-        await handlers.prefill(
+    with pytest.raises(DeniedRequest) as denied:
+        await prefill(
             FakeUnitOfWork(store),
             ctx,
             service_code="newsletter",
@@ -221,13 +226,13 @@ async def test_consent_based_service_needs_the_consent(
 ) -> None:
     token = bearer(tokens.for_agency("bank-bjb"))
     citizen = profile(21)
-    without = make_client("bank-bjb", await seeded("bank-bjb", 21))
+    without = await make_client("bank-bjb", await seeded("bank-bjb", 21))
     response = await without.get(
         "/v1/prefill/bjb-savings-account", params={"nik": citizen.nik}, headers=token
     )
     assert (response.status_code, response.json()["code"]) == (403, "consent_required")
     store = await seeded("bank-bjb", 21, consent_for="bjb-savings-account")
-    with_consent = make_client("bank-bjb", store)
+    with_consent = await make_client("bank-bjb", store)
     response = await with_consent.get(
         "/v1/prefill/bjb-savings-account", params={"nik": citizen.nik}, headers=token
     )
@@ -247,7 +252,7 @@ async def test_every_agency_against_every_other_agency_is_denied_and_audited(
     """Matrix over all 37 agencies of the sample MPP: 403 or 404, each an access event."""
     agencies = [a.code for a in POLICY.agencies]
     stores = {code: await seeded(code, 100 + i) for i, code in enumerate(agencies)}
-    clients = {code: make_client(code, stores[code]) for code in agencies}
+    clients = {code: await make_client(code, stores[code]) for code in agencies}
     token = {code: bearer(tokens.for_agency(code)) for code in agencies}
     citizen = {code: pseudonym_of(profile(100 + i)) for i, code in enumerate(agencies)}
     expected_denials = {code: 0 for code in agencies}
@@ -302,7 +307,7 @@ async def test_every_agency_against_every_other_agency_is_denied_and_audited(
 async def test_access_event_timestamps_use_the_clock() -> None:
     store = await seeded("polres-cirebon", 3)
     ctx = context("polres-cirebon")
-    await handlers.prefill(
+    await prefill(
         FakeUnitOfWork(store),
         ctx,
         service_code="skck",

@@ -1,7 +1,7 @@
 """Property: whatever the policy, consents and profile, nothing outside policy ∩ consent leaks.
 
-Checked at the three places data leaves the profile: the view row, the prefill answer and the
-webhook body.
+Checked at the four places data leaves the profile: the view row, the prefill answer, the
+webhook body and the agency topic's record.
 """
 
 from __future__ import annotations
@@ -11,20 +11,34 @@ import json
 import uuid
 from typing import Any
 
-from gateway_factories import NOW, PSEUDONYM_KEY, consent, consent_event, profile, pseudonym_of
-from gateway_fakes import FakeUnitOfWork, Store
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ikd_gateway.domain.model import SourcePosition
 from ikd_gateway.domain.policy import AgencyKind, AgencyPolicy, Purpose, ServicePolicy
-from ikd_gateway.service_layer import handlers
-from ikd_gateway.service_layer.handlers import ConsentRecord, GatewayContext, ProfileRecord
+from ikd_gateway.service_layer.context import GatewayContext
+from ikd_gateway.service_layer.prefill import DeniedRequest, prefill
+from ikd_gateway.service_layer.stream import (
+    ConsentRecord,
+    ProfileRecord,
+    apply_consents,
+    apply_profile,
+    sweep_retention,
+)
 from ikd_gateway.service_layer.unit_of_work import Endpoint
 from ikd_gateway.service_layer.webhooks import Dispatcher, RetryPolicy
 from ikd_shared.events.consent_v1 import Consent
 from ikd_shared.events.profile_v1 import PROFILE_FIELDS, ProfileVerified, flatten
 from ikd_shared.legal import LegalBasis
+from tests.support.gateway_factories import (
+    NOW,
+    PSEUDONYM_KEY,
+    consent,
+    consent_event,
+    profile,
+    pseudonym_of,
+)
+from tests.support.gateway_fakes import FakeUnitOfWork, Store
 
 AGENCY = "test-agency"
 field_sets = st.frozensets(st.sampled_from(PROFILE_FIELDS), min_size=1)
@@ -148,17 +162,17 @@ async def test_fields_never_exceed_policy_and_consent(
         steps.reverse()
     for kind, item in steps:
         if kind == "consent":
-            result = await handlers.apply_consents(FakeUnitOfWork(store), ctx, item)
+            result = await apply_consents(FakeUnitOfWork(store), ctx, item)
             if result.refetch is not None:  # what the worker does: re-read the record
-                await handlers.apply_profile(
+                await apply_profile(
                     FakeUnitOfWork(store),
                     ctx,
                     ProfileRecord("p-1", pseudonym, event, SourcePosition(0, 7)),
                     reapply=True,
                 )
         else:
-            await handlers.apply_profile(FakeUnitOfWork(store), ctx, item)
-    await handlers.sweep_retention(FakeUnitOfWork(store), ctx)
+            await apply_profile(FakeUnitOfWork(store), ctx, item)
+    await sweep_retention(FakeUnitOfWork(store), ctx)
 
     flat = flatten(citizen)
     union = frozenset().union(*(allowed(s, consents, verified_at) for s in policy.services))
@@ -167,17 +181,22 @@ async def test_fields_never_exceed_policy_and_consent(
     assert set(row.data) == union, "everything granted is on record, nothing else"
     assert all(row.data[name] == flat[name] for name in row.data)
 
+    topic = store.agency_records[-1].event if store.agency_records else None
+    on_topic = {grant.service: grant.fields for grant in topic.services} if topic else {}
     for service in policy.services:
         permitted = allowed(service, consents, verified_at)
+        assert set(on_topic.get(service.code, {})) == permitted, "the topic says what is allowed"
+        assert all(on_topic[service.code][n] == flat[n] for n in on_topic.get(service.code, {}))
         try:
-            answer = await handlers.prefill(
+            answer = await prefill(
                 FakeUnitOfWork(store), ctx, service_code=service.code, nik=None, pseudonym=pseudonym
             )
-        except handlers.DeniedRequest as denied:
+        except DeniedRequest as denied:
             code = denied.error.code
         else:
             assert set(answer.fields) <= permitted
             assert set(answer.fields) == permitted
+            assert answer.fields == on_topic[service.code], "the topic says what prefill says"
             continue
         assert code in ("consent_required", "citizen_not_found")
         assert not permitted or code == "consent_required"
@@ -197,6 +216,9 @@ async def test_fields_never_exceed_policy_and_consent(
         service = policy.service(body["data"]["service"])
         assert service is not None
         assert set(body["data"]["fields"]) <= allowed(service, consents, verified_at)
+        assert body["data"]["fields"] == json.loads(
+            json.dumps(on_topic[service.code], default=str)
+        ), "the topic says what the webhook says"
 
 
 async def _allow(url: str) -> str:

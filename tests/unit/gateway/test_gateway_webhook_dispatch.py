@@ -6,15 +6,14 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from gateway_factories import context, profile, verified
-from gateway_fakes import FakeUnitOfWork, Store
-
 from ikd_gateway.adapters.webhooks import DeliveryResult, generate_secret, sign
 from ikd_gateway.domain.model import SourcePosition
-from ikd_gateway.service_layer import handlers
+from ikd_gateway.service_layer.stream import ProfileRecord, apply_profile
 from ikd_gateway.service_layer.unit_of_work import Endpoint
 from ikd_gateway.service_layer.webhooks import Dispatcher, RetryPolicy
 from ikd_shared.events.access_v1 import Channel, Outcome
+from tests.support.gateway_factories import context, profile, verified
+from tests.support.gateway_fakes import FakeUnitOfWork, Store
 
 
 class ScriptedSender:
@@ -51,10 +50,10 @@ async def setup(
     )
     store.endpoints[endpoint.id] = endpoint
     event = verified(profile(5), verified_at=clock.now)
-    await handlers.apply_profile(
+    await apply_profile(
         FakeUnitOfWork(store),
         ctx,
-        handlers.ProfileRecord("e1", event.pseudonym, event, SourcePosition(0, 0)),
+        ProfileRecord("e1", event.pseudonym, event, SourcePosition(0, 0)),
     )
     dead: list[dict[str, Any]] = []
 
@@ -166,10 +165,10 @@ async def test_an_endpoint_failing_for_the_whole_period_is_disabled_and_its_agen
 
     # A disabled endpoint is offered no new message.
     event = verified(profile(5), version=2, verified_at=clock.now)
-    await handlers.apply_profile(
+    await apply_profile(
         FakeUnitOfWork(store),
         dispatcher.ctx,
-        handlers.ProfileRecord("e2", event.pseudonym, event, SourcePosition(0, 1)),
+        ProfileRecord("e2", event.pseudonym, event, SourcePosition(0, 1)),
     )
     assert len(store.messages) == 1
 

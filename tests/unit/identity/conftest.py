@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from identity_fakes import FakeState, FakeUnitOfWork
 
 from ikd_dev.issuer import generate_issuer_key, public_jwk
 from ikd_identity.service_layer.handlers import Deps
 from ikd_shared.credentials import CredentialVerifier
+from tests.support.identity_fakes import FakeState, FakeUnitOfWork
 
 
 class Clock:

@@ -9,7 +9,6 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from identity_fakes import FakeClients
 
 from ikd_dev.issuer import generate_issuer_key, public_jwk
 from ikd_identity.adapters.keys import thumbprint
@@ -21,6 +20,7 @@ from ikd_identity.domain.errors import OAuthError
 from ikd_identity.service_layer.tokens import issue_token
 from ikd_shared.auth import TokenIssuer, TokenVerifier
 from ikd_shared.settings import load_settings
+from tests.support.identity_fakes import FakeClients
 
 HASHER = Argon2Hasher()
 

@@ -1,9 +1,12 @@
-"""The composition root: settings -> policy, context, adapters. Real adapters by default."""
+"""The composition root: settings -> a started, immutable gateway runtime. Real adapters by
+default; overrides replace them (unit tests run the API on fakes this way)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import sys
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,12 +15,12 @@ from aiokafka import AIOKafkaProducer
 
 from ikd_gateway.adapters import webhooks as webhook_adapters
 from ikd_gateway.adapters.postgres import PgUnitOfWork
-from ikd_gateway.adapters.relay import AccessRelay
+from ikd_gateway.adapters.relay import AccessRelay, AgencyRow, agency_relay
 from ikd_gateway.config import GatewaySettings
 from ikd_gateway.domain.policy import MppPolicy, PolicyError, load_policy
 from ikd_gateway.service_layer.context import GatewayContext, UnitOfWorkFactory, utcnow
 from ikd_gateway.service_layer.unit_of_work import UnitOfWork
-from ikd_gateway.service_layer.webhooks import Dispatcher, RetryPolicy
+from ikd_gateway.service_layer.webhooks import Dispatcher, RetryPolicy, Sender
 from ikd_shared import codec
 from ikd_shared.auth import TokenVerifier, load_jwks
 from ikd_shared.consumer import DeadLetterWriter
@@ -25,9 +28,27 @@ from ikd_shared.db import create_pool
 from ikd_shared.events import topics
 from ikd_shared.events.envelope import CloudEvent
 from ikd_shared.kafka import KafkaConnection
+from ikd_shared.outbox import OrderedRelay
 
 SERVICE = "ikd-agency-gateway"
 WEBHOOK_DEAD_LETTER_TYPE = "id.go.mpp.gateway.webhook.dead_lettered.v1"
+
+
+@dataclass(frozen=True)
+class Config:
+    """What a gateway process knows before it opens anything: settings, policy, token keys."""
+
+    settings: GatewaySettings
+    policy: MppPolicy
+    ctx: GatewayContext
+    verifier: TokenVerifier
+
+    @property
+    def source(self) -> str:
+        return f"/ikd/gateway/{self.ctx.agency.code}"
+
+    def topic(self, spec: topics.TopicSpec) -> str:
+        return spec.full_name(self.settings.kafka_topic_prefix)
 
 
 def load_agency_policy(settings: GatewaySettings) -> tuple[MppPolicy, GatewayContext]:
@@ -43,7 +64,7 @@ def load_agency_policy(settings: GatewaySettings) -> tuple[MppPolicy, GatewayCon
     return policy, ctx
 
 
-def check_or_exit(settings: GatewaySettings) -> tuple[MppPolicy, GatewayContext, TokenVerifier]:
+def check_or_exit(settings: GatewaySettings) -> Config:
     """Everything static a process needs, or exit with one line naming the problem."""
     try:
         policy, ctx = load_agency_policy(settings)
@@ -59,107 +80,151 @@ def check_or_exit(settings: GatewaySettings) -> tuple[MppPolicy, GatewayContext,
     except (OSError, ValueError) as error:
         print(f"ikd_gateway: setting IKD_GATEWAY_TOKEN_JWKS is invalid: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    return policy, ctx, verifier
+    return Config(settings=settings, policy=policy, ctx=ctx, verifier=verifier)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Gateway:
-    """Live resources of one gateway process, opened with `start()` and closed with `stop()`."""
+    """The started resources of one gateway process; valid inside `bootstrap`'s block only."""
 
-    settings: GatewaySettings
-    ctx: GatewayContext
-    verifier: TokenVerifier | None = None
-    pool: asyncpg.Pool | None = None
-    producer: AIOKafkaProducer | None = None
-    relay: AccessRelay | None = None
-    sender: webhook_adapters.HttpSender | None = None
-    uow_override: UnitOfWorkFactory | None = None
-    """A unit-of-work factory to use instead of PostgreSQL (unit tests)."""
+    config: Config
+    uow: UnitOfWorkFactory
+    producer: AIOKafkaProducer
+    relay: AccessRelay
+    dispatcher: Dispatcher
+    agency_relay: OrderedRelay[AgencyRow] | None = None
+    """Publishes the agency topic (the worker runs it); None on injected units of work."""
 
     @property
-    def source(self) -> str:
-        return f"/ikd/gateway/{self.ctx.agency.code}"
+    def settings(self) -> GatewaySettings:
+        return self.config.settings
+
+    @property
+    def ctx(self) -> GatewayContext:
+        return self.config.ctx
+
+    @property
+    def verifier(self) -> TokenVerifier:
+        return self.config.verifier
 
     def topic(self, spec: topics.TopicSpec) -> str:
-        return spec.full_name(self.settings.kafka_topic_prefix)
+        return self.config.topic(spec)
 
-    async def start(self, *, pool_size: int = 10, keep_sessions: bool = False) -> None:
-        """Open the pool, producer and relay. `keep_sessions`: release pool connections without
-        asyncpg's reset query (a round trip per use) for code that leaves no session state
-        behind (no SET, LISTEN or session-level advisory lock): the API."""
-        extra: dict[str, Any] = {"reset": _keep_session} if keep_sessions else {}
-        self.pool = await create_pool(str(self.settings.database_url), max_size=pool_size, **extra)
-        self.producer = KafkaConnection.from_settings(self.settings).producer()
-        await self.producer.start()
-        self.relay = AccessRelay(
-            self.pool,
-            self.producer,
-            topic=self.topic(topics.ACCESS),
-            source=self.source,
-            interval=self.settings.relay_interval_seconds,
+    def dead_letters(self, spec: topics.TopicSpec) -> DeadLetterWriter:
+        return DeadLetterWriter(
+            self.producer, self.topic(spec), service=f"{SERVICE}:{self.ctx.agency.code}"
         )
 
-    async def stop(self) -> None:
-        if self.sender is not None:
-            await self.sender.close()
-        if self.producer is not None:
-            await self.producer.stop()
-        if self.pool is not None:
-            await self.pool.close()
-
-    def uow_factory(self) -> UnitOfWorkFactory:
-        if self.uow_override is not None:
-            return self.uow_override
-        pool = self.pool
-        assert pool is not None, "start() first"
-
-        def make() -> UnitOfWork:
-            return PgUnitOfWork(pool)
-
-        return make
+    async def database_reachable(self) -> None:
+        """A unit of work opens (and commits) or this raises."""
+        async with self.uow():
+            pass
 
     async def check_target(self, url: str) -> str:
-        return await webhook_adapters.check_target(
-            url, allow_private=self.settings.private_targets_allowed
+        return await _check_target(self.settings, url)
+
+
+@contextlib.asynccontextmanager
+async def bootstrap(
+    settings: GatewaySettings,
+    *,
+    config: Config | None = None,
+    pool_size: int = 10,
+    keep_sessions: bool = False,
+    uow: UnitOfWorkFactory | None = None,
+    producer: AIOKafkaProducer | None = None,
+    relay: AccessRelay | None = None,
+    sender: Sender | None = None,
+) -> AsyncIterator[Gateway]:
+    """Open the pool, producer and HTTP sender, yield the started runtime, close all on exit.
+
+    `keep_sessions`: release pool connections without asyncpg's reset query (a round trip per
+    use) for code that leaves no session state behind (no SET, LISTEN or session-level
+    advisory lock): the API. `uow`, `producer`, `relay`, `sender` replace the real adapters;
+    no pool is opened when neither the unit of work nor the relay needs one.
+    """
+    config = config or check_or_exit(settings)
+    agency_publisher = None
+    async with contextlib.AsyncExitStack() as stack:
+        if producer is None:
+            producer = KafkaConnection.from_settings(settings).producer()
+            await producer.start()
+            stack.push_async_callback(producer.stop)
+        if uow is None:
+            agency_publisher = agency_relay(
+                str(settings.database_url),
+                producer,
+                KafkaConnection.from_settings(settings),
+                topic=topics.agency_topic(config.ctx.agency.code),
+                prefix=settings.kafka_topic_prefix,
+                source=config.source,
+                poll_interval=settings.relay_interval_seconds,
+            )
+        if uow is None or relay is None:
+            extra: dict[str, Any] = {"reset": _keep_session} if keep_sessions else {}
+            pool = await create_pool(str(settings.database_url), max_size=pool_size, **extra)
+            stack.push_async_callback(pool.close)
+            uow = uow or _pg_unit_of_work(pool)
+            relay = relay or AccessRelay(
+                pool,
+                producer,
+                topic=config.topic(topics.ACCESS),
+                source=config.source,
+                interval=settings.relay_interval_seconds,
+            )
+        if sender is None:
+            http = webhook_adapters.HttpSender(settings.webhook_timeout_seconds)
+            stack.push_async_callback(http.close)
+            sender = http
+        webhook_dead_letters = DeadLetterWriter(
+            producer,
+            config.topic(topics.WEBHOOK_DEAD_LETTER),
+            service=f"{SERVICE}:{config.ctx.agency.code}",
         )
 
-    async def send_webhook_dead_letter(self, record: dict[str, Any]) -> None:
-        assert self.producer is not None
-        writer = DeadLetterWriter(
-            self.producer,
-            self.topic(topics.WEBHOOK_DEAD_LETTER),
-            service=f"{SERVICE}:{self.ctx.agency.code}",
-        )
-        event = CloudEvent(
-            type=WEBHOOK_DEAD_LETTER_TYPE,
-            source=self.source,
-            data=codec.dumps(record),
-            key=str(record["pseudonym"]),
-        )
-        await writer.event(event, str(record["reason"]))
+        async def dead_letter(record: dict[str, Any]) -> None:
+            event = CloudEvent(
+                type=WEBHOOK_DEAD_LETTER_TYPE,
+                source=config.source,
+                data=codec.dumps(record),
+                key=str(record["pseudonym"]),
+            )
+            await webhook_dead_letters.event(event, str(record["reason"]))
 
-    def dispatcher(self) -> Dispatcher:
-        self.sender = webhook_adapters.HttpSender(self.settings.webhook_timeout_seconds)
-        return Dispatcher(
-            uow_factory=self.uow_factory(),
-            ctx=self.ctx,
-            sender=self.sender,
+        dispatcher = Dispatcher(
+            uow_factory=uow,
+            ctx=config.ctx,
+            sender=sender,
             signer=webhook_adapters.sign,
-            check=self.check_target,
-            dead_letter=self.send_webhook_dead_letter,
+            check=lambda url: _check_target(settings, url),
+            dead_letter=dead_letter,
             retry=RetryPolicy(
-                max_attempts=self.settings.webhook_max_attempts,
-                base_seconds=self.settings.webhook_backoff_base_seconds,
-                max_seconds=self.settings.webhook_backoff_max_seconds,
+                max_attempts=settings.webhook_max_attempts,
+                base_seconds=settings.webhook_backoff_base_seconds,
+                max_seconds=settings.webhook_backoff_max_seconds,
             ),
-            disable_after=dt.timedelta(seconds=self.settings.webhook_disable_after_seconds),
+            disable_after=dt.timedelta(seconds=settings.webhook_disable_after_seconds),
         )
+        yield Gateway(
+            config=config,
+            uow=uow,
+            producer=producer,
+            relay=relay,
+            dispatcher=dispatcher,
+            agency_relay=agency_publisher,
+        )
+
+
+def _pg_unit_of_work(pool: asyncpg.Pool) -> Callable[[], UnitOfWork]:
+    def make() -> UnitOfWork:
+        return PgUnitOfWork(pool)
+
+    return make
 
 
 async def _keep_session(_: Any) -> None:
     """Pool release without the reset query; asyncpg still rolls back an open transaction."""
 
 
-def bootstrap(settings: GatewaySettings) -> Gateway:
-    _, ctx, verifier = check_or_exit(settings)
-    return Gateway(settings=settings, ctx=ctx, verifier=verifier)
+async def _check_target(settings: GatewaySettings, url: str) -> str:
+    return await webhook_adapters.check_target(url, allow_private=settings.private_targets_allowed)

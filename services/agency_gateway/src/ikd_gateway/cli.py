@@ -1,12 +1,13 @@
 """`ikd-gateway`: migrate, run the worker and the API of one agency, check a policy file.
 
 The faust worker owns its event loop, so the stream worker and the HTTP API are separate
-processes: `worker` and `api`; `serve` starts both as child processes and stops both when
-either ends or on SIGTERM/SIGINT.
+processes: `worker` and `api`; `serve` runs both as child processes, restarts either one that
+exits (with backoff) while the other keeps running, and stops both on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -68,15 +69,13 @@ def api() -> None:
     """Serve the prefill and webhook API (uvicorn) on IKD_GATEWAY_HOST:IKD_GATEWAY_PORT."""
     import uvicorn
 
-    from ikd_gateway.bootstrap import bootstrap
     from ikd_gateway.entrypoints.api import create_app
     from ikd_shared.logs import configure_logging
 
     settings = load_settings(GatewaySettings)
     configure_logging()
-    gateway = bootstrap(settings)
     uvicorn.run(
-        create_app(gateway),
+        create_app(settings),  # its lifespan enters bootstrap
         host=settings.host,
         port=settings.port,
         log_config=None,
@@ -87,37 +86,88 @@ def api() -> None:
 @app.command()
 def worker(loglevel: Annotated[str, typer.Option()] = "INFO") -> None:
     """Consume the profile and consent topics into the view; relay, webhooks, retention."""
-    from ikd_gateway.bootstrap import bootstrap
     from ikd_gateway.entrypoints.worker import run_worker
 
     settings = load_settings(GatewaySettings)
-    run_worker(bootstrap(settings), loglevel=loglevel)
+    run_worker(settings, loglevel=loglevel)  # the faust app enters bootstrap on start
+
+
+# A child that ran this long before exiting is restarted at once; one that keeps dying is
+# restarted after 1, 2, 4, ... seconds, at most RESTART_MAX_DELAY.
+STABLE_SECONDS = 30.0
+RESTART_MAX_DELAY = 30.0
+
+
+class _Child:
+    def __init__(self, role: str) -> None:
+        self.role = role
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+        self.failures = 0
+        self.restart_at = 0.0
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "ikd_gateway", self.role]
+        self.process = subprocess.Popen(command)  # noqa: S603
+        self.started = time.monotonic()
+
+    def reap(self, log: logging.Logger) -> None:
+        """Note an exit and schedule the restart."""
+        if self.process is None or (code := self.process.poll()) is None:
+            return
+        ran = time.monotonic() - self.started
+        self.failures = 0 if ran >= STABLE_SECONDS else self.failures + 1
+        delay = min(RESTART_MAX_DELAY, 2.0 ** (self.failures - 1)) if self.failures else 0.0
+        log.error(
+            "gateway %s (pid %s) exited with %s after %.1f s; restarting in %.1f s",
+            self.role,
+            self.process.pid,
+            code,
+            ran,
+            delay,
+        )
+        self.process = None
+        self.restart_at = time.monotonic() + delay
 
 
 @app.command()
 def serve() -> None:
-    """Run `worker` and `api` side by side as child processes."""
+    """Run `worker` and `api` side by side as child processes, restarting either if it exits."""
+    from ikd_shared.logs import configure_logging
+
     settings = load_settings(GatewaySettings)
     from ikd_gateway.bootstrap import check_or_exit
 
     check_or_exit(settings)
-    command = [sys.executable, "-m", "ikd_gateway"]
-    children = [subprocess.Popen([*command, "worker"]), subprocess.Popen([*command, "api"])]  # noqa: S603
+    configure_logging()
+    log = logging.getLogger("ikd_gateway.serve")
+    children = [_Child("worker"), _Child("api")]
+    stopping = False
 
     def stop(*_: object) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
+        nonlocal stopping
+        stopping = True
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        while all(child.poll() is None for child in children):
-            time.sleep(0.5)
+        while not stopping:
+            for child in children:
+                child.reap(log)
+                # A SIGTERM to the whole group stops the children too: do not start new ones.
+                if child.process is None and not stopping and time.monotonic() >= child.restart_at:
+                    child.start()
+            time.sleep(0.2)
     finally:
-        stop()
-        codes = [child.wait(timeout=30) for child in children]
-    raise typer.Exit(max(abs(code) for code in codes))
+        running = [c.process for c in children if c.process and c.process.poll() is None]
+        for process in running:
+            process.terminate()
+        for process in running:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 @app.command("example-receiver")
@@ -140,3 +190,23 @@ def example_receiver(
         raise typer.Exit(2)
     configure_logging()
     uvicorn.run(create_receiver_app(secret), host=host, port=port, log_config=None)
+
+
+@app.command("agency-consume")
+def agency_consume(
+    topic: Annotated[
+        str, typer.Option(envvar="IKD_AGENCY_TOPIC", help="ikd.agency.<your code>.v1")
+    ],
+    group: Annotated[str, typer.Option(envvar="IKD_AGENCY_GROUP", help="your consumer group")],
+    bootstrap: Annotated[
+        str, typer.Option(envvar="IKD_AGENCY_BOOTSTRAP_SERVERS", help="the MPP's brokers")
+    ] = "127.0.0.1:19092",
+    idle_exit: Annotated[
+        float | None, typer.Option(help="stop after this many seconds without a record")
+    ] = None,
+    dump: Annotated[bool, typer.Option(help="print the final map as JSON on exit")] = False,
+) -> None:
+    """Example agency backend: mirror your agency topic, print each change, handle purges."""
+    from ikd_gateway.entrypoints.agency_consumer import run
+
+    run(bootstrap, topic, group, idle_exit=idle_exit, dump=sys.stdout if dump else None)

@@ -20,6 +20,7 @@ class Channel(StrEnum):
     PREFILL = "prefill"  # the agency backend asked the gateway's prefill API
     WEBHOOK = "webhook"  # the gateway pushed a change to the agency backend
     VIEW = "view"  # the gateway stored data in the agency's minimised view
+    AGENCY_TOPIC = "agency_topic"  # the gateway published a change to the agency's topic
 
 
 class Outcome(StrEnum):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from pydantic import BaseModel
 
-from ikd_shared.events import access_v1, consent_v1, profile_v1
+from ikd_shared.events import access_v1, agency_v1, consent_v1, profile_v1
 
 
 class CleanupPolicy(StrEnum):
@@ -74,6 +74,23 @@ AUDIT_DEAD_LETTER = TopicSpec(
     description="Access events the audit service could not record, with the reason",
 )
 
+AGENCY = TopicSpec(
+    name=agency_v1.TOPIC_TEMPLATE,
+    partitions=3,
+    cleanup_policy=CleanupPolicy.COMPACT,
+    description="One agency's minimised view, keyed by pseudonym; tombstone when it may hold "
+    "nothing of the citizen any more",
+    event_types=agency_v1.EVENTS,
+    config={"min.compaction.lag.ms": "60000", "delete.retention.ms": "86400000"},
+)
+"""A template: one topic per agency (`agency_topic`), created when the agency is onboarded."""
+
+
+def agency_topic(agency: str) -> TopicSpec:
+    """The agency topic of one agency (`ikd.agency.<code>.v1`)."""
+    return replace(AGENCY, name=AGENCY.name.format(agency=agency))
+
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     PROFILE,
     CONSENT,
@@ -82,14 +99,4 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     WEBHOOK_DEAD_LETTER,
     AUDIT_DEAD_LETTER,
 )
-
-
-def agency_topic(code: str) -> TopicSpec:
-    """An agency backend's own topic: its gateway's minimised view, keyed by the agency's key."""
-    return TopicSpec(
-        name=f"ikd.agency.{code}.v1",
-        partitions=6,
-        cleanup_policy=CleanupPolicy.COMPACT,
-        description=f"What agency {code} may see of each citizen, published by its gateway",
-        config={"min.compaction.lag.ms": "60000"},
-    )
+"""The core topics, each created once per deployment by `ensure_topics`."""

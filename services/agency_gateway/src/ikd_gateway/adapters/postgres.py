@@ -5,12 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from types import TracebackType
 from typing import Any
 
 import asyncpg
 
-from ikd_gateway.domain.model import CitizenView, ConsentSet, SourcePosition
+from ikd_gateway.domain.model import CitizenView, ConsentSet, Fingerprint, SourcePosition
 from ikd_gateway.service_layer import unit_of_work as uow_types
 from ikd_gateway.service_layer.unit_of_work import (
     Attempt,
@@ -19,8 +18,9 @@ from ikd_gateway.service_layer.unit_of_work import (
     UnitOfWork,
     WebhookMessage,
 )
-from ikd_shared import tracing
+from ikd_shared import codec, db, tracing
 from ikd_shared.events.access_v1 import AccessRecorded
+from ikd_shared.events.agency_v1 import PURGED_TYPE
 from ikd_shared.events.consent_v1 import Consent
 from ikd_shared.tracing import TraceContext
 
@@ -233,6 +233,51 @@ def _outbox_args(event: AccessRecorded, trace: TraceContext | None) -> tuple[Any
     )
 
 
+class PgAgencyTopic(uow_types.AgencyTopicOutbox):
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def published(self, pseudonyms: Iterable[str]) -> dict[str, Fingerprint]:
+        rows = await self.conn.fetch(
+            """SELECT pseudonym, fingerprint FROM agency_disclosed
+               WHERE pseudonym = ANY($1::text[])""",
+            list(pseudonyms),
+        )
+        return {row["pseudonym"]: row["fingerprint"] for row in rows}
+
+    async def add_many(self, publications: Sequence[uow_types.AgencyPublication]) -> None:
+        if not publications:
+            return
+        await self.conn.executemany(
+            """INSERT INTO agency_outbox (event_id, record_key, ce_type, data, traceparent,
+               tracestate) VALUES ($1, $2, $3, $4, $5, $6)""",
+            [
+                (
+                    p.event_id,
+                    p.pseudonym,
+                    p.event.event_type if p.event is not None else PURGED_TYPE,
+                    codec.dumps(p.event.model_dump(mode="json")) if p.event is not None else None,
+                    p.trace.traceparent if p.trace is not None else None,
+                    p.trace.tracestate if p.trace is not None else None,
+                )
+                for p in publications
+            ],
+        )
+        kept = [p for p in publications if p.fingerprint]
+        if kept:
+            await self.conn.executemany(
+                """INSERT INTO agency_disclosed (pseudonym, fingerprint) VALUES ($1, $2)
+                   ON CONFLICT (pseudonym) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,
+                     updated_at = now()""",
+                [(p.pseudonym, p.fingerprint) for p in kept],
+            )
+        purged = [p.pseudonym for p in publications if not p.fingerprint]
+        if purged:
+            await self.conn.execute(
+                "DELETE FROM agency_disclosed WHERE pseudonym = ANY($1::text[])", purged
+            )
+
+
 def _endpoint_from(row: asyncpg.Record | Mapping[str, Any]) -> Endpoint:
     return Endpoint(
         id=row["id"],
@@ -430,57 +475,28 @@ def _message_args(message: WebhookMessage) -> tuple[Any, ...]:
     )
 
 
-class PgUnitOfWork(UnitOfWork):
-    """One pooled connection and one transaction for the length of an `async with` block."""
+class PgUnitOfWork(db.PgUnitOfWork, UnitOfWork):
+    """The gateway's repositories on one transaction (see `ikd_shared.db.PgUnitOfWork`)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-        self._conn: Any = None
-        self._tx: Any = None
-
-    async def __aenter__(self) -> PgUnitOfWork:
-        self._conn = await self.pool.acquire()
-        self._tx = self._conn.transaction()
-        await self._tx.start()
-        self.views = PgViews(self._conn)
-        self.consents = PgConsents(self._conn)
-        self.processed = PgProcessed(self._conn)
-        self.outbox = PgOutbox(self._conn)
-        self.webhooks = PgWebhooks(self._conn)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            await super().__aexit__(exc_type, exc, tb)
-        finally:
-            if self._conn is not None:
-                await self.pool.release(self._conn)
-                self._conn = None
+    def _bind(self, connection: Any) -> None:
+        self.views = PgViews(connection)
+        self.consents = PgConsents(connection)
+        self.processed = PgProcessed(connection)
+        self.outbox = PgOutbox(connection)
+        self.webhooks = PgWebhooks(connection)
+        self.agency_topic = PgAgencyTopic(connection)
 
     async def lock_citizen(self, pseudonym: str) -> None:
-        await self._conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", pseudonym)
+        await self.connection.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", pseudonym
+        )
 
     async def lock_citizens(self, pseudonyms: Iterable[str]) -> None:
         # One statement, the locks taken in the order of their keys: two transactions locking
         # overlapping sets cannot each hold a lock the other waits for.
-        await self._conn.execute(
+        await self.connection.execute(
             """SELECT pg_advisory_xact_lock(key) FROM (
                  SELECT DISTINCT hashtextextended(pseudonym, 0) AS key
                  FROM unnest($1::text[]) AS pseudonym ORDER BY key) AS keys""",
             list(set(pseudonyms)),
         )
-
-    async def commit(self) -> None:
-        if self._tx is not None:
-            await self._tx.commit()
-            self._tx = None
-
-    async def rollback(self) -> None:
-        if self._tx is not None:
-            tx, self._tx = self._tx, None
-            await tx.rollback()

@@ -17,18 +17,22 @@ table: rows are claimed with FOR UPDATE SKIP LOCKED.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from ikd_shared.events import to_cloudevent
 from ikd_shared.events.access_v1 import AccessRecorded
 from ikd_shared.events.envelope import CloudEvent
-from ikd_shared.kafka import send_events
-from ikd_shared.outbox import ConcurrentRelay
+from ikd_shared.events.topics import TopicSpec
+from ikd_shared.kafka import KafkaConnection, ensure_topics, send_events
+from ikd_shared.outbox import ConcurrentRelay, OrderedRelay, Publish
 
 
 @dataclass(slots=True)
@@ -97,3 +101,114 @@ class AccessRelay(ConcurrentRelay[asyncpg.Record]):
         """Rows waiting to be published."""
         count: int = await self.pool.fetchval("SELECT count(*) FROM access_outbox")
         return count
+
+
+# -- the agency topic ---------------------------------------------------------------------------
+# Unlike access events, the agency topic is compacted by citizen: its last record per citizen
+# must be the last change, so its outbox is relayed in order by one active relay (the ordered
+# strategy; the worker runs it, other workers stand by) and rows are deleted once acknowledged.
+
+AGENCY_RELAY_LOCK = "ikd-gateway-agency-outbox"
+OUTAGES = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError)
+
+
+@dataclass(frozen=True, slots=True)
+class AgencyRow:
+    position: int
+    event_id: uuid.UUID
+    record_key: str
+    ce_type: str
+    data: bytes | None
+    created_at: dt.datetime
+    traceparent: str | None
+    tracestate: str | None
+
+
+class AgencyOutboxSession:
+    """The ordered relay's session over `agency_outbox`, on a dedicated connection (its
+    advisory lock is session state)."""
+
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self._db = connection
+
+    async def try_lock(self) -> bool:
+        return bool(
+            await self._db.fetchval(
+                "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", AGENCY_RELAY_LOCK
+            )
+        )
+
+    async def listen(self, wake: Callable[[], None]) -> None:
+        """Nothing to listen to: only workers write rows and each wakes its own relay; rows of a
+        standby worker wait for the poll."""
+
+    async def unsent(self, limit: int) -> list[AgencyRow]:
+        rows = await self._db.fetch(
+            """SELECT position, event_id, record_key, ce_type, data, created_at, traceparent,
+                 tracestate FROM agency_outbox ORDER BY position LIMIT $1""",
+            limit,
+        )
+        return [AgencyRow(**dict(row)) for row in rows]
+
+    async def mark_sent(self, rows: Sequence[AgencyRow]) -> None:
+        # Deleted, not marked: the rows hold citizen data the view may already have purged.
+        await self._db.execute(
+            "DELETE FROM agency_outbox WHERE position = ANY($1::bigint[])",
+            [row.position for row in rows],
+        )
+
+    async def close(self) -> None:
+        await self._db.close()
+
+
+def agency_cloudevent(row: AgencyRow, source: str) -> CloudEvent:
+    extensions = {
+        name: value
+        for name, value in (("traceparent", row.traceparent), ("tracestate", row.tracestate))
+        if value
+    }
+    return CloudEvent(
+        id=str(row.event_id),
+        type=row.ce_type,
+        source=source,
+        key=row.record_key,
+        data=row.data,
+        time=row.created_at,
+        dataschema=f"urn:ikd:schema:{row.ce_type}" if row.data is not None else None,
+        extensions=extensions,
+    )
+
+
+def agency_relay(
+    dsn: str,
+    producer: AIOKafkaProducer,
+    kafka: KafkaConnection,
+    *,
+    topic: TopicSpec,
+    prefix: str,
+    source: str,
+    poll_interval: float = 0.2,
+) -> OrderedRelay[AgencyRow]:
+    """The agency topic's relay; it creates the topic if it is missing (a development broker;
+    onboarding creates it in production)."""
+
+    async def connect() -> AgencyOutboxSession:
+        return AgencyOutboxSession(await asyncpg.connect(dsn))
+
+    @contextlib.asynccontextmanager
+    async def publisher() -> AsyncIterator[Publish[AgencyRow]]:
+        await ensure_topics(kafka, prefix=prefix, specs=[topic])
+        name = topic.full_name(prefix)
+
+        async def publish(rows: Sequence[AgencyRow]) -> None:
+            await send_events(producer, ((name, agency_cloudevent(row, source)) for row in rows))
+
+        yield publish
+
+    return OrderedRelay(
+        connect,
+        publisher,
+        outages=OUTAGES,
+        poll_interval=poll_interval,
+        name="agency-topic",
+    )

@@ -2,13 +2,15 @@
 
 Everything here is pure: given the agency's policy, the citizen's consents and a time, it says
 which fields may be stored, until when, and which fields one service may read. The same
-functions decide what goes into the view, into a prefill answer and into a webhook body, so the
-three can never disagree.
+functions decide what goes into the view, into a prefill answer, into a webhook body and into
+the agency topic, so the four can never disagree.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -176,3 +178,53 @@ def answer_fields(
         return {}
     live = view.live_fields(now)
     return {name: view.data[name] for name in sorted(granted & live) if name in view.data}
+
+
+def disclosed(
+    agency: AgencyPolicy, consents: Iterable[Consent], view: CitizenView | None, now: dt.datetime
+) -> dict[str, dict[str, Any]]:
+    """Per service, what it may read of the row now: its prefill answer, its webhook fields.
+
+    Services that may read nothing are left out; an empty result means the agency may hold
+    nothing of the citizen (what its agency topic then says with a tombstone).
+    """
+    if view is None or view.erased:
+        return {}
+    consents = tuple(consents)
+    found = {}
+    for service in agency.services:
+        fields = answer_fields(service, consents, view, now)
+        if fields:
+            found[service.code] = fields
+    return found
+
+
+Fingerprint = dict[str, dict[str, str]]
+"""Per service, a digest of each disclosed field's value: what was last published, without
+keeping the values twice."""
+
+
+def fingerprint(disclosure: Mapping[str, Mapping[str, Any]]) -> Fingerprint:
+    return {
+        service: {name: _digest(value) for name, value in sorted(fields.items())}
+        for service, fields in sorted(disclosure.items())
+    }
+
+
+def changed_fields(before: Fingerprint, after: Fingerprint) -> list[str]:
+    """Field names added, removed or changed for any service between two fingerprints."""
+    changed: set[str] = set()
+    for service in before.keys() | after.keys():
+        old, new = before.get(service, {}), after.get(service, {})
+        changed |= {name for name in old.keys() | new.keys() if old.get(name) != new.get(name)}
+    return sorted(changed)
+
+
+def _digest(value: Any) -> str:
+    # Dates as in JSON: a fresh projection holds date objects, a row read back ISO strings.
+    encoded = json.dumps(value, sort_keys=True, default=_iso, separators=(",", ":"))
+    return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def _iso(value: Any) -> str:
+    return value.isoformat() if isinstance(value, dt.date) else str(value)

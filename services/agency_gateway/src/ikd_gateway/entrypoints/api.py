@@ -19,9 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
 from ikd_gateway import metrics
 from ikd_gateway.adapters.webhooks import generate_secret
-from ikd_gateway.bootstrap import Gateway
+from ikd_gateway.bootstrap import Gateway, bootstrap, check_or_exit
+from ikd_gateway.config import GatewaySettings
 from ikd_gateway.domain import errors
-from ikd_gateway.service_layer import handlers
+from ikd_gateway.service_layer import prefill as prefills
 from ikd_gateway.service_layer.webhooks import register_endpoint
 from ikd_shared import api, kafka_lag, tracing
 from ikd_shared.api import PROBLEM_JSON, BodySizeLimit, install_error_handlers
@@ -40,10 +41,11 @@ def _gateway(request: Request) -> Gateway:
     return found
 
 
+Runtime = Annotated[Gateway, Depends(_gateway)]
+
+
 def _token_verifier(request: Request) -> CachedTokenVerifier:
-    verifier: CachedTokenVerifier | None = request.app.state.token_verifier
-    if verifier is None:
-        raise RuntimeError("the gateway has no token verifier")
+    verifier: CachedTokenVerifier = request.app.state.token_verifier
     return verifier
 
 
@@ -58,12 +60,11 @@ async def _record_refusal(request: Request, error: errors.GatewayError) -> None:
     # A refused prefill request is an access attempt: it leaves a denied access event.
     gateway = _gateway(request)
     correlation = (tracing.current_request_id() or str(uuid.uuid4()))[:64]
-    denial = handlers.Denial(service=request.path_params.get("service"))
-    await handlers.record_denial(
-        gateway.uow_factory()(), gateway.ctx, error, denial, correlation_id=correlation
+    denial = prefills.Denial(service=request.path_params.get("service"))
+    await prefills.record_denial(
+        gateway.uow(), gateway.ctx, error, denial, correlation_id=correlation
     )
-    if gateway.relay is not None:
-        gateway.relay.wake()
+    gateway.relay.wake()
 
 
 bearer: Bearer[errors.GatewayError] = Bearer(
@@ -145,26 +146,27 @@ class DeliveryOut(BaseModel):
     next_retry_at: dt.datetime | None = Field(description="when a retry was scheduled")
 
 
-def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
-    agency = gateway.ctx.agency
+def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> FastAPI:
+    """The API on a started `runtime`, or, without one, on its own: the lifespan then enters
+    `bootstrap` and runs the access relay beside the requests."""
+    config = runtime.config if runtime is not None else check_or_exit(settings)
+    agency = config.ctx.agency
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if manage_lifecycle:
-            await gateway.start(keep_sessions=True)
-        relay_task = None
-        if gateway.relay is not None and manage_lifecycle:
-            relay_task = asyncio.create_task(gateway.relay.run(), name="access-relay")
-        try:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if runtime is not None:
             yield
-        finally:
-            if relay_task is not None:
+            return
+        async with bootstrap(settings, config=config, keep_sessions=True) as gateway:
+            app.state.gateway = gateway
+            relay_task = asyncio.create_task(gateway.relay.run(), name="access-relay")
+            try:
+                yield
+            finally:
                 relay_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await relay_task
-                await gateway.relay.publish_batch() if gateway.relay else None
-            if manage_lifecycle:
-                await gateway.stop()
+                await gateway.relay.publish_batch()
 
     app = FastAPI(
         title=f"IKD agency gateway: {agency.name}",
@@ -177,26 +179,21 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=16 * 1024)
-    app.state.gateway = gateway
+    if runtime is not None:
+        app.state.gateway = runtime
     # Backends send the same token with every request: its signature is checked once.
-    app.state.token_verifier = (
-        CachedTokenVerifier(gateway.verifier) if gateway.verifier is not None else None
-    )
+    app.state.token_verifier = CachedTokenVerifier(config.verifier)
 
-    def wake_relay() -> None:
-        if gateway.relay is not None:
-            gateway.relay.wake()
+    def started() -> Gateway:
+        gateway: Gateway = app.state.gateway
+        return gateway
 
     async def database_reachable() -> None:
-        if gateway.pool is None:
-            raise RuntimeError("no database pool")
-        await gateway.pool.fetchval("SELECT 1")
+        await started().database_reachable()
 
     async def refresh_backlog() -> None:
-        if gateway.relay is not None:
-            metrics.ACCESS_OUTBOX_BACKLOG.set(await gateway.relay.backlog())
+        metrics.ACCESS_OUTBOX_BACKLOG.set(await started().relay.backlog())
 
-    settings = gateway.settings
     app.include_router(
         api.operations_router(
             checks={
@@ -210,7 +207,7 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
                 kafka_lag.lag_refresher(
                     KafkaConnection.from_settings(settings),
                     settings.consumer_group,
-                    [gateway.topic(topics.PROFILE), gateway.topic(topics.CONSENT)],
+                    [config.topic(topics.PROFILE), config.topic(topics.CONSENT)],
                 ),
             ],
         )
@@ -223,6 +220,7 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
         responses=_errors({400: "invalid NIK or pseudonym", 404: "unknown citizen or service"}),
     )
     async def prefill(
+        gateway: Runtime,
         _: PrefillCaller,
         service: Annotated[str, Path(max_length=64)],
         nik: Annotated[str | None, Query(max_length=32)] = None,
@@ -236,25 +234,25 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
         """
         correlation = (tracing.current_request_id() or str(uuid.uuid4()))[:64]
         try:
-            answer = await handlers.prefill(
-                gateway.uow_factory()(),
+            answer = await prefills.prefill(
+                gateway.uow(),
                 gateway.ctx,
                 service_code=service,
                 nik=nik,
                 pseudonym=pseudonym,
                 correlation_id=correlation,
             )
-        except (errors.GatewayError, handlers.DeniedRequest) as failure:
-            if isinstance(failure, handlers.DeniedRequest):
+        except (errors.GatewayError, prefills.DeniedRequest) as failure:
+            if isinstance(failure, prefills.DeniedRequest):
                 error, denial = failure.error, failure.denial
             else:
-                error, denial = failure, handlers.Denial(service=service)
-            await handlers.record_denial(
-                gateway.uow_factory()(), gateway.ctx, error, denial, correlation_id=correlation
+                error, denial = failure, prefills.Denial(service=service)
+            await prefills.record_denial(
+                gateway.uow(), gateway.ctx, error, denial, correlation_id=correlation
             )
-            wake_relay()
+            gateway.relay.wake()
             raise error from None
-        wake_relay()
+        gateway.relay.wake()
         return PrefillResponse(
             agency=agency.code,
             service=answer.service.code,
@@ -272,10 +270,12 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
         response_model=EndpointCreated,
         responses=_errors({400: "URL not allowed"}),
     )
-    async def create_endpoint(principal: WebhooksCaller, body: EndpointIn) -> EndpointCreated:
+    async def create_endpoint(
+        gateway: Runtime, principal: WebhooksCaller, body: EndpointIn
+    ) -> EndpointCreated:
         """Register a URL to receive signed pushes of one service's fields (Standard Webhooks)."""
         endpoint = await register_endpoint(
-            gateway.uow_factory(),
+            gateway.uow,
             gateway.ctx,
             url=str(body.url),
             service=body.service,
@@ -294,8 +294,8 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
         )
 
     @app.get("/v1/webhooks/endpoints", response_model=list[EndpointOut], responses=_errors())
-    async def list_endpoints(_: WebhooksCaller) -> list[EndpointOut]:
-        async with gateway.uow_factory()() as uow:
+    async def list_endpoints(gateway: Runtime, _: WebhooksCaller) -> list[EndpointOut]:
+        async with gateway.uow() as uow:
             endpoints = await uow.webhooks.endpoints()
         return [
             EndpointOut(
@@ -315,12 +315,13 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
         responses=_errors({404: "no such endpoint"}),
     )
     async def list_deliveries(
+        gateway: Runtime,
         _: WebhooksCaller,
         endpoint_id: uuid.UUID,
         limit: Annotated[int, Query(ge=1, le=MAX_DELIVERIES)] = 50,
     ) -> list[DeliveryOut]:
         """The endpoint's delivery attempts, newest first (at most `limit`)."""
-        async with gateway.uow_factory()() as uow:
+        async with gateway.uow() as uow:
             # This gateway's database holds this agency's endpoints only.
             if await uow.webhooks.endpoint(endpoint_id) is None:
                 raise errors.EndpointNotFound("no such endpoint")
@@ -345,9 +346,11 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
         status_code=204,
         responses=_errors({404: "no such endpoint"}),
     )
-    async def disable_endpoint(principal: WebhooksCaller, endpoint_id: uuid.UUID) -> Response:
+    async def disable_endpoint(
+        gateway: Runtime, principal: WebhooksCaller, endpoint_id: uuid.UUID
+    ) -> Response:
         """Disable an endpoint; pending deliveries to it are cancelled."""
-        async with gateway.uow_factory()() as uow:
+        async with gateway.uow() as uow:
             if await uow.webhooks.endpoint(endpoint_id) is None:
                 raise errors.EndpointNotFound("no such endpoint")
             await uow.webhooks.disable_endpoint(endpoint_id, f"disabled by {principal.client_id}")

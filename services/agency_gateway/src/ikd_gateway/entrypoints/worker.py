@@ -7,13 +7,15 @@ version-guarded, so the records a crash makes Kafka redeliver change nothing. A 
 not a valid event goes to the gateway dead-letter topic with the reason and the rest of its batch
 goes on; a database or broker outage is retried until it passes, never skipped.
 
-Beside the agents the worker runs the access-event relay, the webhook dispatcher and the
-retention sweep.
+Beside the agents the worker runs the access-event relay, the agency-topic relay, the webhook
+dispatcher and the retention sweep, all on one runtime (`bootstrap`) opened when the faust app
+first starts and closed after its agents stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
@@ -24,10 +26,19 @@ import faust
 import prometheus_client
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from ikd_gateway.bootstrap import SERVICE, Gateway
+from ikd_gateway.bootstrap import Gateway, bootstrap, check_or_exit
+from ikd_gateway.config import GatewaySettings
 from ikd_gateway.domain.model import SourcePosition
-from ikd_gateway.service_layer import handlers
 from ikd_gateway.service_layer.context import GatewayContext
+from ikd_gateway.service_layer.stream import (
+    ConsentRecord,
+    ProfileRecord,
+    StreamResult,
+    apply_consent_batch,
+    apply_profile,
+    apply_profiles,
+    sweep_retention,
+)
 from ikd_gateway.service_layer.unit_of_work import UnitOfWork
 from ikd_shared import logs, tracing
 from ikd_shared.consumer import DeadLetterWriter, Poison, SourceRecord, consume_batch
@@ -42,7 +53,7 @@ from ikd_shared.supervise import retry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-R = TypeVar("R", handlers.ProfileRecord, handlers.ConsentRecord)
+R = TypeVar("R", ProfileRecord, ConsentRecord)
 Headers = Sequence[tuple[str, bytes | None]]
 RawRecord = tuple[str, int, int, bytes | None, bytes | None, Headers]
 """A consumed record as (topic, partition, offset, key, value, headers)."""
@@ -61,7 +72,7 @@ def read_profile_record(
     value: bytes | None,
     headers: Headers,
     source: SourcePosition | None,
-) -> handlers.ProfileRecord:
+) -> ProfileRecord:
     try:
         event = from_kafka(key, value, headers)
     except EnvelopeError as error:
@@ -71,19 +82,17 @@ def read_profile_record(
     if event.is_tombstone:
         if event.type != TOMBSTONE_TYPE:
             raise Poison(f"a record without value has type {event.type!r}")
-        return handlers.ProfileRecord(event.id, event.key, None, source)
+        return ProfileRecord(event.id, event.key, None, source)
     try:
         payload = decode(event, PROFILE_EVENTS)
     except EnvelopeError as error:
         raise Poison(f"{type(error).__name__}: {error}") from None
     if payload.pseudonym != event.key:
         raise Poison("the event's pseudonym differs from the record key")
-    return handlers.ProfileRecord(event.id, event.key, payload, source)
+    return ProfileRecord(event.id, event.key, payload, source)
 
 
-def read_consent_record(
-    key: bytes | None, value: bytes | None, headers: Headers
-) -> handlers.ConsentRecord:
+def read_consent_record(key: bytes | None, value: bytes | None, headers: Headers) -> ConsentRecord:
     try:
         event = from_kafka(key, value, headers)
         if event.key is None or not is_pseudonym(event.key):
@@ -95,42 +104,24 @@ def read_consent_record(
         raise Poison(f"{type(error).__name__}: {error}") from None
     if payload.pseudonym != event.key:
         raise Poison("the event's pseudonym differs from the record key")
-    return handlers.ConsentRecord(event.id, event.key, payload)
+    return ConsentRecord(event.id, event.key, payload)
 
 
 class StreamProcessor:
-    """What the agents do with each record; independent of faust so it can be reused."""
+    """What the agents do with each record, on a started runtime; independent of faust."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self._started = asyncio.Lock()
-        self._ready = False
+        self.dead_letters: DeadLetterWriter = gateway.dead_letters(topics.GATEWAY_DEAD_LETTER)
         self._refetch_consumer: AIOKafkaConsumer | None = None
         self._refetch_lock = asyncio.Lock()
         self.dead_lettered = 0
 
-    async def ready(self) -> None:
-        if self._ready:
-            return
-        async with self._started:
-            if not self._ready:
-                await self.gateway.start()
-                self._ready = True
-
     async def retry_transient(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         return await retry(call, what=what, retry_on=TRANSIENT, logger=log)
 
-    def dead_letters(self) -> DeadLetterWriter:
-        producer = self.gateway.producer
-        assert producer is not None
-        return DeadLetterWriter(
-            producer,
-            self.gateway.topic(topics.GATEWAY_DEAD_LETTER),
-            service=f"{SERVICE}:{self.gateway.ctx.agency.code}",
-        )
-
     async def dead_letter(self, source: SourceRecord, reason: str) -> None:
-        await self.dead_letters().record(source, reason)
+        await self.dead_letters.record(source, reason)
         self.dead_lettered += 1
         log.warning(
             "dead-lettered %s[%d]@%d: %s", source.topic, source.partition, source.offset, reason
@@ -139,13 +130,13 @@ class StreamProcessor:
     async def on_profiles(self, messages: Sequence[RawRecord]) -> None:
         """Apply a batch of profile records in one transaction (poison records go aside)."""
 
-        def read(source: SourceRecord) -> handlers.ProfileRecord:
+        def read(source: SourceRecord) -> ProfileRecord:
             position = SourcePosition(source.partition, source.offset)
             record = read_profile_record(source.key, source.value, source.headers, position)
             incoming = tracing.from_kafka_headers(source.headers)
             return replace(record, trace=incoming.child() if incoming else None)
 
-        await self._process_batch("profile", messages, read, handlers.apply_profiles)
+        await self._process_batch("profile", messages, read, apply_profiles)
 
     async def on_consents(self, messages: Sequence[RawRecord]) -> None:
         """Apply a batch of consent records in one transaction, then re-project where a
@@ -154,7 +145,7 @@ class StreamProcessor:
             "consent",
             messages,
             lambda s: read_consent_record(s.key, s.value, s.headers),
-            handlers.apply_consent_batch,
+            apply_consent_batch,
         )
         for record, result in applied:
             if result.refetch is not None:
@@ -165,14 +156,11 @@ class StreamProcessor:
         kind: str,
         messages: Sequence[RawRecord],
         read: Callable[[SourceRecord], R],
-        apply: Callable[
-            [UnitOfWork, GatewayContext, Sequence[R]], Awaitable[list[handlers.StreamResult]]
-        ],
-    ) -> list[tuple[R, handlers.StreamResult]]:
+        apply: Callable[[UnitOfWork, GatewayContext, Sequence[R]], Awaitable[list[StreamResult]]],
+    ) -> list[tuple[R, StreamResult]]:
         """Every record of the batch applied or dead-lettered (see `consume_batch`): only then
         may the agent ask for the next batch, which acknowledges this one."""
-        await self.ready()
-        uow_factory = self.gateway.uow_factory()
+        uow_factory = self.gateway.uow
         ctx = self.gateway.ctx
         applied = await consume_batch(
             [SourceRecord(*message) for message in messages],
@@ -222,28 +210,79 @@ class StreamProcessor:
             record.event, ProfileVerified | ProfileUpdated
         ):
             return
-        uow_factory = self.gateway.uow_factory()
         await self.retry_transient(
             "profile re-projection",
-            lambda: handlers.apply_profile(uow_factory(), self.gateway.ctx, record, reapply=True),
+            lambda: apply_profile(self.gateway.uow(), self.gateway.ctx, record, reapply=True),
         )
 
     def _wake_relay(self) -> None:
-        if self.gateway.relay is not None:
-            self.gateway.relay.wake()
+        self.gateway.relay.wake()
+        if self.gateway.agency_relay is not None:
+            self.gateway.agency_relay.wake()
 
     async def close(self) -> None:
         if self._refetch_consumer is not None:
             await self._refetch_consumer.stop()
-        await self.gateway.stop()
 
 
-def create_worker_app(gateway: Gateway) -> tuple[faust.App, StreamProcessor]:
-    settings = gateway.settings
-    processor = StreamProcessor(gateway)
+async def apply_batches(
+    stream: Any,
+    handle: Callable[[Sequence[Any]], Awaitable[object]],
+    *,
+    size: int,
+    within: float,
+) -> None:
+    """Hand the stream's events to `handle` in batches; ack a batch only once it returned.
+
+    Not `take_events`: it acks a batch in a `finally`, so an agent cancelled mid-batch
+    (shutdown, rebalance) would have the batch's offsets committed although its records were
+    never applied. `noack_take` leaves acking to us: a cancelled batch stays unacked and is
+    consumed again after the restart (the handlers are idempotent).
+    """
+    async for events in stream.noack_take(size, within=within):
+        await handle(events)
+        for event in events:
+            await stream.ack(event)
+
+
+class WorkerApp(faust.App):
+    """A faust app that opens the gateway runtime before its agents start and closes it after
+    they stopped: once per worker process."""
+
+    processor: StreamProcessor
+    """Set on first start, before any agent or task runs."""
+
+    def __init__(
+        self,
+        *args: Any,
+        open_runtime: Callable[[], contextlib.AbstractAsyncContextManager[Gateway]],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._open_runtime = open_runtime
+        self._resources = contextlib.AsyncExitStack()
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        gateway = await self._resources.enter_async_context(self._open_runtime())
+        self.processor = StreamProcessor(gateway)
+        self._resources.push_async_callback(self.processor.close)
+
+    async def on_shutdown(self) -> None:
+        await super().on_shutdown()
+        await self._resources.aclose()
+
+
+def create_worker_app(
+    settings: GatewaySettings,
+    *,
+    open_runtime: Callable[[], contextlib.AbstractAsyncContextManager[Gateway]] | None = None,
+) -> WorkerApp:
+    """The faust app of one agency's worker; `open_runtime` defaults to `bootstrap(settings)`."""
     web_port = settings.worker_web_port
-    app = faust.App(
+    app = WorkerApp(
         settings.consumer_group,
+        open_runtime=open_runtime or (lambda: bootstrap(settings)),
         **KafkaConnection.from_settings(settings).faust_broker_kwargs(),
         processing_guarantee="at_least_once",
         store="memory://",
@@ -260,11 +299,12 @@ def create_worker_app(gateway: Gateway) -> tuple[faust.App, StreamProcessor]:
         key_serializer="raw",
         value_serializer="raw",
     )
+    prefix = settings.kafka_topic_prefix
     profile_topic = app.topic(
-        gateway.topic(topics.PROFILE), key_serializer="raw", value_serializer="raw"
+        topics.PROFILE.full_name(prefix), key_serializer="raw", value_serializer="raw"
     )
     consent_topic = app.topic(
-        gateway.topic(topics.CONSENT), key_serializer="raw", value_serializer="raw"
+        topics.CONSENT.full_name(prefix), key_serializer="raw", value_serializer="raw"
     )
 
     def unpack(event: Any) -> RawRecord:
@@ -281,30 +321,35 @@ def create_worker_app(gateway: Gateway) -> tuple[faust.App, StreamProcessor]:
             list(headers),
         )
 
-    # Batches: `take_events` acks a batch's events (so their offsets may be committed) only
-    # when the agent body asks for the next batch, i.e. after the batch's transaction committed.
     batch_size, batch_seconds = settings.stream_batch_size, settings.stream_batch_seconds
 
     @app.agent(profile_topic, name="profiles")
     async def profiles(stream: Any) -> None:
-        async for events in stream.take_events(batch_size, within=batch_seconds):
-            await processor.on_profiles([unpack(event) for event in events])
+        async def handle(events: Sequence[Any]) -> None:
+            await app.processor.on_profiles([unpack(event) for event in events])
+
+        await apply_batches(stream, handle, size=batch_size, within=batch_seconds)
 
     @app.agent(consent_topic, name="consents")
     async def consents(stream: Any) -> None:
-        async for events in stream.take_events(batch_size, within=batch_seconds):
-            await processor.on_consents([unpack(event) for event in events])
+        async def handle(events: Sequence[Any]) -> None:
+            await app.processor.on_consents([unpack(event) for event in events])
+
+        await apply_batches(stream, handle, size=batch_size, within=batch_seconds)
 
     @app.task  # type: ignore[untyped-decorator]
     async def relay() -> None:
-        await processor.ready()
-        assert gateway.relay is not None
-        await gateway.relay.run()
+        await app.processor.gateway.relay.run()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def agency_topic() -> None:
+        publisher = app.processor.gateway.agency_relay
+        if publisher is not None:
+            await publisher.supervise(asyncio.Event())  # until the worker cancels it
 
     @app.task  # type: ignore[untyped-decorator]
     async def webhooks() -> None:
-        await processor.ready()
-        dispatcher = gateway.dispatcher()
+        dispatcher = app.processor.gateway.dispatcher
         while True:
             try:
                 attempted = await dispatcher.run_once()
@@ -312,35 +357,31 @@ def create_worker_app(gateway: Gateway) -> tuple[faust.App, StreamProcessor]:
                 log.exception("webhook dispatch failed")
                 attempted = 0
             if attempted:
-                processor._wake_relay()
+                app.processor._wake_relay()
             else:
                 await asyncio.sleep(settings.webhook_poll_seconds)
 
     @app.task  # type: ignore[untyped-decorator]
     async def retention() -> None:
-        await processor.ready()
+        gateway = app.processor.gateway
         while True:
             try:
-                uow_factory = gateway.uow_factory()
-                purged = await handlers.sweep_retention(uow_factory(), gateway.ctx)
+                purged = await sweep_retention(gateway.uow(), gateway.ctx)
                 if purged:
+                    app.processor._wake_relay()
                     log.info("retention sweep purged fields of %d citizens", purged)
                     continue
             except Exception:
                 log.exception("retention sweep failed")
             await asyncio.sleep(settings.retention_check_seconds)
 
-    @app.on_before_shutdown.connect  # type: ignore[arg-type]
-    async def close(app: faust.App, **_: Any) -> None:
-        await processor.close()
-
-    return app, processor
+    return app
 
 
-def run_worker(gateway: Gateway, *, loglevel: str = "INFO") -> None:
+def run_worker(settings: GatewaySettings, *, loglevel: str = "INFO") -> None:
     """Run the faust worker until SIGTERM/SIGINT (faust owns the event loop)."""
-    app, _ = create_worker_app(gateway)
-    settings = gateway.settings
+    config = check_or_exit(settings)  # before faust starts: a bad policy exits with one line
+    app = create_worker_app(settings, open_runtime=lambda: bootstrap(settings, config=config))
     settings.resolved_data_dir().mkdir(parents=True, exist_ok=True)
     if settings.worker_metrics_port is not None:
         # The worker's own counters (webhook retries, dead letters); the API serves the rest.

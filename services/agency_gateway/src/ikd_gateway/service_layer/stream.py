@@ -2,14 +2,15 @@
 
 Each use case is one unit of work. Stream use cases are idempotent: the event id is recorded
 in the same transaction as the write, and writes are version-guarded, so a redelivered or stale
-event changes nothing.
+event changes nothing. Whatever changes what the agency may hold of a citizen also queues, in
+the same transaction, a record for the agency topic and its access events.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,15 +19,24 @@ from ikd_gateway.domain.model import (
     ConsentSet,
     SourcePosition,
     answer_fields,
+    changed_fields,
     consents_for_agency,
+    disclosed,
+    fingerprint,
     missing_fields,
     restrict,
 )
 from ikd_gateway.domain.projection import Change, CitizenFold, fold
 from ikd_gateway.service_layer.context import GatewayContext
-from ikd_gateway.service_layer.unit_of_work import Endpoint, UnitOfWork, WebhookMessage
+from ikd_gateway.service_layer.unit_of_work import (
+    AgencyPublication,
+    Endpoint,
+    UnitOfWork,
+    WebhookMessage,
+)
 from ikd_shared.events.access_v1 import AccessRecorded, Channel, Outcome
-from ikd_shared.events.consent_v1 import ConsentEvent
+from ikd_shared.events.agency_v1 import AgencyRecordChanged, ServiceFields
+from ikd_shared.events.consent_v1 import Consent, ConsentEvent
 from ikd_shared.events.profile_v1 import ProfileEvent, ProfileUpdated, ProfileVerified
 from ikd_shared.tracing import TraceContext
 
@@ -110,6 +120,7 @@ async def _apply_folded(
     cancel: list[str] = []
     delete_consents: list[str] = []
     stored: list[tuple[CitizenFold, ProfileRecord]] = []
+    settled: list[Settled] = []
     for pseudonym in citizens:
         before = rows.get(pseudonym)
         consent_set = consent_sets.get(pseudonym)
@@ -133,6 +144,8 @@ async def _apply_folded(
                 same_version.append(row)
         if state.stored is not None:
             stored.append((state, records[state.stored]))
+        last = records[by_citizen[pseudonym][-1]]
+        settled.append(Settled(pseudonym, row, state.consents, last.trace))
     await uow.views.upsert_newer_many(newer)
     await uow.views.replace_same_version_many(same_version)
     await uow.webhooks.cancel_pending_many(cancel)
@@ -154,6 +167,7 @@ async def _apply_folded(
             )
     await uow.outbox.add_many(access)
     await uow.webhooks.enqueue_many(messages)
+    await publish_changes(uow, ctx, settled, now)
 
 
 def _event_type(record: ProfileRecord) -> str:
@@ -258,18 +272,22 @@ async def apply_consent_batch(
         now = ctx.clock()
         views = await uow.views.get_many(sorted(winners), for_update=True)
         restricted_rows = []
+        settled = []
         for pseudonym, index in winners.items():
             view = views.get(pseudonym)
             refetch = None
+            mine = sets[pseudonym].consents
             if view is not None and not view.erased:
-                mine = sets[pseudonym].consents
                 restricted = restrict(view, ctx.agency, mine, now)
                 if restricted != view:
                     restricted_rows.append(restricted)
                 if missing_fields(restricted, ctx.agency, mine, now) and view.source is not None:
                     refetch = view.source
+                view = restricted
+            settled.append(Settled(pseudonym, view, mine))
             results[index] = StreamResult(True, "consents replaced", refetch=refetch)
         await uow.views.replace_same_version_many(restricted_rows)
+        await publish_changes(uow, ctx, settled, now)
     return results
 
 
@@ -280,12 +298,119 @@ async def sweep_retention(uow: UnitOfWork, ctx: GatewayContext, *, limit: int = 
         changed = 0
         due_rows = await uow.views.due_for_expiry(now, limit)
         await uow.lock_citizens(due.pseudonym for due in due_rows)
+        settled = []
         for due in due_rows:
             view = await uow.views.get(due.pseudonym, for_update=True)
             if view is None:
                 continue
             consent_set = await uow.consents.get(view.pseudonym)
             consents = consent_set.consents if consent_set else ()
-            await uow.views.replace_same_version(restrict(view, ctx.agency, consents, now))
+            restricted = restrict(view, ctx.agency, consents, now)
+            await uow.views.replace_same_version(restricted)
+            settled.append(Settled(view.pseudonym, restricted, consents))
             changed += 1
+        await publish_changes(uow, ctx, settled, now)
         return changed
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A citizen's row and consents as a use case leaves them (None: no row)."""
+
+    pseudonym: str
+    view: CitizenView | None
+    consents: tuple[Consent, ...]
+    trace: TraceContext | None = None
+
+
+async def publish_changes(
+    uow: UnitOfWork, ctx: GatewayContext, citizens: Iterable[Settled], now: dt.datetime
+) -> None:
+    """Queue an agency-topic record for each citizen whose disclosure changed, with one access
+    event per service it discloses to (one, fieldless, for a purge).
+
+    The comparison is with what the topic last said (its fingerprint), not with the row before:
+    a redelivered event or a change the agency cannot see publishes nothing, and a disclosure
+    that only time changed is caught up by the next write.
+    """
+    settled = {citizen.pseudonym: citizen for citizen in citizens}
+    if not settled:
+        return
+    published = await uow.agency_topic.published(settled)
+    publications: list[AgencyPublication] = []
+    access: list[tuple[AccessRecorded, TraceContext | None]] = []
+    for pseudonym in sorted(settled):
+        citizen = settled[pseudonym]
+        disclosure = disclosed(ctx.agency, citizen.consents, citizen.view, now)
+        after = fingerprint(disclosure)
+        before = published.get(pseudonym, {})
+        if after == before:
+            continue
+        event_id = uuid.uuid4()
+        event = None
+        if disclosure:
+            assert citizen.view is not None
+            event = agency_record(ctx, citizen.view, disclosure, changed_fields(before, after))
+            access += [
+                (_topic_access(ctx, pseudonym, event_id, grant), citizen.trace)
+                for grant in event.services
+            ]
+        else:
+            access.append((_topic_access(ctx, pseudonym, event_id, None), citizen.trace))
+        publications.append(AgencyPublication(event_id, pseudonym, event, after, citizen.trace))
+    await uow.agency_topic.add_many(publications)
+    await uow.outbox.add_many(access)
+
+
+def agency_record(
+    ctx: GatewayContext,
+    view: CitizenView,
+    disclosure: dict[str, dict[str, Any]],
+    changed: list[str],
+) -> AgencyRecordChanged:
+    """The agency-topic record of a citizen: per service its prefill answer (`disclosed`)."""
+    assert view.verified_at is not None
+    services = []
+    for code, fields in sorted(disclosure.items()):
+        service = ctx.agency.service(code)
+        assert service is not None
+        services.append(
+            ServiceFields(
+                service=code,
+                purpose=service.purpose.code,
+                legal_basis=service.legal_basis,
+                fields=fields,
+            )
+        )
+    return AgencyRecordChanged(
+        agency=ctx.agency.code,
+        pseudonym=view.pseudonym,
+        version=view.version,
+        verified_at=view.verified_at,
+        changed_fields=changed,
+        services=services,
+    )
+
+
+def _topic_access(
+    ctx: GatewayContext, pseudonym: str, event_id: uuid.UUID, grant: ServiceFields | None
+) -> AccessRecorded:
+    """The access event of one agency-topic publication (a purge discloses no field)."""
+    if grant is None:
+        return ctx.access(
+            pseudonym=pseudonym,
+            channel=Channel.AGENCY_TOPIC,
+            outcome=Outcome.SERVED,
+            reason="purged",
+            correlation_id=str(event_id),
+        )
+    return ctx.access(
+        service=grant.service,
+        pseudonym=pseudonym,
+        fields=sorted(grant.fields),
+        purpose=grant.purpose,
+        legal_basis=grant.legal_basis,
+        channel=Channel.AGENCY_TOPIC,
+        outcome=Outcome.SERVED,
+        correlation_id=str(event_id),
+    )

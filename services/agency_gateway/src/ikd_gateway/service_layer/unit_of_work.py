@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
-from ikd_gateway.domain.model import CitizenView, ConsentSet
+from ikd_gateway.domain.model import CitizenView, ConsentSet, Fingerprint
 from ikd_shared import tracing
 from ikd_shared.events.access_v1 import AccessRecorded
+from ikd_shared.events.agency_v1 import AgencyRecordChanged
 from ikd_shared.tracing import TraceContext
 
 
@@ -152,6 +153,31 @@ class AccessOutbox(abc.ABC):
                 await self.add(event)
 
 
+@dataclass(frozen=True, slots=True)
+class AgencyPublication:
+    """One record for the agency topic: the citizen's current view, or a tombstone (None)."""
+
+    event_id: uuid.UUID
+    pseudonym: str
+    event: AgencyRecordChanged | None
+    fingerprint: Fingerprint
+    """What the topic says of the citizen once this record is published ({} after a purge)."""
+    trace: TraceContext | None = None
+
+
+class AgencyTopicOutbox(abc.ABC):
+    """Records for the agency topic, queued in the transaction that changed the view."""
+
+    @abc.abstractmethod
+    async def published(self, pseudonyms: Iterable[str]) -> dict[str, Fingerprint]:
+        """What the topic says of each citizen once every queued record is out (absent:
+        nothing)."""
+
+    @abc.abstractmethod
+    async def add_many(self, publications: Sequence[AgencyPublication]) -> None:
+        """Queue the records and remember their fingerprints."""
+
+
 class WebhookRepository(abc.ABC):
     @abc.abstractmethod
     async def add_endpoint(self, endpoint: Endpoint, created_by: str) -> None: ...
@@ -219,20 +245,19 @@ class UnitOfWork(abc.ABC):
     processed: ProcessedEvents
     outbox: AccessOutbox
     webhooks: WebhookRepository
+    agency_topic: AgencyTopicOutbox
 
-    async def __aenter__(self) -> Self:
-        return self
+    @abc.abstractmethod
+    async def __aenter__(self) -> Self: ...
 
+    @abc.abstractmethod
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc_type is None:
-            await self.commit()
-        else:
-            await self.rollback()
+        """Commit if the block ended normally, roll back if it raised: the only place that does."""
 
     @abc.abstractmethod
     async def lock_citizen(self, pseudonym: str) -> None:
@@ -247,9 +272,3 @@ class UnitOfWork(abc.ABC):
         two transactions locking overlapping sets)."""
         for pseudonym in sorted(set(pseudonyms)):
             await self.lock_citizen(pseudonym)
-
-    @abc.abstractmethod
-    async def commit(self) -> None: ...
-
-    @abc.abstractmethod
-    async def rollback(self) -> None: ...

@@ -9,14 +9,26 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import asyncpg
 
 from ikd_audit.domain.search import AgencyCount, SearchFilter
-from ikd_shared import codec, merkle
+from ikd_shared import codec, db, merkle
 from ikd_shared.transparency import Entry, TreeHead
+
+# The database errors of an outage or of contention: retried until they pass. Any other error
+# of an append is the record's own (the consumer dead-letters it).
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # refused or reset connections, timeouts acquiring one
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,  # shutdown, restart, statement timeout
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.LockNotAvailableError,
+)
 
 # One writer at a time appends, so positions are gapless and the tree state stays exact.
 LOG_LOCK = 0x1CD_A0D1
@@ -264,49 +276,17 @@ class PgAuditors:
         )
 
 
-class PgUnitOfWork:
-    """One pooled connection and one transaction; __aexit__ is the only commit or rollback."""
+class PgUnitOfWork(db.PgUnitOfWork):
+    """Audit's repositories on one transaction (see `ikd_shared.db.PgUnitOfWork`)."""
 
     log: PgLog
     credentials: PgSeenCredentials
     auditors: PgAuditors
 
-    def __init__(self, pool: asyncpg.Pool, *, snapshot: bool = False) -> None:
-        self._pool = pool
-        self._snapshot = snapshot
-        self._connection: Any = None
-        self._transaction: Any = None
-
-    async def __aenter__(self) -> Self:
-        self._connection = await self._pool.acquire()
-        try:
-            self._transaction = (
-                self._connection.transaction(isolation="repeatable_read", readonly=True)
-                if self._snapshot
-                else self._connection.transaction()
-            )
-            await self._transaction.start()
-        except BaseException:
-            await self._pool.release(self._connection)
-            raise
-        self.log = PgLog(self._connection)
-        self.credentials = PgSeenCredentials(self._connection)
-        self.auditors = PgAuditors(self._connection)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            if exc_type is None:
-                await self._transaction.commit()
-            else:
-                await self._transaction.rollback()
-        finally:
-            await self._pool.release(self._connection)
+    def _bind(self, connection: Any) -> None:
+        self.log = PgLog(connection)
+        self.credentials = PgSeenCredentials(connection)
+        self.auditors = PgAuditors(connection)
 
 
 class PgUnitOfWorkFactory:

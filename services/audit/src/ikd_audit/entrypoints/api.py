@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from ikd_audit.bootstrap import AuditRuntime as Services
+from ikd_audit.bootstrap import AuditRuntime
 from ikd_audit.domain.errors import Forbidden, Unauthenticated
 from ikd_audit.domain.search import SearchFilter, build_filter, check_limit
 from ikd_audit.service_layer.services import MAX_SIZE
@@ -21,22 +21,24 @@ from ikd_shared.bearer import Bearer
 from ikd_shared.transparency import Entry
 
 
-def services(request: Request) -> Services:
-    found: Services = request.app.state.services
+def get_runtime(request: Request) -> AuditRuntime:
+    found: AuditRuntime = request.app.state.runtime
     return found
 
 
-ServicesDep = Annotated[Services, Depends(services)]
+RuntimeDep = Annotated[AuditRuntime, Depends(get_runtime)]
 
 
 bearer = Bearer(
-    lambda request: services(request).tokens, unauthenticated=Unauthenticated, forbidden=Forbidden
+    lambda request: get_runtime(request).tokens,
+    unauthenticated=Unauthenticated,
+    forbidden=Forbidden,
 )
 AuditorDep = Annotated[Principal, Depends(bearer.require(Scope.AUDIT_READ))]
 
 
 def search_filter(
-    svc: ServicesDep,
+    runtime: RuntimeDep,
     nik: Annotated[str | None, Query(max_length=32)] = None,
     pseudonym: Annotated[str | None, Query(max_length=80)] = None,
     agency: Annotated[str | None, Query(max_length=64)] = None,
@@ -47,7 +49,7 @@ def search_filter(
     until: Annotated[str | None, Query(alias="to", max_length=64)] = None,
 ) -> SearchFilter:
     return build_filter(
-        pseudonym_key=svc.settings.pseudonym_key.get_secret_value().encode(),
+        pseudonym_key=runtime.settings.pseudonym_key.get_secret_value().encode(),
         nik=nik,
         pseudonym=pseudonym,
         agency=agency,
@@ -84,11 +86,11 @@ def csv_row(entry: Entry) -> list[Any]:
     return [doc[c] if doc[c] is not None else "" for c in CSV_COLUMNS]
 
 
-async def csv_stream(svc: Services, search: SearchFilter) -> AsyncIterator[str]:
+async def csv_stream(runtime: AuditRuntime, search: SearchFilter) -> AsyncIterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
-    async for entry, _ in svc.log.stream(search):
+    async for entry, _ in runtime.log.stream(search):
         writer.writerow(csv_row(entry))
         if buffer.tell() > 64 * 1024:
             yield buffer.getvalue()
@@ -110,7 +112,7 @@ router = APIRouter(prefix="/v1")
 
 @router.get("/entries", tags=["auditor"])
 async def list_entries(
-    svc: ServicesDep,
+    runtime: RuntimeDep,
     _: AuditorDep,
     search: FilterDep,
     limit: Annotated[int | None, Query()] = None,
@@ -118,33 +120,33 @@ async def list_entries(
 ) -> dict[str, Any]:
     """Search the log, newest first; pass `next_cursor` back as `cursor` for the next page."""
     size = check_limit(
-        limit, default=svc.settings.page_size_default, cap=svc.settings.page_size_max
+        limit, default=runtime.settings.page_size_default, cap=runtime.settings.page_size_max
     )
-    page = await svc.log.search(search, cursor, size)
+    page = await runtime.log.search(search, cursor, size)
     return {"items": [e.document() for e in page.entries], "next_cursor": page.next_cursor}
 
 
 @router.get("/entries/{position}", tags=["auditor"])
 async def get_entry(
-    svc: ServicesDep, _: AuditorDep, position: Annotated[int, Path(ge=0, le=MAX_SIZE - 1)]
+    runtime: RuntimeDep, _: AuditorDep, position: Annotated[int, Path(ge=0, le=MAX_SIZE - 1)]
 ) -> dict[str, Any]:
     """One entry with its inclusion proof against the latest signed tree head."""
-    return await svc.log.inclusion_proof(position)
+    return await runtime.log.inclusion_proof(position)
 
 
 @router.get("/export.csv", tags=["auditor"], response_class=StreamingResponse)
-async def export_csv(svc: ServicesDep, _: AuditorDep, search: FilterDep) -> StreamingResponse:
+async def export_csv(runtime: RuntimeDep, _: AuditorDep, search: FilterDep) -> StreamingResponse:
     return StreamingResponse(
-        csv_stream(svc, search),
+        csv_stream(runtime, search),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="ikd-audit-entries.csv"'},
     )
 
 
 @router.get("/stats/agencies", tags=["auditor"])
-async def agency_stats(svc: ServicesDep, _: AuditorDep, search: FilterDep) -> dict[str, Any]:
+async def agency_stats(runtime: RuntimeDep, _: AuditorDep, search: FilterDep) -> dict[str, Any]:
     """Accesses and denials per agency (the same filters as search)."""
-    counts = await svc.log.agency_counts(search)
+    counts = await runtime.log.agency_counts(search)
     return {
         "agencies": [
             {"agency": c.agency, "accesses": c.accesses, "denials": c.denials} for c in counts
@@ -153,50 +155,50 @@ async def agency_stats(svc: ServicesDep, _: AuditorDep, search: FilterDep) -> di
 
 
 @router.get("/log/tree-head", tags=["log"])
-async def latest_tree_head(svc: ServicesDep, _: AuditorDep) -> dict[str, Any]:
-    return (await svc.log.latest_tree_head()).document()
+async def latest_tree_head(runtime: RuntimeDep, _: AuditorDep) -> dict[str, Any]:
+    return (await runtime.log.latest_tree_head()).document()
 
 
 @router.get("/log/public-key", tags=["log"], response_class=PlainTextResponse)
-async def public_key(svc: ServicesDep, _: AuditorDep) -> PlainTextResponse:
-    return PlainTextResponse(svc.log.public_key_pem, media_type="application/x-pem-file")
+async def public_key(runtime: RuntimeDep, _: AuditorDep) -> PlainTextResponse:
+    return PlainTextResponse(runtime.log.public_key_pem, media_type="application/x-pem-file")
 
 
 @router.get("/log/inclusion-proof", tags=["log"])
 async def inclusion_proof(
-    svc: ServicesDep,
+    runtime: RuntimeDep,
     _: AuditorDep,
     position: Annotated[int, Query(ge=0, le=MAX_SIZE - 1)],
     tree_size: Annotated[int | None, Query(ge=1, le=MAX_SIZE)] = None,
 ) -> dict[str, Any]:
-    return await svc.log.inclusion_proof(position, tree_size)
+    return await runtime.log.inclusion_proof(position, tree_size)
 
 
 @router.get("/log/consistency-proof", tags=["log"])
 async def consistency_proof(
-    svc: ServicesDep,
+    runtime: RuntimeDep,
     _: AuditorDep,
     first: Annotated[int, Query(ge=1, le=MAX_SIZE)],
     second: Annotated[int, Query(ge=1, le=MAX_SIZE)],
 ) -> dict[str, Any]:
-    return await svc.log.consistency_proof(first, second)
+    return await runtime.log.consistency_proof(first, second)
 
 
 @router.get("/log/export", tags=["log"], response_class=StreamingResponse)
-async def export_log(svc: ServicesDep, _: AuditorDep) -> StreamingResponse:
+async def export_log(runtime: RuntimeDep, _: AuditorDep) -> StreamingResponse:
     """The whole log as JSON lines, for `ikd-audit verify --log`."""
 
     async def lines() -> AsyncIterator[bytes]:
-        async for record in svc.log.export():
+        async for record in runtime.log.export():
             yield codec.dumps(record) + b"\n"
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
 @router.post("/citizen/trail", tags=["citizen"])
-async def citizen_trail(svc: ServicesDep, body: TrailRequest) -> dict[str, Any]:
+async def citizen_trail(runtime: RuntimeDep, body: TrailRequest) -> dict[str, Any]:
     """Every access to the citizen's data, each with an inclusion proof (UU PDP right of access).
 
     The citizen authenticates with a freshly issued IKD credential; each credential works once.
     """
-    return await svc.log.citizen_trail(body.credential)
+    return await runtime.log.citizen_trail(body.credential)

@@ -31,6 +31,7 @@ from ikd_shared.api import (
 )
 from ikd_shared.events.topics import ACCESS
 from ikd_shared.kafka import KafkaConnection
+from ikd_shared.supervise import supervise
 
 log = logging.getLogger("ikd_audit.app")
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -40,56 +41,53 @@ CSP = (
 )
 
 
-def _supervise(task: asyncio.Task[None], name: str) -> None:
-    def done(t: asyncio.Task[None]) -> None:
-        if not t.cancelled() and t.exception() is not None:
-            log.error(f"{name} stopped", exc_info=t.exception())
-
-    task.add_done_callback(done)
-
-
 def create_app(settings: AuditSettings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with bootstrap(settings) as runtime:
-            app.state.services = runtime
+            app.state.runtime = runtime
+            # A background loop that fails is logged and started again after a backoff, so the
+            # process never serves on with a dead consumer, signer or pruner.
+            stop = asyncio.Event()
             tasks: list[asyncio.Task[None]] = []
-            signer = asyncio.create_task(
-                run_signer(
+
+            def keep_running(name: str, body: Callable[[], Awaitable[object]]) -> None:
+                loop = supervise(body, name=name, stop=stop, trace=True, logger=log)
+                tasks.append(asyncio.create_task(loop, name=name))
+
+            keep_running(
+                "tree-head signer",
+                lambda: run_signer(
                     runtime.log,
                     interval=settings.tree_head_interval_seconds,
                     max_entries=settings.tree_head_max_entries,
-                )
+                ),
             )
-            _supervise(signer, "tree-head signer")
-            tasks.append(signer)
             if settings.prune_interval_seconds > 0:
-                pruner = asyncio.create_task(
-                    run_pruner(
+                keep_running(
+                    "seen-credential pruner",
+                    lambda: run_pruner(
                         runtime.log,
                         interval=settings.prune_interval_seconds,
                         grace=dt.timedelta(seconds=settings.seen_credential_grace_seconds),
-                    )
+                    ),
                 )
-                _supervise(pruner, "seen-credential pruner")
-                tasks.append(pruner)
             consumer: AccessConsumer | None = None
             if settings.run_consumer:
                 consumer = AccessConsumer(
                     runtime.log,
-                    bootstrap_servers=KafkaConnection.from_settings(settings),
+                    KafkaConnection.from_settings(settings),
                     topic_prefix=settings.kafka_topic_prefix,
                     group_id=settings.consumer_group,
                     batch_size=settings.consumer_batch_size,
                 )
-                task = asyncio.create_task(consumer.run())
-                _supervise(task, "access consumer")
-                tasks.append(task)
+                keep_running("access consumer", consumer.run)
             app.state.consumer = consumer
             app.state.tasks = tasks
             try:
                 yield
             finally:
+                stop.set()
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -129,7 +127,7 @@ def create_app(settings: AuditSettings) -> FastAPI:
         return response
 
     def runtime() -> AuditRuntime:
-        found: AuditRuntime = app.state.services
+        found: AuditRuntime = app.state.runtime
         return found
 
     async def consumer_running() -> None:

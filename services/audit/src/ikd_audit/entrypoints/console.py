@@ -22,11 +22,11 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.templating import Jinja2Templates
 
-from ikd_audit.bootstrap import AuditRuntime as Services
+from ikd_audit.bootstrap import AuditRuntime
 from ikd_audit.domain.errors import AuditError
 from ikd_audit.domain.search import SearchFilter, build_filter, check_limit
 from ikd_audit.domain.throttle import LoginLocked
-from ikd_audit.entrypoints.api import ServicesDep, csv_stream
+from ikd_audit.entrypoints.api import RuntimeDep, csv_stream
 from ikd_shared import merkle, transparency
 from ikd_shared.events.access_v1 import Channel, Outcome
 
@@ -85,10 +85,10 @@ def csrf_ok(request: Request, csrf: str) -> bool:
     return isinstance(expected, str) and secrets.compare_digest(csrf, expected)
 
 
-def filter_from(svc: Services, values: Mapping[str, str | None]) -> SearchFilter:
+def filter_from(runtime: AuditRuntime, values: Mapping[str, str | None]) -> SearchFilter:
     """The search filter from console form or query values (FILTER_NAMES); AuditError if bad."""
     return build_filter(
-        pseudonym_key=svc.settings.pseudonym_key.get_secret_value().encode(),
+        pseudonym_key=runtime.settings.pseudonym_key.get_secret_value().encode(),
         nik=values["nik"],
         pseudonym=values["pseudonym"],
         agency=values["agency"],
@@ -127,7 +127,7 @@ async def login_form(request: Request) -> HTMLResponse:
 @router.post("/login", response_class=HTMLResponse)
 async def login(
     request: Request,
-    svc: ServicesDep,
+    runtime: RuntimeDep,
     client_id: Annotated[str, Form(max_length=64)],
     secret: Annotated[str, Form(max_length=256)],
     csrf: Annotated[str, Form(max_length=64)] = "",
@@ -136,7 +136,7 @@ async def login(
         return render(request, "login.html", 400, error="The form expired; please try again.")
     address = request.client.host if request.client else "unknown"
     try:
-        attempt = svc.login_throttle.begin(client_id, address)
+        attempt = runtime.login_throttle.begin(client_id, address)
     except LoginLocked as locked:
         minutes = math.ceil(locked.retry_after_seconds / 60)
         response = render(
@@ -148,10 +148,10 @@ async def login(
         )
         response.headers["Retry-After"] = str(locked.retry_after_seconds)
         return response
-    stored = await svc.auditors.secret_hash(client_id)
+    stored = await runtime.auditors.secret_hash(client_id)
     if not await asyncio.to_thread(check_secret, stored, secret):
         return render(request, "login.html", 401, error="Unknown client id or wrong secret.")
-    svc.login_throttle.succeeded(attempt)
+    runtime.login_throttle.succeeded(attempt)
     request.session.clear()
     request.session["auditor"] = client_id
     return RedirectResponse("/console/search", status_code=303)
@@ -171,18 +171,18 @@ async def home(request: Request) -> Response:
 
 
 @router.get("/search", response_class=HTMLResponse)
-async def search(request: Request, svc: ServicesDep) -> Response:
+async def search(request: Request, runtime: RuntimeDep) -> Response:
     if current_auditor(request) is None:
         return to_login()
     params = {name: request.query_params.get(name) for name in FILTER_NAMES}
     searched = any(params.values()) or "go" in request.query_params
     try:
-        search_filter = filter_from(svc, params)
+        search_filter = filter_from(runtime, params)
         limit = check_limit(
-            None, default=svc.settings.page_size_default, cap=svc.settings.page_size_max
+            None, default=runtime.settings.page_size_default, cap=runtime.settings.page_size_max
         )
-        page = await svc.log.search(search_filter, request.query_params.get("cursor"), limit)
-        counts = await svc.log.agency_counts(search_filter)
+        page = await runtime.log.search(search_filter, request.query_params.get("cursor"), limit)
+        counts = await runtime.log.agency_counts(search_filter)
     except AuditError as error:
         return search_page(
             request,
@@ -209,7 +209,7 @@ async def search(request: Request, svc: ServicesDep) -> Response:
 
 @router.post("/search", response_class=HTMLResponse)
 async def search_by_form(
-    request: Request, svc: ServicesDep, csrf: Annotated[str, Form(max_length=64)] = ""
+    request: Request, runtime: RuntimeDep, csrf: Annotated[str, Form(max_length=64)] = ""
 ) -> Response:
     """The form posts (a NIK must not sit in a URL); answer with a redirect to the results."""
     if current_auditor(request) is None or not csrf_ok(request, csrf):
@@ -217,7 +217,7 @@ async def search_by_form(
     form = await request.form()
     values = {name: str(form.get(name) or "") for name in FILTER_NAMES}
     try:
-        search_filter = filter_from(svc, values)
+        search_filter = filter_from(runtime, values)
     except AuditError as error:
         values["nik"] = ""
         return search_page(
@@ -230,32 +230,32 @@ async def search_by_form(
 
 
 @router.get("/export.csv")
-async def export(request: Request, svc: ServicesDep) -> Response:
+async def export(request: Request, runtime: RuntimeDep) -> Response:
     if current_auditor(request) is None:
         return to_login()
     try:
         search_filter = filter_from(
-            svc, {name: request.query_params.get(name) for name in FILTER_NAMES}
+            runtime, {name: request.query_params.get(name) for name in FILTER_NAMES}
         )
     except AuditError as error:
         return Response(f"{error.detail} ({error.code})", status_code=error.status_code)
     return StreamingResponse(
-        csv_stream(svc, search_filter),
+        csv_stream(runtime, search_filter),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="ikd-audit-entries.csv"'},
     )
 
 
 @router.get("/entries/{position}", response_class=HTMLResponse)
-async def entry(request: Request, svc: ServicesDep, position: int) -> Response:
+async def entry(request: Request, runtime: RuntimeDep, position: int) -> Response:
     if current_auditor(request) is None:
         return to_login()
     try:
-        proof = await svc.log.inclusion_proof(position)
+        proof = await runtime.log.inclusion_proof(position)
     except AuditError as error:
         return render(request, "error.html", error.status_code, error=error.detail)
     try:
-        server_verdict = transparency.verify_inclusion_bundle(proof, svc.log.public_key)
+        server_verdict = transparency.verify_inclusion_bundle(proof, runtime.log.public_key)
         server_ok = True
     except (merkle.ProofError, ValueError) as error:
         server_verdict, server_ok = f"FAILED: {error}", False
@@ -271,14 +271,14 @@ async def entry(request: Request, svc: ServicesDep, position: int) -> Response:
 
 
 @router.get("/integrity", response_class=HTMLResponse)
-async def integrity(request: Request, svc: ServicesDep) -> Response:
+async def integrity(request: Request, runtime: RuntimeDep) -> Response:
     if current_auditor(request) is None:
         return to_login()
-    status = await svc.log.integrity()
+    status = await runtime.log.integrity()
     return render(
         request,
         "integrity.html",
         status=status,
-        key_id=svc.log.key_id,
-        public_key=svc.log.public_key_pem,
+        key_id=runtime.log.key_id,
+        public_key=runtime.log.public_key_pem,
     )

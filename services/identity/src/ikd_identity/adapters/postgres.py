@@ -6,15 +6,14 @@ import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import asyncpg
 
 from ikd_identity.domain.clients import Client
 from ikd_identity.domain.errors import ConcurrentWrite
 from ikd_identity.domain.model import OutboxMessage, ProfileRecord, ProfileStatus
-from ikd_shared import codec, tracing
+from ikd_shared import codec, db, tracing
 from ikd_shared.events.consent_v1 import Consent
 from ikd_shared.events.profile_v1 import CitizenProfile
 
@@ -307,9 +306,8 @@ class PgOutbox:
             )
 
 
-class PgUnitOfWork:
-    """One connection and one transaction per `async with`: the block's clean exit commits,
-    an exception rolls back; __aexit__ is the only place that does either.
+class PgUnitOfWork(db.PgUnitOfWork):
+    """Identity's repositories on one transaction (see `ikd_shared.db.PgUnitOfWork`).
 
     Implements the service layer's UnitOfWork protocol structurally (adapters do not import
     the service layer). `on_outbox` runs after a commit that added outbox rows, once.
@@ -321,42 +319,17 @@ class PgUnitOfWork:
     outbox: PgOutbox
 
     def __init__(self, pool: asyncpg.Pool, *, on_outbox: OutboxWritten | None = None) -> None:
-        self._pool = pool
+        super().__init__(pool)
         self._on_outbox = on_outbox
-        self._connection: Any = None
-        self._transaction: Any = None
 
-    async def __aenter__(self) -> Self:
-        connection: Any = await self._pool.acquire()
-        try:
-            transaction = connection.transaction()
-            await transaction.start()
-        except BaseException:
-            await self._pool.release(connection)
-            raise
-        self._connection, self._transaction = connection, transaction
+    def _bind(self, connection: Any) -> None:
         self.outbox = PgOutbox(connection)
         self.profiles = PgProfiles(connection, self.outbox)
         self.credentials = PgSeenCredentials(connection)
         self.consents = PgConsents(connection)
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        committed = False
-        try:
-            if exc_type is None:
-                await self._transaction.commit()
-                committed = True
-            else:
-                await self._transaction.rollback()
-        finally:
-            await self._pool.release(self._connection)
-        if committed and self.outbox.added and self._on_outbox is not None:
+    async def _committed(self) -> None:
+        if self.outbox.added and self._on_outbox is not None:
             await self._on_outbox()
 
 

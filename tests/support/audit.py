@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
+import json
 import os
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from unittest import mock
@@ -21,6 +20,7 @@ from ikd_shared.events.access_v1 import AccessRecorded, Channel, Outcome
 from ikd_shared.events.profile_v1 import CitizenProfile
 from ikd_shared.legal import LegalBasis
 from ikd_shared.pseudonym import pseudonymize
+from tests.support import environment  # noqa: F401 - loads deploy/dev.env
 
 CREDENTIAL_ISSUER = "https://dukcapil.kemendagri.go.id/ikd"
 CREDENTIAL_AUDIENCE = "ikd-mpp"
@@ -56,8 +56,6 @@ class Keys:
 
 
 def audit_env(keys: Keys, database_url: str, prefix: str, **extra: Any) -> dict[str, str]:
-    import json
-
     env = {
         "IKD_AUDIT_DATABASE_URL": database_url,
         "IKD_AUDIT_TREE_HEAD_SIGNING_KEY": keys.tree_head_pem,
@@ -103,18 +101,3 @@ def access(
         outcome=outcome,
         reason="not_in_policy" if outcome is Outcome.DENIED else None,
     )
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[bool]],
-    *,
-    within: float = 20.0,
-    interval: float = 0.05,
-) -> None:
-    """Poll until `probe` is true or fail at the deadline (tests/conftest.py's, importable)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not await probe():
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {within}s")
-        await asyncio.sleep(interval)

@@ -10,7 +10,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ikd_gateway.config import DEFAULT_POLICY
 from ikd_gateway.domain.policy import MppPolicy, load_policy
-from ikd_gateway.service_layer.handlers import GatewayContext, ProfileRecord
+from ikd_gateway.service_layer.context import GatewayContext
+from ikd_gateway.service_layer.stream import ProfileRecord
 from ikd_shared.auth import TokenIssuer
 from ikd_shared.events.consent_v1 import (
     Consent,

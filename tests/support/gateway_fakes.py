@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from types import TracebackType
 
-from ikd_gateway.domain.model import CitizenView, ConsentSet
+from ikd_gateway.domain.model import CitizenView, ConsentSet, Fingerprint
 from ikd_gateway.service_layer import unit_of_work as u
 from ikd_shared.events.access_v1 import AccessRecorded
 
@@ -25,6 +26,8 @@ class Store:
         self.next_attempt: dict[uuid.UUID, dt.datetime] = {}
         self.attempts: list[u.Attempt] = []
         self.attempted_at: list[dt.datetime] = []
+        self.agency_records: list[u.AgencyPublication] = []
+        self.disclosed: dict[str, Fingerprint] = {}
 
     def snapshot(self) -> Store:
         return _clone(self)
@@ -41,6 +44,8 @@ def _clone(store: Store) -> Store:
     new.next_attempt = dict(store.next_attempt)
     new.attempts = list(store.attempts)
     new.attempted_at = list(store.attempted_at)
+    new.agency_records = list(store.agency_records)
+    new.disclosed = dict(store.disclosed)
     return new
 
 
@@ -104,6 +109,22 @@ class FakeOutbox(u.AccessOutbox):
 
     async def add(self, event: AccessRecorded) -> None:
         self.s.outbox.append(event)
+
+
+class FakeAgencyTopic(u.AgencyTopicOutbox):
+    def __init__(self, s: Store) -> None:
+        self.s = s
+
+    async def published(self, pseudonyms: Iterable[str]) -> dict[str, Fingerprint]:
+        return {p: self.s.disclosed[p] for p in pseudonyms if p in self.s.disclosed}
+
+    async def add_many(self, publications: Sequence[u.AgencyPublication]) -> None:
+        for publication in publications:
+            self.s.agency_records.append(publication)
+            if publication.fingerprint:
+                self.s.disclosed[publication.pseudonym] = publication.fingerprint
+            else:
+                self.s.disclosed.pop(publication.pseudonym, None)
 
 
 class FakeWebhooks(u.WebhookRepository):
@@ -203,15 +224,38 @@ class FakeUnitOfWork(u.UnitOfWork):
         self.processed = FakeProcessed(self._work)
         self.outbox = FakeOutbox(self._work)
         self.webhooks = FakeWebhooks(self._work)
+        self.agency_topic = FakeAgencyTopic(self._work)
         return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.store.__dict__.update(self._work.__dict__)
+            self.commits += 1
 
     async def lock_citizen(self, pseudonym: str) -> None:
         return None
 
-    async def commit(self) -> None:
-        self.store.__dict__.update(self._work.__dict__)
-        self._work = _clone(self.store)
-        self.commits += 1
 
-    async def rollback(self) -> None:
+class FakeRelay:
+    """The access relay's surface the API uses; the outbox rows stay in the store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.woken = 0
+
+    def wake(self) -> None:
+        self.woken += 1
+
+    async def backlog(self) -> int:
+        return 0
+
+    async def publish_batch(self) -> int:
+        return 0
+
+    async def run(self) -> None:
         return None

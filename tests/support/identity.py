@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +11,7 @@ import asyncpg
 from ikd_dev.issuer import IssuerKey, mint_credential
 from ikd_dev.synthetic import citizen
 from ikd_shared.events.profile_v1 import CitizenProfile
-from tests.kafka_auth import kafka_connection
+from tests.support.kafka import kafka_connection
 
 ISSUER = "https://dukcapil.test/ikd"
 AUDIENCE = "ikd-mpp-test"
@@ -28,13 +27,6 @@ class DevIssuer:
         kwargs.setdefault("issuer", ISSUER)
         kwargs.setdefault("audience", AUDIENCE)
         return mint_credential(self.key, kid=kwargs.pop("kid", self.kid), profile=profile, **kwargs)
-
-
-async def wait_until(probe: Callable[[], Awaitable[bool]], seconds: float = 20.0) -> None:
-    """Poll `probe` until it is true, or fail at the deadline."""
-    async with asyncio.timeout(seconds):
-        while not await probe():  # noqa: ASYNC110 (polling the database)
-            await asyncio.sleep(0.05)
 
 
 async def counts(db: asyncpg.Connection) -> dict[str, int]:

@@ -7,20 +7,12 @@ exported (IKD_KAFKA_*) wins, as with deploy/dev.env.
 from __future__ import annotations
 
 import dataclasses
-import os
-from pathlib import Path
 
 from ikd_shared.kafka import KafkaConnection
 from ikd_shared.settings import KafkaClientSettings
+from tests.support.environment import REPO  # importing it sets the admin's IKD_KAFKA_*
 
-SECRETS = Path(__file__).resolve().parent.parent / ".run" / "dev" / "kafka"
-
-
-def use_admin_credentials() -> None:
-    """Default IKD_KAFKA_* to the admin principal, so settings built in tests connect."""
-    os.environ.setdefault("IKD_KAFKA_CA_FILE", str(SECRETS / "ca.pem"))
-    os.environ.setdefault("IKD_KAFKA_USERNAME", "admin")
-    os.environ.setdefault("IKD_KAFKA_PASSWORD", f"@{SECRETS / 'admin.password'}")
+SECRETS = REPO / ".run" / "dev" / "kafka"
 
 
 def password(principal: str) -> str:

@@ -7,8 +7,10 @@ deploy/dev.env, the packages from the workspace's pyproject.toml files.
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
+import subprocess
 import tomllib
 import typing
 from dataclasses import dataclass
@@ -26,8 +28,8 @@ from ikd_gateway.config import GatewaySettings
 from ikd_identity.config import IdentitySettings
 from ikd_shared.auth import TokenIssuer
 from ikd_shared.settings import ServiceSettings
+from tests.support.environment import REPO
 
-REPO = Path(__file__).resolve().parents[3]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 POSTGRES_INIT = REPO / "deploy" / "compose" / "postgres-init.sh"
 MAKE_SECRETS = REPO / "deploy" / "compose" / "make-secrets.sh"
@@ -48,7 +50,25 @@ def shell_assignments(path: Path) -> dict[str, str]:
 
 
 DEV_ENV = shell_assignments(REPO / "deploy" / "dev.env")
-LOCAL_PORTS = shell_assignments(REPO / "deploy" / "scripts" / "services.sh")
+
+
+def local_ports() -> dict[str, str]:
+    """The ports `make up` gives the services by default (deploy/scripts/services.sh)."""
+    names = ("IDENTITY_PORT", "AUDIT_PORT", "GATEWAY_BASE_PORT", "RECEIVER_PORT")
+    script = 'source deploy/scripts/services.sh && for v in "$@"; do echo "$v=${!v}"; done'
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IKD_")}
+    out = subprocess.run(  # noqa: S603
+        ["bash", "-c", script, "ports", *names],  # noqa: S607
+        cwd=REPO,
+        env={**env, "IKD_ROOT": str(REPO)},
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return dict(line.split("=", 1) for line in out.splitlines())
+
+
+LOCAL_PORTS = local_ports()
 AGENCIES: list[str] = DEV_ENV["IKD_DEMO_AGENCIES"].split()
 
 

@@ -1,23 +1,27 @@
-"""Helpers of the gateway integration tests (imported by conftest and the tests)."""
+"""Gateway integration helpers: a CloudEvent producer, settings environment, worker processes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from gateway_factories import Tokens
 
+from ikd_gateway.bootstrap import Gateway, bootstrap
+from ikd_gateway.config import GatewaySettings
 from ikd_shared.events.envelope import CloudEvent, to_kafka
-from tests.kafka_auth import kafka_connection
+from tests.support.environment import REPO
+from tests.support.gateway_factories import Tokens
+from tests.support.kafka import kafka_connection
 
-REPO = Path(__file__).resolve().parents[3]
 MIGRATIONS = REPO / "services" / "agency_gateway" / "migrations"
 
 
@@ -110,3 +114,29 @@ async def read_topic(
     finally:
         await consumer.stop()
     return records
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(
+    agency: str,
+    database: Any,
+    prefix: str,
+    tokens: Tokens,
+    tmp_path: Path,
+    *,
+    configure: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> AsyncIterator[Gateway]:
+    """A started runtime: `configure` updates its settings, `overrides` go to bootstrap."""
+    env = gateway_env(agency, database, prefix, tokens, tmp_path)
+    settings = GatewaySettings(
+        **{  # type: ignore[arg-type]
+            "agency": agency,
+            "database_url": database.app_dsn,
+            "token_jwks": env["IKD_GATEWAY_TOKEN_JWKS"],
+            "webhook_allow_private_targets": True,
+        }
+    )
+    settings = settings.model_copy(update={"kafka_topic_prefix": prefix, **(configure or {})})
+    async with bootstrap(settings, pool_size=2, **overrides) as gateway:
+        yield gateway
