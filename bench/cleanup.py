@@ -7,12 +7,13 @@ import asyncio
 import os
 
 from ikd_shared.kafka import KafkaConnection, delete_prefixed_topics
+from ikd_shared.settings import KafkaClientSettings, load_settings
 
 
 async def delete_topics(bootstrap: str, prefix: str) -> list[str]:
     if not prefix.startswith("bench-"):
         raise SystemExit("refusing to delete topics outside a bench- prefix")
-    return await delete_prefixed_topics(KafkaConnection(bootstrap), prefix)
+    return await delete_prefixed_topics(_kafka(bootstrap), prefix)
 
 
 def main() -> None:
@@ -28,3 +29,11 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _kafka(bootstrap: str) -> KafkaConnection:
+    """The bench's own clients connect as the operator's principal (IKD_KAFKA_*)."""
+    settings = load_settings(KafkaClientSettings)
+    return KafkaConnection.from_settings(
+        settings.model_copy(update={"kafka_bootstrap_servers": bootstrap})
+    )

@@ -20,6 +20,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import NewTopic
 
 from ikd_shared.kafka import KafkaConnection
+from ikd_shared.settings import KafkaClientSettings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 KAFKA_LIB = REPO / ".run" / "kafka" / "lib"
@@ -99,7 +100,7 @@ async def sample_record_size(
     bootstrap: str, topic: str, *, partitions: int, records: int = 2000
 ) -> RecordSize:
     """Mean sizes of the first records of the partitions of `topic`."""
-    consumer = KafkaConnection(bootstrap).consumer(group=None)
+    consumer = _kafka(bootstrap).consumer(group=None)
     await consumer.start()
     try:
         assigned = [TopicPartition(topic, p) for p in range(partitions)]
@@ -132,7 +133,7 @@ async def sample_record_size(
 
 
 async def create_topic(bootstrap: str, topic: str, *, partitions: int) -> None:
-    admin = KafkaConnection(bootstrap).admin()
+    admin = _kafka(bootstrap).admin()
     await admin.start()
     try:
         await admin.create_topics(
@@ -140,3 +141,11 @@ async def create_topic(bootstrap: str, topic: str, *, partitions: int) -> None:
         )
     finally:
         await admin.close()
+
+
+def _kafka(bootstrap: str) -> KafkaConnection:
+    """The bench's own clients connect as the operator's principal (IKD_KAFKA_*)."""
+    settings = load_settings(KafkaClientSettings)
+    return KafkaConnection.from_settings(
+        settings.model_copy(update={"kafka_bootstrap_servers": bootstrap})
+    )

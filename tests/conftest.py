@@ -15,9 +15,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from ikd_shared.kafka import KafkaConnection, delete_prefixed_topics, ensure_topics
+from ikd_shared.kafka import delete_prefixed_topics, ensure_topics
 from tests.support.databases import Database, DatabaseFactory, DatabaseTemplates, superuser_dsn
 from tests.support.environment import KAFKA_BOOTSTRAP, REPO
+from tests.support.kafka import kafka_connection
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -34,10 +35,10 @@ def kafka_bootstrap() -> str:
 
 
 async def _topics(bootstrap: str, prefix: str) -> AsyncIterator[str]:
-    await ensure_topics(KafkaConnection(bootstrap), prefix=prefix)
+    await ensure_topics(kafka_connection(bootstrap), prefix=prefix)
     yield prefix
     # Thousands of leftover partitions would eat the local broker's small heap.
-    await delete_prefixed_topics(KafkaConnection(bootstrap), prefix)
+    await delete_prefixed_topics(kafka_connection(bootstrap), prefix)
 
 
 @pytest.fixture

@@ -116,6 +116,8 @@ for agency in $BENCH_AGENCIES; do
   ikdctl db migrate services/agency_gateway/migrations "$(pg_url owner "gateway_$agency")"
 done
 ikdctl topics ensure --prefix "$IKD_KAFKA_TOPIC_PREFIX"
+ikdctl kafka acls apply --prefix "$IKD_KAFKA_TOPIC_PREFIX" --agencies "$IKD_DEMO_AGENCIES" \
+  --audit-group "ikd-audit-${IKD_KAFKA_TOPIC_PREFIX%.}"
 
 echo "bench: registering clients"
 secret=$IKD_DEMO_CLIENT_SECRET

@@ -17,6 +17,8 @@ case "${1:-}" in
     bash "$scripts/kafka.sh" start
     PG_GATEWAY_AGENCIES="$IKD_DEMO_AGENCIES" bash "$scripts/postgres.sh" start
     ikdctl topics ensure
+    ikdctl kafka users apply
+    ikdctl kafka acls apply --agencies "$IKD_DEMO_AGENCIES"
     migrate_db identity services/identity/migrations
     migrate_db audit services/audit/src/ikd_audit/migrations
     for agency in $IKD_DEMO_AGENCIES; do

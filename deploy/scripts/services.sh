@@ -12,6 +12,10 @@ export IKD_IDENTITY_URL=${IKD_IDENTITY_URL:-http://127.0.0.1:$IDENTITY_PORT}
 export IKD_AUDIT_URL=${IKD_AUDIT_URL:-http://127.0.0.1:$AUDIT_PORT}
 export IKD_GATEWAY_BASE_PORT=${IKD_GATEWAY_BASE_PORT:-$GATEWAY_BASE_PORT}
 
+kafka_env() {  # PRINCIPAL: the service's own Kafka credentials (ACLs: ikdctl kafka acls apply)
+  echo IKD_KAFKA_USERNAME="$1" IKD_KAFKA_PASSWORD="@$DEV_KEYS/kafka/$1.password"
+}
+
 pg_url() {  # ROLE_SUFFIX DB_NAME
   local db="ikd_${2//-/_}" password
   if [[ $1 == owner ]]; then password=$IKD_PG_OWNER_PASSWORD; else password=$IKD_PG_APP_PASSWORD; fi
@@ -25,7 +29,8 @@ identity_env() {  # [DATABASE NAME, default identity]
     IKD_IDENTITY_TRUST_JWKS="@$DEV_KEYS/dukcapil-jwks.json" \
     IKD_IDENTITY_TOKEN_SIGNING_KEY="@$DEV_KEYS/token-signing.pem" \
     IKD_IDENTITY_TOKEN_KEY_ID=dev-token-1 \
-    IKD_IDENTITY_PORT=$IDENTITY_PORT
+    IKD_IDENTITY_PORT=$IDENTITY_PORT \
+    "$(kafka_env identity)"
 }
 
 audit_env() {  # [DATABASE NAME, default audit]
@@ -36,7 +41,8 @@ audit_env() {  # [DATABASE NAME, default audit]
     IKD_AUDIT_TOKEN_JWKS="@$DEV_KEYS/token-jwks.json" \
     IKD_AUDIT_TRUST_JWKS="@$DEV_KEYS/dukcapil-jwks.json" \
     IKD_AUDIT_SESSION_SECRET=dev-console-session-secret-for-local-use \
-    IKD_AUDIT_PORT=$AUDIT_PORT
+    IKD_AUDIT_PORT=$AUDIT_PORT \
+    "$(kafka_env audit)"
 }
 
 gateway_port() {  # AGENCY
@@ -59,5 +65,6 @@ gateway_env() {  # AGENCY
     IKD_GATEWAY_TOKEN_JWKS="@$DEV_KEYS/token-jwks.json" \
     IKD_GATEWAY_WEBHOOK_ALLOW_PRIVATE_TARGETS=true \
     IKD_GATEWAY_PORT="$(gateway_port "$1")" \
-    IKD_GATEWAY_WORKER_METRICS_PORT="$(worker_metrics_port "$1")"
+    IKD_GATEWAY_WORKER_METRICS_PORT="$(worker_metrics_port "$1")" \
+    "$(kafka_env "gateway-$1")"
 }

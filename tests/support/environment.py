@@ -17,6 +17,12 @@ def _load_dev_env() -> None:
 
 
 _load_dev_env()
+# The tests' own Kafka clients, and settings built in tests, act as the admin principal.
+os.environ.setdefault("IKD_KAFKA_CA_FILE", str(REPO / ".run" / "dev" / "kafka" / "ca.pem"))
+os.environ.setdefault("IKD_KAFKA_USERNAME", "admin")
+os.environ.setdefault(
+    "IKD_KAFKA_PASSWORD", f"@{REPO / '.run' / 'dev' / 'kafka' / 'admin.password'}"
+)
 PG_HOST = os.environ.get("IKD_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ["PG_PORT"])
 PG_SUPERUSER_PASSWORD = os.environ["IKD_PG_SUPERUSER_PASSWORD"]

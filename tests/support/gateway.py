@@ -18,9 +18,9 @@ from aiokafka import AIOKafkaProducer
 from ikd_gateway.bootstrap import Gateway, bootstrap
 from ikd_gateway.config import GatewaySettings
 from ikd_shared.events.envelope import CloudEvent, to_kafka
-from ikd_shared.kafka import KafkaConnection
 from tests.support.environment import REPO
 from tests.support.gateway_factories import Tokens
+from tests.support.kafka import kafka_connection
 
 MIGRATIONS = REPO / "services" / "agency_gateway" / "migrations"
 
@@ -100,7 +100,7 @@ class WorkerProcess:
 async def read_topic(
     bootstrap_servers: str, topic: str, count: int, wait_seconds: float = 20.0
 ) -> list[Any]:
-    consumer = KafkaConnection(bootstrap_servers).consumer(
+    consumer = kafka_connection(bootstrap_servers).consumer(
         topic, group=None, auto_offset_reset="earliest"
     )
     await consumer.start()

@@ -11,7 +11,7 @@ import asyncpg
 from ikd_dev.issuer import IssuerKey, mint_credential
 from ikd_dev.synthetic import citizen
 from ikd_shared.events.profile_v1 import CitizenProfile
-from ikd_shared.kafka import KafkaConnection
+from tests.support.kafka import kafka_connection
 
 ISSUER = "https://dukcapil.test/ikd"
 AUDIENCE = "ikd-mpp-test"
@@ -54,7 +54,7 @@ async def read_topic(
     timeout: float = 20.0,  # noqa: ASYNC109
 ) -> list[Record]:
     """Read from the beginning until `expect` records arrived (or fail at the deadline)."""
-    consumer = KafkaConnection(bootstrap).consumer(topic, group=None, auto_offset_reset="earliest")
+    consumer = kafka_connection(bootstrap).consumer(topic, group=None, auto_offset_reset="earliest")
     await consumer.start()
     records: list[Record] = []
     try:

@@ -13,18 +13,26 @@ from typing import Annotated
 import typer
 
 from ikd_dev.cli import dev_issuer_app
+from ikd_ops import kafka_security
 from ikd_ops import status as status_module
 from ikd_ops.demo import Walkthrough, seed
 from ikd_ops.docs_cli import docs_app
 from ikd_ops.platform import Endpoints, Platform, PlatformError
 from ikd_shared.db import migrate
 from ikd_shared.kafka import KafkaConnection, ensure_topics, wait_for_broker
+from ikd_shared.settings import KafkaClientSettings, load_settings
 
 app = typer.Typer(help="Operate the IKD MPP platform.", no_args_is_help=True, add_completion=False)
 topics_app = typer.Typer(help="Kafka topics declared by the project.", no_args_is_help=True)
 db_app = typer.Typer(help="Service databases.", no_args_is_help=True)
 demo_app = typer.Typer(help="The demo of `make up`.", no_args_is_help=True)
+kafka_app = typer.Typer(help="The bus's principals and ACLs.", no_args_is_help=True)
+kafka_users_app = typer.Typer(help="SCRAM credentials of the principals.", no_args_is_help=True)
+kafka_acls_app = typer.Typer(help="Least-privilege ACLs of the principals.", no_args_is_help=True)
+kafka_app.add_typer(kafka_users_app, name="users")
+kafka_app.add_typer(kafka_acls_app, name="acls")
 app.add_typer(topics_app, name="topics")
+app.add_typer(kafka_app, name="kafka")
 app.add_typer(db_app, name="db")
 app.add_typer(demo_app, name="demo")
 app.add_typer(docs_app, name="docs")
@@ -34,8 +42,9 @@ ROOT = Path(__file__).resolve().parents[3]
 DEV_KEYS = Path(os.environ.get("IKD_DEV_KEYS", ROOT / ".run" / "dev"))
 
 
-def _bootstrap() -> str:
-    return os.environ.get("IKD_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+def _kafka() -> KafkaConnection:
+    """The operator's connection: IKD_KAFKA_* (the admin principal for topics, users, ACLs)."""
+    return KafkaConnection.from_settings(load_settings(KafkaClientSettings), client_id="ikdctl")
 
 
 def _platform() -> Platform:
@@ -55,12 +64,60 @@ def topics_ensure(
     """Create every declared topic that does not exist yet (idempotent)."""
 
     async def run() -> list[str]:
-        kafka = KafkaConnection(_bootstrap())
+        kafka = _kafka()
         await wait_for_broker(kafka)
         return await ensure_topics(kafka, prefix=prefix, replication_factor=replication_factor)
 
     created = asyncio.run(run())
     typer.echo(f"topics: {len(created)} created" + (f" ({', '.join(created)})" if created else ""))
+
+
+@kafka_users_app.command("apply")
+def kafka_users_apply(
+    credentials_dir: Annotated[
+        Path,
+        typer.Option(exists=True, file_okay=False, help="one <principal>.password file each"),
+    ] = DEV_KEYS / "kafka",
+) -> None:
+    """Create or update the SCRAM-SHA-512 credential of every principal (idempotent)."""
+    passwords = {
+        path.stem: path.read_text().strip() for path in sorted(credentials_dir.glob("*.password"))
+    }
+
+    async def run() -> None:
+        kafka = _kafka()
+        await wait_for_broker(kafka)
+        await kafka_security.upsert_users(kafka, passwords)
+
+    asyncio.run(run())
+    typer.echo(f"kafka users: {len(passwords)} applied ({', '.join(passwords)})")
+
+
+@kafka_acls_app.command("apply")
+def kafka_acls_apply(
+    agencies: Annotated[
+        str, typer.Option(help="agency codes, space-separated: their gateways and backends")
+    ] = os.environ.get("IKD_DEMO_AGENCIES", ""),
+    prefix: Annotated[str, typer.Option(help="topic name prefix")] = os.environ.get(
+        "IKD_KAFKA_TOPIC_PREFIX", ""
+    ),
+    audit_group: Annotated[str, typer.Option(help="the audit consumer's group")] = os.environ.get(
+        "IKD_AUDIT_CONSUMER_GROUP", kafka_security.AUDIT_GROUP
+    ),
+    prune: Annotated[
+        bool, typer.Option(help="delete these principals' other ACLs (those of other prefixes too)")
+    ] = False,
+) -> None:
+    """Grant each component exactly what it needs on the bus (idempotent)."""
+    wanted = kafka_security.grants(agencies.split(), prefix=prefix, audit_group=audit_group)
+
+    async def run() -> tuple[int, int]:
+        kafka = _kafka()
+        await wait_for_broker(kafka)
+        return await kafka_security.apply_acls(kafka, wanted, prune=prune)
+
+    applied, removed = asyncio.run(run())
+    typer.echo(f"kafka acls: {applied} applied, {removed} stale deleted")
 
 
 @db_app.command("migrate")
@@ -77,7 +134,7 @@ def db_migrate(
 @app.command()
 def status() -> None:
     """Health of every service, the topics, and each consumer group's lag."""
-    healthy = status_module.report(Endpoints.from_env(), _bootstrap(), typer.echo)
+    healthy = status_module.report(Endpoints.from_env(), _kafka(), typer.echo)
     if not healthy:
         raise typer.Exit(1)
 

@@ -32,9 +32,9 @@ def _readiness(endpoints: Endpoints, say: Callable[[str], None]) -> bool:
     return healthy
 
 
-async def _lag(bootstrap: str) -> tuple[list[str], dict[str, int]]:
-    admin = KafkaConnection(bootstrap).admin()
-    consumer = KafkaConnection(bootstrap).consumer(group=None)
+async def _lag(kafka: KafkaConnection) -> tuple[list[str], dict[str, int]]:
+    admin = kafka.admin()
+    consumer = kafka.consumer(group=None)
     await admin.start()
     await consumer.start()
     try:
@@ -56,11 +56,12 @@ async def _lag(bootstrap: str) -> tuple[list[str], dict[str, int]]:
         await admin.close()
 
 
-def report(endpoints: Endpoints, bootstrap: str, say: Callable[[str], None]) -> bool:
+def report(endpoints: Endpoints, kafka: KafkaConnection, say: Callable[[str], None]) -> bool:
+    bootstrap = kafka.bootstrap_servers
     say("services:")
     healthy = _readiness(endpoints, say)
     try:
-        topics, lags = asyncio.run(_lag(bootstrap))
+        topics, lags = asyncio.run(_lag(kafka))
     except Exception as error:
         say(f"kafka {bootstrap}: DOWN ({error})")
         return False

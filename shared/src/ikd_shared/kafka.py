@@ -1,19 +1,25 @@
 """The one place the project's Kafka clients are configured, and its Kafka plumbing.
 
 Every producer, consumer, admin client and faust app connects through a `KafkaConnection`:
-the connection settings (and, later, TLS and SASL credentials per principal) live here only.
+the connection settings, TLS and the SASL credentials of the process's principal live here only.
+The operator's ACL and SCRAM administration (which aiokafka lacks) uses confluent-kafka's
+AdminClient, configured here too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import ssl
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from pydantic import SecretStr
 
 from ikd_shared.events.envelope import CloudEvent, KafkaHeaders, to_kafka
 from ikd_shared.events.topics import ALL_TOPICS, TopicSpec
@@ -35,30 +41,116 @@ _CONNECTION_KEYS = frozenset(
 )
 
 
+if TYPE_CHECKING:
+    from confluent_kafka.admin import AdminClient
+
+
 class KafkaSettings(Protocol):
     @property
     def kafka_bootstrap_servers(self) -> str: ...
+    @property
+    def kafka_security_protocol(self) -> str: ...
+    @property
+    def kafka_sasl_mechanism(self) -> str: ...
+    @property
+    def kafka_username(self) -> str | None: ...
+    @property
+    def kafka_password(self) -> SecretStr | None: ...
+    @property
+    def kafka_ca_file(self) -> Path | None: ...
+
+
+@functools.cache
+def _ssl_context(ca_file: str | None) -> ssl.SSLContext:
+    # Verifies the broker's certificate and host name; None: the system's CAs.
+    context = ssl.create_default_context(cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 @dataclass(frozen=True, slots=True)
 class KafkaConnection:
-    """Where, and as whom, a client connects to the brokers."""
+    """Where, and as whom, a client connects to the brokers.
+
+    `security_protocol` is SASL_SSL (TLS, then SASL with `sasl_mechanism` as `username`) on
+    every secured bus; PLAINTEXT is for a development broker without security only.
+    """
 
     bootstrap_servers: str
     client_id: str | None = None  # None: the library's own ("aiokafka-<version>", "faust-...")
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    username: str | None = None
+    password: SecretStr | None = field(default=None, repr=False)
+    ca_file: str | None = None
 
     @classmethod
     def from_settings(
         cls, settings: KafkaSettings, *, client_id: str | None = None
     ) -> KafkaConnection:
-        return cls(settings.kafka_bootstrap_servers, client_id)
+        ca_file = settings.kafka_ca_file
+        return cls(
+            settings.kafka_bootstrap_servers,
+            client_id,
+            security_protocol=str(settings.kafka_security_protocol),
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            username=settings.kafka_username,
+            password=settings.kafka_password,
+            ca_file=None if ca_file is None else str(ca_file),
+        )
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        return _ssl_context(self.ca_file) if self.uses_tls else None
+
+    def _secret(self) -> str:
+        if self.username is None or self.password is None:
+            raise ValueError(f"{self.security_protocol} needs a username and a password")
+        return self.password.get_secret_value()
 
     def client_kwargs(self) -> dict[str, Any]:
         """The settings every aiokafka client takes from the connection."""
         kwargs: dict[str, Any] = {"bootstrap_servers": self.bootstrap_servers}
         if self.client_id is not None:
             kwargs["client_id"] = self.client_id
+        if self.security_protocol != "PLAINTEXT":
+            kwargs["security_protocol"] = self.security_protocol
+        if self.uses_tls:
+            kwargs["ssl_context"] = self.ssl_context()
+        if self.uses_sasl:
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_password"] = self._secret()
+            kwargs["sasl_plain_username"] = self.username
         return kwargs
+
+    def confluent_config(self) -> dict[str, Any]:
+        """The same connection for confluent-kafka (librdkafka) clients."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        if self.client_id is not None:
+            config["client.id"] = self.client_id
+        if self.uses_tls and self.ca_file is not None:
+            config["ssl.ca.location"] = self.ca_file
+        if self.uses_sasl:
+            config["sasl.mechanism"] = self.sasl_mechanism
+            config["sasl.password"] = self._secret()
+            config["sasl.username"] = self.username
+        return config
+
+    def confluent_admin(self) -> AdminClient:
+        """The admin client for ACLs and SCRAM credentials (aiokafka has neither API)."""
+        from confluent_kafka.admin import AdminClient
+
+        return AdminClient(self.confluent_config())
 
     def producer_config(self, **overrides: Any) -> dict[str, Any]:
         """The event producers' settings; overrides tune batching, never the delivery guarantee."""
@@ -101,6 +193,19 @@ class KafkaConnection:
         }
         if self.client_id is not None:
             kwargs["broker_client_id"] = self.client_id
+        if self.uses_sasl:
+            import faust  # only the faust apps' processes have it
+
+            kwargs["broker_credentials"] = faust.SASLCredentials(
+                ssl_context=self.ssl_context(),
+                mechanism=self.sasl_mechanism,
+                username=self.username,
+                password=self._secret(),
+            )
+        elif self.uses_tls:
+            import faust
+
+            kwargs["broker_credentials"] = faust.SSLCredentials(self.ssl_context())
         return kwargs
 
 

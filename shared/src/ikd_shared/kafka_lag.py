@@ -19,9 +19,13 @@ CONSUMER_LAG = Gauge(
 )
 
 
-async def kafka_reachable(bootstrap_servers: str, *, seconds: float = 2.0) -> None:
+def _connection(kafka: KafkaConnection | str) -> KafkaConnection:
+    return KafkaConnection(kafka) if isinstance(kafka, str) else kafka
+
+
+async def kafka_reachable(kafka: KafkaConnection | str, *, seconds: float = 2.0) -> None:
     """Raise unless a broker answers a metadata request."""
-    client = KafkaConnection(bootstrap_servers).client(request_timeout_ms=int(seconds * 1000))
+    client = _connection(kafka).client(request_timeout_ms=int(seconds * 1000))
     try:
         await asyncio.wait_for(client.bootstrap(), timeout=seconds)
     finally:
@@ -29,7 +33,7 @@ async def kafka_reachable(bootstrap_servers: str, *, seconds: float = 2.0) -> No
 
 
 async def consumer_group_lag(
-    bootstrap_servers: str, group: str, topics: Iterable[str]
+    kafka: KafkaConnection | str, group: str, topics: Iterable[str]
 ) -> dict[tuple[str, int], int]:
     """Per partition of `topics`: end offset minus the group's committed offset.
 
@@ -37,8 +41,8 @@ async def consumer_group_lag(
     """
     from aiokafka import TopicPartition
 
-    admin = KafkaConnection(bootstrap_servers).admin()
-    consumer = KafkaConnection(bootstrap_servers).consumer(group=None)
+    admin = _connection(kafka).admin()
+    consumer = _connection(kafka).consumer(group=None)
     await admin.start()
     try:
         described = await admin.describe_topics(list(topics))
@@ -68,15 +72,13 @@ async def consumer_group_lag(
 
 
 def lag_refresher(
-    bootstrap_servers: str, group: str, topics: Iterable[str]
+    kafka: KafkaConnection | str, group: str, topics: Iterable[str]
 ) -> Callable[[], Awaitable[None]]:
     """A `refresh` step for `ikd_shared.api.operations_router` that sets the lag gauge."""
     names = list(topics)
 
     async def refresh() -> None:
-        for (topic, partition), lag in (
-            await consumer_group_lag(bootstrap_servers, group, names)
-        ).items():
+        for (topic, partition), lag in (await consumer_group_lag(kafka, group, names)).items():
             CONSUMER_LAG.labels(group, topic, str(partition)).set(lag)
 
     return refresh

@@ -42,8 +42,31 @@ def is_placeholder(secret: str) -> bool:
     return len(secret) < MIN_SECRET_LENGTH or any(m in lowered for m in PLACEHOLDER_MARKERS)
 
 
-class ServiceSettings(BaseSettings):
-    """Base of each service's settings; subclasses set `env_prefix` in their model_config."""
+def _read_key_file(value: Any) -> Any:
+    # Read @path before anything else so the placeholder check sees the key, not its file name.
+    if isinstance(value, str) and value.startswith("@"):
+        try:
+            return Path(value[1:]).read_text()
+        except OSError as error:
+            raise ValueError(f"cannot read the key file: {error.strerror}") from None
+    return value
+
+
+def _read_password_file(value: Any) -> Any:
+    value = _read_key_file(value)
+    return value.strip() if isinstance(value, str) else value
+
+
+class KafkaSecurityProtocol(StrEnum):
+    SASL_SSL = "SASL_SSL"
+    PLAINTEXT = "PLAINTEXT"  # development brokers without security only
+
+
+class KafkaClientSettings(BaseSettings):
+    """Where and as whom a process connects to Kafka: each service, ikdctl, the benchmarks.
+
+    The same variables for every process (IKD_KAFKA_*): each process runs as one principal.
+    """
 
     model_config = SettingsConfigDict(env_prefix="IKD_", extra="ignore", frozen=True)
 
@@ -56,23 +79,46 @@ class ServiceSettings(BaseSettings):
         default="127.0.0.1:19092",
         validation_alias=AliasChoices("IKD_KAFKA_BOOTSTRAP_SERVERS"),
     )
-    kafka_topic_prefix: str = Field(
-        default="",
-        validation_alias=AliasChoices("IKD_KAFKA_TOPIC_PREFIX"),
-        pattern=r"^[a-zA-Z0-9._-]*$",
-        description="prepended to every topic name (tests use a unique one per run)",
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        default=KafkaSecurityProtocol.SASL_SSL,
+        validation_alias=AliasChoices("IKD_KAFKA_SECURITY_PROTOCOL"),
+        description="SASL_SSL (SCRAM over TLS); PLAINTEXT only in development",
     )
-    kafka_replication_factor: int = Field(
-        default=1, ge=1, validation_alias=AliasChoices("IKD_KAFKA_REPLICATION_FACTOR")
+    kafka_sasl_mechanism: str = Field(
+        default="SCRAM-SHA-512", validation_alias=AliasChoices("IKD_KAFKA_SASL_MECHANISM")
     )
-    pseudonym_key: SecretStr = Field(
-        validation_alias=AliasChoices("IKD_PSEUDONYM_KEY"),
-        description="HMAC key that turns a NIK into the citizen pseudonym; same for all services",
+    kafka_username: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("IKD_KAFKA_USERNAME"),
+        description="this process's Kafka principal (SCRAM user)",
+    )
+    kafka_password: Annotated[SecretStr | None, BeforeValidator(_read_password_file)] = Field(
+        default=None,
+        validation_alias=AliasChoices("IKD_KAFKA_PASSWORD"),
+        description="the principal's SCRAM password, inline or @path",
+    )
+    kafka_ca_file: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("IKD_KAFKA_CA_FILE"),
+        description="PEM CA bundle the brokers' certificates chain to (default: system CAs)",
     )
 
     @property
     def is_development(self) -> bool:
         return self.environment is Environment.DEVELOPMENT
+
+    @model_validator(mode="after")
+    def _require_kafka_credentials(self) -> Self:
+        if self.kafka_security_protocol is KafkaSecurityProtocol.PLAINTEXT:
+            if not self.is_development:
+                raise ValueError(
+                    "IKD_KAFKA_SECURITY_PROTOCOL=PLAINTEXT is allowed only in development"
+                )
+            return self
+        for name in ("kafka_username", "kafka_password"):
+            if getattr(self, name) is None:
+                raise ValueError(f"{env_name(type(self), name)} is required with SASL_SSL")
+        return self
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Self:
@@ -87,17 +133,27 @@ class ServiceSettings(BaseSettings):
         return self
 
 
-S = TypeVar("S", bound=ServiceSettings)
+class ServiceSettings(KafkaClientSettings):
+    """Base of each service's settings; subclasses set `env_prefix` in their model_config."""
+
+    model_config = SettingsConfigDict(env_prefix="IKD_", extra="ignore", frozen=True)
+
+    kafka_topic_prefix: str = Field(
+        default="",
+        validation_alias=AliasChoices("IKD_KAFKA_TOPIC_PREFIX"),
+        pattern=r"^[a-zA-Z0-9._-]*$",
+        description="prepended to every topic name (tests use a unique one per run)",
+    )
+    kafka_replication_factor: int = Field(
+        default=1, ge=1, validation_alias=AliasChoices("IKD_KAFKA_REPLICATION_FACTOR")
+    )
+    pseudonym_key: SecretStr = Field(
+        validation_alias=AliasChoices("IKD_PSEUDONYM_KEY"),
+        description="HMAC key that turns a NIK into the citizen pseudonym; same for all services",
+    )
 
 
-def _read_key_file(value: Any) -> Any:
-    # Read @path before anything else so the placeholder check sees the key, not its file name.
-    if isinstance(value, str) and value.startswith("@"):
-        try:
-            return Path(value[1:]).read_text()
-        except OSError as error:
-            raise ValueError(f"cannot read the key file: {error.strerror}") from None
-    return value
+S = TypeVar("S", bound=KafkaClientSettings)
 
 
 def _check_ed25519_key(value: SecretStr) -> SecretStr:
@@ -126,7 +182,7 @@ JwksSetting = Annotated[dict[str, Any], NoDecode, BeforeValidator(_load_jwks)]
 """A JWKS setting: inline JSON or `@path` to a JSON file."""
 
 
-def env_name(settings_cls: type[ServiceSettings], field_name: str) -> str:
+def env_name(settings_cls: type[KafkaClientSettings], field_name: str) -> str:
     """The environment variable that sets a field."""
     field = settings_cls.model_fields.get(field_name)
     if field is None and any(
@@ -142,7 +198,7 @@ def env_name(settings_cls: type[ServiceSettings], field_name: str) -> str:
     return f"{prefix}{field_name}".upper()
 
 
-def describe_errors(settings_cls: type[ServiceSettings], error: ValidationError) -> list[str]:
+def describe_errors(settings_cls: type[KafkaClientSettings], error: ValidationError) -> list[str]:
     lines = []
     for item in error.errors():
         message = item["msg"].removeprefix("Value error, ")

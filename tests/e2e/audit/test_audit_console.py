@@ -31,9 +31,10 @@ from ikd_shared.auth import TokenIssuer
 from ikd_shared.events import to_cloudevent
 from ikd_shared.events.access_v1 import AccessRecorded, Channel, Outcome
 from ikd_shared.events.topics import ACCESS
-from ikd_shared.kafka import KafkaConnection, send_event
+from ikd_shared.kafka import send_event
 from ikd_shared.legal import LegalBasis
 from ikd_shared.pseudonym import pseudonymize
+from tests.support.kafka import kafka_connection
 
 CHROMIUM = os.environ.get("IKD_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -151,7 +152,7 @@ async def audit_service(
 
 async def produce_accesses(bootstrap: str, prefix: str, niks: list[str]) -> None:
     key = os.environ["IKD_PSEUDONYM_KEY"].encode()
-    producer = KafkaConnection(bootstrap).producer()
+    producer = kafka_connection(bootstrap).producer()
     await producer.start()
     try:
         for i, nik in enumerate(niks * 3):

@@ -19,8 +19,8 @@ from ikd_ops.platform import Platform
 from ikd_shared.events.envelope import from_kafka
 from ikd_shared.events.profile_v1 import PROFILE_FIELDS
 from ikd_shared.events.topics import ACCESS
-from ikd_shared.kafka import KafkaConnection
 from tests.e2e.platform.conftest import AGENCIES, CLIENT_SECRET, Stack
+from tests.support.kafka import kafka_connection
 
 POLICY = load_policy(DEFAULT_POLICY)
 
@@ -36,7 +36,7 @@ async def fetch_column(dsn: str, query: str, *args: object) -> list[object]:
 async def published_access_ids(stack: Stack, pseudonym: str) -> set[str]:
     """Ids of the access events for the citizen on the audit topic, read to its end."""
     topic = ACCESS.full_name(stack.topic_prefix)
-    kafka = KafkaConnection(os.environ["IKD_KAFKA_BOOTSTRAP_SERVERS"])
+    kafka = kafka_connection(os.environ["IKD_KAFKA_BOOTSTRAP_SERVERS"])
     consumer = kafka.consumer(topic, group=None, auto_offset_reset="earliest")
     await consumer.start()
     try:

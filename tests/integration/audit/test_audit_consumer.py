@@ -16,6 +16,7 @@ from ikd_shared.events.envelope import CloudEvent, to_kafka
 from ikd_shared.events.topics import ACCESS, AUDIT_DEAD_LETTER
 from ikd_shared.kafka import KafkaConnection, send_event
 from tests.support.audit import access
+from tests.support.kafka import kafka_connection
 from tests.support.polling import eventually
 
 
@@ -24,7 +25,7 @@ async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
 ) -> None:
     topic = ACCESS.full_name(topic_prefix)
     events = [access(citizens[i % 3]) for i in range(25)]
-    producer = KafkaConnection(kafka_bootstrap).producer()
+    producer = kafka_connection(kafka_bootstrap).producer()
     await producer.start()
     clouds = [
         to_cloudevent(
@@ -60,7 +61,7 @@ async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
 
     consumer = AccessConsumer(
         runtime.log,
-        KafkaConnection(kafka_bootstrap),
+        kafka_connection(kafka_bootstrap),
         topic_prefix=topic_prefix,
         group_id=f"{topic_prefix}audit",
         batch_size=7,
@@ -72,7 +73,7 @@ async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
             return (await runtime.log.tree_state())[0] == 25
 
         await eventually(all_recorded, timeout=30)
-        dead = KafkaConnection(kafka_bootstrap).consumer(
+        dead = kafka_connection(kafka_bootstrap).consumer(
             AUDIT_DEAD_LETTER.full_name(topic_prefix), group=None, auto_offset_reset="earliest"
         )
         await dead.start()
@@ -94,7 +95,7 @@ async def test_consumer_records_each_event_once_and_dead_letters_malformed_ones(
         assert any("invalid fields" in reason for reason in reasons)
         assert all(dict(r.headers)["dlq_service"] == b"ikd-audit" for r in records)
         # The consumer carried on: a later event is still recorded.
-        producer = KafkaConnection(kafka_bootstrap).producer()
+        producer = kafka_connection(kafka_bootstrap).producer()
         await producer.start()
         late = access(citizens[0])
         try:
@@ -148,7 +149,7 @@ async def read_all(kafka: KafkaConnection, topic: str, count: int) -> list[Any]:
 async def test_an_event_the_log_cannot_store_is_dead_lettered_and_the_rest_of_its_batch_appended(
     runtime: AuditRuntime, kafka_bootstrap: str, topic_prefix: str, citizens: Any
 ) -> None:
-    kafka = KafkaConnection(kafka_bootstrap)
+    kafka = kafka_connection(kafka_bootstrap)
     topic = ACCESS.full_name(topic_prefix)
     # A valid event PostgreSQL refuses to store (text holds no U+0000): not an outage, so no
     # retry helps. It comes first and the good ones after it, all on one partition, so the

@@ -9,9 +9,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from ikd_shared.kafka import KafkaConnection
 from tests.support.gateway import MIGRATIONS, Producer, WorkerProcess
 from tests.support.gateway_factories import Tokens
+from tests.support.kafka import kafka_connection
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +33,7 @@ async def db(gateway_db: Any) -> AsyncIterator[asyncpg.Connection]:
 
 @pytest.fixture
 async def producer(kafka_bootstrap: str) -> AsyncIterator[Producer]:
-    raw = KafkaConnection(kafka_bootstrap).producer()
+    raw = kafka_connection(kafka_bootstrap).producer()
     await raw.start()
     yield Producer(raw)
     await raw.stop()

@@ -23,9 +23,9 @@ from ikd_shared.events.agency_v1 import PURGED_TYPE, AgencyRecordChanged
 from ikd_shared.events.envelope import from_kafka
 from ikd_shared.events.profile_v1 import CitizenDied
 from ikd_shared.events.topics import agency_topic
-from ikd_shared.kafka import KafkaConnection
 from tests.support.gateway import read_topic, running_gateway
 from tests.support.gateway_factories import POLICY, Tokens, profile, verified
+from tests.support.kafka import kafka_connection
 
 AGENCY = "dinsos-cirebon"
 
@@ -163,7 +163,7 @@ async def test_agency_topic_carries_the_view_purges_and_is_audited(
     # The example agency consumer ends with the view: the kept citizen, nothing of the other.
     lines: list[str] = []
     mirror = await consume(
-        KafkaConnection(kafka_bootstrap),
+        kafka_connection(kafka_bootstrap),
         topic,
         group=f"{topic_prefix}agency-example",
         idle_exit=2.0,

@@ -13,7 +13,6 @@ from typing import Any
 
 import asyncpg
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from ikd_gateway.config import GatewaySettings
 from ikd_shared.events import to_cloudevent
@@ -21,6 +20,7 @@ from ikd_shared.events.envelope import to_kafka
 from ikd_shared.events.topics import GATEWAY_DEAD_LETTER, PROFILE
 from tests.support.gateway import gateway_env, read_topic
 from tests.support.gateway_factories import Tokens, profile, verified
+from tests.support.kafka import kafka_connection
 from tests.support.polling import eventually
 
 AGENCY = "polres-cirebon"
@@ -28,7 +28,7 @@ NOW = dt.datetime.now(dt.UTC)
 
 
 async def committed_offset(bootstrap: str, group: str, partition: TopicPartition) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = kafka_connection(bootstrap).admin()
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group, partitions=[partition])

@@ -11,8 +11,9 @@ from ikd_shared.events import decode, to_cloudevent
 from ikd_shared.events.envelope import from_kafka
 from ikd_shared.events.profile_v1 import EVENTS, ProfileVerified
 from ikd_shared.events.topics import PROFILE
-from ikd_shared.kafka import KafkaConnection, send_event
+from ikd_shared.kafka import send_event
 from ikd_shared.pseudonym import pseudonymize
+from tests.support.kafka import kafka_connection
 
 
 async def test_cloudevent_round_trip_through_the_broker(kafka_bootstrap, topic_prefix) -> None:
@@ -28,14 +29,14 @@ async def test_cloudevent_round_trip_through_the_broker(kafka_bootstrap, topic_p
     event = to_cloudevent(payload, source="/ikd/identity", key=pseudonym)
     topic = PROFILE.full_name(topic_prefix)
 
-    producer = KafkaConnection(kafka_bootstrap).producer()
+    producer = kafka_connection(kafka_bootstrap).producer()
     await producer.start()
     try:
         await send_event(producer, topic, event)
     finally:
         await producer.stop()
 
-    consumer = KafkaConnection(kafka_bootstrap).consumer(
+    consumer = kafka_connection(kafka_bootstrap).consumer(
         topic, group=None, auto_offset_reset="earliest"
     )
     await consumer.start()

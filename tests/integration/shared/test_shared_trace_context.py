@@ -33,9 +33,9 @@ from ikd_identity.config import IdentitySettings
 from ikd_identity.entrypoints.api import create_app as create_identity_app
 from ikd_shared.auth import TokenIssuer
 from ikd_shared.events.topics import ACCESS, PROFILE
-from ikd_shared.kafka import KafkaConnection
 from ikd_shared.pseudonym import pseudonymize
 from ikd_shared.tracing import TraceContext, from_kafka_headers, parse_traceparent
+from tests.support.kafka import kafka_connection
 
 REPO = Path(__file__).resolve().parents[3]
 IDENTITY_MIGRATIONS = REPO / "services" / "identity" / "migrations"
@@ -75,7 +75,7 @@ async def identity(database_factory: Any, topic_prefix: str) -> AsyncIterator[An
 
 
 async def read_one(bootstrap: str, topic: str, timeout: float = 20.0) -> Any:  # noqa: ASYNC109
-    consumer = KafkaConnection(bootstrap).consumer(topic, group=None, auto_offset_reset="earliest")
+    consumer = kafka_connection(bootstrap).consumer(topic, group=None, auto_offset_reset="earliest")
     await consumer.start()
     try:
         async with asyncio.timeout(timeout):
@@ -88,7 +88,7 @@ async def read_one(bootstrap: str, topic: str, timeout: float = 20.0) -> Any:  #
 
 
 async def read_all(bootstrap: str, topic: str, count: int, timeout: float = 20.0) -> list[Any]:  # noqa: ASYNC109
-    consumer = KafkaConnection(bootstrap).consumer(topic, group=None, auto_offset_reset="earliest")
+    consumer = kafka_connection(bootstrap).consumer(topic, group=None, auto_offset_reset="earliest")
     await consumer.start()
     found: list[Any] = []
     try:

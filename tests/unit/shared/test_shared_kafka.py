@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from ikd_shared.kafka import EVENT_PRODUCER_DEFAULTS, KafkaConnection
 
@@ -103,6 +105,11 @@ def test_from_settings_reads_the_bootstrap_servers() -> None:
     @dataclass
     class Settings:
         kafka_bootstrap_servers: str = SERVERS
+        kafka_security_protocol: str = "PLAINTEXT"
+        kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+        kafka_username: str | None = None
+        kafka_password: SecretStr | None = None
+        kafka_ca_file: Path | None = None
 
     assert KafkaConnection.from_settings(Settings()) == KafkaConnection(SERVERS)
     assert KafkaConnection.from_settings(Settings(), client_id="x").client_id == "x"

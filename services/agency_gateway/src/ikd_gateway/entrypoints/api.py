@@ -29,6 +29,7 @@ from ikd_shared.api import PROBLEM_JSON, BodySizeLimit, install_error_handlers
 from ikd_shared.auth import Principal, Scope
 from ikd_shared.bearer import Bearer
 from ikd_shared.events import topics
+from ikd_shared.kafka import KafkaConnection
 from ikd_shared.legal import LegalBasis
 from ikd_shared.token_cache import CachedTokenVerifier
 
@@ -197,14 +198,14 @@ def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> 
         api.operations_router(
             checks={
                 "postgresql": database_reachable,
-                "kafka": lambda: kafka_lag.kafka_reachable(settings.kafka_bootstrap_servers),
+                "kafka": lambda: kafka_lag.kafka_reachable(KafkaConnection.from_settings(settings)),
             },
             refresh=[
                 refresh_backlog,
                 # The worker is another process: its group's lag is read from Kafka here, so
                 # it shows (and grows) even while the worker is down.
                 kafka_lag.lag_refresher(
-                    settings.kafka_bootstrap_servers,
+                    KafkaConnection.from_settings(settings),
                     settings.consumer_group,
                     [config.topic(topics.PROFILE), config.topic(topics.CONSENT)],
                 ),

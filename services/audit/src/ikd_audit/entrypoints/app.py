@@ -137,7 +137,7 @@ def create_app(settings: AuditSettings) -> FastAPI:
     def checks() -> dict[str, Check]:
         found: dict[str, Check] = {
             "postgresql": lambda: runtime().ping(),
-            "kafka": lambda: kafka_lag.kafka_reachable(settings.kafka_bootstrap_servers),
+            "kafka": lambda: kafka_lag.kafka_reachable(KafkaConnection.from_settings(settings)),
         }
         if app.state.consumer is not None:
             found["consumer"] = consumer_running
@@ -154,7 +154,7 @@ def create_app(settings: AuditSettings) -> FastAPI:
     if settings.run_consumer:
         refresh.append(
             kafka_lag.lag_refresher(
-                settings.kafka_bootstrap_servers,
+                KafkaConnection.from_settings(settings),
                 settings.consumer_group,
                 [ACCESS.full_name(settings.kafka_topic_prefix)],
             )

@@ -26,6 +26,7 @@ from ikd_shared import api, kafka_lag
 from ikd_shared.api import BodySizeLimit, install_error_handlers, problem
 from ikd_shared.auth import Principal, Scope
 from ikd_shared.bearer import Bearer
+from ikd_shared.kafka import KafkaConnection
 from ikd_shared.legal import CODE_PATTERN
 
 log = logging.getLogger(__name__)
@@ -312,7 +313,7 @@ def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> 
         api.operations_router(
             checks={
                 "postgresql": database_reachable,
-                "kafka": lambda: kafka_lag.kafka_reachable(settings.kafka_bootstrap_servers),
+                "kafka": lambda: kafka_lag.kafka_reachable(KafkaConnection.from_settings(settings)),
             },
             refresh=[refresh_outbox_backlog],
             include_in_schema=True,
