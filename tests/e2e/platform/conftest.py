@@ -1,6 +1,8 @@
 """The whole platform as separate processes: identity, audit and three agency gateways.
 
 Each run gets its own databases, topic prefix and keys, so it never touches the demo's data.
+Every service connects to the bus as its own principal, under the ACLs of the run's prefix;
+only the test's own observer clients act as the admin.
 """
 
 from __future__ import annotations
@@ -11,16 +13,20 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 
+from ikd_ops import kafka_security
 from ikd_ops.platform import Endpoints
+from ikd_shared.events import topics
+from ikd_shared.kafka import ensure_topics
 from tests.support.databases import Database, DatabaseFactory
 from tests.support.environment import REPO
+from tests.support.kafka import SECRETS, kafka_connection, password
 
 AGENCIES = ("polres-cirebon", "bank-bjb", "dinsos-cirebon")
 CLIENT_SECRET = "e2e-client-secret"
@@ -90,9 +96,49 @@ async def databases(
     return identity_db, audit_db, gateway_dbs
 
 
+def principal_env(principal: str) -> dict[str, str]:
+    """A service's own Kafka credentials (the development password files of `make setup`)."""
+    return {
+        "IKD_KAFKA_USERNAME": principal,
+        "IKD_KAFKA_PASSWORD": f"@{SECRETS / f'{principal}.password'}",
+    }
+
+
+@pytest.fixture
+async def principals(topic_prefix: str) -> AsyncIterator[str]:
+    """The principals' users and the ACLs of this run's topics, as the operator applies them;
+    yields the audit consumer group (one of the run's own, so runs never share it)."""
+    admin = kafka_connection()
+    audit_group = f"{topic_prefix}audit"
+    names = [
+        "identity",
+        "audit",
+        *(kafka_security.gateway_principal(agency) for agency in AGENCIES),
+        *(kafka_security.agency_principal(agency) for agency in AGENCIES),
+    ]
+    # Same passwords as `ikdctl kafka users apply`: running services keep authenticating.
+    await kafka_security.upsert_users(admin, {name: password(name) for name in names})
+    # The agency topics exist before the gateways start: onboarding creates them, not a gateway.
+    await ensure_topics(
+        admin, prefix=topic_prefix, specs=[topics.agency_topic(agency) for agency in AGENCIES]
+    )
+    grants = kafka_security.grants(AGENCIES, prefix=topic_prefix, audit_group=audit_group)
+    await kafka_security.apply_acls(admin, grants)
+    try:
+        yield audit_group
+    finally:
+        # Only this run's grants: the gateway groups and cluster grants are the demo's too.
+        await kafka_security.delete_acls(
+            admin, [grant for grant in grants if grant.name.startswith(topic_prefix)]
+        )
+
+
 @pytest.fixture
 def stack(
-    databases: tuple[Database, Database, dict[str, Database]], topic_prefix: str, tmp_path: Path
+    databases: tuple[Database, Database, dict[str, Database]],
+    topic_prefix: str,
+    principals: str,
+    tmp_path: Path,
 ) -> Iterator[Stack]:
     identity_db, audit_db, gateway_dbs = databases
     keys = tmp_path / "keys"
@@ -117,6 +163,7 @@ def stack(
         "IKD_IDENTITY_TOKEN_SIGNING_KEY": f"@{keys}/token-signing.pem",
         "IKD_IDENTITY_TOKEN_KEY_ID": "dev-token-1",
         "IKD_IDENTITY_PORT": str(ports["identity"]),
+        **principal_env("identity"),
     }
     clients = [
         ("counter-polres", "identity:verify", "polres-cirebon"),
@@ -154,6 +201,8 @@ def stack(
                 "IKD_AUDIT_SESSION_SECRET": "e2e-console-session-secret-0123456789",
                 "IKD_AUDIT_TREE_HEAD_INTERVAL_SECONDS": "1",
                 "IKD_AUDIT_PORT": str(ports["audit"]),
+                "IKD_AUDIT_CONSUMER_GROUP": principals,
+                **principal_env("audit"),
             },
         )
         for agency in AGENCIES:
@@ -168,6 +217,7 @@ def stack(
                     "IKD_GATEWAY_TOKEN_JWKS": f"@{keys}/token-jwks.json",
                     "IKD_GATEWAY_DATA_DIR": str(tmp_path / "gateway" / agency),
                     "IKD_GATEWAY_PORT": str(ports[agency]),
+                    **principal_env(kafka_security.gateway_principal(agency)),
                 },
             )
         stack.wait_ready("identity", endpoints.identity)
