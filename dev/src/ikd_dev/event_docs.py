@@ -719,6 +719,15 @@ def _info_description() -> str:
         "The other topics are core zone only: the platform's own services read and write them "
         "under their own principals; agency backends have no access to them.",
         "",
+        "## Connecting: TLS and SASL/SCRAM-SHA-512",
+        "",
+        "Every client connects with `security.protocol=SASL_SSL` and "
+        "`sasl.mechanism=SCRAM-SHA-512`, trusting the platform's CA certificate, as its own "
+        "principal (an agency backend: `agency-<agency>`, the credentials it received at "
+        "onboarding). An unauthenticated client cannot connect; an authenticated one may do "
+        "only what its ACLs allow, and the broker answers anything else with an authorisation "
+        "error (docs/trust-zones.md lists each principal's rights).",
+        "",
         "## Topics",
         "",
     ]
@@ -829,13 +838,19 @@ def asyncapi_document() -> Schema:
         "servers": {
             "local": {
                 "host": LOCAL_BROKER,
-                "protocol": "kafka",
+                # kafka-secure: TLS on the connection; SASL runs inside it.
+                "protocol": "kafka-secure",
                 "protocolVersion": "4.1",
                 "description": (
                     "Development broker (Apache Kafka 4.1, KRaft) started by "
                     "deploy/scripts/kafka.sh or `make up`; production brokers are set per "
-                    "deployment (IKD_KAFKA_BOOTSTRAP_SERVERS)."
+                    "deployment (IKD_KAFKA_BOOTSTRAP_SERVERS). Its only client listener is "
+                    "SASL_SSL: TLS with a certificate of the platform's CA (development: "
+                    "`.run/dev/kafka/ca.pem`, written by `make setup`), then "
+                    "SASL/SCRAM-SHA-512 as the client's own principal. There is no PLAINTEXT "
+                    "listener, and the broker denies whatever no ACL allows."
                 ),
+                "security": [{"$ref": "#/components/securitySchemes/scramSha512"}],
             }
         },
         "channels": channels,
@@ -843,6 +858,21 @@ def asyncapi_document() -> Schema:
         "components": {
             "schemas": _component_schemas(),
             "messages": messages,
+            "securitySchemes": {
+                "scramSha512": {
+                    "type": "scramSha512",
+                    "description": (
+                        "SASL/SCRAM-SHA-512 over TLS (security.protocol=SASL_SSL, "
+                        "sasl.mechanism=SCRAM-SHA-512), as a principal of the platform's "
+                        "operator: `identity`, `audit`, `gateway-<agency>` in the core zone, "
+                        "`agency-<agency>` for an agency backend (created with its ACLs, "
+                        "its topic and its OAuth client when the agency is onboarded; "
+                        "credentials handed over once). An agency principal may read only "
+                        "its agency topic, in its consumer group `ikd-agency-<agency>`. "
+                        "See docs/trust-zones.md."
+                    ),
+                }
+            },
         },
     }
 

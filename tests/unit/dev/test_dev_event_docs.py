@@ -332,12 +332,21 @@ def test_asyncapi_key_fields() -> None:
     assert doc["servers"]["local"] == {
         **doc["servers"]["local"],
         "host": "127.0.0.1:19092",
-        "protocol": "kafka",
+        "protocol": "kafka-secure",
     }
     for section in ("channels", "operations"):
         assert all(COMPONENT_KEY.match(key) for key in doc[section]), section
     for section in ("schemas", "messages"):
         assert all(COMPONENT_KEY.match(key) for key in doc["components"][section]), section
+
+
+def test_asyncapi_servers_require_scram_sha_512_over_tls() -> None:
+    doc = _asyncapi()
+    for server in doc["servers"].values():
+        assert server["protocol"] == "kafka-secure"
+        schemes = [_resolve(doc, ref["$ref"]) for ref in server["security"]]
+        assert [scheme["type"] for scheme in schemes] == ["scramSha512"]
+    assert "SASL_SSL" in doc["components"]["securitySchemes"]["scramSha512"]["description"]
 
 
 def test_asyncapi_every_reference_resolves() -> None:
