@@ -11,6 +11,7 @@ its own database, written in one transaction with the offsets it commits.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from ikd_shared.events import decode
 from ikd_shared.events.agency_v1 import EVENTS, PURGED_TYPE
 from ikd_shared.events.envelope import EnvelopeError, from_kafka
 from ikd_shared.kafka import KafkaConnection
+from ikd_shared.settings import KafkaClientSettings, load_settings
 
 Fields = dict[str, dict[str, Any]]
 """Per service code, the fields (name -> value) it may use."""
@@ -101,9 +103,12 @@ def run(
     idle_exit: float | None,
     dump: TextIO | None,
 ) -> None:
-    # The agency's own principal: its credentials join the connection here once the broker
-    # authenticates clients.
-    kafka = KafkaConnection(bootstrap_servers, client_id=group)
+    # The agency's own principal: IKD_KAFKA_USERNAME/_PASSWORD/_CA_FILE (KafkaClientSettings).
+    settings = load_settings(KafkaClientSettings)
+    kafka = dataclasses.replace(
+        KafkaConnection.from_settings(settings, client_id=group),
+        bootstrap_servers=bootstrap_servers,
+    )
     mirror = asyncio.run(consume(kafka, topic, group=group, idle_exit=idle_exit))
     if dump is not None:
         json.dump(mirror.citizens, dump, indent=2, sort_keys=True, default=str)
