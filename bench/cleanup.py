@@ -10,6 +10,14 @@ from ikd_shared.kafka import KafkaConnection, delete_prefixed_topics
 from ikd_shared.settings import KafkaClientSettings, load_settings
 
 
+def _kafka(bootstrap: str) -> KafkaConnection:
+    """The bench's own clients connect as the operator's principal (IKD_KAFKA_*)."""
+    settings = load_settings(KafkaClientSettings)
+    return KafkaConnection.from_settings(
+        settings.model_copy(update={"kafka_bootstrap_servers": bootstrap})
+    )
+
+
 async def delete_topics(bootstrap: str, prefix: str) -> list[str]:
     if not prefix.startswith("bench-"):
         raise SystemExit("refusing to delete topics outside a bench- prefix")
@@ -29,11 +37,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-
-def _kafka(bootstrap: str) -> KafkaConnection:
-    """The bench's own clients connect as the operator's principal (IKD_KAFKA_*)."""
-    settings = load_settings(KafkaClientSettings)
-    return KafkaConnection.from_settings(
-        settings.model_copy(update={"kafka_bootstrap_servers": bootstrap})
-    )

@@ -6,24 +6,38 @@ identity outbox relay, into a topic with as many partitions as the profile topic
 size is that of the profile events the bulk feed put on the profile topic: value (the JSON
 data) + key (the pseudonym) + the CloudEvents headers, since ProducerPerformance sends values
 only.
+
+It connects as the services do: TLS and SASL/SCRAM-SHA-512, as the identity principal (not the
+admin, whose super-user rights skip the ACL checks), allowed to write the bench topic for the
+run only; so the figure includes the cost of encryption, authentication and authorisation.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import os
 import re
 import statistics
 import subprocess
+import tempfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import TopicPartition
 from aiokafka.admin import NewTopic
+from confluent_kafka.admin import AclOperation, ResourceType  # type: ignore[attr-defined]
+from pydantic import SecretStr
 
+from ikd_ops import kafka_security
 from ikd_shared.kafka import KafkaConnection
 from ikd_shared.settings import KafkaClientSettings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 KAFKA_LIB = REPO / ".run" / "kafka" / "lib"
+KAFKA_SECRETS = Path(os.environ.get("IKD_DEV_KEYS", REPO / ".run" / "dev")) / "kafka"
+PRINCIPAL = "identity"
 
 _SUMMARY = re.compile(
     r"(?P<records>\d+) records sent, (?P<rate>[\d.]+) records/sec \((?P<mb>[\d.]+) MB/sec\), "
@@ -42,8 +56,53 @@ class ProducerPerfResult:
     p99_ms: float
 
 
+def client_properties(conn: KafkaConnection) -> str:
+    """The connection as a Java client's properties (ProducerPerformance --producer.config)."""
+    lines = [f"security.protocol={conn.security_protocol}"]
+    if conn.uses_sasl:
+        assert conn.username is not None
+        assert conn.password is not None
+        module = "org.apache.kafka.common.security.scram.ScramLoginModule"
+        username, password = (
+            value.replace("\\", "\\\\").replace('"', '\\"')
+            for value in (conn.username, conn.password.get_secret_value())
+        )
+        lines += [
+            f"sasl.mechanism={conn.sasl_mechanism}",
+            f'sasl.jaas.config={module} required username="{username}" password="{password}";',
+        ]
+    if conn.uses_tls and conn.ca_file is not None:
+        lines += ["ssl.truststore.type=PEM", f"ssl.truststore.location={conn.ca_file}"]
+    return "\n".join(lines) + "\n"
+
+
+@contextlib.asynccontextmanager
+async def bench_producer(bootstrap: str, topic: str) -> AsyncIterator[Path | None]:
+    """A --producer.config file of the bench principal, allowed to write `topic` meanwhile.
+
+    Yields None on a bus without SASL (nothing to authenticate, no ACLs)."""
+    admin = _kafka(bootstrap)
+    if not admin.uses_sasl:
+        yield None
+        return
+    principal = dataclasses.replace(
+        admin,
+        username=PRINCIPAL,
+        password=SecretStr((KAFKA_SECRETS / f"{PRINCIPAL}.password").read_text().strip()),
+    )
+    grant = kafka_security.Grant(PRINCIPAL, ResourceType.TOPIC, topic, AclOperation.WRITE)
+    await kafka_security.apply_acls(admin, [grant])
+    try:
+        with tempfile.TemporaryDirectory(prefix="ikd-bench-") as folder:
+            path = Path(folder) / "producer.properties"  # the folder is private (0700)
+            path.write_text(client_properties(principal))
+            yield path
+    finally:
+        await kafka_security.delete_acls(admin, [grant])
+
+
 def run_producer_performance(
-    bootstrap: str, topic: str, *, records: int, record_size: int
+    bootstrap: str, topic: str, *, records: int, record_size: int, config: Path | None = None
 ) -> ProducerPerfResult:
     command = [
         "java",
@@ -67,6 +126,8 @@ def run_producer_performance(
         "batch.size=262144",
         "compression.type=none",
     ]
+    if config is not None:
+        command += ["--producer.config", str(config)]
     # the command line is built from constants and numbers only
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout  # noqa: S603
     match = None

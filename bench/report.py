@@ -239,7 +239,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"value {num(size['value_bytes'])} B + key {num(size['key_bytes'])} B + ce_* headers "
             f"{num(size['header_bytes'])} B; ProducerPerformance sends values only). Producer "
             "settings as the outbox relay's: acks=all, idempotence, linger.ms=5, "
-            "batch.size=262144, no compression.",
+            "batch.size=262144, no compression. Connection as the services': "
+            f"{ceiling.get('security', 'none')} (TLS and SASL included in the figure).",
             "",
         ]
         s = ceiling["summary"]

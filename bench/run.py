@@ -196,25 +196,30 @@ async def main(args: argparse.Namespace) -> None:
         topic = f"{ctx.topic_prefix}bench.ceiling"
         await kafka_ceiling.create_topic(ctx.bootstrap, topic, partitions=PROFILE.partitions)
         runs = []
-        for _ in range(plan.runs):
-            await settle(ctx)
-            before = cpu.snapshot(pids)
-            began = time.time()
-            one = await asyncio.to_thread(
-                kafka_ceiling.run_producer_performance,
-                ctx.bootstrap,
-                topic,
-                records=plan.ceiling_records,
-                record_size=size.total,
-            )
-            took = time.time() - began
-            row = dataclasses.asdict(one)
-            row["cpu_percent_of_one_core"] = cpu.usage(before, cpu.snapshot(pids), took)
-            print(f"bench:   ceiling: {one.records_per_second:.0f} records/s", flush=True)
-            runs.append(row)
+        async with kafka_ceiling.bench_producer(ctx.bootstrap, topic) as config:
+            for _ in range(plan.runs):
+                await settle(ctx)
+                before = cpu.snapshot(pids)
+                began = time.time()
+                one = await asyncio.to_thread(
+                    kafka_ceiling.run_producer_performance,
+                    ctx.bootstrap,
+                    topic,
+                    records=plan.ceiling_records,
+                    record_size=size.total,
+                    config=config,
+                )
+                took = time.time() - began
+                row = dataclasses.asdict(one)
+                row["cpu_percent_of_one_core"] = cpu.usage(before, cpu.snapshot(pids), took)
+                print(f"bench:   ceiling: {one.records_per_second:.0f} records/s", flush=True)
+                runs.append(row)
         return {
             "record_size": {**dataclasses.asdict(size), "total": size.total},
             "partitions": PROFILE.partitions,
+            "security": (
+                f"SASL_SSL, SCRAM-SHA-512 as {kafka_ceiling.PRINCIPAL}" if config else "none"
+            ),
             "runs": runs,
             "summary": summarize_runs(runs, ["records_per_second", "mb_per_second", "p99_ms"]),
         }

@@ -11,7 +11,11 @@
 #     differs only in those codes: a gateway's consumer group is derived from its agency code,
 #     so the same code would join a running demo's group;
 #   - ports 28000 (identity), 28010 (audit), 28100.. (gateways), i.e. make up's + 10000;
-#     logs in .run/bench/services/.
+#     logs in .run/bench/services/;
+#   - on the secured bus as the services run there: identity and audit as their principals,
+#     each bench gateway as gateway-bench-<agency> (passwords in .run/bench/kafka/), under the
+#     run's ACLs (granted at the start, deleted at the end); Kafka's producer benchmark with
+#     the same TLS and SCRAM settings (bench/kafka_ceiling.py).
 # Kafka and PostgreSQL are started if they are not running, and stopped again at the end only
 # then. Settings: BENCH_QUICK=1 (short runs to check the harness), BENCH_KEEP=1 (keep the
 # services, databases and topics afterwards), BENCH_OUT (default docs/).
@@ -34,6 +38,8 @@ BENCH_AGENCIES=${BENCH_AGENCIES% }
 IKD_DEMO_AGENCIES=$BENCH_AGENCIES  # gateway_port() numbers these
 export IKD_KAFKA_TOPIC_PREFIX="bench-$(date +%s)."
 BENCH_POLICY="$BENCH_DIR/policy.yaml"
+BENCH_KAFKA="$BENCH_DIR/kafka"
+BENCH_AUDIT_GROUP="ikd-audit-${IKD_KAFKA_TOPIC_PREFIX%.}"
 mkdir -p "$BENCH_DIR"
 # Load average before anything of ours runs: other work on the machine shows up in the numbers.
 read -r load_before _ < /proc/loadavg
@@ -46,6 +52,8 @@ cleanup() {
     echo "bench: stopping the bench services, deleting bench topics and databases"
     proc_stop_all
     python -m bench.cleanup --prefix "$IKD_KAFKA_TOPIC_PREFIX" || true
+    python -m bench.bus release --prefix "$IKD_KAFKA_TOPIC_PREFIX" \
+      --agencies "$BENCH_AGENCIES" --audit-group "$BENCH_AUDIT_GROUP" || true
     for db in $(bench_databases); do drop_db "$db"; done
   else
     echo "bench: BENCH_KEEP set; services still run (logs in $PROCS_DIR)"
@@ -72,11 +80,12 @@ bench_identity_env() {
 }
 
 bench_audit_env() {
-  echo "$(audit_env bench_audit)" IKD_AUDIT_CONSUMER_GROUP="ikd-audit-${IKD_KAFKA_TOPIC_PREFIX%.}"
+  echo "$(audit_env bench_audit)" IKD_AUDIT_CONSUMER_GROUP="$BENCH_AUDIT_GROUP"
 }
 
-bench_gateway_env() {  # AGENCY
+bench_gateway_env() {  # AGENCY (the password below replaces gateway_env's: env's last wins)
   echo "$(gateway_env "$1")" \
+    IKD_KAFKA_PASSWORD="@$BENCH_KAFKA/gateway-$1.password" \
     IKD_GATEWAY_POLICY_FILE="$BENCH_POLICY" \
     IKD_GATEWAY_DATA_DIR="$BENCH_DIR/gateway/$1"
 }
@@ -116,8 +125,16 @@ for agency in $BENCH_AGENCIES; do
   ikdctl db migrate services/agency_gateway/migrations "$(pg_url owner "gateway_$agency")"
 done
 ikdctl topics ensure --prefix "$IKD_KAFKA_TOPIC_PREFIX"
-ikdctl kafka acls apply --prefix "$IKD_KAFKA_TOPIC_PREFIX" --agencies "$IKD_DEMO_AGENCIES" \
-  --audit-group "ikd-audit-${IKD_KAFKA_TOPIC_PREFIX%.}"
+# The bench gateways' own principals (gateway-bench-<agency>): passwords of their own, kept
+# for later runs; their users and the run's topics and ACLs as an operator would create them.
+mkdir -p "$BENCH_KAFKA"
+for agency in $BENCH_AGENCIES; do
+  secret_file="$BENCH_KAFKA/gateway-$agency.password"
+  [[ -s $secret_file ]] || (umask 077 && python -c 'import secrets; print(secrets.token_urlsafe(24))' >"$secret_file")
+done
+ikdctl kafka users apply --credentials-dir "$BENCH_KAFKA"
+python -m bench.bus prepare --prefix "$IKD_KAFKA_TOPIC_PREFIX" --agencies "$BENCH_AGENCIES" \
+  --audit-group "$BENCH_AUDIT_GROUP"
 
 echo "bench: registering clients"
 secret=$IKD_DEMO_CLIENT_SECRET
