@@ -42,8 +42,10 @@ ikdctl demo seed \
   --webhook-agency "$IKD_DEMO_WEBHOOK_AGENCY" --webhook-service "$IKD_DEMO_WEBHOOK_SERVICE" \
   --webhook-url "http://127.0.0.1:$RECEIVER_PORT/webhooks/ikd" \
   --webhook-secret-file "$DEV_KEYS/webhook-secret" --citizens "$IKD_DEMO_CITIZENS"
-# The receiver needs the secret the seed wrote.
-sv_program webhook-receiver env IKD_GATEWAY_RECEIVER_SECRET="$(cat "$DEV_KEYS/webhook-secret")" \
+# The receiver needs the secret the seed wrote; it stands for an agency's side, so it gets none
+# of the operator's Kafka credentials that env.sh exported for the scripts.
+sv_program webhook-receiver env -u IKD_KAFKA_USERNAME -u IKD_KAFKA_PASSWORD \
+  IKD_GATEWAY_RECEIVER_SECRET="$(cat "$DEV_KEYS/webhook-secret")" \
   ikd-gateway example-receiver --port "$RECEIVER_PORT"
 sv_apply
 sv_wait_http webhook-receiver "http://127.0.0.1:$RECEIVER_PORT/healthz"

@@ -5,6 +5,12 @@ One SCRAM principal per component: `identity`, `audit`, `gateway-<agency>` per g
 no ACL. Topic ACLs name whole topics (LITERAL), so one agency's name can never cover another's
 (a PREFIXED `ikd.agency.bank` would match `ikd.agency.bank-bjb`); the set is built for a topic
 prefix, which is how each test run gets the ACLs of its own topics.
+
+No service may create, alter or delete topics: the operator creates them (`ikdctl topics
+ensure`, an agency's topic when it is onboarded). Consumers need nothing beyond READ on their
+topics and group (READ implies DESCRIBE, which the offset and lag queries use); the faust worker
+declares no topics of its own (topic_allow_declare=False, in-memory tables) and produces without
+transactions (at_least_once), so it needs neither CREATE nor a transactional id.
 """
 
 from __future__ import annotations
