@@ -19,6 +19,7 @@ from ikd_ops.demo import Walkthrough, seed
 from ikd_ops.docs_cli import docs_app
 from ikd_ops.platform import Endpoints, Platform, PlatformError
 from ikd_shared.db import migrate
+from ikd_shared.events import topics as topic_specs
 from ikd_shared.kafka import KafkaConnection, ensure_topics, wait_for_broker
 from ikd_shared.settings import KafkaClientSettings, load_settings
 
@@ -60,13 +61,20 @@ def topics_ensure(
     replication_factor: Annotated[int, typer.Option(min=1)] = int(
         os.environ.get("IKD_KAFKA_REPLICATION_FACTOR", "1")
     ),
+    agencies: Annotated[
+        str, typer.Option(help="agency codes, space-separated: their agency topics too")
+    ] = "",
 ) -> None:
     """Create every declared topic that does not exist yet (idempotent)."""
+    own = [topic_specs.agency_topic(code) for code in agencies.split()]
+    specs = [*topic_specs.ALL_TOPICS, *own]
 
     async def run() -> list[str]:
         kafka = _kafka()
         await wait_for_broker(kafka)
-        return await ensure_topics(kafka, prefix=prefix, replication_factor=replication_factor)
+        return await ensure_topics(
+            kafka, prefix=prefix, replication_factor=replication_factor, specs=specs
+        )
 
     created = asyncio.run(run())
     typer.echo(f"topics: {len(created)} created" + (f" ({', '.join(created)})" if created else ""))
