@@ -202,7 +202,8 @@ async def revoke_principal(conn: KafkaConnection, principal: str) -> int:
     """Delete every ACL of `principal` (idempotent); returns how many there were."""
 
     def run() -> int:
-        deleted = conn.confluent_admin().delete_acls([_every_acl_of(principal)])
+        admin = conn.confluent_admin()  # held until the answer: dropping it cancels the call
+        deleted = admin.delete_acls([_every_acl_of(principal)])
         return sum(len(future.result()) for future in deleted.values())
 
     return await asyncio.to_thread(run)

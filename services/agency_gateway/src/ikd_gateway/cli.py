@@ -246,5 +246,6 @@ def agency_consume(
     try:
         run(kafka, topic, group, idle_exit=idle_exit, dump=sys.stdout if dump else None)
     except REFUSALS as error:
-        print(f"ikd_gateway: the broker refused {username}: {error}", file=sys.stderr)
+        refusal = f"{type(error).__name__}: {error}"
+        print(f"ikd_gateway: the broker refused {username}: {refusal}", file=sys.stderr)
         raise typer.Exit(3) from None

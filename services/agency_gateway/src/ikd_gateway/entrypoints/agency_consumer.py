@@ -84,8 +84,8 @@ async def consume(
     """Mirror `topic` until cancelled, or until no record came for `idle_exit` seconds."""
     mirror = mirror or AgencyMirror()
     consumer = kafka.consumer(topic, group=group, auto_offset_reset="earliest")
-    await consumer.start()
     try:
+        await consumer.start()
         last = time.monotonic()
         while idle_exit is None or time.monotonic() - last < idle_exit:
             batch = await consumer.getmany(timeout_ms=500)
