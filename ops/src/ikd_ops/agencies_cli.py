@@ -9,7 +9,6 @@ from typing import Annotated
 
 import typer
 
-from ikd_gateway.config import DEFAULT_POLICY
 from ikd_ops.agencies import (
     IdentityCli,
     OnboardingError,
@@ -20,6 +19,8 @@ from ikd_ops.agencies import (
 )
 from ikd_shared.kafka import KafkaConnection
 from ikd_shared.settings import KafkaClientSettings, load_settings
+
+DEFAULT_POLICY = Path(__file__).resolve().parents[3] / "deploy/policies/mpp-kabupaten-cirebon.yaml"
 
 agencies_app = typer.Typer(help="Agency backends: onboard and offboard.", no_args_is_help=True)
 
