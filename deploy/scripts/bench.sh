@@ -115,7 +115,7 @@ ikdctl db migrate services/audit/src/ikd_audit/migrations "$(pg_url owner bench_
 for agency in $BENCH_AGENCIES; do
   ikdctl db migrate services/agency_gateway/migrations "$(pg_url owner "gateway_$agency")"
 done
-ikdctl topics ensure --prefix "$IKD_KAFKA_TOPIC_PREFIX"
+ikdctl topics ensure --prefix "$IKD_KAFKA_TOPIC_PREFIX" --agencies "$IKD_DEMO_AGENCIES"
 ikdctl kafka acls apply --prefix "$IKD_KAFKA_TOPIC_PREFIX" --agencies "$IKD_DEMO_AGENCIES" \
   --audit-group "ikd-audit-${IKD_KAFKA_TOPIC_PREFIX%.}"
 

@@ -15,11 +15,13 @@ import typer
 from ikd_dev.cli import dev_issuer_app
 from ikd_ops import kafka_security
 from ikd_ops import status as status_module
+from ikd_ops.agencies import onboarded_clients
+from ikd_ops.agencies_cli import agencies_app
 from ikd_ops.demo import Walkthrough, seed
 from ikd_ops.docs_cli import docs_app
 from ikd_ops.platform import Endpoints, Platform, PlatformError
 from ikd_shared.db import migrate
-from ikd_shared.events import topics as topic_specs
+from ikd_shared.events.topics import ALL_TOPICS, agency_topic
 from ikd_shared.kafka import KafkaConnection, ensure_topics, wait_for_broker
 from ikd_shared.settings import KafkaClientSettings, load_settings
 
@@ -37,6 +39,7 @@ app.add_typer(kafka_app, name="kafka")
 app.add_typer(db_app, name="db")
 app.add_typer(demo_app, name="demo")
 app.add_typer(docs_app, name="docs")
+app.add_typer(agencies_app, name="agencies")
 app.add_typer(dev_issuer_app, name="dev-issuer")
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -50,7 +53,9 @@ def _kafka() -> KafkaConnection:
 
 def _platform() -> Platform:
     secret = os.environ.get("IKD_DEMO_CLIENT_SECRET", "dev-demo-client-secret")
-    return Platform(Endpoints.from_env(), secret)
+    # The demo's agency backends have the secrets their onboarding issued (`make up`).
+    onboarded = onboarded_clients(DEV_KEYS / "agencies")
+    return Platform(Endpoints.from_env(), secret, client_secrets=onboarded)
 
 
 @topics_app.command("ensure")
@@ -62,12 +67,11 @@ def topics_ensure(
         os.environ.get("IKD_KAFKA_REPLICATION_FACTOR", "1")
     ),
     agencies: Annotated[
-        str, typer.Option(help="agency codes, space-separated: their agency topics too")
+        str, typer.Option(help="also these agencies' topics (onboarding creates them otherwise)")
     ] = "",
 ) -> None:
     """Create every declared topic that does not exist yet (idempotent)."""
-    own = [topic_specs.agency_topic(code) for code in agencies.split()]
-    specs = [*topic_specs.ALL_TOPICS, *own]
+    specs = [*ALL_TOPICS, *(agency_topic(code) for code in agencies.split())]
 
     async def run() -> list[str]:
         kafka = _kafka()
