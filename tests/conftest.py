@@ -8,6 +8,7 @@ one that only needs the topics to exist can share `session_topic_prefix`.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from ikd_shared.events import topics
 from ikd_shared.kafka import delete_prefixed_topics, ensure_topics
 from tests.support.databases import Database, DatabaseFactory, DatabaseTemplates, superuser_dsn
 from tests.support.environment import KAFKA_BOOTSTRAP, REPO
@@ -35,7 +37,11 @@ def kafka_bootstrap() -> str:
 
 
 async def _topics(bootstrap: str, prefix: str) -> AsyncIterator[str]:
-    await ensure_topics(kafka_connection(bootstrap), prefix=prefix)
+    # The demo agencies' topics too: onboarding creates them, gateways may not.
+    agencies = [topics.agency_topic(code) for code in os.environ["IKD_DEMO_AGENCIES"].split()]
+    await ensure_topics(
+        kafka_connection(bootstrap), prefix=prefix, specs=[*topics.ALL_TOPICS, *agencies]
+    )
     yield prefix
     # Thousands of leftover partitions would eat the local broker's small heap.
     await delete_prefixed_topics(kafka_connection(bootstrap), prefix)

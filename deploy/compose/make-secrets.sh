@@ -10,8 +10,13 @@
 # Without --trust-jwks a TRIAL issuer stands in for Dukcapil: its private key goes to
 # .secrets/dukcapil-issuer.pem (with dukcapil-jwks.json) so test credentials can be minted with
 # `.venv/bin/ikdctl dev-issuer mint --key-dir .secrets`. Never trust a trial issuer in production.
+# Kafka: a CA in .secrets/kafka/ (ca.pem, mounted into every container, and ca.key), the
+# broker's and the controller's PEM keystores and one SCRAM password per principal (admin,
+# broker, identity, audit, gateway-<agency> and agency-<agency>) go into the file as
+# IKD_KAFKA_*; hand an agency backend its IKD_KAFKA_AGENCY_<AGENCY>_PASSWORD and ca.pem.
 # An existing file is never overwritten: the databases and the Kafka volume were initialised
-# with the old values, and a new IKD_PSEUDONYM_KEY changes every citizen's pseudonym.
+# with the old values, and a new IKD_PSEUDONYM_KEY changes every citizen's pseudonym. An
+# existing Kafka CA is kept.
 set -euo pipefail
 umask 077
 
@@ -23,7 +28,7 @@ while (($#)); do
   case "$1" in
     --out) out="$2"; shift 2 ;;
     --trust-jwks) trust_jwks="$2"; shift 2 ;;
-    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "make-secrets: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -32,6 +37,11 @@ if [[ -e "$out" ]]; then
   exit 1
 fi
 command -v openssl >/dev/null || { echo "make-secrets: needs openssl" >&2; exit 1; }
+# shellcheck source-path=SCRIPTDIR source=kafka-pki.sh
+source "$root/deploy/compose/kafka-pki.sh"
+# the agency gateways of docker-compose.yml
+agencies=(polres-cirebon bank-bjb dinsos-cirebon)
+upper() { local name="${1^^}"; printf '%s' "${name//-/_}"; }
 
 hex() { openssl rand -hex "$1"; }                      # $1 random bytes as hex
 b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
@@ -61,6 +71,17 @@ else
 fi
 [[ "$trust" != *"'"* ]] || { echo "make-secrets: the JWKS must not contain a quote (')" >&2; exit 1; }
 
+kafka="$(cd "$(dirname "$out")" && pwd)/.secrets/kafka"
+kafka_ca "$kafka"
+# The broker's name on the compose network and, for tools on the host, on loopback; the
+# controller's certificate is both ends of the controller listener (client authentication).
+broker_keystore="$(kafka_keystore "$kafka" kafka DNS:kafka,DNS:localhost,IP:127.0.0.1 serverAuth)"
+controller_keystore="$(kafka_keystore "$kafka" controller DNS:kafka serverAuth,clientAuth)"
+principals=(admin broker identity audit)
+for agency in "${agencies[@]}"; do
+  principals+=("gateway-$agency" "agency-$agency")
+done
+
 {
   echo "# IKD MPP secrets for docker compose, written $(date -u +%FT%TZ) by deploy/compose/make-secrets.sh."
   echo "# Keep this file out of version control and images; store a copy in your secret store."
@@ -73,10 +94,17 @@ fi
   echo "IKD_AUDIT_SESSION_SECRET=$(hex 32)"
   echo "IKD_RECEIVER_SECRET=whsec_$(openssl rand 24 | openssl base64 -A)"
   echo "IKD_PG_SUPERUSER_PASSWORD=$(hex 24)"
-  for db in IDENTITY AUDIT GATEWAY_POLRES_CIREBON GATEWAY_BANK_BJB GATEWAY_DINSOS_CIREBON; do
-    echo "IKD_PG_${db}_OWNER_PASSWORD=$(hex 24)"
-    echo "IKD_PG_${db}_APP_PASSWORD=$(hex 24)"
+  for db in identity audit "${agencies[@]/#/gateway_}"; do
+    echo "IKD_PG_$(upper "$db")_OWNER_PASSWORD=$(hex 24)"
+    echo "IKD_PG_$(upper "$db")_APP_PASSWORD=$(hex 24)"
   done
   echo "KAFKA_CLUSTER_ID=$(openssl rand 16 | b64url)"
+  echo "IKD_KAFKA_CA_HOST_FILE=$kafka/ca.pem"
+  printf 'IKD_KAFKA_BROKER_KEYSTORE="%s"\n' "$broker_keystore"
+  printf 'IKD_KAFKA_CONTROLLER_KEYSTORE="%s"\n' "$controller_keystore"
+  for principal in "${principals[@]}"; do
+    # hex: never mistaken for a placeholder, and safe inside the broker's JAAS settings
+    echo "IKD_KAFKA_$(upper "$principal")_PASSWORD=$(hex 24)"
+  done
 } >"$out"
-echo "wrote $out${keys:+ and the trial issuer key in $keys/}"
+echo "wrote $out and the Kafka CA in $kafka/${keys:+, the trial issuer key in $keys/}"

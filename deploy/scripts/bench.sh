@@ -124,16 +124,16 @@ ikdctl db migrate services/audit/src/ikd_audit/migrations "$(pg_url owner bench_
 for agency in $BENCH_AGENCIES; do
   ikdctl db migrate services/agency_gateway/migrations "$(pg_url owner "gateway_$agency")"
 done
-ikdctl topics ensure --prefix "$IKD_KAFKA_TOPIC_PREFIX"
+ikdctl topics ensure --prefix "$IKD_KAFKA_TOPIC_PREFIX" --agencies "$IKD_DEMO_AGENCIES"
 # The bench gateways' own principals (gateway-bench-<agency>): passwords of their own, kept
-# for later runs; their users and the run's topics and ACLs as an operator would create them.
+# for later runs; their users and the run's ACLs as an operator would create them.
 mkdir -p "$BENCH_KAFKA"
 for agency in $BENCH_AGENCIES; do
   secret_file="$BENCH_KAFKA/gateway-$agency.password"
   [[ -s $secret_file ]] || (umask 077 && python -c 'import secrets; print(secrets.token_urlsafe(24))' >"$secret_file")
 done
 ikdctl kafka users apply --credentials-dir "$BENCH_KAFKA"
-python -m bench.bus prepare --prefix "$IKD_KAFKA_TOPIC_PREFIX" --agencies "$BENCH_AGENCIES" \
+ikdctl kafka acls apply --prefix "$IKD_KAFKA_TOPIC_PREFIX" --agencies "$IKD_DEMO_AGENCIES" \
   --audit-group "$BENCH_AUDIT_GROUP"
 
 echo "bench: registering clients"

@@ -43,9 +43,9 @@ KAFKA_FIXED_PRINCIPALS = ("admin", "broker", "identity", "audit")
 
 
 def kafka_principals(agencies: list[str]) -> list[str]:
-    gateways = [f"gateway-{code}" for code in agencies]
-    backends = [f"agency-{code}" for code in agencies]
-    return [*KAFKA_FIXED_PRINCIPALS, *gateways, *backends]
+    # Agency backends get theirs from `ikdctl agencies onboard` (make up), which issues a fresh
+    # password each time: a file here would reset it whenever `kafka users apply` runs.
+    return [*KAFKA_FIXED_PRINCIPALS, *(f"gateway-{code}" for code in agencies)]
 
 
 def demo_agencies() -> list[str]:

@@ -16,8 +16,13 @@ add_client --id counter-polres --scopes identity:verify --agency polres-cirebon
 add_client --id dukcapil-feed --scopes identity:feed
 add_client --id mpp-officer --scopes identity:consent --agency dpmptsp-cirebon
 add_client --id auditor-demo --scopes audit:read
+# Each demo agency onboarded as an operator would: topic, Kafka principal, ACLs, OAuth client
+# backend-<code>; new credentials on every run, in one file each (mode 600).
+agency_creds="$DEV_KEYS/agencies"
+mkdir -p "$agency_creds" && chmod 700 "$agency_creds"
 for agency in $IKD_DEMO_AGENCIES; do
-  add_client --id "backend-$agency" --scopes "gateway:prefill gateway:webhooks" --agency "$agency"
+  IKD_IDENTITY_MIGRATION_DATABASE_URL="$(pg_url owner identity)" \
+    ikdctl agencies onboard "$agency" --out "$agency_creds/$agency.env"
 done
 env $(audit_env) ikd-audit auditors add --id auditor-demo --secret "$secret" >/dev/null
 
@@ -61,8 +66,10 @@ The IKD MPP platform is up (development settings; \`make down\` stops everything
   audit console       http://127.0.0.1:$AUDIT_PORT/console  (auditor-demo / $secret)
 $(for agency in $IKD_DEMO_AGENCIES; do printf '  gateway %-16s http://127.0.0.1:%s/docs\n' "$agency" "$(gateway_port "$agency")"; done)
   webhook receiver    http://127.0.0.1:$RECEIVER_PORT  (pushes from $IKD_DEMO_WEBHOOK_AGENCY)
+  agency credentials  .run/dev/agencies/<code>.env  (Kafka + OAuth of each demo agency)
   logs                .run/services/*.log, .run/kafka/logs/, .run/postgres/postgres.log
   processes           .venv/bin/supervisorctl -c .run/services/supervisord.conf status
 
 Walk through the demo:  .venv/bin/ikdctl demo walkthrough
+An agency's own topic:  (set -a; . .run/dev/agencies/bank-bjb.env; .venv/bin/ikd-gateway agency-consume)
 EOT

@@ -33,6 +33,10 @@ from tests.support.environment import REPO
 COMPOSE_FILE = REPO / "docker-compose.yml"
 POSTGRES_INIT = REPO / "deploy" / "compose" / "postgres-init.sh"
 MAKE_SECRETS = REPO / "deploy" / "compose" / "make-secrets.sh"
+KAFKA_START = REPO / "deploy" / "compose" / "kafka-start.sh"
+KAFKA_INIT = REPO / "deploy" / "compose" / "kafka-init.sh"
+CLUSTER_FILE = REPO / "deploy" / "cluster" / "kafka-cluster.compose.yml"
+CLUSTER_SECRETS = REPO / "deploy" / "cluster" / "make-secrets.sh"
 
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}
 INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_]\w*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}")
@@ -123,10 +127,42 @@ def app_services() -> dict[str, AppService]:
     return {service.name: service for service in services}
 
 
-def load_compose() -> dict[str, Any]:
-    document = yaml.safe_load(COMPOSE_FILE.read_text())
+def load_compose(path: Path = COMPOSE_FILE) -> dict[str, Any]:
+    document = yaml.safe_load(path.read_text())
     assert isinstance(document, dict)
     return document
+
+
+def kafka_principal_variable(principal: str) -> str:
+    """The variable holding a Kafka principal's SCRAM password (make-secrets.sh, kafka-init.sh)."""
+    return f"IKD_KAFKA_{principal.upper().replace('-', '_')}_PASSWORD"
+
+
+def service_principal(app: AppService) -> str | None:
+    """The Kafka principal a service of ours connects as; None: it does not use Kafka."""
+    if app.settings is None:
+        return None
+    return app.name  # identity, audit, gateway-<agency>
+
+
+def broker_properties(env: dict[str, str]) -> dict[str, str]:
+    """The broker settings of a kafka container's KAFKA_* variables, named as kafka-start.sh
+    names them (`_` -> `.`, `__` -> `_`, `___` -> `-`)."""
+    jvm = {"KAFKA_HEAP_OPTS", "KAFKA_OPTS", "KAFKA_JVM_PERFORMANCE_OPTS"}
+    properties = {}
+    for name, value in env.items():
+        if name.startswith("KAFKA_") and name not in jvm:
+            key = name.removeprefix("KAFKA_").lower().replace("_", ".")
+            properties[key.replace("...", "-").replace("..", "_")] = value.replace("$$", "$")
+    return properties
+
+
+def volume_source_target(volume: str | dict[str, Any]) -> tuple[str, str]:
+    """(source, target) of a short (`src:dst[:ro]`) or long (`type: bind`) volume entry."""
+    if isinstance(volume, dict):
+        return str(volume["source"]), str(volume["target"])
+    source, target = str(volume).split(":")[:2]
+    return source, target
 
 
 def environment(service: dict[str, Any]) -> dict[str, str]:
@@ -187,6 +223,8 @@ def generated_secrets() -> dict[str, str]:
             values[name] = json.dumps(trust_jwks)
         elif name.endswith("SIGNING_KEY"):
             values[name] = ed25519_pem(Ed25519PrivateKey.generate())
+        elif name.endswith("KEYSTORE"):
+            values[name] = "-----BEGIN PRIVATE KEY-----\n" + secrets.token_hex(32)
         elif name.endswith("RECEIVER_SECRET"):
             values[name] = "whsec_" + secrets.token_urlsafe(24)
         else:

@@ -15,10 +15,13 @@ import typer
 from ikd_dev.cli import dev_issuer_app
 from ikd_ops import kafka_security
 from ikd_ops import status as status_module
+from ikd_ops.agencies import onboarded_clients
+from ikd_ops.agencies_cli import agencies_app
 from ikd_ops.demo import Walkthrough, seed
 from ikd_ops.docs_cli import docs_app
 from ikd_ops.platform import Endpoints, Platform, PlatformError
 from ikd_shared.db import migrate
+from ikd_shared.events.topics import ALL_TOPICS, agency_topic
 from ikd_shared.kafka import KafkaConnection, ensure_topics, wait_for_broker
 from ikd_shared.settings import KafkaClientSettings, load_settings
 
@@ -36,6 +39,7 @@ app.add_typer(kafka_app, name="kafka")
 app.add_typer(db_app, name="db")
 app.add_typer(demo_app, name="demo")
 app.add_typer(docs_app, name="docs")
+app.add_typer(agencies_app, name="agencies")
 app.add_typer(dev_issuer_app, name="dev-issuer")
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -49,7 +53,9 @@ def _kafka() -> KafkaConnection:
 
 def _platform() -> Platform:
     secret = os.environ.get("IKD_DEMO_CLIENT_SECRET", "dev-demo-client-secret")
-    return Platform(Endpoints.from_env(), secret)
+    # The demo's agency backends have the secrets their onboarding issued (`make up`).
+    onboarded = onboarded_clients(DEV_KEYS / "agencies")
+    return Platform(Endpoints.from_env(), secret, client_secrets=onboarded)
 
 
 @topics_app.command("ensure")
@@ -60,13 +66,19 @@ def topics_ensure(
     replication_factor: Annotated[int, typer.Option(min=1)] = int(
         os.environ.get("IKD_KAFKA_REPLICATION_FACTOR", "1")
     ),
+    agencies: Annotated[
+        str, typer.Option(help="also these agencies' topics (onboarding creates them otherwise)")
+    ] = "",
 ) -> None:
     """Create every declared topic that does not exist yet (idempotent)."""
+    specs = [*ALL_TOPICS, *(agency_topic(code) for code in agencies.split())]
 
     async def run() -> list[str]:
         kafka = _kafka()
         await wait_for_broker(kafka)
-        return await ensure_topics(kafka, prefix=prefix, replication_factor=replication_factor)
+        return await ensure_topics(
+            kafka, prefix=prefix, replication_factor=replication_factor, specs=specs
+        )
 
     created = asyncio.run(run())
     typer.echo(f"topics: {len(created)} created" + (f" ({', '.join(created)})" if created else ""))

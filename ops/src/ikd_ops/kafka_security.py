@@ -21,6 +21,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported, not in __all__
     AclBinding,
     AclBindingFilter,
@@ -31,6 +32,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported
     ScramCredentialInfo,
     ScramMechanism,
     UserScramCredentialAlteration,
+    UserScramCredentialDeletion,
     UserScramCredentialUpsertion,
 )
 
@@ -100,20 +102,26 @@ def grants(
     result += _reads("audit", audit_group, access)
     result += _writes("audit", topics.AUDIT_DEAD_LETTER.full_name(prefix))
     for agency in agencies:
-        gateway, own_topic = (
-            gateway_principal(agency),
-            topics.agency_topic(agency).full_name(prefix),
-        )
-        result += _reads(gateway, gateway_group(agency), profile, consent)
-        result += _writes(
-            gateway,
-            access,
-            topics.GATEWAY_DEAD_LETTER.full_name(prefix),
-            topics.WEBHOOK_DEAD_LETTER.full_name(prefix),
-            own_topic,
-        )
-        result += _reads(agency_principal(agency), agency_group(agency), own_topic)
+        result += agency_grants(agency, prefix=prefix)
     return list(dict.fromkeys(result))
+
+
+def agency_grants(agency: str, *, prefix: str = "") -> list[Grant]:
+    """One agency's share of `grants`: its gateway's and its backend's."""
+    profile, consent, access = (
+        t.full_name(prefix) for t in (topics.PROFILE, topics.CONSENT, topics.ACCESS)
+    )
+    gateway, own_topic = gateway_principal(agency), topics.agency_topic(agency).full_name(prefix)
+    result = _reads(gateway, gateway_group(agency), profile, consent)
+    result += _writes(
+        gateway,
+        access,
+        topics.GATEWAY_DEAD_LETTER.full_name(prefix),
+        topics.WEBHOOK_DEAD_LETTER.full_name(prefix),
+        own_topic,
+    )
+    result += _reads(agency_principal(agency), agency_group(agency), own_topic)
+    return result
 
 
 def _wait(futures: Mapping[Any, Future[Any]]) -> None:
@@ -130,21 +138,25 @@ def _apply_acls(conn: KafkaConnection, wanted: list[Grant], prune: bool) -> tupl
     if prune:
         keep = set(bindings)
         for principal in sorted({grant.principal for grant in wanted}):
-            # None matches any name and host (the stubs say str).
-            every = AclBindingFilter(
-                ResourceType.ANY,
-                None,  # type: ignore[arg-type]
-                ResourcePatternType.ANY,
-                f"User:{principal}",
-                None,  # type: ignore[arg-type]
-                AclOperation.ANY,
-                AclPermissionType.ANY,
-            )
+            every = _every_acl_of(principal)
             stale = [b for b in admin.describe_acls(every).result() if b not in keep]
             if stale:
                 _wait(admin.delete_acls([_exact(b) for b in stale]))
                 removed += len(stale)
     return len(bindings), removed
+
+
+def _every_acl_of(principal: str) -> AclBindingFilter:
+    # None matches any name and host (the stubs say str).
+    return AclBindingFilter(
+        ResourceType.ANY,
+        None,  # type: ignore[arg-type]
+        ResourcePatternType.ANY,
+        f"User:{principal}",
+        None,  # type: ignore[arg-type]
+        AclOperation.ANY,
+        AclPermissionType.ANY,
+    )
 
 
 def _exact(binding: AclBinding) -> AclBindingFilter:
@@ -190,3 +202,39 @@ def _upsert_users(conn: KafkaConnection, passwords: Mapping[str, str]) -> None:
 async def upsert_users(conn: KafkaConnection, passwords: Mapping[str, str]) -> None:
     """Create or update each principal's SCRAM-SHA-512 credential (idempotent)."""
     await asyncio.to_thread(_upsert_users, conn, passwords)
+
+
+async def revoke_principal(conn: KafkaConnection, principal: str) -> int:
+    """Delete every ACL of `principal` (idempotent); returns how many there were."""
+
+    def run() -> int:
+        admin = conn.confluent_admin()  # held until the answer: dropping it cancels the call
+        deleted = admin.delete_acls([_every_acl_of(principal)])
+        return sum(len(future.result()) for future in deleted.values())
+
+    return await asyncio.to_thread(run)
+
+
+def _delete_users(conn: KafkaConnection, users: Iterable[str]) -> list[str]:
+    admin = conn.confluent_admin()
+    deletions: list[UserScramCredentialAlteration] = [
+        UserScramCredentialDeletion(user, ScramMechanism.SCRAM_SHA_512) for user in sorted(users)
+    ]
+    if not deletions:
+        return []
+    deleted = []
+    for user, future in admin.alter_user_scram_credentials(deletions).items():
+        try:
+            future.result()
+        except KafkaException as error:
+            # Already gone: deleting is idempotent.
+            if error.args[0].code() != KafkaError.RESOURCE_NOT_FOUND:
+                raise
+        else:
+            deleted.append(user)
+    return deleted
+
+
+async def delete_users(conn: KafkaConnection, users: Iterable[str]) -> list[str]:
+    """Delete the principals' SCRAM-SHA-512 credentials; returns those that had one."""
+    return await asyncio.to_thread(_delete_users, conn, list(users))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,9 +37,18 @@ class PlatformError(RuntimeError):
 class Platform:
     """An HTTP client for the services, fetching client-credentials tokens as needed."""
 
-    def __init__(self, endpoints: Endpoints, client_secret: str, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        client_secret: str,
+        timeout: float = 10.0,
+        *,
+        client_secrets: Mapping[str, str] | None = None,
+    ) -> None:
+        """`client_secret` for every client but those of `client_secrets` (onboarded ones)."""
         self.endpoints = endpoints
         self._secret = client_secret
+        self._client_secrets = dict(client_secrets or {})
         self._http = httpx.Client(timeout=timeout)
         self._tokens: dict[str, str] = {}
 
@@ -58,7 +68,7 @@ class Platform:
                 data={
                     "grant_type": "client_credentials",
                     "client_id": client_id,
-                    "client_secret": self._secret,
+                    "client_secret": self._client_secrets.get(client_id, self._secret),
                 },
             )
             self._check(response)

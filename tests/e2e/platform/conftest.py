@@ -114,9 +114,9 @@ async def principals(topic_prefix: str) -> AsyncIterator[str]:
         "identity",
         "audit",
         *(kafka_security.gateway_principal(agency) for agency in AGENCIES),
-        *(kafka_security.agency_principal(agency) for agency in AGENCIES),
     ]
-    # Same passwords as `ikdctl kafka users apply`: running services keep authenticating.
+    # Same passwords as `ikdctl kafka users apply`: running services keep authenticating. The
+    # agency backends' principals are onboarding's (a new password each time): left alone.
     await kafka_security.upsert_users(admin, {name: password(name) for name in names})
     # The agency topics exist before the gateways start: onboarding creates them, not a gateway.
     await ensure_topics(

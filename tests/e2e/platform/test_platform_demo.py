@@ -6,26 +6,23 @@ access is in the audit log with a proof that verifies; a revoked consent is purg
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
 
 import asyncpg
 from aiokafka import TopicPartition
-from pydantic import SecretStr
 
 from ikd_gateway.config import DEFAULT_POLICY
 from ikd_gateway.domain.policy import load_policy
 from ikd_gateway.entrypoints.agency_consumer import AgencyMirror, consume
-from ikd_ops import kafka_security
 from ikd_ops.demo import CONSENT_SERVICE, PUBLIC_TASK_SERVICES, Walkthrough
 from ikd_ops.platform import Platform
 from ikd_shared.events.envelope import from_kafka
 from ikd_shared.events.profile_v1 import PROFILE_FIELDS
 from ikd_shared.events.topics import ACCESS, agency_topic
 from tests.e2e.platform.conftest import AGENCIES, CLIENT_SECRET, Stack
-from tests.support.kafka import kafka_connection, password
+from tests.support.kafka import kafka_connection
 
 POLICY = load_policy(DEFAULT_POLICY)
 
@@ -60,25 +57,20 @@ async def published_access_ids(stack: Stack, pseudonym: str) -> set[str]:
         await consumer.stop()
 
 
-async def agency_backend_mirror(
+async def agency_topic_mirror(
     stack: Stack, agency: str, pseudonym: str, *, purged: bool, seconds: float = 30.0
 ) -> tuple[AgencyMirror, list[str]]:
-    """The example agency consumer, as the agency's own principal, until the citizen is in its
-    mirror (or, with `purged`, purged from it again)."""
-    principal = kafka_security.agency_principal(agency)
-    kafka = dataclasses.replace(
-        kafka_connection(os.environ["IKD_KAFKA_BOOTSTRAP_SERVERS"]),
-        username=principal,
-        password=SecretStr(password(principal)),
-        client_id=principal,
-    )
+    """The example agency consumer on the agency's topic until the citizen is in its mirror
+    (or, with `purged`, purged from it again). It reads as the test's observer: reading as
+    the agency's own principal is onboarding's test (tests/integration/gateway)."""
+    kafka = kafka_connection(os.environ["IKD_KAFKA_BOOTSTRAP_SERVERS"])
     mirror, lines = AgencyMirror(), list[str]()
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         await consume(
             kafka,
             agency_topic(agency).full_name(stack.topic_prefix),
-            group=kafka_security.agency_group(agency),
+            group=f"{stack.topic_prefix}agency-{agency}",
             mirror=mirror,
             idle_exit=1.0,
             out=lines.append,
@@ -148,10 +140,10 @@ async def test_demo_walkthrough_minimises_audits_and_purges(stack: Stack) -> Non
     assert result["proofs_verified"] == len(trail["accesses"]) > 0
     assert {access["entry"]["agency"] for access in trail["accesses"]} == set(AGENCIES)
 
-    # Each agency backend, reading its own topic as its own principal, holds exactly what its
-    # policy grants for each service; the revoked consent's data was purged from bank-bjb's.
+    # Each agency topic carries exactly what the agency's policy grants for each service; the
+    # revoked consent's data was purged from bank-bjb's.
     for agency, demo_service in PUBLIC_TASK_SERVICES:
-        mirror, _ = await agency_backend_mirror(stack, agency, pseudonym, purged=False)
+        mirror, _ = await agency_topic_mirror(stack, agency, pseudonym, purged=False)
         granted = mirror.citizens.get(pseudonym)
         assert granted, f"{agency}'s backend received nothing for the citizen"
         for service, values in granted.items():
@@ -160,5 +152,5 @@ async def test_demo_walkthrough_minimises_audits_and_purges(stack: Stack) -> Non
             assert set(values) == set(service_policy.fields), f"{agency}/{service}"
         assert granted[demo_service]["nik"] == walk.profile.nik
     bank, _ = CONSENT_SERVICE
-    mirror, _ = await agency_backend_mirror(stack, bank, pseudonym, purged=True)
+    mirror, _ = await agency_topic_mirror(stack, bank, pseudonym, purged=True)
     assert pseudonym not in mirror.citizens

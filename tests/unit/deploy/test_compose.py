@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 import typer
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from typer.testing import CliRunner
 
 from ikd_audit.cli import app as audit_cli
@@ -32,21 +34,27 @@ from tests.support.deploy import (
     COMPOSE_FILE,
     DEV_ENV,
     INTERPOLATION,
+    KAFKA_INIT,
+    KAFKA_START,
     MAKE_SECRETS,
     POSTGRES_INIT,
     REPO,
     REQUIRED_REFERENCE,
     AppService,
     app_services,
+    broker_properties,
     environment,
     generated_secrets,
     interpolate,
     is_secret_field,
+    kafka_principal_variable,
     load_compose,
     parse_port,
     read_env_file,
     required_variables,
+    service_principal,
     settings_env_names,
+    volume_source_target,
 )
 
 COMPOSE = load_compose()
@@ -61,6 +69,15 @@ SHARED_KAFKA_VARIABLES = {
     for name, field in settings_env_names(ServiceSettings).items()
     if field.startswith("kafka_")
 }
+# the principals `init` gives a SCRAM user (admin and broker exist from the storage format on)
+APPLIED_PRINCIPALS = [
+    "identity",
+    "audit",
+    *(f"{kind}-{agency}" for agency in AGENCIES for kind in ("gateway", "agency")),
+]
+KAFKA_CA_SOURCE = "${IKD_KAFKA_CA_HOST_FILE:-./.secrets/kafka/ca.pem}"
+KAFKA_CA_TARGET = "/etc/ikd/kafka-ca.pem"
+KAFKA_CLIENTS = ["init", *(app.name for app in SETTINGS_APPS)]
 
 
 def effective_port(app: AppService) -> int:
@@ -133,19 +150,37 @@ def test_platform_health_checks() -> None:
     kafka = " ".join(SERVICES["kafka"]["healthcheck"]["test"])
     assert "/opt/kafka/bin/kafka-broker-api-versions.sh" in kafka
     assert "--bootstrap-server localhost:9092" in kafka
+    # the admin's client settings that kafka-start.sh writes: no anonymous client gets in
+    config = re.search(r"--command-config (\S+)", kafka)
+    assert config, "the health check must authenticate"
+    assert config[1] == "/opt/kafka/config/ikd/admin.properties"
+    assert 'conf="${IKD_KAFKA_CONFIG_DIR:-$kafka/config/ikd}"' in KAFKA_START.read_text()
+    assert '>"$conf/admin.properties"' in KAFKA_START.read_text()
     postgres = SERVICES["postgres"]["healthcheck"]["test"]
     assert "pg_isready" in postgres
     # over TCP: the image's first-start server (while the init hook runs) has no TCP listener
     assert "-h" in postgres
 
 
-def test_the_init_job_creates_the_topics_once() -> None:
+def test_the_init_job_creates_topics_users_and_acls_once() -> None:
     init = SERVICES["init"]
-    assert [str(part) for part in init["command"]] == ["topics", "ensure"]
+    assert init["entrypoint"] == ["bash", "/opt/ikd/kafka-init.sh"]
+    assert f"./{KAFKA_INIT.relative_to(REPO)}:/opt/ikd/kafka-init.sh:ro" in init["volumes"]
+    assert [str(part) for part in init["command"]] == AGENCIES, "every gateway's agency"
     assert str(init.get("restart", "no")) == "no"
     assert init["depends_on"] == {"kafka": {"condition": "service_healthy"}}
+    script = KAFKA_INIT.read_text()
+    steps = [
+        'ikdctl topics ensure --agencies "$*"',
+        'ikdctl kafka users apply --credentials-dir "$users"',
+        'ikdctl kafka acls apply --agencies "$*"',
+    ]
+    assert [script.index(step) for step in steps] == sorted(script.index(s) for s in steps)
     runner = CliRunner()
-    assert runner.invoke(ops_cli, ["topics", "ensure", "--help"]).exit_code == 0
+    for command in (["topics", "ensure"], ["kafka", "users", "apply"], ["kafka", "acls", "apply"]):
+        result = runner.invoke(ops_cli, [*command, "--help"])
+        assert result.exit_code == 0, command
+    assert "--agencies" in runner.invoke(ops_cli, ["topics", "ensure", "--help"]).output
 
 
 @pytest.mark.parametrize("name", sorted(set(SERVICES) - {"init"}))
@@ -242,10 +277,14 @@ def test_kafka_is_a_single_kraft_node_without_automatic_topics() -> None:
     assert re.search(r"-Xmx\d+[mM]\b", env["KAFKA_HEAP_OPTS"])
     assert env["CLUSTER_ID"], "the apache/kafka image needs CLUSTER_ID in KRaft mode"
     assert f"kafka-data:{env['KAFKA_LOG_DIRS']}" in SERVICES["kafka"]["volumes"]
-    advertised = env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    listeners = env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    advertised = {address: name for name, address in (x.split("://", 1) for x in listeners)}
+    pairs = env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    protocols = dict(pair.split(":") for pair in pairs)
     for name in ("init", *(app.name for app in SETTINGS_APPS)):
         bootstrap = environment(SERVICES[name])["IKD_KAFKA_BOOTSTRAP_SERVERS"]
-        assert f"PLAINTEXT://{bootstrap}" in advertised, name
+        assert bootstrap in advertised, name
+        assert protocols[advertised[bootstrap]] == "SASL_SSL", name
 
 
 def test_named_volumes_are_declared_and_hold_the_data() -> None:
@@ -253,7 +292,9 @@ def test_named_volumes_are_declared_and_hold_the_data() -> None:
     used = set()
     for name, service in SERVICES.items():
         for volume in service.get("volumes", []):
-            source = str(volume).split(":")[0]
+            source = volume_source_target(volume)[0]
+            if source == KAFKA_CA_SOURCE:
+                continue  # written by make-secrets.sh, not in git
             if source.startswith((".", "/")):
                 assert (REPO / source).exists(), f"{name} mounts missing {source}"
             else:
@@ -269,8 +310,12 @@ def test_named_volumes_are_declared_and_hold_the_data() -> None:
 @pytest.mark.parametrize("app", APPS.values(), ids=list(APPS))
 def test_ikd_variables_are_real_settings(app: AppService) -> None:
     env = environment(SERVICES[app.name])
-    if app.name == "init":  # ikdctl topics ensure reads the shared Kafka variables
-        known = SHARED_KAFKA_VARIABLES
+    if app.name == "init":  # ikdctl reads the shared Kafka variables, kafka-init.sh the rest
+        known = (
+            {"IKD_ENVIRONMENT"}
+            | SHARED_KAFKA_VARIABLES
+            | {kafka_principal_variable(principal) for principal in APPLIED_PRINCIPALS}
+        )
     elif app.name == "webhook-receiver":
         known = {"IKD_GATEWAY_RECEIVER_SECRET"}
         assert known <= set(settings_env_names(GatewaySettings))
@@ -485,3 +530,264 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
     missing = subprocess.run(base, env=env, capture_output=True, text=True)  # noqa: S603
     assert missing.returncode != 0
     assert "IKD_TREE_HEAD_SIGNING_KEY" in missing.stderr
+
+
+# ------------------------------------------------------------------- the locked bus --
+
+KAFKA_ENV = environment(SERVICES["kafka"])
+BROKER = broker_properties(KAFKA_ENV)
+
+
+def _protocols(properties: dict[str, str]) -> dict[str, str]:
+    pairs = properties["listener.security.protocol.map"].split(",")
+    return dict(pair.split(":", 1) for pair in pairs)
+
+
+def _listener_names(spec: str) -> list[str]:
+    return [listener.split("://", 1)[0] for listener in spec.split(",")]
+
+
+def test_no_listener_lets_a_client_in_without_tls_and_sasl() -> None:
+    protocols = _protocols(BROKER)
+    assert set(protocols.values()) <= {"SASL_SSL", "SSL"}, protocols
+    controllers = BROKER["controller.listener.names"].split(",")
+    for name in _listener_names(BROKER["listeners"]):
+        if name in controllers:
+            # only peers holding a certificate of the CA: the controller
+            assert protocols[name] == "SSL"
+            assert BROKER[f"listener.name.{name.lower()}.ssl.client.auth"] == "required"
+        else:
+            assert protocols[name] == "SASL_SSL", name
+    for name in _listener_names(BROKER["advertised.listeners"]):
+        assert protocols[name] == "SASL_SSL", f"clients reach {name}"
+    assert BROKER["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert protocols[BROKER["inter.broker.listener.name"]] == "SASL_SSL"
+    assert BROKER["sasl.mechanism.inter.broker.protocol"] == "SCRAM-SHA-512"
+
+
+def test_the_broker_denies_what_no_acl_allows() -> None:
+    assert BROKER["authorizer.class.name"] == (
+        "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    )
+    assert BROKER["allow.everyone.if.no.acl.found"] == "false"
+    assert sorted(BROKER["super.users"].split(";")) == [
+        "User:admin",
+        "User:broker",
+        "User:controller",
+    ]
+    # the controller certificate's subject (kafka-pki.sh: /O=.../CN=controller) maps to the
+    # super user `controller`; the broker's certificate maps to no super user
+    rule = re.fullmatch(r"RULE:(.+)/(.+)/,DEFAULT", BROKER["ssl.principal.mapping.rules"])
+    assert rule, BROKER["ssl.principal.mapping.rules"]
+    pattern, replacement = rule[1], rule[2].replace("$1", r"\1")
+    assert re.sub(pattern, replacement, "CN=controller,O=IKD MPP") == "controller"
+    assert re.sub(pattern, replacement, "CN=kafka,O=IKD MPP") == "kafka"
+
+
+def test_the_broker_gets_its_keystores_and_bootstrap_users_from_secrets() -> None:
+    kafka = SERVICES["kafka"]
+    assert kafka["entrypoint"] == ["bash", "/opt/ikd/kafka-start.sh"]
+    assert f"./{KAFKA_START.relative_to(REPO)}:/opt/ikd/kafka-start.sh:ro" in kafka["volumes"]
+    for name in (
+        "IKD_KAFKA_ADMIN_PASSWORD",
+        "IKD_KAFKA_BROKER_PASSWORD",
+        "IKD_KAFKA_BROKER_KEYSTORE",
+        "IKD_KAFKA_CONTROLLER_KEYSTORE",
+    ):
+        match = REQUIRED_REFERENCE.fullmatch(KAFKA_ENV[name])
+        assert match, name
+        assert match["name"] == name
+    assert KAFKA_ENV["IKD_KAFKA_CA_FILE"] == KAFKA_CA_TARGET
+    assert (KAFKA_CA_SOURCE, KAFKA_CA_TARGET) in map(volume_source_target, kafka["volumes"])
+
+
+@pytest.mark.parametrize("name", KAFKA_CLIENTS)
+def test_every_kafka_client_connects_with_its_own_principal_over_tls(name: str) -> None:
+    service = SERVICES[name]
+    env = environment(service)
+    assert env["IKD_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    principal = "admin" if name == "init" else service_principal(APPS[name])
+    assert env["IKD_KAFKA_USERNAME"] == principal
+    password = REQUIRED_REFERENCE.fullmatch(env["IKD_KAFKA_PASSWORD"])
+    assert password, f"{name}: the Kafka password must be required"
+    assert password["name"] == kafka_principal_variable(str(principal))
+    # the CA file the settings read is the CA mounted read-only
+    assert env["IKD_KAFKA_CA_FILE"] == KAFKA_CA_TARGET
+    mounts = [v for v in service["volumes"] if volume_source_target(v)[1] == KAFKA_CA_TARGET]
+    assert mounts, f"{name} does not mount the CA"
+    assert all((isinstance(m, dict) and m["read_only"]) or str(m).endswith(":ro") for m in mounts)
+    assert volume_source_target(mounts[0])[0] == KAFKA_CA_SOURCE
+
+
+def test_no_two_kafka_clients_share_a_password() -> None:
+    variables = [environment(SERVICES[name])["IKD_KAFKA_PASSWORD"] for name in KAFKA_CLIENTS]
+    assert len(set(variables)) == len(variables)
+    assert (
+        environment(SERVICES["init"])["IKD_KAFKA_PASSWORD"] == KAFKA_ENV["IKD_KAFKA_ADMIN_PASSWORD"]
+    ), "init runs as the admin the broker creates at format"
+
+
+def test_init_applies_the_password_each_service_uses() -> None:
+    init = environment(SERVICES["init"])
+    for principal in APPLIED_PRINCIPALS:
+        variable = kafka_principal_variable(principal)
+        assert init[variable] == f"${{{variable}:?run deploy/compose/make-secrets.sh}}"
+    for app in SETTINGS_APPS:
+        principal = service_principal(app)
+        assert principal in APPLIED_PRINCIPALS
+        service_password = environment(SERVICES[app.name])["IKD_KAFKA_PASSWORD"]
+        assert service_password == init[kafka_principal_variable(str(principal))]
+
+
+def _stub(path: Path, body: str) -> None:
+    path.write_text(f"#!/usr/bin/env bash\n{body}\n")
+    path.chmod(0o755)
+
+
+def test_kafka_start_writes_the_secured_broker_settings_and_formats_with_the_users(
+    tmp_path: Path,
+) -> None:
+    """The entrypoint against stub Kafka scripts: what the broker would be started with."""
+    home = tmp_path / "kafka"
+    (home / "bin").mkdir(parents=True)
+    _stub(home / "bin" / "kafka-storage.sh", f'printf "%s\\n" "$@" >{tmp_path}/format.args')
+    _stub(
+        home / "bin" / "kafka-server-start.sh",
+        f'printf "%s\\n" "$@" >{tmp_path}/start.args; env >{tmp_path}/start.env',
+    )
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    variables = generated_secrets()
+    env = {name: interpolate(value, variables) for name, value in KAFKA_ENV.items()}
+    env |= {"IKD_KAFKA_HOME": str(home), "IKD_KAFKA_CA_FILE": str(ca), "PATH": os.environ["PATH"]}
+    subprocess.run(["bash", str(KAFKA_START)], env=env, check=True, capture_output=True)  # noqa: S603, S607
+    config = home / "config" / "ikd"
+    written = dict(
+        line.split("=", 1)
+        for line in (config / "server.properties").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert {key: written[key] for key in BROKER} == BROKER
+    assert written["ssl.keystore.type"] == "PEM"
+    assert (Path(written["ssl.keystore.location"])).read_text().strip() == env[
+        "IKD_KAFKA_BROKER_KEYSTORE"
+    ]
+    controller = Path(written["listener.name.controller.ssl.keystore.location"])
+    assert controller.read_text().strip() == env["IKD_KAFKA_CONTROLLER_KEYSTORE"]
+    assert written["ssl.truststore.location"] == str(ca)
+    for name, protocol in _protocols(BROKER).items():
+        jaas = written.get(f"listener.name.{name.lower()}.scram-sha-512.sasl.jaas.config")
+        if protocol == "SASL_SSL":
+            assert jaas
+            assert 'username="broker"' in jaas
+            assert f'password="{env["IKD_KAFKA_BROKER_PASSWORD"]}"' in jaas
+        else:
+            assert jaas is None
+    for path in config.iterdir():
+        assert path.stat().st_mode & 0o077 == 0, f"{path.name} is readable by others"
+    admin = (config / "admin.properties").read_text()
+    assert "security.protocol=SASL_SSL" in admin
+    assert f'username="admin" password="{env["IKD_KAFKA_ADMIN_PASSWORD"]}"' in admin
+    format_args = (tmp_path / "format.args").read_text().splitlines()
+    assert format_args[:2] == ["format", "--ignore-formatted"]
+    for user in ("admin", "broker"):
+        password = env[f"IKD_KAFKA_{user.upper()}_PASSWORD"]
+        assert f"SCRAM-SHA-512=[name={user},password={password}]" in format_args
+    assert (tmp_path / "start.args").read_text().split() == [str(config / "server.properties")]
+    started = (tmp_path / "start.env").read_text()
+    assert "IKD_KAFKA_ADMIN_PASSWORD" not in started, "the broker process keeps no secrets"
+    assert "IKD_KAFKA_BROKER_KEYSTORE" not in started
+
+
+def test_kafka_start_refuses_a_missing_secret(tmp_path: Path) -> None:
+    env = {name: interpolate(value, generated_secrets()) for name, value in KAFKA_ENV.items()}
+    del env["IKD_KAFKA_CONTROLLER_KEYSTORE"]
+    env |= {"IKD_KAFKA_HOME": str(tmp_path), "PATH": os.environ["PATH"]}
+    result = subprocess.run(["bash", str(KAFKA_START)], env=env, capture_output=True, text=True)  # noqa: S603, S607
+    assert result.returncode != 0
+    assert "IKD_KAFKA_CONTROLLER_KEYSTORE" in result.stderr
+
+
+def test_kafka_init_applies_users_acls_and_topics_as_compose_runs_it(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "ikdctl.log"
+    # records each call; for `users apply`, the password files it was given
+    _stub(
+        bin_dir / "ikdctl",
+        f"""echo "$*" >>{log}
+if [[ "$*" == "kafka users apply --credentials-dir "* ]]; then
+  for f in "$5"/*; do echo "$(basename "$f")=$(cat "$f")" >>{log}; done
+fi""",
+    )
+    variables = generated_secrets()
+    init = SERVICES["init"]
+    env = {name: interpolate(value, variables) for name, value in environment(init).items()}
+    env |= {"PATH": f"{bin_dir}:{os.environ['PATH']}", "TMPDIR": str(tmp_path)}
+    command = [str(part) for part in init["command"]]
+    subprocess.run(["bash", str(KAFKA_INIT), *command], env=env, check=True, capture_output=True)  # noqa: S603, S607
+    lines = log.read_text().splitlines()
+    agencies = " ".join(AGENCIES)
+    assert lines[0] == f"topics ensure --agencies {agencies}"
+    assert lines[1].startswith("kafka users apply --credentials-dir ")
+    files = dict(line.split("=", 1) for line in lines[2:-1])
+    assert files == {
+        f"{principal}.password": variables[kafka_principal_variable(principal)]
+        for principal in APPLIED_PRINCIPALS
+    }
+    assert lines[-1] == f"kafka acls apply --agencies {agencies}"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("tmp")], "files left behind"
+    # a missing password stops the job, naming the variable
+    del env[kafka_principal_variable("audit")]
+    result = subprocess.run(  # noqa: S603
+        ["bash", str(KAFKA_INIT), *command],  # noqa: S607
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert kafka_principal_variable("audit") in result.stderr
+
+
+def _chain(pem: str) -> tuple[x509.Certificate, x509.Certificate]:
+    certificates = x509.load_pem_x509_certificates(pem.encode())
+    assert len(certificates) == 2, "key, certificate, CA"
+    serialization.load_pem_private_key(pem.encode(), password=None)  # unencrypted PKCS#8
+    assert pem.startswith("-----BEGIN PRIVATE KEY-----")
+    return certificates[0], certificates[1]
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="make-secrets.sh needs openssl")
+def test_make_secrets_writes_the_kafka_ca_keystores_and_passwords(tmp_path: Path) -> None:
+    out = tmp_path / ".env"
+    subprocess.run(["bash", str(MAKE_SECRETS), "--out", str(out)], check=True, capture_output=True)  # noqa: S603, S607
+    variables = read_env_file(out)
+    kafka = tmp_path / ".secrets" / "kafka"
+    assert variables["IKD_KAFKA_CA_HOST_FILE"] == str(kafka / "ca.pem")
+    assert (kafka / "ca.key").stat().st_mode & 0o777 == 0o600
+    assert (kafka / "ca.pem").stat().st_mode & 0o777 == 0o644, "public, read by the containers"
+    ca = x509.load_pem_x509_certificate((kafka / "ca.pem").read_bytes())
+    for name, subject, hosts, client in (
+        ("IKD_KAFKA_BROKER_KEYSTORE", "kafka", {"kafka", "localhost"}, False),
+        ("IKD_KAFKA_CONTROLLER_KEYSTORE", "controller", {"kafka"}, True),
+    ):
+        certificate, chained = _chain(variables[name])
+        assert chained == ca
+        certificate.verify_directly_issued_by(ca)
+        cn = certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        assert [attribute.value for attribute in cn] == [subject]
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert set(san.get_values_for_type(x509.DNSName)) == hosts
+        usage = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        assert (x509.ExtendedKeyUsageOID.CLIENT_AUTH in usage) is client
+    principals = ["admin", "broker", *APPLIED_PRINCIPALS]
+    passwords = [variables[kafka_principal_variable(p)] for p in principals]
+    assert all(re.fullmatch(r"[0-9a-f]{48}", password) for password in passwords)
+    assert len(set(passwords)) == len(passwords)
+    # a fresh .env keeps the CA, so the clients' trust does not change
+    ca_key = (kafka / "ca.key").read_bytes()
+    out.rename(tmp_path / "old.env")
+    subprocess.run(["bash", str(MAKE_SECRETS), "--out", str(out)], check=True, capture_output=True)  # noqa: S603, S607
+    assert (kafka / "ca.key").read_bytes() == ca_key
+    certificate, _ = _chain(read_env_file(out)["IKD_KAFKA_BROKER_KEYSTORE"])
+    certificate.verify_directly_issued_by(ca)

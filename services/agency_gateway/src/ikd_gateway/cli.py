@@ -201,12 +201,51 @@ def agency_consume(
     bootstrap: Annotated[
         str, typer.Option(envvar="IKD_AGENCY_BOOTSTRAP_SERVERS", help="the MPP's brokers")
     ] = "127.0.0.1:19092",
+    username: Annotated[
+        str | None, typer.Option(envvar="IKD_AGENCY_USERNAME", help="agency-<your code>")
+    ] = None,
+    password: Annotated[
+        str | None, typer.Option(envvar="IKD_AGENCY_PASSWORD", help="your SCRAM password")
+    ] = None,
+    password_file: Annotated[
+        Path | None, typer.Option(envvar="IKD_AGENCY_PASSWORD_FILE", help="or a file holding it")
+    ] = None,
+    ca_file: Annotated[
+        Path | None, typer.Option(envvar="IKD_AGENCY_CA_FILE", help="the MPP's broker CA")
+    ] = None,
+    security_protocol: Annotated[
+        str, typer.Option(envvar="IKD_AGENCY_SECURITY_PROTOCOL")
+    ] = "SASL_SSL",
+    sasl_mechanism: Annotated[str, typer.Option(envvar="IKD_AGENCY_SASL_MECHANISM")] = (
+        "SCRAM-SHA-512"
+    ),
     idle_exit: Annotated[
         float | None, typer.Option(help="stop after this many seconds without a record")
     ] = None,
     dump: Annotated[bool, typer.Option(help="print the final map as JSON on exit")] = False,
 ) -> None:
-    """Example agency backend: mirror your agency topic, print each change, handle purges."""
-    from ikd_gateway.entrypoints.agency_consumer import run
+    """Example agency backend: mirror your agency topic, print each change, handle purges.
 
-    run(bootstrap, topic, group, idle_exit=idle_exit, dump=sys.stdout if dump else None)
+    The credentials are those `ikdctl agencies onboard` issued (its IKD_AGENCY_* file)."""
+    from ikd_gateway.entrypoints.agency_consumer import REFUSALS, connection, run
+
+    try:
+        kafka = connection(
+            bootstrap,
+            group=group,
+            security_protocol=security_protocol,
+            sasl_mechanism=sasl_mechanism,
+            username=username,
+            password=password,
+            password_file=password_file,
+            ca_file=ca_file,
+        )
+    except (OSError, ValueError) as error:
+        print(f"ikd_gateway: {error}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    try:
+        run(kafka, topic, group, idle_exit=idle_exit, dump=sys.stdout if dump else None)
+    except REFUSALS as error:
+        refusal = f"{type(error).__name__}: {error}"
+        print(f"ikd_gateway: the broker refused {username}: {refusal}", file=sys.stderr)
+        raise typer.Exit(3) from None

@@ -6,6 +6,7 @@ The development issuer is `ikdctl dev-issuer`; synthetic citizens load with `ikd
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import secrets
 import signal
@@ -143,6 +144,27 @@ def clients_add(
     )
     if generated:
         typer.echo(f"secret: {secret}")
+
+
+@clients_app.command("disable")
+def clients_disable(client_id: Annotated[str, typer.Option("--id", help="client id")]) -> None:
+    """Disable a client: it gets no more tokens (idempotent; `clients add` enables it again)."""
+    dsn = str(_admin_settings().migration_database_url)
+
+    async def main() -> str:
+        connection = await asyncpg.connect(dsn)
+        try:
+            clients = PgClients(connection)
+            client = await clients.get(client_id)
+            if client is None:
+                return "not registered"
+            if not client.disabled:
+                await clients.put(dataclasses.replace(client, disabled=True))
+            return "disabled"
+        finally:
+            await connection.close()
+
+    typer.echo(f"client {client_id}: {asyncio.run(main())}")
 
 
 @app.command()

@@ -25,13 +25,13 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError, for_code
 
 from ikd_shared.events import to_cloudevent
 from ikd_shared.events.access_v1 import AccessRecorded
 from ikd_shared.events.envelope import CloudEvent
 from ikd_shared.events.topics import TopicSpec
-from ikd_shared.kafka import KafkaConnection, ensure_topics, send_events
+from ikd_shared.kafka import KafkaConnection, send_events
 from ikd_shared.outbox import ConcurrentRelay, OrderedRelay, Publish
 
 
@@ -109,7 +109,35 @@ class AccessRelay(ConcurrentRelay[asyncpg.Record]):
 # strategy; the worker runs it, other workers stand by) and rows are deleted once acknowledged.
 
 AGENCY_RELAY_LOCK = "ikd-gateway-agency-outbox"
-OUTAGES = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError)
+
+
+class AgencyTopicMissing(RuntimeError):
+    """The agency topic does not exist: the agency has not been onboarded (yet)."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(
+            f"agency topic {topic} does not exist: the agency is not onboarded "
+            "(`ikdctl agencies onboard <code>` creates it; a gateway may not create topics)"
+        )
+
+
+# A missing topic is waited out like an outage: publishing resumes once onboarding created it.
+OUTAGES = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError, AgencyTopicMissing)
+
+
+async def check_agency_topic(kafka: KafkaConnection, topic: str) -> None:
+    """Raise AgencyTopicMissing unless `topic` exists; the broker's error if it may not see it."""
+    admin = kafka.admin()
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    code = described["error_code"]
+    if code == UnknownTopicOrPartitionError.errno:
+        raise AgencyTopicMissing(topic)
+    if code:
+        raise for_code(code)(f"describing {topic}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,16 +217,16 @@ def agency_relay(
     source: str,
     poll_interval: float = 0.2,
 ) -> OrderedRelay[AgencyRow]:
-    """The agency topic's relay; it creates the topic if it is missing (a development broker;
-    onboarding creates it in production)."""
+    """The agency topic's relay. Onboarding creates the topic (`ikdctl agencies onboard`); the
+    gateway's principal may not, so while it is missing the relay waits and retries."""
 
     async def connect() -> AgencyOutboxSession:
         return AgencyOutboxSession(await asyncpg.connect(dsn))
 
     @contextlib.asynccontextmanager
     async def publisher() -> AsyncIterator[Publish[AgencyRow]]:
-        await ensure_topics(kafka, prefix=prefix, specs=[topic])
         name = topic.full_name(prefix)
+        await check_agency_topic(kafka, name)
 
         async def publish(rows: Sequence[AgencyRow]) -> None:
             await send_events(producer, ((name, agency_cloudevent(row, source)) for row in rows))

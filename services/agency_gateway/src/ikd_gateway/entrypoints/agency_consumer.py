@@ -11,18 +11,25 @@ its own database, written in one transaction with the offsets it commits.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
+
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    GroupAuthorizationFailedError,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+)
+from pydantic import SecretStr
 
 from ikd_shared.events import decode
 from ikd_shared.events.agency_v1 import EVENTS, PURGED_TYPE
 from ikd_shared.events.envelope import EnvelopeError, from_kafka
 from ikd_shared.kafka import KafkaConnection
-from ikd_shared.settings import KafkaClientSettings, load_settings
 
 Fields = dict[str, dict[str, Any]]
 """Per service code, the fields (name -> value) it may use."""
@@ -77,8 +84,8 @@ async def consume(
     """Mirror `topic` until cancelled, or until no record came for `idle_exit` seconds."""
     mirror = mirror or AgencyMirror()
     consumer = kafka.consumer(topic, group=group, auto_offset_reset="earliest")
-    await consumer.start()
     try:
+        await consumer.start()
         last = time.monotonic()
         while idle_exit is None or time.monotonic() - last < idle_exit:
             batch = await consumer.getmany(timeout_ms=500)
@@ -95,20 +102,50 @@ async def consume(
     return mirror
 
 
-def run(
+def connection(
     bootstrap_servers: str,
+    *,
+    group: str,
+    security_protocol: str = "SASL_SSL",
+    sasl_mechanism: str = "SCRAM-SHA-512",
+    username: str | None = None,
+    password: str | None = None,
+    password_file: Path | None = None,
+    ca_file: Path | None = None,
+) -> KafkaConnection:
+    """The agency's own principal (`agency-<code>`, from `ikdctl agencies onboard`)."""
+    if password is None and password_file is not None:
+        password = password_file.read_text().strip()
+    if security_protocol.startswith("SASL_") and not (username and password):
+        raise ValueError(f"{security_protocol} needs a username and a password (or password file)")
+    return KafkaConnection(
+        bootstrap_servers,
+        client_id=group,
+        security_protocol=security_protocol,
+        sasl_mechanism=sasl_mechanism,
+        username=username,
+        password=SecretStr(password) if password else None,
+        ca_file=str(ca_file) if ca_file else None,
+    )
+
+
+# The broker's refusals: wrong credentials, or a topic or group not granted to this principal.
+REFUSALS = (
+    AuthenticationFailedError,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+)
+
+
+def run(
+    kafka: KafkaConnection,
     topic: str,
     group: str,
     *,
     idle_exit: float | None,
     dump: TextIO | None,
 ) -> None:
-    # The agency's own principal: IKD_KAFKA_USERNAME/_PASSWORD/_CA_FILE (KafkaClientSettings).
-    settings = load_settings(KafkaClientSettings)
-    kafka = dataclasses.replace(
-        KafkaConnection.from_settings(settings, client_id=group),
-        bootstrap_servers=bootstrap_servers,
-    )
     mirror = asyncio.run(consume(kafka, topic, group=group, idle_exit=idle_exit))
     if dump is not None:
         json.dump(mirror.citizens, dump, indent=2, sort_keys=True, default=str)

@@ -18,6 +18,7 @@ from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
 from ikd_gateway import metrics
+from ikd_gateway.adapters.relay import check_agency_topic
 from ikd_gateway.adapters.webhooks import generate_secret
 from ikd_gateway.bootstrap import Gateway, bootstrap, check_or_exit
 from ikd_gateway.config import GatewaySettings
@@ -199,6 +200,11 @@ def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> 
             checks={
                 "postgresql": database_reachable,
                 "kafka": lambda: kafka_lag.kafka_reachable(KafkaConnection.from_settings(settings)),
+                # Onboarding creates it; without it the view's changes cannot be published.
+                "agency-topic": lambda: check_agency_topic(
+                    KafkaConnection.from_settings(settings),
+                    config.topic(topics.agency_topic(agency.code)),
+                ),
             },
             refresh=[
                 refresh_backlog,
