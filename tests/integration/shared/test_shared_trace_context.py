@@ -102,11 +102,13 @@ async def read_all(bootstrap: str, topic: str, count: int, timeout: float = 20.0
     return found
 
 
-async def check_operations(client: httpx.AsyncClient, gauge: str) -> None:
+async def check_operations(
+    client: httpx.AsyncClient, gauge: str, *, checks: tuple[str, ...] = ("postgresql", "kafka")
+) -> None:
     assert (await client.get("/healthz")).status_code == 200
     ready = await client.get("/readyz")
     assert ready.status_code == 200, ready.text
-    assert ready.json()["checks"] == {"postgresql": "ok", "kafka": "ok"}
+    assert ready.json()["checks"] == dict.fromkeys(checks, "ok")
     metrics = await client.get("/metrics")
     assert metrics.status_code == 200
     assert gauge in metrics.text
@@ -218,7 +220,11 @@ async def test_traceparent_flows_from_a_verification_to_the_profile_event_and_ac
                 )
                 assert answer.status_code == 200, answer.text
                 assert answer.headers["x-request-id"] == "prefill-1"
-                await check_operations(gw, "ikd_gateway_access_outbox_backlog 1.0")
+                await check_operations(
+                    gw,
+                    "ikd_gateway_access_outbox_backlog 1.0",
+                    checks=("postgresql", "kafka", "agency-topic"),
+                )
             assert await gateway.relay.publish_batch() == 1
             records = await read_all(kafka_bootstrap, ACCESS.full_name(topic_prefix), 2)
             prefill_access = next(r for r in records if json.loads(r.value)["channel"] == "prefill")
