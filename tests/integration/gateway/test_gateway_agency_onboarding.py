@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -111,14 +110,11 @@ def read_env(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
 
 
-def agency_consume(
-    credentials: dict[str, str], **changes: str
-) -> tuple[subprocess.CompletedProcess[str], float]:
-    """The example consumer as a subprocess with these IKD_AGENCY_* (and how long it ran)."""
+def agency_consume(credentials: dict[str, str], **changes: str) -> subprocess.CompletedProcess[str]:
+    """The example consumer as a subprocess with these IKD_AGENCY_*."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("IKD_")}
     env |= credentials | changes
-    started = time.monotonic()
-    done = subprocess.run(  # noqa: S603
+    return subprocess.run(  # noqa: S603
         [str(BIN / "ikd-gateway"), "agency-consume", "--idle-exit", "3", "--dump"],
         env=env,
         capture_output=True,
@@ -126,7 +122,6 @@ def agency_consume(
         timeout=DEADLINE_S,
         check=False,
     )
-    return done, time.monotonic() - started
 
 
 def as_agency(credentials: dict[str, str]) -> KafkaConnection:
@@ -227,17 +222,17 @@ async def test_onboarded_agency_consumes_its_fields_and_others_are_refused(
         }
 
     # The example consumer as agency-a: exactly the policy's fields of that citizen.
-    mirrored, _ = agency_consume(creds[a])
+    mirrored = agency_consume(creds[a])
     assert mirrored.returncode == 0, mirrored.stderr
     dump = json.loads(mirrored.stdout[mirrored.stdout.index("\n{") :])
     assert dump == {citizen.pseudonym: expected}
 
-    # The same consumer with agency b's credentials: the broker refuses, promptly.
+    # The same consumer with agency b's credentials: the broker's authorisation error (exit 3
+    # names it), not an idle exit or a timeout.
     other = {k: creds[b][k] for k in ("IKD_AGENCY_USERNAME", "IKD_AGENCY_PASSWORD")}
-    refused, took = agency_consume(creds[a], IKD_AGENCY_GROUP=creds[b]["IKD_AGENCY_GROUP"], **other)
+    refused = agency_consume(creds[a], IKD_AGENCY_GROUP=creds[b]["IKD_AGENCY_GROUP"], **other)
     assert refused.returncode == 3, refused.stderr
     assert "TopicAuthorizationFailedError" in refused.stderr
-    assert took < 20
 
     # Offboarded: no credentials, no ACLs, the client disabled; the topic stays.
     for _ in range(2):  # idempotent

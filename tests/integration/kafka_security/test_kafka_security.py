@@ -121,16 +121,15 @@ async def test_a_client_without_credentials_is_disconnected(bus: Bus) -> None:
     plaintext = KafkaConnection(bus.admin.bootstrap_servers)
     tls_only = dataclasses.replace(bus.admin, security_protocol="SSL")
     for conn in (plaintext, tls_only):
-        # The broker closes the connection at the first request (no metadata, no records),
-        # long before the client's own 30 s request timeout could end the attempt.
-        client = conn.client(request_timeout_ms=30000)
-        started = asyncio.get_running_loop().time()
+        # The broker closes the connection at the first request (no metadata, no records). The
+        # client's own request timeout is far beyond the test's deadline, so a failure inside
+        # that deadline can only be the broker's refusal.
+        client = conn.client(request_timeout_ms=120_000)
         try:
             with pytest.raises(KafkaConnectionError, match="Unable to bootstrap"):
                 await within(client.bootstrap())
         finally:
             await client.close()
-        assert asyncio.get_running_loop().time() - started < 10
 
 
 async def test_a_wrong_password_fails_authentication(bus: Bus) -> None:
