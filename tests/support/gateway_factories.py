@@ -8,8 +8,6 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ikd_gateway.config import DEFAULT_POLICY
-from ikd_gateway.domain.policy import MppPolicy, load_policy
 from ikd_gateway.service_layer.context import GatewayContext
 from ikd_gateway.service_layer.stream import ProfileRecord
 from ikd_shared.auth import TokenIssuer
@@ -22,6 +20,7 @@ from ikd_shared.events.consent_v1 import (
 )
 from ikd_shared.events.profile_v1 import Address, CitizenProfile, ProfileVerified
 from ikd_shared.nik import Sex, make_nik
+from ikd_shared.policy import DEFAULT_POLICY, MppPolicy, load_policy
 from ikd_shared.pseudonym import pseudonymize
 
 PSEUDONYM_KEY = b"dev-pseudonym-key-for-local-development-only"

@@ -18,9 +18,8 @@ from ikd_ops.agencies import (
     write_private,
 )
 from ikd_shared.kafka import KafkaConnection
+from ikd_shared.policy import DEFAULT_POLICY
 from ikd_shared.settings import KafkaClientSettings, load_settings
-
-DEFAULT_POLICY = Path(__file__).resolve().parents[3] / "deploy/policies/mpp-kabupaten-cirebon.yaml"
 
 agencies_app = typer.Typer(help="Agency backends: onboard and offboard.", no_args_is_help=True)
 

@@ -13,14 +13,13 @@ import time
 import asyncpg
 from aiokafka import TopicPartition
 
-from ikd_gateway.config import DEFAULT_POLICY
-from ikd_gateway.domain.policy import load_policy
 from ikd_gateway.entrypoints.agency_consumer import AgencyMirror, consume
 from ikd_ops.demo import CONSENT_SERVICE, PUBLIC_TASK_SERVICES, Walkthrough
 from ikd_ops.platform import Platform
 from ikd_shared.events.envelope import from_kafka
 from ikd_shared.events.profile_v1 import PROFILE_FIELDS
 from ikd_shared.events.topics import ACCESS, agency_topic
+from ikd_shared.policy import DEFAULT_POLICY, load_policy
 from tests.e2e.platform.conftest import AGENCIES, CLIENT_SECRET, Stack
 from tests.support.kafka import kafka_connection
 

@@ -29,7 +29,6 @@ from aiokafka.conn import create_conn
 from aiokafka.errors import SaslAuthenticationFailed
 from pydantic import SecretStr
 
-from ikd_gateway.config import DEFAULT_POLICY
 from ikd_gateway.domain.model import SourcePosition
 from ikd_gateway.entrypoints.api import create_app
 from ikd_gateway.service_layer.prefill import prefill
@@ -40,6 +39,7 @@ from ikd_ops import kafka_security
 from ikd_shared import codec
 from ikd_shared.events.topics import agency_topic
 from ikd_shared.kafka import KafkaConnection
+from ikd_shared.policy import DEFAULT_POLICY
 from tests.support.environment import REPO
 from tests.support.gateway import running_gateway
 from tests.support.gateway_factories import Tokens, profile, verified

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from ikd_gateway.bootstrap import check_or_exit
-from ikd_gateway.config import DEFAULT_POLICY, GatewaySettings
-from ikd_gateway.domain.policy import AgencyKind, PolicyError, load_policy, parse_policy
+from ikd_gateway.config import GatewaySettings
 from ikd_shared.events.profile_v1 import PROFILE_FIELDS
 from ikd_shared.legal import LegalBasis
+from ikd_shared.policy import DEFAULT_POLICY, AgencyKind, PolicyError, load_policy, parse_policy
 from tests.support.gateway_factories import POLICY
 
 GOOD_SERVICE = """

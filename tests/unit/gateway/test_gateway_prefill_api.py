@@ -188,8 +188,8 @@ async def test_nik_lookup_only_where_the_policy_grants_the_nik(
 async def test_nik_lookup_refused_when_the_service_lacks_the_nik(
     make_client: MakeClient, tokens: Tokens
 ) -> None:
-    from ikd_gateway.domain.policy import AgencyKind, AgencyPolicy, Purpose, ServicePolicy
     from ikd_shared.legal import LegalBasis
+    from ikd_shared.policy import AgencyKind, AgencyPolicy, Purpose, ServicePolicy
 
     agency = AgencyPolicy(
         code="test-agency",

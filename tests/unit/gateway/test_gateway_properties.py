@@ -15,7 +15,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ikd_gateway.domain.model import SourcePosition
-from ikd_gateway.domain.policy import AgencyKind, AgencyPolicy, Purpose, ServicePolicy
 from ikd_gateway.service_layer.context import GatewayContext
 from ikd_gateway.service_layer.prefill import DeniedRequest, prefill
 from ikd_gateway.service_layer.stream import (
@@ -30,6 +29,7 @@ from ikd_gateway.service_layer.webhooks import Dispatcher, RetryPolicy
 from ikd_shared.events.consent_v1 import Consent
 from ikd_shared.events.profile_v1 import PROFILE_FIELDS, ProfileVerified, flatten
 from ikd_shared.legal import LegalBasis
+from ikd_shared.policy import AgencyKind, AgencyPolicy, Purpose, ServicePolicy
 from tests.support.gateway_factories import (
     NOW,
     PSEUDONYM_KEY,

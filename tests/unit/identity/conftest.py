@@ -9,6 +9,7 @@ import pytest
 from ikd_dev.issuer import generate_issuer_key, public_jwk
 from ikd_identity.service_layer.handlers import Deps
 from ikd_shared.credentials import CredentialVerifier
+from ikd_shared.policy import DEFAULT_POLICY, load_policy
 from tests.support.identity_fakes import FakeState, FakeUnitOfWork
 
 
@@ -45,5 +46,6 @@ def deps(state: FakeState, issuer_key, clock: Clock) -> Deps:
         verifier=verifier,
         pseudonym_key=b"unit-test-pseudonym-key",
         credential_max_age=dt.timedelta(minutes=5),
+        policy=load_policy(DEFAULT_POLICY),
         clock=clock,
     )

@@ -17,7 +17,6 @@ from ikd_gateway.adapters import webhooks as webhook_adapters
 from ikd_gateway.adapters.postgres import PgUnitOfWork
 from ikd_gateway.adapters.relay import AccessRelay, AgencyRow, agency_relay
 from ikd_gateway.config import GatewaySettings
-from ikd_gateway.domain.policy import MppPolicy, PolicyError, load_policy
 from ikd_gateway.service_layer.context import GatewayContext, UnitOfWorkFactory, utcnow
 from ikd_gateway.service_layer.unit_of_work import UnitOfWork
 from ikd_gateway.service_layer.webhooks import Dispatcher, RetryPolicy, Sender
@@ -29,6 +28,7 @@ from ikd_shared.events import topics
 from ikd_shared.events.envelope import CloudEvent
 from ikd_shared.kafka import KafkaConnection
 from ikd_shared.outbox import OrderedRelay
+from ikd_shared.policy import MppPolicy, PolicyError, load_policy
 
 SERVICE = "ikd-agency-gateway"
 WEBHOOK_DEAD_LETTER_TYPE = "id.go.mpp.gateway.webhook.dead_lettered.v1"

@@ -18,7 +18,8 @@ from typing import Annotated
 
 import typer
 
-from ikd_gateway.config import DEFAULT_POLICY, GatewaySettings
+from ikd_gateway.config import GatewaySettings
+from ikd_shared.policy import DEFAULT_POLICY
 from ikd_shared.settings import load_settings
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
@@ -45,7 +46,7 @@ def check_policy(
     agency: Annotated[str | None, typer.Option(help="also check this agency is in it")] = None,
 ) -> None:
     """Validate a policy file and summarise it."""
-    from ikd_gateway.domain.policy import PolicyError, load_policy
+    from ikd_shared.policy import PolicyError, load_policy
 
     try:
         policy = load_policy(file)

@@ -9,10 +9,8 @@ from pydantic import Field, PostgresDsn, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from ikd_shared.legal import CODE_PATTERN
+from ikd_shared.policy import DEFAULT_POLICY, REPO_ROOT
 from ikd_shared.settings import ServiceSettings
-
-REPO_ROOT = Path(__file__).resolve().parents[4]
-DEFAULT_POLICY = REPO_ROOT / "deploy" / "policies" / "mpp-kabupaten-cirebon.yaml"
 
 
 class GatewaySettings(ServiceSettings):

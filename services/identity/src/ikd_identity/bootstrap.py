@@ -24,6 +24,7 @@ from ikd_shared.auth import TokenIssuer, TokenVerifier, load_ed25519_private_key
 from ikd_shared.credentials import CredentialVerifier
 from ikd_shared.db import create_pool
 from ikd_shared.kafka import KafkaConnection
+from ikd_shared.policy import load_policy
 from ikd_shared.supervise import in_background
 from ikd_shared.token_cache import CachedTokenVerifier
 
@@ -129,6 +130,7 @@ async def bootstrap(
                 verifier=credential_verifier(settings),
                 pseudonym_key=settings.pseudonym_key.get_secret_value().encode(),
                 credential_max_age=dt.timedelta(seconds=settings.credential_max_age_s),
+                policy=load_policy(settings.policy_file),
             ),
             clients=PgClients(pool),
             hasher=Argon2Hasher(),

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, PostgresDsn
 from pydantic_settings import SettingsConfigDict
 
+from ikd_shared.policy import DEFAULT_POLICY
 from ikd_shared.settings import Ed25519KeySetting, JwksSetting, ServiceSettings
 
 DEFAULT_CREDENTIAL_ISSUER = "https://dukcapil.kemendagri.go.id/ikd"
@@ -25,6 +28,10 @@ class IdentitySettings(ServiceSettings):
     credential_audience: str = Field(default=DEFAULT_CREDENTIAL_AUDIENCE, min_length=1)
     credential_max_age_s: int = Field(
         default=300, ge=10, description="how fresh a credential proving a consent must be"
+    )
+    policy_file: Path = Field(
+        default=DEFAULT_POLICY,
+        description="the MPP's policy YAML: the services a citizen may ask for or consent to",
     )
     token_signing_key: Ed25519KeySetting = Field(description="Ed25519 private key (PEM or @path)")
     token_key_id: str | None = Field(

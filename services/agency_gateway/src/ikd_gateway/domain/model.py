@@ -15,9 +15,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ikd_gateway.domain.policy import AgencyPolicy, ServicePolicy
 from ikd_shared.events.consent_v1 import Consent
 from ikd_shared.events.profile_v1 import CitizenProfile, flatten
+from ikd_shared.policy import AgencyPolicy, ServicePolicy
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ikd_gateway.domain.model import CitizenView, SourcePosition, erased, project_profile
-from ikd_gateway.domain.policy import AgencyPolicy
 from ikd_shared.events.consent_v1 import Consent
 from ikd_shared.events.profile_v1 import (
     CitizenDied,
@@ -24,6 +23,7 @@ from ikd_shared.events.profile_v1 import (
     ProfileUpdated,
     ProfileVerified,
 )
+from ikd_shared.policy import AgencyPolicy
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ikd_gateway.domain.policy import AgencyPolicy
 from ikd_gateway.service_layer.unit_of_work import UnitOfWork
 from ikd_shared.events.access_v1 import AccessRecorded
+from ikd_shared.policy import AgencyPolicy
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]
 Clock = Callable[[], dt.datetime]

@@ -9,13 +9,13 @@ from typing import Any
 
 from ikd_gateway.domain import errors
 from ikd_gateway.domain.model import answer_fields
-from ikd_gateway.domain.policy import ServicePolicy
 from ikd_gateway.service_layer.context import GatewayContext
 from ikd_gateway.service_layer.unit_of_work import UnitOfWork
 from ikd_shared.events.access_v1 import Channel, Outcome
 from ikd_shared.legal import CODE_PATTERN
 from ikd_shared.nik import InvalidNik as NikRejected
 from ikd_shared.nik import parse_nik
+from ikd_shared.policy import ServicePolicy
 from ikd_shared.pseudonym import is_pseudonym, pseudonymize
 
 

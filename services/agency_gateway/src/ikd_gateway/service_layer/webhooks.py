@@ -19,11 +19,11 @@ from typing import Any, Protocol
 from ikd_gateway import metrics
 from ikd_gateway.domain import errors
 from ikd_gateway.domain.model import answer_fields
-from ikd_gateway.domain.policy import ServicePolicy
 from ikd_gateway.service_layer.context import GatewayContext, UnitOfWorkFactory
 from ikd_gateway.service_layer.unit_of_work import Attempt, Endpoint, WebhookMessage
 from ikd_shared import codec
 from ikd_shared.events.access_v1 import AccessRecorded, Channel, Outcome
+from ikd_shared.policy import ServicePolicy
 
 log = logging.getLogger(__name__)
 

@@ -48,6 +48,7 @@ from ikd_shared.events.profile_v1 import (
     ProfileVerified,
 )
 from ikd_shared.events.topics import CONSENT, PROFILE
+from ikd_shared.policy import MppPolicy
 from ikd_shared.pseudonym import pseudonymize
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class Deps:
     verifier: CredentialVerifier
     pseudonym_key: bytes
     credential_max_age: dt.timedelta
+    policy: MppPolicy
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
 
     def pseudonym(self, nik: str) -> str:

@@ -1,7 +1,9 @@
 """Data-sharing policy of one MPP: its agencies, their services and what each may use.
 
-The policy is data (YAML under deploy/policies/), validated here at start. Deny by default:
-a field, service or agency that the policy does not name is never granted.
+The policy is data (YAML under deploy/policies/), validated here at start by every service
+that decides with it (identity: which services a citizen may ask for and consent to; each
+gateway: what its agency may hold). Deny by default: a field, service or agency that the policy
+does not name is never granted.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from pydantic import (
 
 from ikd_shared.events.profile_v1 import PROFILE_FIELDS
 from ikd_shared.legal import AgencyCode, LegalBasis, PurposeCode, ServiceCode
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_POLICY = REPO_ROOT / "deploy" / "policies" / "mpp-kabupaten-cirebon.yaml"
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=200)]
 
