@@ -263,6 +263,25 @@ def examples() -> dict[str, BaseModel]:
     """One example payload per event type, keyed by CloudEvents type."""
     pseudonym = example_pseudonym()
     active = _example_consent(consent_v1.ConsentStatus.ACTIVE)
+    skck = profile_v1.Relationship(
+        relationship_id=uuid.UUID("5d1f0c2a-7b3e-4a69-9e28-1c4b7a6d3f90"),
+        kind=profile_v1.RelationshipKind.SERVICE_REQUEST,
+        agency="polres-cirebon",
+        service="skck",
+        legal_basis=LegalBasis.LEGAL_OBLIGATION,
+        starts_at=_EXAMPLE_TIME,
+        expires_at=_EXAMPLE_TIME + dt.timedelta(days=1825),
+    )
+    aid = profile_v1.Relationship(
+        relationship_id=uuid.UUID("8e2a6b1d-4c7f-4d05-b3a9-2f6e9c1d7a44"),
+        kind=profile_v1.RelationshipKind.REGISTRATION,
+        agency="dinsos-cirebon",
+        service="social-assistance",
+        legal_basis=LegalBasis.PUBLIC_TASK,
+        legal_reference="UU 13/2011 Penanganan Fakir Miskin; Permensos 3/2021",
+        starts_at=_EXAMPLE_TIME + dt.timedelta(days=3),
+        expires_at=_EXAMPLE_TIME + dt.timedelta(days=3 + 1825),
+    )
     items: list[BaseModel] = [
         profile_v1.ProfileVerified(
             pseudonym=pseudonym,
@@ -271,6 +290,7 @@ def examples() -> dict[str, BaseModel]:
             verified_at=_EXAMPLE_TIME,
             verified_by="disdukcapil-cirebon",
             changed_fields=list(profile_v1.PROFILE_FIELDS),
+            relationships=[skck],
         ),
         profile_v1.ProfileUpdated(
             pseudonym=pseudonym,
@@ -279,6 +299,16 @@ def examples() -> dict[str, BaseModel]:
             verified_at=_EXAMPLE_TIME,
             updated_at=_EXAMPLE_TIME + dt.timedelta(days=2),
             changed_fields=["marital_status"],
+            relationships=[skck],
+        ),
+        profile_v1.RelationshipsChanged(
+            pseudonym=pseudonym,
+            version=3,
+            profile=example_profile(),
+            verified_at=_EXAMPLE_TIME,
+            changed_at=aid.starts_at,
+            started=[aid],
+            relationships=[skck, aid],
         ),
         profile_v1.CitizenDied(
             pseudonym=pseudonym,

@@ -1,19 +1,23 @@
 """Topic ikd.citizen.profile.v1: the canonical citizen profile, one record per change.
 
-Each event carries the whole profile and its version (event-carried state), so the compacted
-topic always holds each citizen's latest state; consumers ignore versions they already have.
-Death and credential revocation are followed by a tombstone (a record with no value).
+Each event carries the whole profile, its version and the citizen's relationships in force
+(event-carried state), so the compacted topic always holds each citizen's latest state;
+consumers ignore versions they already have. An agency may hold a citizen only while one of
+those relationships names one of its services (UU PDP purpose limitation); a relationship
+starting or ending is a new version of the citizen's record. Death and credential revocation
+are followed by a tombstone (a record with no value).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from ikd_shared.legal import AgencyCode
+from ikd_shared.legal import AgencyCode, LegalBasis, ServiceCode
 from ikd_shared.nik import Nik, Sex, parse_nik
 from ikd_shared.pseudonym import Pseudonym
 
@@ -127,6 +131,40 @@ def select_fields(flat: dict[str, Any], granted: frozenset[str] | set[str]) -> d
     return {name: value for name, value in flat.items() if name in granted}
 
 
+class RelationshipKind(StrEnum):
+    """Why an agency may hold a citizen: the reasons UU PDP accepts for processing."""
+
+    SERVICE_REQUEST = "service_request"  # the citizen asked for the service at a counter
+    REGISTRATION = "registration"  # the agency registered the citizen under its legal duty
+    CONSENT = "consent"  # the citizen consented; the consent topic says to which fields
+
+
+class Relationship(BaseModel):
+    """One reason one agency's service may hold the citizen, from `starts_at` to `expires_at`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    relationship_id: uuid.UUID = Field(description="for a consent: the consent's id")
+    kind: RelationshipKind
+    agency: AgencyCode
+    service: ServiceCode
+    legal_basis: LegalBasis
+    legal_reference: LongText | None = Field(
+        default=None, description="the statute a registration rests on"
+    )
+    starts_at: dt.datetime
+    expires_at: dt.datetime
+
+    def covers(self, at: dt.datetime) -> bool:
+        return self.starts_at <= at < self.expires_at
+
+
+RELATIONSHIPS_DESCRIPTION = (
+    "the citizen's relationships in force after this change; an agency holds the citizen only "
+    "while one names one of its services"
+)
+
+
 class ProfileEvent(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     event_type: ClassVar[str]
@@ -146,6 +184,9 @@ class ProfileVerified(ProfileEvent):
         default=None, description="agency whose counter submitted the credential"
     )
     changed_fields: list[str] = Field(description="fields that differ from the previous version")
+    relationships: list[Relationship] = Field(
+        default_factory=list, description=RELATIONSHIPS_DESCRIPTION
+    )
 
 
 class ProfileUpdated(ProfileEvent):
@@ -157,6 +198,28 @@ class ProfileUpdated(ProfileEvent):
     verified_at: dt.datetime = Field(description="when the profile was last verified")
     updated_at: dt.datetime
     changed_fields: list[str]
+    relationships: list[Relationship] = Field(
+        default_factory=list, description=RELATIONSHIPS_DESCRIPTION
+    )
+
+
+class RelationshipsChanged(ProfileEvent):
+    """A relationship started or ended (a service request, a registration, a consent).
+
+    The profile is unchanged but carried whole, so that this record alone, the latest of the
+    citizen on the compacted topic, still says everything.
+    """
+
+    event_type: ClassVar[str] = "id.go.mpp.profile.relationships.v1"
+
+    profile: CitizenProfile
+    verified_at: dt.datetime = Field(description="when the profile was last verified")
+    changed_at: dt.datetime
+    started: list[Relationship] = Field(default_factory=list)
+    ended: list[Relationship] = Field(default_factory=list)
+    relationships: list[Relationship] = Field(
+        default_factory=list, description=RELATIONSHIPS_DESCRIPTION
+    )
 
 
 class CitizenDied(ProfileEvent):
@@ -183,6 +246,7 @@ TOMBSTONE_TYPE = "id.go.mpp.profile.erased.v1"
 EVENTS: tuple[type[ProfileEvent], ...] = (
     ProfileVerified,
     ProfileUpdated,
+    RelationshipsChanged,
     CitizenDied,
     CredentialRevoked,
 )
