@@ -39,6 +39,9 @@ from ikd_shared.events.profile_v1 import (
     CredentialRevoked,
     ProfileUpdated,
     ProfileVerified,
+    Relationship,
+    RelationshipKind,
+    RelationshipsChanged,
 )
 from ikd_shared.events.topics import PROFILE
 from ikd_shared.legal import LegalBasis
@@ -79,6 +82,18 @@ def _consent(status: ConsentStatus = ConsentStatus.ACTIVE) -> Consent:
     )
 
 
+def _relationship() -> Relationship:
+    return Relationship(
+        relationship_id=uuid.uuid4(),
+        kind=RelationshipKind.SERVICE_REQUEST,
+        agency="polres-cirebon",
+        service="skck",
+        legal_basis=LegalBasis.LEGAL_OBLIGATION,
+        starts_at=NOW,
+        expires_at=NOW + dt.timedelta(days=1825),
+    )
+
+
 SAMPLES: dict[type[BaseModel], Callable[[], BaseModel]] = {
     ProfileVerified: lambda: ProfileVerified(
         pseudonym=_pseudonym(),
@@ -94,6 +109,15 @@ SAMPLES: dict[type[BaseModel], Callable[[], BaseModel]] = {
         verified_at=NOW,
         updated_at=NOW,
         changed_fields=["address.street", "marital_status"],
+    ),
+    RelationshipsChanged: lambda: RelationshipsChanged(
+        pseudonym=_pseudonym(1),
+        version=8,
+        profile=citizen(11, 1),
+        verified_at=NOW,
+        changed_at=NOW,
+        started=[_relationship()],
+        relationships=[_relationship()],
     ),
     CitizenDied: lambda: CitizenDied(
         pseudonym=_pseudonym(), version=2, date_of_death=dt.date(2025, 11, 1), recorded_at=NOW
