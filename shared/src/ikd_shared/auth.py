@@ -27,8 +27,10 @@ class Scope(StrEnum):
     VERIFY = "identity:verify"  # an MPP counter submits IKD credentials
     FEED = "identity:feed"  # Dukcapil's update feed
     CONSENT = "identity:consent"  # an MPP officer records consents for a citizen
+    REGISTER = "identity:register"  # an agency's gateway registers citizens for a legal duty
     PREFILL = "gateway:prefill"  # an agency backend reads its prefill API
     WEBHOOKS = "gateway:webhooks"  # an agency backend manages its webhook endpoints
+    REGISTRATIONS = "gateway:registrations"  # an agency backend registers citizens
     AUDIT_READ = "audit:read"  # an auditor searches and exports the access log
 
 
