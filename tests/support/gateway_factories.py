@@ -18,7 +18,13 @@ from ikd_shared.events.consent_v1 import (
     ConsentStatus,
     GrantedBy,
 )
-from ikd_shared.events.profile_v1 import Address, CitizenProfile, ProfileVerified
+from ikd_shared.events.profile_v1 import (
+    Address,
+    CitizenProfile,
+    ProfileVerified,
+    Relationship,
+    RelationshipKind,
+)
 from ikd_shared.nik import Sex, make_nik
 from ikd_shared.policy import DEFAULT_POLICY, MppPolicy, load_policy
 from ikd_shared.pseudonym import pseudonymize
@@ -76,15 +82,60 @@ def pseudonym_of(citizen: CitizenProfile) -> str:
     return pseudonymize(citizen.nik, PSEUDONYM_KEY)
 
 
+def relationship(
+    agency: str,
+    service: str,
+    *,
+    kind: RelationshipKind | None = None,
+    starts_at: dt.datetime = NOW,
+    expires_at: dt.datetime | None = None,
+    relationship_id: uuid.UUID | None = None,
+) -> Relationship:
+    """One relationship as identity publishes it: by default the kind the service's legal basis
+    calls for (a consent, else a service request) and an expiry from its retention."""
+    policy = POLICY.agency(agency).service(service)
+    assert policy is not None, f"{service} is not a service of {agency}"
+    if kind is None:
+        kind = (
+            RelationshipKind.CONSENT if policy.needs_consent else RelationshipKind.SERVICE_REQUEST
+        )
+    return Relationship(
+        relationship_id=relationship_id or uuid.uuid4(),
+        kind=kind,
+        agency=agency,
+        service=service,
+        legal_basis=policy.legal_basis,
+        legal_reference=policy.legal_reference if kind is RelationshipKind.REGISTRATION else None,
+        starts_at=starts_at,
+        expires_at=expires_at or starts_at + dt.timedelta(days=policy.retention_days),
+    )
+
+
+def related_everywhere(at: dt.datetime = NOW) -> list[Relationship]:
+    """A relationship with every service of every agency of the policy, from `at`: a citizen
+    every agency may hold (as every verified citizen was before relationships)."""
+    return [
+        relationship(agency.code, service.code, starts_at=at)
+        for agency in POLICY.agencies
+        for service in agency.services
+    ]
+
+
 def verified(
-    citizen: CitizenProfile, version: int = 1, verified_at: dt.datetime = NOW
+    citizen: CitizenProfile,
+    version: int = 1,
+    verified_at: dt.datetime = NOW,
+    *,
+    relationships: list[Relationship] | None = None,
 ) -> ProfileVerified:
+    """A verification; the citizen is related to every service unless `relationships` says."""
     return ProfileVerified(
         pseudonym=pseudonym_of(citizen),
         version=version,
         profile=citizen,
         verified_at=verified_at,
         changed_fields=["full_name"],
+        relationships=related_everywhere(verified_at) if relationships is None else relationships,
     )
 
 

@@ -11,6 +11,7 @@ from types import TracebackType
 from ikd_gateway.domain.model import CitizenView, ConsentSet, Fingerprint
 from ikd_gateway.service_layer import unit_of_work as u
 from ikd_shared.events.access_v1 import AccessRecorded
+from ikd_shared.events.profile_v1 import Relationship
 
 
 class Store:
@@ -72,6 +73,19 @@ class FakeViews(u.ViewRepository):
     async def due_for_expiry(self, now: dt.datetime, limit: int) -> Sequence[CitizenView]:
         due = [v for v in self.s.views.values() if v.next_expiry and v.next_expiry <= now]
         return due[:limit]
+
+    async def delete_many(self, pseudonyms: Sequence[str]) -> None:
+        for pseudonym in pseudonyms:
+            self.s.views.pop(pseudonym, None)
+
+    async def holding_relationship(
+        self, relationship_id: uuid.UUID
+    ) -> tuple[str, Relationship] | None:
+        for view in self.s.views.values():
+            for relationship in view.relationships:
+                if relationship.relationship_id == relationship_id:
+                    return view.pseudonym, relationship
+        return None
 
 
 class FakeConsents(u.ConsentRepository):

@@ -63,6 +63,7 @@ class ServicePolicy(BaseModel):
     legal_basis: LegalBasis
     legal_reference: Name = Field(description="the statute or contract the basis rests on")
     retention_days: int = Field(ge=1, le=36500)
+    registration: bool = False
 
     @field_validator("fields", mode="before")
     @classmethod
@@ -74,6 +75,17 @@ class ServicePolicy(BaseModel):
             if isinstance(value, list) and len(set(value)) != len(value):
                 raise ValueError("a field is listed twice")
         return value
+
+    @model_validator(mode="after")
+    def _registration_needs_a_duty(self) -> Self:
+        if self.registration and self.legal_basis not in (
+            LegalBasis.LEGAL_OBLIGATION,
+            LegalBasis.PUBLIC_TASK,
+        ):
+            raise ValueError(
+                f"service {self.code}: registration rests on a legal obligation or a public task"
+            )
+        return self
 
     @property
     def needs_consent(self) -> bool:

@@ -42,7 +42,7 @@ from ikd_shared.kafka import KafkaConnection
 from ikd_shared.policy import DEFAULT_POLICY
 from tests.support.environment import REPO
 from tests.support.gateway import running_gateway
-from tests.support.gateway_factories import Tokens, profile, verified
+from tests.support.gateway_factories import Tokens, profile, relationship, verified
 from tests.support.kafka import kafka_connection
 
 BIN = Path(sys.executable).parent
@@ -192,8 +192,13 @@ async def test_onboarded_agency_consumes_its_fields_and_others_are_refused(
         assert (client.agency, client.scopes) == (a, {"gateway:prefill", "gateway:webhooks"})
         assert Argon2Hasher().verify(client.secret_hash, creds[a]["IKD_AGENCY_OAUTH_CLIENT_SECRET"])
 
-        # A verified citizen reaches the agency's topic.
-        citizen = verified(profile(81), 1, dt.datetime.now(dt.UTC))
+        # A citizen verified for the agency's services reaches the agency's topic.
+        now = dt.datetime.now(dt.UTC)
+        asked = [
+            relationship("dinsos-cirebon", s.code, starts_at=now).model_copy(update={"agency": a})
+            for s in gw.ctx.agency.services
+        ]
+        citizen = verified(profile(81), 1, now, relationships=asked)
         await apply_profiles(
             gw.uow(),
             gw.ctx,

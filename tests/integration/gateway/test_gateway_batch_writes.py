@@ -27,10 +27,12 @@ from tests.support.gateway_factories import (
     context,
     profile,
     pseudonym_of,
+    related_everywhere,
 )
 
 AGENCY = "bank-bjb"
 CITIZENS = [pseudonym_of(profile(serial)) for serial in range(1, 9)]
+RELATED = related_everywhere()
 
 
 def profile_stream(rng: random.Random) -> list[ProfileRecord]:
@@ -49,7 +51,7 @@ def profile_stream(rng: random.Random) -> list[ProfileRecord]:
             event = CitizenDied(
                 pseudonym=pseudonym, version=version, date_of_death=NOW.date(), recorded_at=NOW
             )
-        else:
+        else:  # some versions name none of the agency's services: the row goes
             event = ProfileUpdated(
                 pseudonym=pseudonym,
                 version=version,
@@ -57,6 +59,7 @@ def profile_stream(rng: random.Random) -> list[ProfileRecord]:
                 verified_at=NOW,
                 updated_at=NOW,
                 changed_fields=["address.street"],
+                relationships=[] if roll > 0.9 else RELATED,
             )
         records.append(
             ProfileRecord(str(uuid.uuid4()), pseudonym, event, SourcePosition(0, offset))
@@ -83,7 +86,7 @@ async def state(dsn: str) -> dict[str, Any]:
                 tuple(r)
                 for r in await conn.fetch(
                     "SELECT pseudonym, version, data::text, expires::text, erased, "
-                    "source_offset FROM citizen_view"
+                    "source_offset, relationships::text FROM citizen_view"
                 )
             ),
             "consents": sorted(

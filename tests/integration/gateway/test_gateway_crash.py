@@ -27,13 +27,20 @@ from ikd_shared.events.profile_v1 import (
 )
 from ikd_shared.events.topics import ACCESS, PROFILE
 from tests.support.gateway import gateway_env, read_topic
-from tests.support.gateway_factories import POLICY, Tokens, profile, pseudonym_of
+from tests.support.gateway_factories import (
+    POLICY,
+    Tokens,
+    profile,
+    pseudonym_of,
+    related_everywhere,
+)
 from tests.support.polling import eventually
 
 AGENCY = "polres-cirebon"
 CITIZENS = 120
 VERSIONS = 12
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+RELATED = related_everywhere(NOW)
 
 
 def stream(rng: random.Random) -> list[CloudEvent]:
@@ -53,6 +60,7 @@ def stream(rng: random.Random) -> list[CloudEvent]:
                     profile=changed,
                     verified_at=NOW,
                     changed_fields=["full_name"],
+                    relationships=RELATED,
                 )
             else:
                 event = ProfileUpdated(
@@ -62,6 +70,7 @@ def stream(rng: random.Random) -> list[CloudEvent]:
                     verified_at=NOW,
                     updated_at=NOW,
                     changed_fields=["address.street", "occupation"],
+                    relationships=RELATED,
                 )
             cloud = to_cloudevent(event, source="/test", key=pseudonym)
             mine.append(cloud)
@@ -75,6 +84,7 @@ def stream(rng: random.Random) -> list[CloudEvent]:
                     verified_at=NOW,
                     updated_at=NOW,
                     changed_fields=["address.street"],
+                    relationships=RELATED,
                 )
                 mine.append(to_cloudevent(stale, source="/test", key=pseudonym))
         if serial % 10 == 0:
@@ -122,9 +132,11 @@ def project(records: list[Any]) -> dict[str, dict[str, Any]]:
                 version=payload.version,
                 profile=payload.profile,
                 verified_at=payload.verified_at,
+                relationships=payload.relationships,
                 consents=(),
                 now=dt.datetime.now(dt.UTC),
             )
+            assert view is not None, "every citizen of this stream asked for polres's services"
             rows[event.key] = {"version": view.version, "data": dict(view.data), "erased": False}
         else:
             rows[event.key] = {"version": payload.version, "data": {}, "erased": True}

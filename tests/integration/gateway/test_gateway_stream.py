@@ -93,6 +93,7 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_the_stream_goes_on
         verified_at=NOW,
         updated_at=NOW,
         changed_fields=["address.street"],
+        relationships=v1.relationships,
     )
     update = to_cloudevent(updated, source="/test", key=v1.pseudonym)
     updated_id = update.id

@@ -20,7 +20,12 @@ from ikd_gateway.service_layer.stream import (
 )
 from ikd_gateway.service_layer.unit_of_work import Endpoint
 from ikd_shared.events.access_v1 import AccessRecorded, Channel
-from ikd_shared.events.profile_v1 import CitizenDied, CredentialRevoked, ProfileUpdated
+from ikd_shared.events.profile_v1 import (
+    CitizenDied,
+    CredentialRevoked,
+    ProfileUpdated,
+    RelationshipsChanged,
+)
 from tests.support.gateway_factories import (
     NOW,
     POLICY,
@@ -29,12 +34,15 @@ from tests.support.gateway_factories import (
     context,
     profile,
     pseudonym_of,
+    related_everywhere,
 )
 from tests.support.gateway_fakes import FakeUnitOfWork, Store
 
 CITIZENS = [pseudonym_of(profile(serial)) for serial in (1, 2, 3)]
 ops = st.tuples(
-    st.sampled_from(["store", "store", "store", "died", "revoked", "tombstone", "again"]),
+    st.sampled_from(
+        ["store", "store", "store", "unrelated", "shared", "died", "revoked", "tombstone", "again"]
+    ),
     st.integers(0, 2),
     st.integers(1, 6),
 )
@@ -58,7 +66,16 @@ def build(draw: list[tuple[str, int, int]]) -> list[ProfileRecord]:
             event = CredentialRevoked(
                 pseudonym=pseudonym, version=version, reason="lost", revoked_at=NOW
             )
-        else:
+        elif kind == "shared":  # a relationship started: the profile again, whole
+            event = RelationshipsChanged(
+                pseudonym=pseudonym,
+                version=version,
+                profile=profile(who + 1, street=f"Jl. Versi {version}", occupation=f"K{offset}"),
+                verified_at=NOW,
+                changed_at=NOW,
+                relationships=related_everywhere(),
+            )
+        else:  # an update of a citizen related to every agency, or to none ("unrelated")
             event = ProfileUpdated(
                 pseudonym=pseudonym,
                 version=version,
@@ -66,6 +83,7 @@ def build(draw: list[tuple[str, int, int]]) -> list[ProfileRecord]:
                 verified_at=NOW,
                 updated_at=NOW,
                 changed_fields=["address.street"],
+                relationships=[] if kind == "unrelated" else related_everywhere(),
             )
         records.append(
             ProfileRecord(str(uuid.uuid4()), pseudonym, event, SourcePosition(0, offset))

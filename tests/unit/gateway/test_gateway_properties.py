@@ -1,4 +1,5 @@
-"""Property: whatever the policy, consents and profile, nothing outside policy ∩ consent leaks.
+"""Property: whatever the policy, relationships, consents and profile, nothing leaks outside
+policy ∩ (the services a relationship in force names) ∩ (consent where needed).
 
 Checked at the four places data leaves the profile: the view row, the prefill answer, the
 webhook body and the agency topic's record.
@@ -14,7 +15,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ikd_gateway.domain.model import SourcePosition
+from ikd_gateway.domain.model import SourcePosition, erased
 from ikd_gateway.service_layer.context import GatewayContext
 from ikd_gateway.service_layer.prefill import DeniedRequest, prefill
 from ikd_gateway.service_layer.stream import (
@@ -27,7 +28,13 @@ from ikd_gateway.service_layer.stream import (
 from ikd_gateway.service_layer.unit_of_work import Endpoint
 from ikd_gateway.service_layer.webhooks import Dispatcher, RetryPolicy
 from ikd_shared.events.consent_v1 import Consent
-from ikd_shared.events.profile_v1 import PROFILE_FIELDS, ProfileVerified, flatten
+from ikd_shared.events.profile_v1 import (
+    PROFILE_FIELDS,
+    ProfileVerified,
+    Relationship,
+    RelationshipKind,
+    flatten,
+)
 from ikd_shared.legal import LegalBasis
 from ikd_shared.policy import AgencyKind, AgencyPolicy, Purpose, ServicePolicy
 from tests.support.gateway_factories import (
@@ -81,14 +88,39 @@ def consent_sets(draw: st.DrawFn, pseudonym: str) -> list[Consent]:
     return consents
 
 
+@st.composite
+def relationship_sets(draw: st.DrawFn) -> list[Relationship]:
+    found = []
+    for _ in range(draw(st.integers(0, 4))):
+        service = f"service-{draw(st.integers(0, 4))}"
+        found.append(
+            Relationship(
+                relationship_id=uuid.uuid4(),
+                kind=draw(st.sampled_from(list(RelationshipKind))),
+                agency=draw(st.sampled_from([AGENCY, AGENCY, "other-agency"])),
+                service=service,
+                legal_basis=LegalBasis.PUBLIC_TASK,
+                starts_at=NOW - dt.timedelta(days=draw(st.integers(0, 400))),
+                expires_at=NOW + dt.timedelta(days=draw(st.integers(-30, 400))),
+            )
+        )
+    return found
+
+
 def allowed(
-    service: ServicePolicy, consents: list[Consent], verified_at: dt.datetime
+    service: ServicePolicy, consents: list[Consent], relationships: list[Relationship]
 ) -> frozenset[str]:
-    """What the law of this test says a service may see: policy ∩ (consent where needed)."""
-    if verified_at + dt.timedelta(days=service.retention_days) <= NOW:
-        return frozenset()
+    """What the law of this test says a service may see: policy ∩ (a reason in force) ∩
+    (consent where needed)."""
+    reasons = {
+        r.kind
+        for r in relationships
+        if r.agency == AGENCY and r.service == service.code and r.expires_at > NOW
+    }
     if service.legal_basis is not LegalBasis.CONSENT:
-        return service.fields
+        return service.fields if reasons - {RelationshipKind.CONSENT} else frozenset()
+    if RelationshipKind.CONSENT not in reasons:
+        return frozenset()
     granted: set[str] = set()
     for c in consents:
         if c.agency == AGENCY and c.service == service.code and c.starts_at <= NOW < c.expires_at:
@@ -123,6 +155,7 @@ async def test_fields_never_exceed_policy_and_consent(
     citizen = profile(serial)
     pseudonym = pseudonym_of(citizen)
     consents = data.draw(consent_sets(pseudonym))
+    relationships = data.draw(relationship_sets())
     verified_at = NOW - dt.timedelta(days=age_days)
     ctx = GatewayContext(
         agency=policy, pseudonym_key=PSEUDONYM_KEY, consumer="c", clock=lambda: NOW
@@ -144,6 +177,7 @@ async def test_fields_never_exceed_policy_and_consent(
         profile=citizen,
         verified_at=verified_at,
         changed_fields=list(PROFILE_FIELDS),
+        relationships=relationships,
     )
     consent_record = ConsentRecord(
         "consent-1",
@@ -175,8 +209,13 @@ async def test_fields_never_exceed_policy_and_consent(
     await sweep_retention(FakeUnitOfWork(store), ctx)
 
     flat = flatten(citizen)
-    union = frozenset().union(*(allowed(s, consents, verified_at) for s in policy.services))
-    row = store.views[pseudonym]
+    union = frozenset().union(*(allowed(s, consents, relationships) for s in policy.services))
+    related = any(
+        r.agency == AGENCY and policy.service(r.service) and r.expires_at > NOW
+        for r in relationships
+    )
+    assert (pseudonym in store.views) == related, "held exactly while a reason is in force"
+    row = store.views.get(pseudonym) or erased(pseudonym, 1)
     assert set(row.data) <= union
     assert set(row.data) == union, "everything granted is on record, nothing else"
     assert all(row.data[name] == flat[name] for name in row.data)
@@ -184,7 +223,7 @@ async def test_fields_never_exceed_policy_and_consent(
     topic = store.agency_records[-1].event if store.agency_records else None
     on_topic = {grant.service: grant.fields for grant in topic.services} if topic else {}
     for service in policy.services:
-        permitted = allowed(service, consents, verified_at)
+        permitted = allowed(service, consents, relationships)
         assert set(on_topic.get(service.code, {})) == permitted, "the topic says what is allowed"
         assert all(on_topic[service.code][n] == flat[n] for n in on_topic.get(service.code, {}))
         try:
@@ -199,7 +238,8 @@ async def test_fields_never_exceed_policy_and_consent(
             assert answer.fields == on_topic[service.code], "the topic says what prefill says"
             continue
         assert code in ("consent_required", "citizen_not_found")
-        assert not permitted or code == "consent_required"
+        assert not permitted
+        assert related or code == "citizen_not_found", "no hint of a citizen not held"
 
     sender = CapturingSender()
     dispatcher = Dispatcher(
@@ -215,7 +255,7 @@ async def test_fields_never_exceed_policy_and_consent(
     for body in sender.bodies:
         service = policy.service(body["data"]["service"])
         assert service is not None
-        assert set(body["data"]["fields"]) <= allowed(service, consents, verified_at)
+        assert set(body["data"]["fields"]) <= allowed(service, consents, relationships)
         assert body["data"]["fields"] == json.loads(
             json.dumps(on_topic[service.code], default=str)
         ), "the topic says what the webhook says"

@@ -22,25 +22,28 @@ from ikd_shared import codec, db, tracing
 from ikd_shared.events.access_v1 import AccessRecorded
 from ikd_shared.events.agency_v1 import PURGED_TYPE
 from ikd_shared.events.consent_v1 import Consent
+from ikd_shared.events.profile_v1 import Relationship
 from ikd_shared.tracing import TraceContext
 
 _SELECT_VIEW = """SELECT pseudonym, version, data, expires, next_expiry, verified_at, erased,
-    source_partition, source_offset FROM citizen_view WHERE pseudonym = $1"""
+    source_partition, source_offset, relationships FROM citizen_view WHERE pseudonym = $1"""
 _SELECT_VIEW_FOR_UPDATE = _SELECT_VIEW + " FOR UPDATE"
 _SELECT_VIEWS = """SELECT pseudonym, version, data, expires, next_expiry, verified_at, erased,
-    source_partition, source_offset FROM citizen_view WHERE pseudonym = ANY($1::text[])"""
+    source_partition, source_offset, relationships FROM citizen_view
+    WHERE pseudonym = ANY($1::text[])"""
 _UPSERT_NEWER = """INSERT INTO citizen_view (pseudonym, version, data, expires, next_expiry,
-      verified_at, erased, source_partition, source_offset)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+      verified_at, erased, source_partition, source_offset, relationships)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
     ON CONFLICT (pseudonym) DO UPDATE SET
       version = EXCLUDED.version, data = EXCLUDED.data, expires = EXCLUDED.expires,
       next_expiry = EXCLUDED.next_expiry, verified_at = EXCLUDED.verified_at,
       erased = EXCLUDED.erased, source_partition = EXCLUDED.source_partition,
-      source_offset = EXCLUDED.source_offset, updated_at = now()
+      source_offset = EXCLUDED.source_offset, relationships = EXCLUDED.relationships,
+      updated_at = now()
     WHERE citizen_view.version < EXCLUDED.version"""
 _REPLACE_SAME_VERSION = """UPDATE citizen_view SET data = $3, expires = $4, next_expiry = $5,
      verified_at = $6, erased = $7, source_partition = $8, source_offset = $9,
-     updated_at = now()
+     relationships = $10, updated_at = now()
    WHERE pseudonym = $1 AND version = $2"""
 _REPLACE_NEWER_CONSENTS = """INSERT INTO citizen_consents (pseudonym, consents_version, consents)
    VALUES ($1, $2, $3)
@@ -64,6 +67,7 @@ def _view_args(view: CitizenView) -> tuple[Any, ...]:
         view.erased,
         view.source.partition if view.source else None,
         view.source.offset if view.source else None,
+        [r.model_dump(mode="json") for r in view.relationships],
     )
 
 
@@ -79,6 +83,7 @@ def _view_from(row: asyncpg.Record | Mapping[str, Any]) -> CitizenView:
         verified_at=row["verified_at"],
         erased=row["erased"],
         source=source,
+        relationships=tuple(Relationship.model_validate(r) for r in row["relationships"]),
     )
 
 
@@ -114,12 +119,33 @@ class PgViews(uow_types.ViewRepository):
     async def due_for_expiry(self, now: dt.datetime, limit: int) -> Sequence[CitizenView]:
         rows = await self.conn.fetch(
             """SELECT pseudonym, version, data, expires, next_expiry, verified_at, erased,
-                  source_partition, source_offset FROM citizen_view WHERE next_expiry <= $1
-                ORDER BY next_expiry LIMIT $2""",
+                  source_partition, source_offset, relationships FROM citizen_view
+                WHERE next_expiry <= $1 ORDER BY next_expiry LIMIT $2""",
             now,
             limit,
         )
         return [_view_from(row) for row in rows]
+
+    async def delete_many(self, pseudonyms: Sequence[str]) -> None:
+        if pseudonyms:
+            await self.conn.execute(
+                "DELETE FROM citizen_view WHERE pseudonym = ANY($1::text[])", list(pseudonyms)
+            )
+
+    async def holding_relationship(
+        self, relationship_id: uuid.UUID
+    ) -> tuple[str, Relationship] | None:
+        row = await self.conn.fetchrow(
+            """SELECT pseudonym, version, data, expires, next_expiry, verified_at, erased,
+                  source_partition, source_offset, relationships FROM citizen_view
+                WHERE relationships @> $1 LIMIT 1""",
+            [{"relationship_id": str(relationship_id)}],
+        )
+        if row is None:
+            return None
+        view = _view_from(row)
+        found = next(r for r in view.relationships if r.relationship_id == relationship_id)
+        return view.pseudonym, found
 
 
 class PgConsents(uow_types.ConsentRepository):

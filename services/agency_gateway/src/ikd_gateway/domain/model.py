@@ -1,9 +1,15 @@
 """The agency's minimised view of a citizen, and the rules that decide what it may hold.
 
-Everything here is pure: given the agency's policy, the citizen's consents and a time, it says
-which fields may be stored, until when, and which fields one service may read. The same
-functions decide what goes into the view, into a prefill answer, into a webhook body and into
-the agency topic, so the four can never disagree.
+Everything here is pure: given the agency's policy, the citizen's relationships with the agency,
+its consents and a time, it says whether the agency may hold the citizen at all, which fields
+it may store, until when, and which fields one service may read. The same functions decide what
+goes into the view, into a prefill answer, into a webhook body and into the agency topic, so the
+four can never disagree.
+
+An agency holds a citizen only while a relationship in force names one of its services (UU PDP
+purpose limitation). A service that rests on another basis than consent gets its fields from its
+own service requests and registrations, until each one's expiry; a consent-based service gets
+the fields its consents name, while a consent relationship for it is in force.
 """
 
 from __future__ import annotations
@@ -16,7 +22,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ikd_shared.events.consent_v1 import Consent
-from ikd_shared.events.profile_v1 import CitizenProfile, flatten
+from ikd_shared.events.profile_v1 import (
+    CitizenProfile,
+    Relationship,
+    RelationshipKind,
+    flatten,
+)
 from ikd_shared.policy import AgencyPolicy, ServicePolicy
 
 
@@ -39,10 +50,15 @@ class CitizenView:
     verified_at: dt.datetime | None
     erased: bool = False
     source: SourcePosition | None = None
+    relationships: tuple[Relationship, ...] = ()
+    """The agency's own relationships with the citizen (never another agency's): the reasons
+    the row exists, kept to decide again as time passes."""
 
     @property
     def next_expiry(self) -> dt.datetime | None:
-        return min(self.expires.values()) if self.expires else None
+        """When the row must be decided again: a field or a relationship runs out."""
+        times = [*self.expires.values(), *(r.expires_at for r in self.relationships)]
+        return min(times) if times else None
 
     def live_fields(self, now: dt.datetime) -> frozenset[str]:
         return frozenset(name for name, until in self.expires.items() if until > now)
@@ -62,47 +78,86 @@ def consents_for_agency(consents: Iterable[Consent], agency: str) -> tuple[Conse
     return tuple(c for c in consents if c.agency == agency)
 
 
+def agency_relationships(
+    agency: AgencyPolicy, relationships: Iterable[Relationship], now: dt.datetime
+) -> tuple[Relationship, ...]:
+    """The relationships in force that name one of this agency's services, in a stable order.
+
+    Identity publishes only relationships in force; here only their end is checked, so that a
+    clock a little behind identity's cannot drop a relationship that has just started.
+    """
+    codes = {service.code for service in agency.services}
+    mine = {
+        r.relationship_id: r
+        for r in relationships
+        if r.agency == agency.code and r.service in codes and r.expires_at > now
+    }
+    return tuple(sorted(mine.values(), key=lambda r: (r.service, str(r.relationship_id))))
+
+
+def holds(view: CitizenView | None, now: dt.datetime) -> bool:
+    """Whether the agency may hold the citizen now: a relationship of the row is in force."""
+    return (
+        view is not None and not view.erased and any(r.expires_at > now for r in view.relationships)
+    )
+
+
+def _grants(
+    service: ServicePolicy,
+    relationships: Iterable[Relationship],
+    consents: Iterable[Consent],
+    now: dt.datetime,
+) -> list[tuple[frozenset[str], dt.datetime]]:
+    """What the service may hold now, as (fields, until) per reason."""
+    mine = [r for r in relationships if r.service == service.code and r.expires_at > now]
+    if not service.needs_consent:
+        return [
+            (service.fields, r.expires_at) for r in mine if r.kind is not RelationshipKind.CONSENT
+        ]
+    consented = [r.expires_at for r in mine if r.kind is RelationshipKind.CONSENT]
+    if not consented:
+        return []
+    until = max(consented)
+    return [
+        (frozenset(service.fields & set(c.fields)), min(until, c.expires_at))
+        for c in consents
+        if c.service == service.code and c.covers(now)
+    ]
+
+
 def service_grant(
-    service: ServicePolicy, consents: Iterable[Consent], now: dt.datetime
+    service: ServicePolicy,
+    relationships: Iterable[Relationship],
+    consents: Iterable[Consent],
+    now: dt.datetime,
 ) -> frozenset[str] | None:
     """Fields the service may use now; None when it needs a consent the citizen has not given."""
-    if not service.needs_consent:
-        return service.fields
-    granted: set[str] = set()
-    found = False
-    for consent in consents:
-        if consent.service == service.code and consent.covers(now):
-            found = True
-            granted.update(service.fields & set(consent.fields))
-    return frozenset(granted) if found else None
+    grants = _grants(service, relationships, consents, now)
+    if service.needs_consent and not grants:
+        return None
+    return frozenset().union(*(names for names, _ in grants))
 
 
 def field_expiry(
-    agency: AgencyPolicy, consents: Iterable[Consent], base: dt.datetime, now: dt.datetime
+    agency: AgencyPolicy,
+    relationships: Iterable[Relationship],
+    consents: Iterable[Consent],
+    now: dt.datetime,
 ) -> dict[str, dt.datetime]:
     """Each field the agency may hold now, with the time it must be purged.
 
-    A field is kept for the longest retention among the services entitled to it; a field a
-    service holds by consent goes at the consent's expiry at the latest.
+    A field is kept as long as the longest-lasting reason among its services: a service
+    request's or registration's expiry, a consent's (and its relationship's).
     """
-    consents = tuple(consents)
+    relationships, consents = tuple(relationships), tuple(consents)
     expiry: dict[str, dt.datetime] = {}
     for service in agency.services:
-        until = base + dt.timedelta(days=service.retention_days)
-        if service.needs_consent:
-            grants = [
-                (frozenset(service.fields & set(c.fields)), min(until, c.expires_at))
-                for c in consents
-                if c.service == service.code and c.covers(now)
-            ]
-        else:
-            grants = [(service.fields, until)]
-        for names, grant_until in grants:
-            if grant_until <= now:
+        for names, until in _grants(service, relationships, consents, now):
+            if until <= now:
                 continue
             for name in names:
-                if name not in expiry or expiry[name] < grant_until:
-                    expiry[name] = grant_until
+                if name not in expiry or expiry[name] < until:
+                    expiry[name] = until
     return expiry
 
 
@@ -113,12 +168,20 @@ def project_profile(
     version: int,
     profile: CitizenProfile,
     verified_at: dt.datetime,
+    relationships: Iterable[Relationship],
     consents: Iterable[Consent],
     now: dt.datetime,
     source: SourcePosition | None = None,
-) -> CitizenView:
-    """The view row for one profile version: the profile minus every field not granted."""
-    expires = field_expiry(agency, consents, verified_at, now)
+) -> CitizenView | None:
+    """The view row for one profile version: the profile minus every field not granted.
+
+    None when no relationship in force names one of the agency's services: nothing may be
+    held of the citizen.
+    """
+    mine = agency_relationships(agency, relationships, now)
+    if not mine:
+        return None
+    expires = field_expiry(agency, mine, consents, now)
     flat = flatten(profile)
     data = {name: flat[name] for name in sorted(expires) if name in flat}
     expires = {name: expires[name] for name in data}
@@ -129,23 +192,28 @@ def project_profile(
         expires=expires,
         verified_at=verified_at,
         source=source,
+        relationships=mine,
     )
 
 
 def restrict(
     view: CitizenView, agency: AgencyPolicy, consents: Iterable[Consent], now: dt.datetime
-) -> CitizenView:
-    """The row after a consent change or at a retention check: fields no longer granted go.
+) -> CitizenView | None:
+    """The row after a consent change or at a retention check: fields no longer granted go,
+    and the whole row (None) once no relationship is left in force.
 
     Fields the new consents grant but the row lacks are not invented; the caller re-reads the
     profile record to add them (see `missing_fields`).
     """
     if view.erased or view.verified_at is None:
         return view
-    allowed = field_expiry(agency, consents, view.verified_at, now)
+    mine = agency_relationships(agency, view.relationships, now)
+    if not mine:
+        return None
+    allowed = field_expiry(agency, mine, consents, now)
     data = {name: value for name, value in view.data.items() if name in allowed}
     expires = {name: allowed[name] for name in data}
-    return replace(view, data=data, expires=expires)
+    return replace(view, data=data, expires=expires, relationships=mine)
 
 
 def missing_fields(
@@ -154,7 +222,8 @@ def missing_fields(
     """Fields the agency may now hold that the row does not have (a consent just granted)."""
     if view.erased or view.verified_at is None:
         return frozenset()
-    return frozenset(field_expiry(agency, consents, view.verified_at, now)) - set(view.data)
+    allowed = field_expiry(agency, view.relationships, consents, now)
+    return frozenset(allowed) - set(view.data)
 
 
 def erased(pseudonym: str, version: int) -> CitizenView:
@@ -168,13 +237,10 @@ def answer_fields(
     service: ServicePolicy, consents: Iterable[Consent], view: CitizenView, now: dt.datetime
 ) -> dict[str, Any] | None:
     """What one service may read from the row now; None if it needs a missing consent."""
-    granted = service_grant(service, consents, now)
+    granted = service_grant(service, view.relationships, consents, now)
     if granted is None:
         return None
-    if (
-        view.verified_at is None
-        or view.verified_at + dt.timedelta(days=service.retention_days) <= now
-    ):
+    if view.verified_at is None:
         return {}
     live = view.live_fields(now)
     return {name: view.data[name] for name in sorted(granted & live) if name in view.data}
@@ -188,7 +254,7 @@ def disclosed(
     Services that may read nothing are left out; an empty result means the agency may hold
     nothing of the citizen (what its agency topic then says with a tombstone).
     """
-    if view is None or view.erased:
+    if view is None or not holds(view, now):
         return {}
     consents = tuple(consents)
     found = {}

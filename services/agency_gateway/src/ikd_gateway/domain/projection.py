@@ -2,10 +2,12 @@
 
 A batch of profile records is applied citizen by citizen: each record is folded, in order,
 over the citizen's row in memory (versions guard, erasures purge, stale events change
-nothing). What the fold leaves says what to write: the final row, whether to cancel the
-citizen's pending webhook messages and drop their consents, and which record's projection the
-row now is (its access event and webhook messages). Re-projecting a version the row already
-has, after a consent granted fields the row lacks, is one more case of the same fold.
+nothing). A version whose relationships name none of the agency's services leaves no row at
+all: the citizen is purged as if erased, but no trace of them is kept. What the fold leaves says
+what to write: the final row (None: delete it), whether to cancel the citizen's pending webhook
+messages and drop their consents, and which record's projection the row now is (its access
+event and webhook messages). Re-projecting a version the row already has, after a consent
+granted fields the row lacks, is one more case of the same fold.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ikd_shared.events.profile_v1 import (
     ProfileEvent,
     ProfileUpdated,
     ProfileVerified,
+    RelationshipsChanged,
 )
 from ikd_shared.policy import AgencyPolicy
 
@@ -84,7 +87,7 @@ def fold(
     current = state.row
     if change.reapply:
         if (
-            isinstance(event, ProfileVerified | ProfileUpdated)
+            isinstance(event, ProfileVerified | ProfileUpdated | RelationshipsChanged)
             and current is not None
             and not current.erased
             and current.version == event.version
@@ -103,8 +106,13 @@ def fold(
             state.announce = False
             state.baseline = dict(current.data) if not current.erased else {}
             return Step(False, "stale")
+        if current is None:  # never held: no trace of the citizen, not even of the death
+            state.cancel = True
+            state.delete_consents = True
+            state.consents = ()
+            return Step(False, "not held")
         return _erase(state, erased(change.pseudonym, event.version))
-    if isinstance(event, ProfileVerified | ProfileUpdated):
+    if isinstance(event, ProfileVerified | ProfileUpdated | RelationshipsChanged):
         if current is not None and current.version >= event.version:
             return Step(False, "stale")
         return _store(state, index, change, event, agency, now)
@@ -115,23 +123,39 @@ def _store(
     state: CitizenFold,
     index: int,
     change: Change,
-    event: ProfileVerified | ProfileUpdated,
+    event: ProfileVerified | ProfileUpdated | RelationshipsChanged,
     agency: AgencyPolicy,
     now: dt.datetime,
 ) -> Step:
-    state.row = project_profile(
+    row = project_profile(
         agency=agency,
         pseudonym=change.pseudonym,
         version=event.version,
         profile=event.profile,
         verified_at=event.verified_at,
+        relationships=event.relationships,
         consents=state.consents,
         now=now,
         source=change.source,
     )
+    if row is None:
+        return _drop(state)
+    state.row = row
     state.stored = index
     state.announce = True
     return Step(True, "stored")
+
+
+def _drop(state: CitizenFold) -> Step:
+    """No reason left to hold the citizen: no row, pending messages cancelled; the consents
+    stay (they are the consent topic's, which says when they end)."""
+    held = state.row is not None
+    state.row = None
+    state.stored = None
+    state.announce = False
+    state.cancel = True
+    state.baseline = {}
+    return Step(held, "purged" if held else "not related")
 
 
 def _erase(state: CitizenFold, view: CitizenView) -> Step:

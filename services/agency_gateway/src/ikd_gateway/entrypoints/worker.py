@@ -46,7 +46,12 @@ from ikd_shared.events import decode, topics
 from ikd_shared.events.consent_v1 import EVENTS as CONSENT_EVENTS
 from ikd_shared.events.envelope import EnvelopeError, from_kafka
 from ikd_shared.events.profile_v1 import EVENTS as PROFILE_EVENTS
-from ikd_shared.events.profile_v1 import TOMBSTONE_TYPE, ProfileUpdated, ProfileVerified
+from ikd_shared.events.profile_v1 import (
+    TOMBSTONE_TYPE,
+    ProfileUpdated,
+    ProfileVerified,
+    RelationshipsChanged,
+)
 from ikd_shared.kafka import KafkaConnection
 from ikd_shared.pseudonym import is_pseudonym
 from ikd_shared.supervise import retry
@@ -207,7 +212,7 @@ class StreamProcessor:
         except Poison:
             return
         if record.pseudonym != pseudonym or not isinstance(
-            record.event, ProfileVerified | ProfileUpdated
+            record.event, ProfileVerified | ProfileUpdated | RelationshipsChanged
         ):
             return
         await self.retry_transient(

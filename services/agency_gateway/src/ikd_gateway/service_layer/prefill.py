@@ -1,4 +1,8 @@
-"""Prefill: exactly one service's granted fields for one citizen, each answer audited."""
+"""Prefill: exactly one service's granted fields for one citizen, each answer audited.
+
+A citizen the agency has no relationship with is answered as one nobody knows: the same
+404, code and body whether or not the citizen exists anywhere, and a recorded denial.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ikd_gateway.domain import errors
-from ikd_gateway.domain.model import answer_fields
+from ikd_gateway.domain.model import answer_fields, holds
 from ikd_gateway.service_layer.context import GatewayContext
 from ikd_gateway.service_layer.unit_of_work import UnitOfWork
 from ikd_shared.events.access_v1 import Channel, Outcome
@@ -17,6 +21,10 @@ from ikd_shared.nik import InvalidNik as NikRejected
 from ikd_shared.nik import parse_nik
 from ikd_shared.policy import ServicePolicy
 from ikd_shared.pseudonym import is_pseudonym, pseudonymize
+
+NOT_ON_RECORD = "no fields of this citizen are on record here for this service"
+"""The one message of every not-found answer: it must not tell an unknown citizen from one the
+agency has no reason to hold."""
 
 
 @dataclass(frozen=True)
@@ -89,8 +97,8 @@ async def prefill(
         async with uow:
             now = ctx.clock()
             view = await uow.views.get(citizen)
-            if view is None or view.erased or view.verified_at is None:
-                raise errors.CitizenNotFound("no profile of this citizen is on record here")
+            if view is None or view.verified_at is None or not holds(view, now):
+                raise errors.CitizenNotFound(NOT_ON_RECORD)
             consent_set = await uow.consents.get(citizen)
             consents = consent_set.consents if consent_set else ()
             answer = answer_fields(service, consents, view, now)
@@ -99,9 +107,7 @@ async def prefill(
                     f"service {service.code} needs the citizen's consent, which is not active"
                 )
             if not answer:
-                raise errors.CitizenNotFound(
-                    "none of this service's fields is on record here (retention ended)"
-                )
+                raise errors.CitizenNotFound(NOT_ON_RECORD)
             await uow.outbox.add(
                 ctx.access(
                     service=service.code,

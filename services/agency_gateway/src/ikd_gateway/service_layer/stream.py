@@ -37,7 +37,12 @@ from ikd_gateway.service_layer.unit_of_work import (
 from ikd_shared.events.access_v1 import AccessRecorded, Channel, Outcome
 from ikd_shared.events.agency_v1 import AgencyRecordChanged, ServiceFields
 from ikd_shared.events.consent_v1 import Consent, ConsentEvent
-from ikd_shared.events.profile_v1 import ProfileEvent, ProfileUpdated, ProfileVerified
+from ikd_shared.events.profile_v1 import (
+    ProfileEvent,
+    ProfileUpdated,
+    ProfileVerified,
+    RelationshipsChanged,
+)
 from ikd_shared.tracing import TraceContext
 
 
@@ -117,6 +122,7 @@ async def _apply_folded(
     consent_sets = await uow.consents.get_many(citizens)
     newer: list[CitizenView] = []
     same_version: list[CitizenView] = []
+    dropped: list[str] = []
     cancel: list[str] = []
     delete_consents: list[str] = []
     stored: list[tuple[CitizenFold, ProfileRecord]] = []
@@ -137,6 +143,8 @@ async def _apply_folded(
         if state.delete_consents:
             delete_consents.append(pseudonym)
         row = state.row
+        if row is None and before is not None:
+            dropped.append(pseudonym)
         if row is not None and row is not before:
             if before is None or row.version > before.version:
                 newer.append(row)
@@ -146,6 +154,7 @@ async def _apply_folded(
             stored.append((state, records[state.stored]))
         last = records[by_citizen[pseudonym][-1]]
         settled.append(Settled(pseudonym, row, state.consents, last.trace))
+    await uow.views.delete_many(dropped)
     await uow.views.upsert_newer_many(newer)
     await uow.views.replace_same_version_many(same_version)
     await uow.webhooks.cancel_pending_many(cancel)
@@ -172,7 +181,9 @@ async def _apply_folded(
 
 def _event_type(record: ProfileRecord) -> str:
     event = record.event
-    assert isinstance(event, ProfileVerified | ProfileUpdated), "only these are stored"
+    assert isinstance(event, ProfileVerified | ProfileUpdated | RelationshipsChanged), (
+        "only these are stored"
+    )
     return event.event_type
 
 
@@ -272,6 +283,7 @@ async def apply_consent_batch(
         now = ctx.clock()
         views = await uow.views.get_many(sorted(winners), for_update=True)
         restricted_rows = []
+        dropped = []
         settled = []
         for pseudonym, index in winners.items():
             view = views.get(pseudonym)
@@ -279,20 +291,29 @@ async def apply_consent_batch(
             mine = sets[pseudonym].consents
             if view is not None and not view.erased:
                 restricted = restrict(view, ctx.agency, mine, now)
-                if restricted != view:
+                if restricted is None:
+                    dropped.append(pseudonym)
+                elif restricted != view:
                     restricted_rows.append(restricted)
-                if missing_fields(restricted, ctx.agency, mine, now) and view.source is not None:
+                if (
+                    restricted is not None
+                    and missing_fields(restricted, ctx.agency, mine, now)
+                    and view.source is not None
+                ):
                     refetch = view.source
                 view = restricted
             settled.append(Settled(pseudonym, view, mine))
             results[index] = StreamResult(True, "consents replaced", refetch=refetch)
+        await uow.views.delete_many(dropped)
+        await uow.webhooks.cancel_pending_many(dropped)
         await uow.views.replace_same_version_many(restricted_rows)
         await publish_changes(uow, ctx, settled, now)
     return results
 
 
 async def sweep_retention(uow: UnitOfWork, ctx: GatewayContext, *, limit: int = 500) -> int:
-    """Purge fields whose retention or consent has run out; return how many rows changed."""
+    """Purge fields whose relationship, retention or consent has run out, and the whole row
+    when the last relationship has; return how many rows changed."""
     async with uow:
         now = ctx.clock()
         changed = 0
@@ -306,7 +327,11 @@ async def sweep_retention(uow: UnitOfWork, ctx: GatewayContext, *, limit: int = 
             consent_set = await uow.consents.get(view.pseudonym)
             consents = consent_set.consents if consent_set else ()
             restricted = restrict(view, ctx.agency, consents, now)
-            await uow.views.replace_same_version(restricted)
+            if restricted is None:
+                await uow.views.delete_many([view.pseudonym])
+                await uow.webhooks.cancel_pending_many([view.pseudonym])
+            else:
+                await uow.views.replace_same_version(restricted)
             settled.append(Settled(view.pseudonym, restricted, consents))
             changed += 1
         await publish_changes(uow, ctx, settled, now)

@@ -18,6 +18,7 @@ from ikd_gateway.domain.model import CitizenView, ConsentSet, Fingerprint
 from ikd_shared import tracing
 from ikd_shared.events.access_v1 import AccessRecorded
 from ikd_shared.events.agency_v1 import AgencyRecordChanged
+from ikd_shared.events.profile_v1 import Relationship
 from ikd_shared.tracing import TraceContext
 
 
@@ -78,7 +79,17 @@ class ViewRepository(abc.ABC):
 
     @abc.abstractmethod
     async def due_for_expiry(self, now: dt.datetime, limit: int) -> Sequence[CitizenView]:
-        """Rows with a field past its purge time."""
+        """Rows with a field or a relationship past its end."""
+
+    @abc.abstractmethod
+    async def delete_many(self, pseudonyms: Sequence[str]) -> None:
+        """Delete the rows: the agency has no reason left to hold these citizens."""
+
+    @abc.abstractmethod
+    async def holding_relationship(
+        self, relationship_id: uuid.UUID
+    ) -> tuple[str, Relationship] | None:
+        """The citizen (pseudonym) whose row holds this relationship, and the relationship."""
 
     # Batch forms (the stream worker applies many records per transaction). The defaults
     # loop over the single-row methods; the PostgreSQL adapter does each in one round trip.

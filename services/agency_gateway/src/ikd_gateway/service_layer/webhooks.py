@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 EVENT_NAMES = {
     "id.go.mpp.profile.verified.v1": "citizen.profile.verified",
     "id.go.mpp.profile.updated.v1": "citizen.profile.updated",
+    # A new relationship (a service request, a registration) made more fields visible.
+    "id.go.mpp.profile.relationships.v1": "citizen.profile.shared",
 }
 
 
