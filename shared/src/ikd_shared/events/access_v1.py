@@ -21,6 +21,7 @@ class Channel(StrEnum):
     WEBHOOK = "webhook"  # the gateway pushed a change to the agency backend
     VIEW = "view"  # the gateway stored data in the agency's minimised view
     AGENCY_TOPIC = "agency_topic"  # the gateway published a change to the agency's topic
+    REGISTRATION = "registration"  # the agency registered a citizen (or ended it) via its gateway
 
 
 class Outcome(StrEnum):
