@@ -14,10 +14,12 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from ikd_gateway.adapters import webhooks as webhook_adapters
+from ikd_gateway.adapters.identity import IdentityClient
 from ikd_gateway.adapters.postgres import PgUnitOfWork
 from ikd_gateway.adapters.relay import AccessRelay, AgencyRow, agency_relay
 from ikd_gateway.config import GatewaySettings
 from ikd_gateway.service_layer.context import GatewayContext, UnitOfWorkFactory, utcnow
+from ikd_gateway.service_layer.registrations import Registrar
 from ikd_gateway.service_layer.unit_of_work import UnitOfWork
 from ikd_gateway.service_layer.webhooks import Dispatcher, RetryPolicy, Sender
 from ikd_shared import codec
@@ -94,6 +96,8 @@ class Gateway:
     dispatcher: Dispatcher
     agency_relay: OrderedRelay[AgencyRow] | None = None
     """Publishes the agency topic (the worker runs it); None on injected units of work."""
+    registrar: Registrar | None = None
+    """identity's registration API; None where registrations are not configured."""
 
     @property
     def settings(self) -> GatewaySettings:
@@ -135,13 +139,14 @@ async def bootstrap(
     producer: AIOKafkaProducer | None = None,
     relay: AccessRelay | None = None,
     sender: Sender | None = None,
+    registrar: Registrar | None = None,
 ) -> AsyncIterator[Gateway]:
     """Open the pool, producer and HTTP sender, yield the started runtime, close all on exit.
 
     `keep_sessions`: release pool connections without asyncpg's reset query (a round trip per
     use) for code that leaves no session state behind (no SET, LISTEN or session-level
-    advisory lock): the API. `uow`, `producer`, `relay`, `sender` replace the real adapters;
-    no pool is opened when neither the unit of work nor the relay needs one.
+    advisory lock): the API. `uow`, `producer`, `relay`, `sender`, `registrar` replace the real
+    adapters; no pool is opened when neither the unit of work nor the relay needs one.
     """
     config = config or check_or_exit(settings)
     agency_publisher = None
@@ -172,6 +177,16 @@ async def bootstrap(
                 source=config.source,
                 interval=settings.relay_interval_seconds,
             )
+        if registrar is None and settings.identity_url is not None:
+            assert settings.identity_client_secret is not None  # the settings insist
+            identity = IdentityClient(
+                str(settings.identity_url),
+                settings.identity_client,
+                settings.identity_client_secret.get_secret_value(),
+                timeout=settings.identity_timeout_seconds,
+            )
+            stack.push_async_callback(identity.close)
+            registrar = identity
         if sender is None:
             http = webhook_adapters.HttpSender(settings.webhook_timeout_seconds)
             stack.push_async_callback(http.close)
@@ -212,6 +227,7 @@ async def bootstrap(
             relay=relay,
             dispatcher=dispatcher,
             agency_relay=agency_publisher,
+            registrar=registrar,
         )
 
 

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Self
 
-from pydantic import Field, PostgresDsn, SecretStr
+from pydantic import BeforeValidator, Field, HttpUrl, PostgresDsn, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from ikd_shared.legal import CODE_PATTERN
 from ikd_shared.policy import DEFAULT_POLICY, REPO_ROOT
 from ikd_shared.settings import ServiceSettings
+
+
+def _secret_file(value: Any) -> Any:
+    # `@path`: the secret is read from a file, so it never shows on a command line or in `ps`.
+    if isinstance(value, str) and value.startswith("@"):
+        try:
+            return Path(value[1:]).read_text().strip()
+        except OSError as error:
+            raise ValueError(f"cannot read the secret file: {error.strerror}") from None
+    return value
 
 
 class GatewaySettings(ServiceSettings):
@@ -80,10 +90,36 @@ class GatewaySettings(ServiceSettings):
     receiver_secret: SecretStr | None = Field(
         default=None, description="whsec_... secret of the example receiver"
     )
+    identity_url: HttpUrl | None = Field(
+        default=None,
+        description="identity's API, where the gateway registers citizens for its agency; "
+        "registrations answer 503 while unset",
+    )
+    identity_client_id: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9._-]{2,64}$",
+        description="the gateway's own OAuth client at identity (default gateway-<agency>)",
+    )
+    identity_client_secret: Annotated[SecretStr | None, BeforeValidator(_secret_file)] = Field(
+        default=None, description="that client's secret: @path to a file holding it"
+    )
+    identity_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _identity_client_complete(self) -> Self:
+        if self.identity_url is not None and self.identity_client_secret is None:
+            raise ValueError(
+                "IKD_GATEWAY_IDENTITY_CLIENT_SECRET is required with IKD_GATEWAY_IDENTITY_URL"
+            )
+        return self
 
     @property
     def consumer_group(self) -> str:
         return f"ikd-gateway-{self.agency}"
+
+    @property
+    def identity_client(self) -> str:
+        return self.identity_client_id or f"gateway-{self.agency}"
 
     @property
     def private_targets_allowed(self) -> bool:

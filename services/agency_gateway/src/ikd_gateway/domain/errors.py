@@ -40,6 +40,10 @@ class NikLookupNotAllowed(Forbidden):
     code = "nik_lookup_not_allowed"
 
 
+class ServiceNotRegistrable(Forbidden):
+    code = "service_not_registrable"
+
+
 class NotFound(GatewayError):
     status_code = 404
     code = "not_found"
@@ -51,6 +55,10 @@ class CitizenNotFound(NotFound):
 
 class EndpointNotFound(NotFound):
     code = "endpoint_not_found"
+
+
+class RegistrationNotFound(NotFound):
+    code = "registration_not_found"
 
 
 class BadCitizenReference(GatewayError):
@@ -69,3 +77,17 @@ class InvalidPseudonym(BadCitizenReference):
 class WebhookUrlNotAllowed(GatewayError):
     status_code = 400
     code = "webhook_url_not_allowed"
+
+
+class IdentityFailed(GatewayError):
+    """identity answered a registration in a way the gateway cannot pass on."""
+
+    status_code = 502
+    code = "identity_failed"
+
+
+class IdentityUnavailable(GatewayError):
+    """identity could not be reached, or registrations are not configured here."""
+
+    status_code = 503
+    code = "identity_unavailable"

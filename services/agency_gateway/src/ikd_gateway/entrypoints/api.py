@@ -23,6 +23,7 @@ from ikd_gateway.adapters.webhooks import generate_secret
 from ikd_gateway.bootstrap import Gateway, bootstrap, check_or_exit
 from ikd_gateway.config import GatewaySettings
 from ikd_gateway.domain import errors
+from ikd_gateway.entrypoints.registrations import registrations_router
 from ikd_gateway.service_layer import prefill as prefills
 from ikd_gateway.service_layer.webhooks import register_endpoint
 from ikd_shared import api, kafka_lag, tracing
@@ -269,6 +270,8 @@ def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> 
             legal_basis=answer.service.legal_basis,
             fields=answer.fields,
         )
+
+    app.include_router(registrations_router(bearer))
 
     @app.post(
         "/v1/webhooks/endpoints",

@@ -1,0 +1,145 @@
+"""The registrations API: the agency backend registers citizens for a service under a legal duty.
+
+The backend's token (scope gateway:registrations) stays here; the gateway asks identity with its
+own client. Every attempt, served or refused, leaves an access event (channel `registration`);
+a request without a valid token is refused before anything is recorded.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the route's dependency aliases,
+# which are local to `registrations_router`, as objects rather than names.
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from ikd_gateway.bootstrap import Gateway
+from ikd_gateway.domain import errors
+from ikd_gateway.service_layer import registrations
+from ikd_shared import tracing
+from ikd_shared.api import PROBLEM_JSON
+from ikd_shared.auth import Principal, Scope
+from ikd_shared.bearer import Bearer
+from ikd_shared.events.access_v1 import Channel, Outcome
+from ikd_shared.events.profile_v1 import Relationship
+
+LegalReference = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=3, max_length=200)
+]
+
+
+class RegistrationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    nik: str = Field(max_length=32, description="the citizen's NIK (in the body, never the URL)")
+    service: str = Field(max_length=64, description="one of the agency's registrable services")
+    legal_reference: LegalReference = Field(
+        description="the statute or decision this registration rests on"
+    )
+
+
+class RegistrationOut(BaseModel):
+    pseudonym: str | None = Field(description="the citizen's pseudonym (as on the agency topic)")
+    relationship: Relationship | None = Field(
+        description="the relationship identity recorded (null if it no longer told)"
+    )
+
+
+def _correlation() -> str:
+    return (tracing.current_request_id() or str(uuid.uuid4()))[:64]
+
+
+async def _record_refusal(request: Request, error: errors.GatewayError) -> None:
+    # An authenticated caller refused (another agency, a missing scope) tried to register: that
+    # is audited. Without a valid token nothing is known of the caller and nothing is written.
+    if isinstance(error, errors.Unauthenticated):
+        return
+    gateway: Gateway = request.app.state.gateway
+    async with gateway.uow() as uow:
+        await uow.outbox.add(
+            gateway.ctx.access(
+                channel=Channel.REGISTRATION,
+                outcome=Outcome.DENIED,
+                reason=error.code[:64],
+                correlation_id=_correlation(),
+            )
+        )
+    gateway.relay.wake()
+
+
+def _errors(extra: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    described = {
+        401: "missing or invalid bearer token",
+        403: "another agency's token, a missing scope, or a service that is not the agency's "
+        "or takes no registrations (`code` names which)",
+        422: "the request does not match the schema",
+        502: "identity answered unexpectedly",
+        503: "identity cannot be reached, or registrations are not configured here",
+    } | extra
+    return {
+        status: {"description": text, "content": {PROBLEM_JSON: {}}}
+        for status, text in sorted(described.items())
+    }
+
+
+def registrations_router(bearer: Bearer[errors.GatewayError]) -> APIRouter:
+    """The routes, authenticated by the API's `bearer` (scope gateway:registrations)."""
+    caller = Annotated[
+        Principal,
+        Depends(bearer.require(Scope.REGISTRATIONS, on_refused=_record_refusal)),
+    ]
+    router = APIRouter(tags=["registrations"])
+
+    def runtime(request: Request) -> Gateway:
+        gateway: Gateway = request.app.state.gateway
+        return gateway
+
+    Runtime = Annotated[Gateway, Depends(runtime)]
+
+    @router.post(
+        "/v1/registrations",
+        status_code=201,
+        response_model=RegistrationOut,
+        responses=_errors(
+            {400: "invalid NIK", 404: "identity knows no such citizen (citizen_not_found)"}
+        ),
+    )
+    async def register(gateway: Runtime, _: caller, body: RegistrationIn) -> RegistrationOut:
+        """Register a citizen for one of the agency's services whose policy allows it (a legal
+        obligation or public task): the agency then holds that service's fields of the citizen
+        until the registration ends or expires."""
+        try:
+            done = await registrations.register(
+                gateway.uow,
+                gateway.ctx,
+                gateway.registrar,
+                nik=body.nik,
+                service_code=body.service,
+                legal_reference=body.legal_reference,
+                correlation_id=_correlation(),
+            )
+        finally:
+            gateway.relay.wake()
+        return RegistrationOut(pseudonym=done.pseudonym, relationship=done.relationship)
+
+    @router.post(
+        "/v1/registrations/{relationship_id}/end",
+        response_model=RegistrationOut,
+        responses=_errors({404: "no registration of this agency has this id"}),
+    )
+    async def end(gateway: Runtime, _: caller, relationship_id: uuid.UUID) -> RegistrationOut:
+        """End one of the agency's registrations: once no other relationship is left, the
+        citizen's fields are purged from the agency's view."""
+        try:
+            done = await registrations.end(
+                gateway.uow,
+                gateway.ctx,
+                gateway.registrar,
+                relationship_id,
+                correlation_id=_correlation(),
+            )
+        finally:
+            gateway.relay.wake()
+        return RegistrationOut(pseudonym=done.pseudonym, relationship=done.relationship)
+
+    return router
