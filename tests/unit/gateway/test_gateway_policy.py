@@ -80,6 +80,10 @@ def test_a_valid_minimal_policy_parses() -> None:
         ),
         (GOOD_SERVICE + GOOD_SERVICE, "lists service skck twice"),
         (GOOD_SERVICE.replace("[nik, full_name]", "[]"), "[polres-cirebon].services[skck].fields"),
+        (
+            GOOD_SERVICE.replace("legal_obligation", "consent") + "      registration: true\n",
+            "registration rests on a legal obligation or a public task",
+        ),
     ],
 )
 def test_an_invalid_policy_is_refused_naming_the_problem(service: str, problem: str) -> None:
@@ -87,6 +91,12 @@ def test_an_invalid_policy_is_refused_naming_the_problem(service: str, problem: 
         parse_policy(document(service), origin="policy.yaml")
     assert problem in str(caught.value)
     assert str(caught.value).startswith("policy.yaml: ")
+
+
+def test_registration_is_off_unless_the_policy_allows_it() -> None:
+    assert parse_policy(document()).agency("polres-cirebon").services[0].registration is False
+    allowed = parse_policy(document(GOOD_SERVICE + "      registration: true\n"))
+    assert allowed.agency("polres-cirebon").services[0].registration is True
 
 
 def test_bad_agency_codes_and_yaml_are_refused() -> None:
