@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+import httpx
 from aiokafka import AIOKafkaProducer
 
 from ikd_gateway.bootstrap import Gateway, bootstrap
@@ -140,3 +142,26 @@ async def running_gateway(
     settings = settings.model_copy(update={"kafka_topic_prefix": prefix, **(configure or {})})
     async with bootstrap(settings, pool_size=2, **overrides) as gateway:
         yield gateway
+
+
+async def view_row(db: asyncpg.Connection, pseudonym: str) -> dict[str, Any] | None:
+    """A citizen's row of the agency's view, JSON decoded (None: nothing held)."""
+    row = await db.fetchrow(
+        "SELECT version, data, erased, relationships FROM citizen_view WHERE pseudonym = $1",
+        pseudonym,
+    )
+    if row is None:
+        return None
+    return {
+        "version": row["version"],
+        "data": json.loads(row["data"]),
+        "erased": row["erased"],
+        "relationships": json.loads(row["relationships"]),
+    }
+
+
+async def prefill_by_nik(
+    client: httpx.AsyncClient, service: str, nik: str, headers: dict[str, str]
+) -> httpx.Response:
+    """Ask the gateway's prefill API for one service's fields of the citizen with this NIK."""
+    return await client.get(f"/v1/prefill/{service}", params={"nik": nik}, headers=headers)

@@ -21,9 +21,11 @@ from ikd_shared.events.consent_v1 import (
 from ikd_shared.events.profile_v1 import (
     Address,
     CitizenProfile,
+    ProfileUpdated,
     ProfileVerified,
     Relationship,
     RelationshipKind,
+    RelationshipsChanged,
 )
 from ikd_shared.nik import Sex, make_nik
 from ikd_shared.policy import DEFAULT_POLICY, MppPolicy, load_policy
@@ -136,6 +138,41 @@ def verified(
         verified_at=verified_at,
         changed_fields=["full_name"],
         relationships=related_everywhere(verified_at) if relationships is None else relationships,
+    )
+
+
+def bulk_fed(citizen: CitizenProfile, version: int = 1, at: dt.datetime = NOW) -> ProfileUpdated:
+    """A profile from Dukcapil's bulk feed of a citizen who never asked any agency for anything:
+    no relationships."""
+    return ProfileUpdated(
+        pseudonym=pseudonym_of(citizen),
+        version=version,
+        profile=citizen,
+        verified_at=at,
+        updated_at=at,
+        changed_fields=["address.street"],
+    )
+
+
+def relationships_changed(
+    citizen: CitizenProfile,
+    version: int,
+    relationships: list[Relationship],
+    *,
+    at: dt.datetime = NOW,
+    started: list[Relationship] | None = None,
+    ended: list[Relationship] | None = None,
+) -> RelationshipsChanged:
+    """A relationship started or ended: the citizen's whole record with those in force."""
+    return RelationshipsChanged(
+        pseudonym=pseudonym_of(citizen),
+        version=version,
+        profile=citizen,
+        verified_at=at,
+        changed_at=at,
+        started=started or [],
+        ended=ended or [],
+        relationships=relationships,
     )
 
 

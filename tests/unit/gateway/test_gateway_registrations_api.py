@@ -24,6 +24,7 @@ from ikd_gateway.service_layer.stream import ProfileRecord, apply_profile
 from ikd_shared.events.access_v1 import Channel, Outcome
 from ikd_shared.events.profile_v1 import Relationship, RelationshipKind
 from ikd_shared.policy import DEFAULT_POLICY
+from tests.support.gateway import prefill_by_nik
 from tests.support.gateway_factories import (
     PSEUDONYM_KEY,
     Tokens,
@@ -113,12 +114,6 @@ def bearer(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
 
 
-async def ask_prefill(
-    client: httpx.AsyncClient, service: str, nik: str, headers: dict[str, str]
-) -> httpx.Response:
-    return await client.get(f"/v1/prefill/{service}", params={"nik": nik}, headers=headers)
-
-
 async def hold(store: Store, agency: str, serial: int, relationships: list[Relationship]) -> None:
     now = dt.datetime.now(dt.UTC)
     event = verified(profile(serial), verified_at=now, relationships=relationships)
@@ -147,12 +142,12 @@ async def test_prefill_of_a_citizen_without_a_relationship_looks_like_an_unknown
     client = await api("polres-cirebon", store)
     headers = bearer(tokens.for_agency("polres-cirebon"))
 
-    served = await ask_prefill(client, "skck", profile(1).nik, headers)
+    served = await prefill_by_nik(client, "skck", profile(1).nik, headers)
     assert served.status_code == 200
-    unrelated = await ask_prefill(client, "skck", profile(2).nik, headers)
-    unknown = await ask_prefill(client, "skck", profile(3).nik, headers)
+    unrelated = await prefill_by_nik(client, "skck", profile(2).nik, headers)
+    unknown = await prefill_by_nik(client, "skck", profile(3).nik, headers)
     # Citizen 1 through a service they did not ask for: nothing of theirs on record there.
-    other_service = await ask_prefill(client, "sim-driving-licence", profile(1).nik, headers)
+    other_service = await prefill_by_nik(client, "sim-driving-licence", profile(1).nik, headers)
     assert unrelated.status_code == 404
     assert (unrelated.status_code, unrelated.json()) == (unknown.status_code, unknown.json())
     assert unrelated.headers["content-type"] == unknown.headers["content-type"]
