@@ -1,9 +1,13 @@
-"""Onboarding an agency backend: its Kafka principal, ACLs and topic, and its OAuth client.
+"""Onboarding an agency backend: its Kafka principal, ACLs and topic, and its OAuth client;
+and its gateway's own OAuth client at identity.
 
 The credentials are random and shown once: the platform keeps only the SCRAM verifier and the
-client secret's hash, so onboarding again issues new ones (and the old ones stop working).
-The OAuth client is registered through identity's own command (`ikd-identity clients ...`),
+client secrets' hashes, so onboarding again issues new ones (and the old ones stop working).
+The OAuth clients are registered through identity's own command (`ikd-identity clients ...`),
 which owns the clients table; `identity_cli` says how to run it (e.g. inside its container).
+The gateway's client (`gateway-<code>`, scope identity:register) is how the gateway registers
+citizens at identity for its agency; its secret is for the gateway's deployment, not for the
+agency backend, and is written apart from the backend's credentials.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from ikd_ops import kafka_security
 from ikd_shared.events import topics
 from ikd_shared.kafka import KafkaConnection, ensure_topics, wait_for_broker
 
-BACKEND_SCOPES = ("gateway:prefill", "gateway:webhooks")
+BACKEND_SCOPES = ("gateway:prefill", "gateway:webhooks", "gateway:registrations")
+GATEWAY_SCOPES = ("identity:register",)
 
 
 class OnboardingError(Exception):
@@ -31,6 +36,10 @@ class OnboardingError(Exception):
 
 def client_id(agency: str) -> str:
     return f"backend-{agency}"
+
+
+def gateway_client_id(agency: str) -> str:
+    return f"gateway-{agency}"
 
 
 def check_agency(agency: str, policy_file: Path) -> None:
@@ -82,10 +91,14 @@ class IdentityCli:
 
     def register(self, agency: str) -> str:
         """Register (or re-enable) the agency's backend client with a new secret; the secret."""
-        out = self._run(
-            "add", "--id", client_id(agency), "--scopes", " ".join(BACKEND_SCOPES),
-            "--agency", agency,
-        )  # fmt: skip
+        return self._add(client_id(agency), BACKEND_SCOPES, agency)
+
+    def register_gateway(self, agency: str) -> str:
+        """Register (or re-enable) the agency gateway's own client with a new secret."""
+        return self._add(gateway_client_id(agency), GATEWAY_SCOPES, agency)
+
+    def _add(self, client: str, scopes: Sequence[str], agency: str) -> str:
+        out = self._run("add", "--id", client, "--scopes", " ".join(scopes), "--agency", agency)
         for line in out.splitlines():
             if line.startswith("secret: "):
                 return line.removeprefix("secret: ").strip()
@@ -94,6 +107,10 @@ class IdentityCli:
     def disable(self, agency: str) -> str:
         """Disable the agency's backend client; identity's one-line answer."""
         return self._run("disable", "--id", client_id(agency)).strip()
+
+    def disable_gateway(self, agency: str) -> str:
+        """Disable the agency gateway's client; identity's one-line answer."""
+        return self._run("disable", "--id", gateway_client_id(agency)).strip()
 
 
 @dataclass(frozen=True)
@@ -132,10 +149,20 @@ class AgencyCredentials:
 
 
 @dataclass(frozen=True)
+class GatewayClient:
+    """The gateway's own client at identity: its deployment reads the secret from a file
+    (IKD_GATEWAY_IDENTITY_CLIENT_SECRET=@path)."""
+
+    client_id: str
+    secret: str
+
+
+@dataclass(frozen=True)
 class Onboarded:
     credentials: AgencyCredentials
     topic_created: bool
     grants: int
+    gateway_client: GatewayClient
 
 
 async def onboard(
@@ -165,6 +192,7 @@ async def onboard(
     wanted = kafka_security.agency_grants(agency, prefix=prefix)
     applied, _ = await kafka_security.apply_acls(kafka, wanted)
     secret = identity.register(agency)
+    gateway_client = GatewayClient(gateway_client_id(agency), identity.register_gateway(agency))
     credentials = AgencyCredentials(
         agency=agency,
         bootstrap_servers=public.bootstrap_servers,
@@ -178,7 +206,9 @@ async def onboard(
         client_id=client_id(agency),
         client_secret=secret,
     )
-    return Onboarded(credentials, topic_created=bool(created), grants=applied)
+    return Onboarded(
+        credentials, topic_created=bool(created), grants=applied, gateway_client=gateway_client
+    )
 
 
 @dataclass(frozen=True)
@@ -186,6 +216,7 @@ class Offboarded:
     had_credentials: bool
     acls_deleted: int
     client: str
+    gateway_client: str
     topic: str
     topic_deleted: bool
 
@@ -198,16 +229,18 @@ async def offboard(
     prefix: str = "",
     delete_topic: bool = False,
 ) -> Offboarded:
-    """Remove the backend's credentials and ACLs, disable its client; the topic stays unless
-    `delete_topic` (its gateway keeps publishing to it until the gateway is retired)."""
+    """Remove the backend's credentials and ACLs, disable its client and the gateway's; the
+    topic stays unless `delete_topic` (its gateway keeps publishing to it until the gateway is
+    retired)."""
     principal = kafka_security.agency_principal(agency)
     await wait_for_broker(kafka)
     deleted = await kafka_security.delete_users(kafka, [principal])
     acls = await kafka_security.revoke_principal(kafka, principal)
     client = identity.disable(agency)
+    gateway_client = identity.disable_gateway(agency)
     topic = topics.agency_topic(agency).full_name(prefix)
     removed = await _delete_topic(kafka, topic) if delete_topic else False
-    return Offboarded(bool(deleted), acls, client, topic, removed)
+    return Offboarded(bool(deleted), acls, client, gateway_client, topic, removed)
 
 
 async def _delete_topic(kafka: KafkaConnection, topic: str) -> bool:

@@ -50,6 +50,13 @@ def agencies_onboard(
         Path | None,
         typer.Option(help="write the credentials to this file (mode 600) instead of printing"),
     ] = None,
+    gateway_secret_out: Annotated[
+        Path | None,
+        typer.Option(
+            help="write the gateway's identity client secret to this file (mode 600); "
+            "default with --out: FILE's name with the suffix .gateway-secret"
+        ),
+    ] = None,
     policy: Annotated[
         Path, typer.Option(envvar="IKD_GATEWAY_POLICY_FILE", help="the MPP's policy")
     ] = DEFAULT_POLICY,
@@ -65,8 +72,9 @@ def agencies_onboard(
     ] = None,
     identity_cli: IdentityCommand = "ikd-identity",
 ) -> None:
-    """Create the agency's Kafka principal, ACLs, topic and OAuth client; print the credentials
-    once. Again on an onboarded agency: the same topic and ACLs, new credentials."""
+    """Create the agency's Kafka principal, ACLs, topic and OAuth client, and its gateway's
+    client at identity; print the credentials once. Again on an onboarded agency: the same
+    topic and ACLs, new credentials."""
     try:
         check_agency(code, policy)
     except OnboardingError as error:
@@ -95,15 +103,33 @@ def agencies_onboard(
     typer.echo(
         f"{code}: topic {credentials.topic} {topic_state}; principal {credentials.username} "
         f"with a new password; {done.grants} ACLs (backend and gateway); OAuth client "
-        f"{credentials.client_id} with a new secret",
+        f"{credentials.client_id} with a new secret; gateway client "
+        f"{done.gateway_client.client_id} with a new secret",
         err=True,
     )
+    if gateway_secret_out is None and out is not None:
+        gateway_secret_out = out.with_suffix(".gateway-secret")
     if out is None:
         typer.echo(credentials.env_file(), nl=False)
-        typer.echo("shown once: store them now (or use --out FILE)", err=True)
     else:
         write_private(out, credentials.env_file())
         typer.echo(f"credentials written to {out} (mode 600)", err=True)
+    gateway = done.gateway_client
+    if gateway_secret_out is None:
+        typer.echo(
+            f"# the gateway's own client at identity (for its deployment, not the backend)\n"
+            f"IKD_GATEWAY_IDENTITY_CLIENT_ID={gateway.client_id}\n"
+            f"IKD_GATEWAY_IDENTITY_CLIENT_SECRET={gateway.secret}"
+        )
+    else:
+        write_private(gateway_secret_out, gateway.secret + "\n")
+        typer.echo(
+            f"gateway client secret written to {gateway_secret_out} (mode 600): "
+            f"IKD_GATEWAY_IDENTITY_CLIENT_SECRET=@{gateway_secret_out}",
+            err=True,
+        )
+    if out is None or gateway_secret_out is None:
+        typer.echo("shown once: store them now (or use --out FILE)", err=True)
 
 
 @agencies_app.command("offboard")
@@ -132,6 +158,7 @@ def agencies_offboard(
     credentials = "deleted" if done.had_credentials else "none left"
     typer.echo(f"{code}: kafka credentials {credentials}; {done.acls_deleted} ACLs deleted")
     typer.echo(done.client)
+    typer.echo(done.gateway_client)
     if delete_topic:
         typer.echo(f"topic {done.topic} " + ("deleted" if done.topic_deleted else "did not exist"))
     else:

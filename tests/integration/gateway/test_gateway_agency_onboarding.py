@@ -189,8 +189,20 @@ async def test_onboarded_agency_consumes_its_fields_and_others_are_refused(
             client = await PgClients(pool).get(f"backend-{a}")
         assert client is not None
         assert not client.disabled
-        assert (client.agency, client.scopes) == (a, {"gateway:prefill", "gateway:webhooks"})
+        assert (client.agency, client.scopes) == (
+            a,
+            {"gateway:prefill", "gateway:webhooks", "gateway:registrations"},
+        )
         assert Argon2Hasher().verify(client.secret_hash, creds[a]["IKD_AGENCY_OAUTH_CLIENT_SECRET"])
+        # The gateway's own client, its secret apart from the backend's credentials.
+        secret_file = files[a].with_suffix(".gateway-secret")
+        assert secret_file.stat().st_mode & 0o777 == 0o600
+        assert "IKD_GATEWAY_IDENTITY_CLIENT_SECRET" not in files[a].read_text()
+        async with asyncpg.create_pool(agencies.env["IKD_IDENTITY_MIGRATION_DATABASE_URL"]) as pool:
+            gateway_client = await PgClients(pool).get(f"gateway-{a}")
+        assert gateway_client is not None
+        assert (gateway_client.agency, gateway_client.scopes) == (a, {"identity:register"})
+        assert Argon2Hasher().verify(gateway_client.secret_hash, secret_file.read_text().strip())
 
         # A citizen verified for the agency's services reaches the agency's topic.
         now = dt.datetime.now(dt.UTC)
@@ -247,8 +259,11 @@ async def test_onboarded_agency_consumes_its_fields_and_others_are_refused(
     assert "none left; 0 ACLs deleted" in gone.stdout
     async with asyncpg.create_pool(agencies.env["IKD_IDENTITY_MIGRATION_DATABASE_URL"]) as pool:
         client = await PgClients(pool).get(f"backend-{a}")
+        gateway_client = await PgClients(pool).get(f"gateway-{a}")
     assert client is not None
     assert client.disabled
+    assert gateway_client is not None
+    assert gateway_client.disabled
     host, port = creds[a]["IKD_AGENCY_BOOTSTRAP_SERVERS"].split(",")[0].rsplit(":", 1)
     kwargs = {
         k: v for k, v in as_agency(creds[a]).client_kwargs().items() if k != "bootstrap_servers"
