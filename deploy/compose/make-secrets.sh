@@ -106,5 +106,9 @@ done
     # hex: never mistaken for a placeholder, and safe inside the broker's JAAS settings
     echo "IKD_KAFKA_$(upper "$principal")_PASSWORD=$(hex 24)"
   done
+  # each gateway's own OAuth client at identity (gateway-<agency>, scope identity:register)
+  for agency in "${agencies[@]}"; do
+    echo "IKD_GATEWAY_$(upper "$agency")_IDENTITY_SECRET=$(hex 24)"
+  done
 } >"$out"
 echo "wrote $out and the Kafka CA in $kafka/${keys:+, the trial issuer key in $keys/}"

@@ -83,9 +83,10 @@ bench_audit_env() {
   echo "$(audit_env bench_audit)" IKD_AUDIT_CONSUMER_GROUP="$BENCH_AUDIT_GROUP"
 }
 
-bench_gateway_env() {  # AGENCY (the password below replaces gateway_env's: env's last wins)
+bench_gateway_env() {  # AGENCY (the secrets below replace gateway_env's: env's last wins)
   echo "$(gateway_env "$1")" \
     IKD_KAFKA_PASSWORD="@$BENCH_KAFKA/gateway-$1.password" \
+    IKD_GATEWAY_IDENTITY_CLIENT_SECRET="@$BENCH_DIR/gateway-client.secret" \
     IKD_GATEWAY_POLICY_FILE="$BENCH_POLICY" \
     IKD_GATEWAY_DATA_DIR="$BENCH_DIR/gateway/$1"
 }
@@ -143,8 +144,12 @@ set -- $BENCH_AGENCIES
 add_client --id counter-polres --scopes identity:verify --agency "$1"
 add_client --id dukcapil-feed --scopes identity:feed
 add_client --id mpp-officer --scopes identity:consent --agency dpmptsp-cirebon
+(umask 077 && printf '%s\n' "$secret" >"$BENCH_DIR/gateway-client.secret")
 for agency in $BENCH_AGENCIES; do
-  add_client --id "backend-$agency" --scopes gateway:prefill --agency "$agency"
+  add_client --id "backend-$agency" --scopes "gateway:prefill gateway:registrations" \
+    --agency "$agency"
+  # The gateway registers the bench's citizens at identity with a client of its own.
+  add_client --id "gateway-$agency" --scopes identity:register --agency "$agency"
 done
 
 echo "bench: starting services"

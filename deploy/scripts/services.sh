@@ -58,7 +58,7 @@ worker_metrics_port() {  # AGENCY
   echo $(($(gateway_port "$1") - GATEWAY_BASE_PORT + WORKER_METRICS_BASE_PORT))
 }
 
-gateway_env() {  # AGENCY
+gateway_env() {  # AGENCY (its identity client's secret: onboarding writes it, up.sh)
   echo IKD_GATEWAY_AGENCY="$1" \
     IKD_GATEWAY_DATABASE_URL="$(pg_url app "gateway_$1")" \
     IKD_GATEWAY_MIGRATION_DATABASE_URL="$(pg_url owner "gateway_$1")" \
@@ -66,5 +66,8 @@ gateway_env() {  # AGENCY
     IKD_GATEWAY_WEBHOOK_ALLOW_PRIVATE_TARGETS=true \
     IKD_GATEWAY_PORT="$(gateway_port "$1")" \
     IKD_GATEWAY_WORKER_METRICS_PORT="$(worker_metrics_port "$1")" \
+    IKD_GATEWAY_IDENTITY_URL="$IKD_IDENTITY_URL" \
+    IKD_GATEWAY_IDENTITY_CLIENT_ID="gateway-$1" \
+    IKD_GATEWAY_IDENTITY_CLIENT_SECRET="@$DEV_KEYS/agencies/$1.gateway-secret" \
     "$(kafka_env "gateway-$1")"
 }

@@ -16,8 +16,9 @@ add_client --id counter-polres --scopes identity:verify --agency polres-cirebon
 add_client --id dukcapil-feed --scopes identity:feed
 add_client --id mpp-officer --scopes identity:consent --agency dpmptsp-cirebon
 add_client --id auditor-demo --scopes audit:read
-# Each demo agency onboarded as an operator would: topic, Kafka principal, ACLs, OAuth client
-# backend-<code>; new credentials on every run, in one file each (mode 600).
+# Each demo agency onboarded as an operator would: topic, Kafka principal, ACLs, OAuth clients
+# backend-<code> and gateway-<code>; new credentials on every run, in one file each (mode 600):
+# <code>.env for the backend, <code>.gateway-secret for its gateway (services.sh gateway_env).
 agency_creds="$DEV_KEYS/agencies"
 mkdir -p "$agency_creds" && chmod 700 "$agency_creds"
 for agency in $IKD_DEMO_AGENCIES; do
