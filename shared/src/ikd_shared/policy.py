@@ -29,6 +29,9 @@ from ikd_shared.legal import AgencyCode, LegalBasis, PurposeCode, ServiceCode
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_POLICY = REPO_ROOT / "deploy" / "policies" / "mpp-kabupaten-cirebon.yaml"
 
+REGISTRATION_BASES = frozenset({LegalBasis.LEGAL_OBLIGATION, LegalBasis.PUBLIC_TASK})
+"""The legal bases under which a service may allow registration (UU PDP Art. 20(2) c and e)."""
+
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=200)]
 
 
@@ -63,6 +66,10 @@ class ServicePolicy(BaseModel):
     legal_basis: LegalBasis
     legal_reference: Name = Field(description="the statute or contract the basis rests on")
     retention_days: int = Field(ge=1, le=36500)
+    registration: bool = Field(
+        default=False,
+        description="the agency may register citizens for this service through its gateway",
+    )
 
     @field_validator("fields", mode="before")
     @classmethod
@@ -74,6 +81,16 @@ class ServicePolicy(BaseModel):
             if isinstance(value, list) and len(set(value)) != len(value):
                 raise ValueError("a field is listed twice")
         return value
+
+    @model_validator(mode="after")
+    def _registration_needs_a_duty(self) -> Self:
+        # Registering a citizen without their request rests only on the agency's own duty.
+        if self.registration and self.legal_basis not in REGISTRATION_BASES:
+            raise ValueError(
+                f"service {self.code}: registration needs legal_basis legal_obligation or "
+                f"public_task, not {self.legal_basis.value}"
+            )
+        return self
 
     @property
     def needs_consent(self) -> bool:

@@ -24,6 +24,8 @@ from ikd_shared.events.profile_v1 import TOMBSTONE_TYPE, CitizenDied, ProfileVer
 from ikd_shared.events.topics import CONSENT, PROFILE
 from ikd_shared.legal import LegalBasis
 
+COUNTER = "bpjs-kesehatan"  # an agency counter of one service: verifications default to it
+
 
 def _mint(key, profile, **kwargs) -> str:
     return mint_credential(
@@ -34,7 +36,7 @@ def _mint(key, profile, **kwargs) -> str:
 async def test_new_profile_is_stored_with_one_event(deps, state, issuer_key) -> None:
     profile = citizen(1, 0)
     result = await handlers.verify_credential(
-        commands.VerifyCredential(_mint(issuer_key, profile), agency="bpjs"), deps
+        commands.VerifyCredential(_mint(issuer_key, profile), agency=COUNTER), deps
     )
     assert (result.version, result.changed) == (1, True)
     assert state.profiles[result.pseudonym].profile == profile
@@ -46,25 +48,36 @@ async def test_new_profile_is_stored_with_one_event(deps, state, issuer_key) -> 
     )
     assert profile.nik not in message.key
     event = ProfileVerified.model_validate_json(message.payload or b"")
-    assert event.verified_by == "bpjs"
+    assert event.verified_by == COUNTER
 
 
-async def test_unchanged_profile_writes_no_event(deps, state, issuer_key) -> None:
+async def test_unchanged_profile_renews_the_service_request(deps, state, issuer_key, clock) -> None:
     profile = citizen(1, 1)
+    results = []
     for _ in range(3):
-        result = await handlers.verify_credential(
-            commands.VerifyCredential(_mint(issuer_key, profile), agency="bpjs"), deps
+        clock.now += dt.timedelta(hours=1)
+        results.append(
+            await handlers.verify_credential(
+                commands.VerifyCredential(_mint(issuer_key, profile), agency=COUNTER), deps
+            )
         )
-    assert (result.version, result.changed) == (1, False)
-    assert len(state.outbox) == 1
+    assert [(r.version, r.changed) for r in results] == [(1, True), (2, False), (3, False)]
+    events = [ProfileVerified.model_validate_json(m.payload or b"") for m in state.outbox]
+    assert [bool(e.changed_fields) for e in events] == [True, False, False]
+    # One service request, renewed: same id and start, the expiry a full period from now.
+    (first,), (last,) = events[0].relationships, events[-1].relationships
+    assert last.relationship_id == first.relationship_id
+    assert last.starts_at == first.starts_at
+    assert last.expires_at == clock.now + dt.timedelta(days=3650)
+    assert len(state.relationships) == 1
 
 
 async def test_replay_rolls_back_everything(deps, state, issuer_key) -> None:
     credential = _mint(issuer_key, citizen(1, 2))
-    await handlers.verify_credential(commands.VerifyCredential(credential, "bpjs"), deps)
+    await handlers.verify_credential(commands.VerifyCredential(credential, COUNTER), deps)
     commits = state.commits
     with pytest.raises(CredentialRejected) as error:
-        await handlers.verify_credential(commands.VerifyCredential(credential, "bpjs"), deps)
+        await handlers.verify_credential(commands.VerifyCredential(credential, COUNTER), deps)
     assert error.value.code == "credential_replayed"
     assert error.value.status_code == 409
     assert state.commits == commits
@@ -76,7 +89,7 @@ async def test_death_publishes_event_then_tombstone_and_blocks_verification(
 ) -> None:
     profile = citizen(1, 3)
     await handlers.verify_credential(
-        commands.VerifyCredential(_mint(issuer_key, profile), "agency-x"), deps
+        commands.VerifyCredential(_mint(issuer_key, profile), COUNTER), deps
     )
     result = await handlers.record_death(commands.RecordDeath(profile.nik, clock.now.date()), deps)
     assert result.status is ProfileStatus.DECEASED
@@ -84,7 +97,7 @@ async def test_death_publishes_event_then_tombstone_and_blocks_verification(
     assert state.outbox[2].payload is None
     with pytest.raises(CitizenInactive):
         await handlers.verify_credential(
-            commands.VerifyCredential(_mint(issuer_key, profile), "agency-x"), deps
+            commands.VerifyCredential(_mint(issuer_key, profile), COUNTER), deps
         )
     with pytest.raises(CitizenInactive):
         await handlers.record_death(commands.RecordDeath(profile.nik, clock.now.date()), deps)
@@ -96,21 +109,21 @@ async def test_revocation_refuses_older_credentials_and_a_newer_one_reactivates(
     profile = citizen(1, 4)
     old = _mint(issuer_key, profile, issued_at=clock.now - dt.timedelta(minutes=1))
     await handlers.verify_credential(
-        commands.VerifyCredential(_mint(issuer_key, profile), "agency-x"), deps
+        commands.VerifyCredential(_mint(issuer_key, profile), COUNTER), deps
     )
     await handlers.revoke_credential(commands.RevokeCredential(profile.nik, "lost"), deps)
     with pytest.raises(CredentialRejected) as error:
-        await handlers.verify_credential(commands.VerifyCredential(old, "agency-x"), deps)
+        await handlers.verify_credential(commands.VerifyCredential(old, COUNTER), deps)
     assert error.value.code == "credential_revoked"
     newer = _mint(issuer_key, profile, issued_at=clock.now + dt.timedelta(seconds=1))
-    result = await handlers.verify_credential(commands.VerifyCredential(newer, "agency-x"), deps)
+    result = await handlers.verify_credential(commands.VerifyCredential(newer, COUNTER), deps)
     assert (result.status, result.version) == (ProfileStatus.ACTIVE, 3)
 
 
 async def test_update_that_contradicts_the_nik_is_refused(deps, state, issuer_key) -> None:
     profile = citizen(1, 5)
     await handlers.verify_credential(
-        commands.VerifyCredential(_mint(issuer_key, profile), "agency-x"), deps
+        commands.VerifyCredential(_mint(issuer_key, profile), COUNTER), deps
     )
     with pytest.raises(InvalidUpdate):
         await handlers.update_profile(
@@ -138,7 +151,7 @@ async def test_consents_carry_the_active_set_and_a_growing_version(
 ) -> None:
     profile = citizen(1, 6)
     await handlers.verify_credential(
-        commands.VerifyCredential(_mint(issuer_key, profile), "agency-x"), deps
+        commands.VerifyCredential(_mint(issuer_key, profile), COUNTER), deps
     )
     officer = commands.OfficerActing(officer_id="p7", client_id="mpp-officer", nik=profile.nik)
     first = await handlers.grant_consent(commands.GrantConsent(officer, _terms(clock)), deps)

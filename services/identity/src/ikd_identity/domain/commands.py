@@ -15,6 +15,26 @@ from ikd_shared.legal import LegalBasis
 class VerifyCredential:
     credential: str
     agency: str  # the counter's agency, recorded as verified_by
+    services: tuple[str, ...] | None = None  # what the citizen came for; None: the counter's
+    client_id: str | None = None  # the counter's client, recorded with the relationships
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterCitizen:
+    """An agency registers a citizen for one of its services under its legal duty."""
+
+    nik: str
+    service: str
+    legal_reference: str
+    agency: str  # the caller's agency (its gateway's token)
+    client_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class EndRegistration:
+    relationship_id: uuid.UUID
+    agency: str
+    client_id: str
 
 
 @dataclass(frozen=True, slots=True)

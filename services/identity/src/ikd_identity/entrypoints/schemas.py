@@ -18,6 +18,7 @@ from ikd_shared.events.profile_v1 import (
     Nationality,
     NeighbourhoodNo,
     PostalCode,
+    Relationship,
     Religion,
     Text,
 )
@@ -32,8 +33,19 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+MAX_SERVICES = 64
+
+
 class VerificationRequest(Body):
     credential: str = Field(description="the IKD credential: a compact JWS signed by Dukcapil")
+    services: list[ServiceCode] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_SERVICES,
+        description="the services the citizen came for, at any agencies of the MPP's policy; "
+        "omitted at an agency counter: its only service (a counter of several services, or "
+        "the MPP's front desk, must name them)",
+    )
 
 
 class ProfileStatusOut(Body):
@@ -42,6 +54,25 @@ class ProfileStatusOut(Body):
     changed: bool = Field(description="false when the profile was already on record unchanged")
     changed_fields: list[str]
     status: str
+
+
+class VerificationOut(ProfileStatusOut):
+    relationships: list[Relationship] = Field(
+        description="the service requests this verification started or renewed, now in force "
+        "(the citizen's other relationships are not shown to the counter)"
+    )
+
+
+class RegistrationRequest(Body):
+    nik: Nik
+    service: ServiceCode = Field(description="a service of the caller's agency that allows it")
+    legal_reference: LongText = Field(
+        description="the statute or decision the registration rests on"
+    )
+
+
+class RelationshipOut(Body):
+    relationship: Relationship
 
 
 class AddressChanges(Body):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -31,6 +31,8 @@ from ikd_identity.domain.model import (
     merge_changes,
     tombstone_message,
 )
+from ikd_identity.domain.relationships import in_force, requested_services, start_or_renew
+from ikd_identity.service_layer.relationships import publish_relationships, stored_relationships
 from ikd_identity.service_layer.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from ikd_shared.credentials import CredentialError, CredentialVerifier, VerifiedCredential
 from ikd_shared.events.consent_v1 import (
@@ -46,6 +48,8 @@ from ikd_shared.events.profile_v1 import (
     CredentialRevoked,
     ProfileUpdated,
     ProfileVerified,
+    Relationship,
+    RelationshipKind,
 )
 from ikd_shared.events.topics import CONSENT, PROFILE
 from ikd_shared.policy import MppPolicy
@@ -78,6 +82,8 @@ class ProfileResult:
     changed: bool
     changed_fields: list[str]
     status: ProfileStatus
+    relationships: list[Relationship] = field(default_factory=list)
+    """The relationships this command started or renewed (a verification's service requests)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,19 +118,29 @@ async def _record_jti(uow: UnitOfWork, credential: VerifiedCredential, pseudonym
         raise CredentialRejected("credential_replayed", "this credential was already used")
 
 
-def _result(record: ProfileRecord, changed: list[str] | None) -> ProfileResult:
+def _result(
+    record: ProfileRecord,
+    changed: list[str] | None,
+    relationships: list[Relationship] | None = None,
+) -> ProfileResult:
     return ProfileResult(
         pseudonym=record.pseudonym,
         version=record.version,
         changed=changed is not None,
         changed_fields=changed or [],
         status=record.status,
+        relationships=relationships or [],
     )
 
 
 async def verify_credential(cmd: commands.VerifyCredential, deps: Deps) -> ProfileResult:
-    """Verify an IKD credential at a counter; store and publish the profile if new or changed."""
+    """Verify an IKD credential at a counter for the services the citizen came for.
+
+    Starts (or renews) a service request for each service and publishes the next version of
+    the citizen's record with the relationships in force, even when the profile is unchanged.
+    """
     credential = _verify(deps, cmd.credential)
+    services = requested_services(deps.policy, cmd.agency, cmd.services)
     pseudonym = deps.pseudonym(credential.nik)
 
     async def work(uow: UnitOfWork) -> ProfileResult:
@@ -142,10 +158,29 @@ async def verify_credential(cmd: commands.VerifyCredential, deps: Deps) -> Profi
                 and credential.issued_at <= current.revoked_at
             ):
                 raise CredentialRejected("credential_revoked", "Dukcapil revoked this credential")
-            if current.status is ProfileStatus.ACTIVE and current.profile == credential.profile:
-                return _result(current, None)
         now = deps.clock()
-        changed = changed_fields(current.profile if current else None, credential.profile)
+        stored = await stored_relationships(uow, pseudonym, now)
+        started = [
+            start_or_renew(
+                stored,
+                offered,
+                pseudonym=pseudonym,
+                kind=RelationshipKind.SERVICE_REQUEST,
+                now=now,
+                recorded_by=cmd.client_id or cmd.agency,
+            )
+            for offered in services
+        ]
+        profile_changed = (
+            current is None
+            or current.status is not ProfileStatus.ACTIVE
+            or current.profile != credential.profile
+        )
+        changed = (
+            changed_fields(current.profile if current else None, credential.profile)
+            if profile_changed
+            else []
+        )
         record = ProfileRecord(
             pseudonym=pseudonym,
             version=current.version + 1 if current else 1,
@@ -161,9 +196,15 @@ async def verify_credential(cmd: commands.VerifyCredential, deps: Deps) -> Profi
             verified_at=now,
             verified_by=cmd.agency,
             changed_fields=changed,
+            relationships=in_force(stored, now, changed=started),
         )
         await uow.profiles.save(record, [event_message(event, topic=PROFILE, key=pseudonym)])
-        return _result(record, changed)
+        await uow.relationships.save(started)
+        return _result(
+            record,
+            changed if profile_changed else None,
+            [r.relationship for r in started],
+        )
 
     return await _with_retries(deps, work)
 
@@ -208,6 +249,7 @@ async def update_profile(cmd: commands.UpdateProfile, deps: Deps) -> ProfileResu
             verified_at=current.verified_at,
             updated_at=now,
             changed_fields=changed,
+            relationships=in_force(await stored_relationships(uow, pseudonym, now), now),
         )
         await uow.profiles.save(record, [event_message(event, topic=PROFILE, key=pseudonym)])
         return _result(record, changed)
@@ -263,7 +305,10 @@ async def revoke_credential(cmd: commands.RevokeCredential, deps: Deps) -> Profi
 async def _end_profile(
     uow: UnitOfWork, record: ProfileRecord, event: CitizenDied | CredentialRevoked
 ) -> ProfileResult:
-    """Save the profile's final state; publish why it ended, then the citizen's tombstone."""
+    """Save the profile's final state; publish why it ended, then the citizen's tombstone.
+
+    Every relationship ends with it (the tombstone tells the agencies).
+    """
     await uow.profiles.save(
         record,
         [
@@ -271,6 +316,7 @@ async def _end_profile(
             tombstone_message(record.pseudonym),
         ],
     )
+    await uow.relationships.end_all(record.pseudonym, record.updated_at)
     return _result(record, [])
 
 
@@ -289,9 +335,8 @@ async def load_profiles(cmd: commands.LoadProfiles, deps: Deps) -> BulkResult:
     async def work(uow: UnitOfWork) -> BulkResult:
         existing = await uow.profiles.get_many_for_update(sorted(by_pseudonym))
         now = deps.clock()
-        records: list[ProfileRecord] = []
-        messages: list[OutboxMessage] = []
-        created = updated = unchanged = skipped = 0
+        changes: list[tuple[ProfileRecord, ProfileRecord | None]] = []
+        unchanged = skipped = 0
         for pseudonym, profile in by_pseudonym.items():
             current = existing.get(pseudonym)
             if current is not None and current.status is not ProfileStatus.ACTIVE:
@@ -301,7 +346,6 @@ async def load_profiles(cmd: commands.LoadProfiles, deps: Deps) -> BulkResult:
                 unchanged += 1
                 continue
             if current is None:
-                created += 1
                 record = ProfileRecord(
                     pseudonym=pseudonym,
                     version=1,
@@ -310,33 +354,47 @@ async def load_profiles(cmd: commands.LoadProfiles, deps: Deps) -> BulkResult:
                     verified_at=now,
                     updated_at=now,
                 )
-                event: ProfileVerified | ProfileUpdated = ProfileVerified(
-                    pseudonym=pseudonym,
-                    version=1,
-                    profile=profile,
-                    verified_at=now,
-                    verified_by=None,
-                    changed_fields=changed_fields(None, profile),
-                )
             else:
-                updated += 1
                 record = _replace(
                     current, version=current.version + 1, profile=profile, updated_at=now
                 )
+            changes.append((record, current))
+        # The relationships of the whole batch in one query: the bulk path stays one round
+        # trip per kind of statement however many citizens it carries.
+        related = await uow.relationships.current([r.pseudonym for r, _ in changes], now)
+        messages: list[OutboxMessage] = []
+        for record, current in changes:
+            relationships = in_force(related.get(record.pseudonym, []), now)
+            event: ProfileVerified | ProfileUpdated
+            if current is None:
+                event = ProfileVerified(
+                    pseudonym=record.pseudonym,
+                    version=1,
+                    profile=record.profile,
+                    verified_at=now,
+                    verified_by=None,
+                    changed_fields=changed_fields(None, record.profile),
+                    relationships=relationships,
+                )
+            else:
                 event = ProfileUpdated(
-                    pseudonym=pseudonym,
+                    pseudonym=record.pseudonym,
                     version=record.version,
-                    profile=profile,
+                    profile=record.profile,
                     verified_at=current.verified_at,
                     updated_at=now,
-                    changed_fields=changed_fields(current.profile, profile),
+                    changed_fields=changed_fields(current.profile, record.profile),
+                    relationships=relationships,
                 )
-            records.append(record)
-            messages.append(event_message(event, topic=PROFILE, key=pseudonym))
-        await uow.profiles.save_many(records)
+            messages.append(event_message(event, topic=PROFILE, key=record.pseudonym))
+        await uow.profiles.save_many([record for record, _ in changes])
         await uow.outbox.add(messages)
+        created = sum(1 for _, current in changes if current is None)
         return BulkResult(
-            created=created, updated=updated, unchanged=unchanged, skipped_inactive=skipped
+            created=created,
+            updated=len(changes) - created,
+            unchanged=unchanged,
+            skipped_inactive=skipped,
         )
 
     return await _with_retries(deps, work)
@@ -398,6 +456,7 @@ async def grant_consent(cmd: commands.GrantConsent, deps: Deps) -> Consent:
             raise CitizenInactive(f"the citizen's profile is {profile.status.value}")
         version = await uow.consents.next_version(pseudonym)
         await uow.consents.save(consent, recorded_by=recorded_by)
+        await publish_relationships(uow, pseudonym, now, started=[consent], credential=credential)
         active = active_consents(await uow.consents.for_citizen(pseudonym), now)
         event = ConsentGranted(
             pseudonym=pseudonym, consents_version=version, consent=consent, active_consents=active
@@ -428,6 +487,7 @@ async def revoke_consent(cmd: commands.RevokeConsent, deps: Deps) -> Consent:
         revoked = consent.model_copy(update={"status": ConsentStatus.REVOKED, "revoked_at": now})
         recorded_by = "citizen" if credential is not None else _client(cmd.actor)
         await uow.consents.save(revoked, recorded_by=recorded_by)
+        await publish_relationships(uow, consent.pseudonym, now, ended=[revoked])
         active = active_consents(await uow.consents.for_citizen(consent.pseudonym), now)
         event = ConsentRevoked(
             pseudonym=consent.pseudonym,
