@@ -16,6 +16,9 @@ from tests.support.kafka import kafka_connection
 ISSUER = "https://dukcapil.test/ikd"
 AUDIENCE = "ikd-mpp-test"
 KID = "test-dukcapil-1"
+# The tests' counter is Disdukcapil's (api.auth's default agency), which offers two services:
+# a verification there names the one the citizen came for.
+COUNTER_SERVICES = ["family-card-update"]
 
 
 @dataclass
@@ -31,7 +34,7 @@ class DevIssuer:
 
 async def counts(db: asyncpg.Connection) -> dict[str, int]:
     result = {}
-    for table in ("profiles", "outbox", "seen_credentials", "consents"):
+    for table in ("profiles", "outbox", "seen_credentials", "consents", "relationships"):
         result[table] = await db.fetchval(f"SELECT count(*) FROM {table}")
     return result
 

@@ -96,16 +96,13 @@ class FakeRelationships:
         wanted = set(pseudonyms)
         found: dict[str, list[RelationshipRecord]] = {}
         for record in self.state.relationships.values():
-            if record.pseudonym in wanted and record.ended_at is None:
-                if record.relationship.expires_at > at:
-                    found.setdefault(record.pseudonym, []).append(record)
+            if record.pseudonym in wanted and _open(record, at):
+                found.setdefault(record.pseudonym, []).append(record)
         for consent, recorded_by in self.state.consents.values():
-            if consent.pseudonym in wanted and consent.status is ConsentStatus.ACTIVE:
-                if consent.expires_at > at:
-                    mirrored = RelationshipRecord(
-                        consent.pseudonym, of_consent(consent), recorded_by
-                    )
-                    found.setdefault(consent.pseudonym, []).append(mirrored)
+            active = consent.status is ConsentStatus.ACTIVE and consent.expires_at > at
+            if consent.pseudonym in wanted and active:
+                mirrored = RelationshipRecord(consent.pseudonym, of_consent(consent), recorded_by)
+                found.setdefault(consent.pseudonym, []).append(mirrored)
         return found
 
     async def get(self, relationship_id: uuid.UUID) -> RelationshipRecord | None:
@@ -118,9 +115,13 @@ class FakeRelationships:
 
     async def end_all(self, pseudonym: str, at: dt.datetime) -> None:
         for key, record in self.state.relationships.items():
-            if record.pseudonym == pseudonym and record.ended_at is None:
-                if record.relationship.expires_at > at:
-                    self.state.relationships[key] = replace(record, ended_at=at)
+            if record.pseudonym == pseudonym and _open(record, at):
+                self.state.relationships[key] = replace(record, ended_at=at)
+
+
+def _open(record: RelationshipRecord, at: dt.datetime) -> bool:
+    """Neither ended nor expired (what the adapter's queries select)."""
+    return record.ended_at is None and record.relationship.expires_at > at
 
 
 class FakeOutbox:

@@ -19,9 +19,8 @@ from ikd_shared.events.profile_v1 import (
     CitizenDied,
     CredentialRevoked,
     ProfileUpdated,
-    ProfileVerified,
 )
-from tests.support.identity import counts, person
+from tests.support.identity import COUNTER_SERVICES, counts, person
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -34,7 +33,7 @@ def _ago(**delta: float) -> dt.datetime:
 async def _verify(api, issuer, profile, **mint) -> dict:
     response = await api.client.post(
         "/v1/verifications",
-        json={"credential": issuer.mint(profile, **mint)},
+        json={"credential": issuer.mint(profile, **mint), "services": COUNTER_SERVICES},
         headers=api.auth("identity:verify"),
     )
     assert response.status_code == 200, response.text
@@ -88,13 +87,16 @@ async def test_feed_field_update_death_and_revocation(api, issuer, db) -> None:
     # (issued after the revocation) reactivates the profile.
     dead = await api.client.post(
         "/v1/verifications",
-        json={"credential": issuer.mint(dying)},
+        json={"credential": issuer.mint(dying), "services": COUNTER_SERVICES},
         headers=api.auth("identity:verify"),
     )
     assert (dead.status_code, dead.json()["code"]) == (409, "citizen_inactive")
     old = await api.client.post(
         "/v1/verifications",
-        json={"credential": issuer.mint(revoked, issued_at=_ago(minutes=5))},
+        json={
+            "credential": issuer.mint(revoked, issued_at=_ago(minutes=5)),
+            "services": COUNTER_SERVICES,
+        },
         headers=api.auth("identity:verify"),
     )
     assert (old.status_code, old.json()["code"]) == (403, "credential_revoked")
@@ -183,7 +185,8 @@ async def test_consents_by_officer_and_by_citizen(api, issuer, db) -> None:
     assert response.status_code == 200, response.text
     assert response.json()["consent"]["status"] == "revoked"
 
-    rows = [r for r in await _outbox(db) if r["ce_type"] != ProfileVerified.event_type]
+    consent_types = {ConsentGranted.event_type, ConsentRevoked.event_type}
+    rows = [r for r in await _outbox(db) if r["ce_type"] in consent_types]
     events = [
         ConsentGranted.model_validate_json(rows[0]["payload"]),
         ConsentGranted.model_validate_json(rows[1]["payload"]),
@@ -372,6 +375,10 @@ async def test_app_role_has_least_privilege(identity_db) -> None:
             "DELETE FROM profiles",
             "UPDATE outbox SET payload = NULL",
             "INSERT INTO clients (client_id, secret_hash, scopes) VALUES ('x1', 'h', '{}')",
+            "DELETE FROM relationships",
+            "UPDATE relationships SET kind = 'registration'",
+            "UPDATE relationships SET agency = 'bank-bjb', service = 'bjb-kur-loan'",
+            "UPDATE relationships SET recorded_by = 'someone-else'",
         ):
             try:
                 await connection.execute(statement)

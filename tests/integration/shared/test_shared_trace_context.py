@@ -131,7 +131,7 @@ async def test_traceparent_flows_from_a_verification_to_the_profile_event_and_ac
     )
     response = await client.post(
         "/v1/verifications",
-        json={"credential": credential},
+        json={"credential": credential, "services": ["family-card-update"]},
         headers={
             "Authorization": f"Bearer {token}",
             "X-Request-ID": "counter-1",
