@@ -76,7 +76,9 @@ drop_db() {  # NAME
 }
 
 bench_identity_env() {
-  echo "$(identity_env bench_identity)" IKD_IDENTITY_TOKEN_TTL_S=3600 IKD_IDENTITY_LOG_LEVEL=WARNING
+  # identity decides relationships with the same (renamed) policy as the bench's gateways
+  echo "$(identity_env bench_identity)" IKD_IDENTITY_TOKEN_TTL_S=3600 IKD_IDENTITY_LOG_LEVEL=WARNING \
+    IKD_IDENTITY_POLICY_FILE="$BENCH_POLICY"
 }
 
 bench_audit_env() {

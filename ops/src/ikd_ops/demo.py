@@ -162,7 +162,11 @@ class Walkthrough:
             "POST",
             f"{p.endpoints.identity}/v1/verifications",
             client_id="counter-polres",
-            json={"credential": self.credential()},
+            # the services the citizen came for: an agency holds them only for these
+            json={
+                "credential": self.credential(),
+                "services": [service for _, service in PUBLIC_TASK_SERVICES],
+            },
         ).json()
         self.say(
             f"   verified: pseudonym {verified['pseudonym'][:16]}…, version {verified['version']}"
