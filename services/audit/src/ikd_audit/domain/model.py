@@ -46,3 +46,14 @@ class NewEntry:
     def at(self, position: int, recorded_at: dt.datetime) -> Entry:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         return Entry(position=position, recorded_at=recorded_at, **values)
+
+
+@dataclass(frozen=True, slots=True)
+class Cosignature:
+    """A witness's cosignature (c2sp.org/tlog-cosignature) of the checkpoint of one tree size."""
+
+    tree_size: int
+    witness: str  # the cosigner's key name
+    key_id: int
+    cosigned_at: dt.datetime
+    line: str  # the signature line as the witness returned it

@@ -16,8 +16,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ikd_audit.domain.errors import BadProofRequest, NotFound, Unauthenticated
 from ikd_audit.domain.model import NewEntry
 from ikd_audit.domain.search import AgencyCount, CursorCodec, SearchFilter
+from ikd_audit.service_layer.checkpoints import DEFAULT_ORIGIN, CheckpointSigner, Witnessing
 from ikd_audit.service_layer.unit_of_work import LogRepository, UnitOfWorkFactory
-from ikd_shared import merkle, transparency
+from ikd_shared import checkpoint, merkle, transparency
 from ikd_shared.credentials import CredentialError, CredentialVerifier
 from ikd_shared.events.access_v1 import AccessRecorded
 from ikd_shared.pseudonym import pseudonymize
@@ -104,9 +105,15 @@ class AuditLog:
         credentials: CredentialVerifier | None = None,
         credential_max_age: dt.timedelta = dt.timedelta(minutes=5),
         clock: Clock = utc_now,
+        origin: str = DEFAULT_ORIGIN,
+        witnesses: Sequence[checkpoint.Verifier] = (),
     ) -> None:
         self.uow = uow
         self.signing_key = signing_key
+        self.checkpoints = CheckpointSigner(uow, signing_key, origin, clock)
+        self.origin = origin
+        self.vkey = self.checkpoints.verifier.vkey
+        self.witnessing = Witnessing(uow, self.checkpoints.verifier, witnesses)
         self.public_key = signing_key.public_key()
         self.key_id = key_id(self.public_key)
         self.public_key_pem = public_key_pem(self.public_key)
@@ -147,17 +154,7 @@ class AuditLog:
     async def sign_tree_head(self) -> TreeHead:
         """Sign the tree as it is now (or return the head that already signs this size)."""
         async with self._sign_lock:
-            async with self.uow(snapshot=True) as uow:
-                size = await uow.log.size()
-                root = await _root(uow.log, size)
-                latest = await uow.log.latest_tree_head()
-            if latest is not None and latest.tree_size == size:
-                return latest
-            head = TreeHead.sign(self.signing_key, size, root, self.clock())
-            async with self.uow() as uow:
-                await uow.log.add_tree_head(head)
-                # another process may have signed this size first: its head is the one stored
-                return await uow.log.tree_head(size) or head
+            return await self.checkpoints.sign()
 
     async def tree_state(self) -> tuple[int, TreeHead | None]:
         """The log's size and its latest signed tree head."""
