@@ -95,7 +95,7 @@ def _ed25519_ok(key: Ed25519PublicKey, signature: bytes, message: bytes) -> bool
 
 def parse_vkey(vkey: str) -> Verifier:
     """A verifier key `<name>+<hex id>+<base64(type || key)>` of type Ed25519 or cosignature."""
-    parts = vkey.strip().split("+")
+    parts = vkey.strip().split("+", 2)  # the base64 key may hold a plus itself
     if len(parts) != 3 or not valid_name(parts[0]) or not re.fullmatch(r"[0-9a-f]{8}", parts[1]):
         raise NoteError("a verifier key is <name>+<8 hex digits>+<base64 key>")
     try:

@@ -107,6 +107,12 @@ def test_bad_verifier_keys_are_refused(vkey: str) -> None:
         cp.parse_vkey(vkey)
 
 
+def test_a_vkey_whose_base64_holds_a_plus_round_trips() -> None:
+    while "+" not in (vkey := cp.Signer("w", Ed25519PrivateKey.generate()).verifier.vkey)[2:]:
+        pass
+    assert cp.parse_vkey(vkey).vkey == vkey
+
+
 def test_key_id_is_the_spec_formula() -> None:
     signer = peter()
     raw = cp.raw_public_key(signer.private_key.public_key())

@@ -25,6 +25,7 @@ from ikd_shared.transparency import TreeHead
 log = logging.getLogger("ikd_audit.checkpoints")
 
 DEFAULT_ORIGIN = "ikd-mpp.local/audit-log"
+MAX_CLOCK_SKEW = dt.timedelta(minutes=10)
 
 
 class IntegrityError(RuntimeError):
@@ -149,6 +150,9 @@ class Witnessing:
             raise BadCosignature(str(error)) from None
         if not opened.cosignatures:
             raise BadCosignature("no cosignature of a configured witness")
+        latest = (dt.datetime.now(dt.UTC) + MAX_CLOCK_SKEW).timestamp()
+        if any(v.timestamp > latest for v in opened.cosignatures):
+            raise BadCosignature("a cosignature is dated in the future")
         found = [
             Cosignature(
                 tree_size=tree_size,
