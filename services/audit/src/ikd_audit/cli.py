@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ikd_audit.witness.cli import app as witness_app
 from ikd_shared import codec, merkle
 from ikd_shared.transparency import (
     load_public_key,
@@ -23,6 +24,7 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 app = typer.Typer(help="IKD MPP audit service: tamper-evident access log.", no_args_is_help=True)
 auditors = typer.Typer(help="Console sign-in for auditors.", no_args_is_help=True)
 app.add_typer(auditors, name="auditors")
+app.add_typer(witness_app, name="witness")
 
 
 def _settings() -> Any:
