@@ -172,6 +172,18 @@ def public_key() -> None:
     typer.echo(public_key_pem(key.public_key()), nl=False)
 
 
+@app.command()
+def vkey() -> None:
+    """Print the log's verifier key (c2sp.org/signed-note) for its checkpoints' origin."""
+    from ikd_shared import checkpoint
+
+    settings = _settings()
+    signer = checkpoint.signer_from_pem(
+        settings.log_origin, settings.tree_head_signing_key.get_secret_value()
+    )
+    typer.echo(signer.verifier.vkey)
+
+
 @auditors.command("add")
 def add_auditor(
     client_id: Annotated[str, typer.Option("--id", help="the auditor's client id")],
