@@ -129,6 +129,8 @@ async def test_search_filters_pagination_export_and_counts(
 
     counts = (await client.get("/v1/stats/agencies", headers=auth)).json()["agencies"]
     assert counts == [
+        # the search by NIK above: an auditor's look-up is in the log too
+        {"agency": "auditor:auditor-1", "accesses": 1, "denials": 0},
         {"agency": "bpjs-kesehatan", "accesses": 15, "denials": 3},
         {"agency": "dukcapil", "accesses": 15, "denials": 3},
     ]

@@ -67,6 +67,8 @@ async def bootstrap(
             credentials=credentials,
             credential_max_age=dt.timedelta(seconds=settings.credential_max_age_seconds),
             clock=clock,
+            origin=settings.log_origin,
+            witnesses=settings.witness_verifiers(),
         )
         tokens = TokenVerifier(
             settings.token_jwks, issuer=settings.token_issuer, audience=settings.token_audience
