@@ -63,6 +63,9 @@ class ServicePolicy(BaseModel):
     legal_basis: LegalBasis
     legal_reference: Name = Field(description="the statute or contract the basis rests on")
     retention_days: int = Field(ge=1, le=36500)
+    consent_max_days: int | None = Field(
+        default=None, ge=1, le=36500, description="longest consent (default: retention_days)"
+    )
 
     @field_validator("fields", mode="before")
     @classmethod
@@ -75,9 +78,22 @@ class ServicePolicy(BaseModel):
                 raise ValueError("a field is listed twice")
         return value
 
+    @model_validator(mode="after")
+    def _consent_limit(self) -> Self:
+        if self.consent_max_days is not None and not (
+            self.needs_consent and self.consent_max_days <= self.retention_days
+        ):
+            raise ValueError("consent_max_days needs legal_basis consent, at most retention_days")
+        return self
+
     @property
     def needs_consent(self) -> bool:
         return self.legal_basis is LegalBasis.CONSENT
+
+    @property
+    def consent_limit_days(self) -> int:
+        """How long a consent to this service may last at most."""
+        return self.consent_max_days or self.retention_days
 
     @property
     def allows_nik_lookup(self) -> bool:
