@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from ikd_shared.credentials import DEFAULT_AUDIENCES, Purpose
 from ikd_shared.settings import Ed25519KeySetting, JwksSetting, ServiceSettings
 
 
@@ -34,7 +35,11 @@ class AuditSettings(ServiceSettings):
     credential_issuer: str = Field(
         default="https://dukcapil.kemendagri.go.id/ikd",
     )
-    credential_audience: str = Field(default="ikd-mpp")
+    trail_audience: str = Field(
+        default=DEFAULT_AUDIENCES[Purpose.TRAIL],
+        min_length=1,
+        description="aud of credentials that open a citizen's trail (identity accepts others)",
+    )
     credential_max_age_seconds: int = Field(
         default=300,
         ge=10,
