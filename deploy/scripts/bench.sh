@@ -76,7 +76,8 @@ drop_db() {  # NAME
 }
 
 bench_identity_env() {
-  echo "$(identity_env bench_identity)" IKD_IDENTITY_TOKEN_TTL_S=3600 IKD_IDENTITY_LOG_LEVEL=WARNING
+  echo "$(identity_env bench_identity)" IKD_IDENTITY_TOKEN_TTL_S=3600 IKD_IDENTITY_LOG_LEVEL=WARNING \
+    IKD_IDENTITY_POLICY_FILE="$BENCH_POLICY"
 }
 
 bench_audit_env() {
@@ -142,7 +143,7 @@ add_client() { env $(bench_identity_env) ikd-identity clients add --secret "$sec
 set -- $BENCH_AGENCIES
 add_client --id counter-polres --scopes identity:verify --agency "$1"
 add_client --id dukcapil-feed --scopes identity:feed
-add_client --id mpp-officer --scopes identity:consent --agency dpmptsp-cirebon
+add_client --id mpp-officer --scopes identity:consent --agency dpmptsp-cirebon --serves "$BENCH_AGENCIES"
 for agency in $BENCH_AGENCIES; do
   add_client --id "backend-$agency" --scopes gateway:prefill --agency "$agency"
 done
