@@ -61,7 +61,10 @@ class IdentitySettings(ServiceSettings):
     @model_validator(mode="after")
     def _one_audience_per_purpose(self) -> Self:
         if self.verification_audience == self.consent_audience:
-            raise ValueError("verification_audience and consent_audience must differ")
+            raise ValueError(
+                "IKD_IDENTITY_VERIFICATION_AUDIENCE and IKD_IDENTITY_CONSENT_AUDIENCE must differ:"
+                " a credential serves one purpose"
+            )
         return self
 
     def audience(self, purpose: Purpose) -> str:
