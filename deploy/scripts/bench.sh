@@ -144,7 +144,7 @@ add_client() { env $(bench_identity_env) ikd-identity clients add --secret "$sec
 set -- $BENCH_AGENCIES
 add_client --id counter-polres --scopes identity:verify --agency "$1"
 add_client --id dukcapil-feed --scopes identity:feed
-add_client --id mpp-officer --scopes identity:consent --agency dpmptsp-cirebon
+add_client --id mpp-officer --scopes identity:consent --agency dpmptsp-cirebon --serves "$BENCH_AGENCIES"
 for agency in $BENCH_AGENCIES; do
   add_client --id "backend-$agency" --scopes gateway:prefill --agency "$agency"
 done

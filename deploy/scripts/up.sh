@@ -14,7 +14,8 @@ secret=$IKD_DEMO_CLIENT_SECRET
 add_client() { env $(identity_env) ikd-identity clients add --secret "$secret" "$@" >/dev/null; }
 add_client --id counter-polres --scopes identity:verify --agency polres-cirebon
 add_client --id dukcapil-feed --scopes identity:feed
-add_client --id mpp-officer --scopes identity:consent --agency dpmptsp-cirebon
+# The MPP's officer desk records consents (with the citizen's credential) for the demo agencies.
+add_client --id mpp-officer --scopes identity:consent --agency dpmptsp-cirebon --serves "$IKD_DEMO_AGENCIES"
 add_client --id auditor-demo --scopes audit:read
 # Each demo agency onboarded as an operator would: topic, Kafka principal, ACLs, OAuth client
 # backend-<code>; new credentials on every run, in one file each (mode 600).

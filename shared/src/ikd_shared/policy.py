@@ -70,6 +70,9 @@ class ServicePolicy(BaseModel):
         default=False,
         description="the agency may register citizens for this service through its gateway",
     )
+    consent_max_days: int | None = Field(
+        default=None, ge=1, le=36500, description="longest consent (default: retention_days)"
+    )
 
     @field_validator("fields", mode="before")
     @classmethod
@@ -92,9 +95,22 @@ class ServicePolicy(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _consent_limit(self) -> Self:
+        if self.consent_max_days is not None and not (
+            self.needs_consent and self.consent_max_days <= self.retention_days
+        ):
+            raise ValueError("consent_max_days needs legal_basis consent, at most retention_days")
+        return self
+
     @property
     def needs_consent(self) -> bool:
         return self.legal_basis is LegalBasis.CONSENT
+
+    @property
+    def consent_limit_days(self) -> int:
+        """How long a consent to this service may last at most."""
+        return self.consent_max_days or self.retention_days
 
     @property
     def allows_nik_lookup(self) -> bool:

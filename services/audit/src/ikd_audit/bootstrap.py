@@ -57,7 +57,7 @@ async def bootstrap(
         credentials = CredentialVerifier(
             settings.trust_jwks,
             issuer=settings.credential_issuer,
-            audience=settings.credential_audience,
+            audience=settings.trail_audience,
         )
         log = AuditLog(
             uow,

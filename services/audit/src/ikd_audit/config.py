@@ -6,6 +6,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from ikd_shared import checkpoint
+from ikd_shared.credentials import DEFAULT_AUDIENCES, Purpose
 from ikd_shared.settings import Ed25519KeySetting, JwksSetting, ServiceSettings
 
 
@@ -35,7 +36,11 @@ class AuditSettings(ServiceSettings):
     credential_issuer: str = Field(
         default="https://dukcapil.kemendagri.go.id/ikd",
     )
-    credential_audience: str = Field(default="ikd-mpp")
+    trail_audience: str = Field(
+        default=DEFAULT_AUDIENCES[Purpose.TRAIL],
+        min_length=1,
+        description="aud of credentials that open a citizen's trail (identity accepts others)",
+    )
     credential_max_age_seconds: int = Field(
         default=300,
         ge=10,

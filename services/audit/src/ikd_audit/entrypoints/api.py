@@ -105,7 +105,7 @@ class TrailRequest(BaseModel):
     credential: str = Field(
         min_length=1,
         max_length=16 * 1024,
-        description="a freshly issued IKD credential (compact JWS)",
+        description="a freshly issued IKD credential for the trail purpose (compact JWS)",
     )
 
 
@@ -212,6 +212,7 @@ async def export_log(runtime: RuntimeDep, _: AuditorDep) -> StreamingResponse:
 async def citizen_trail(runtime: RuntimeDep, body: TrailRequest) -> dict[str, Any]:
     """Every access to the citizen's data, each with an inclusion proof (UU PDP right of access).
 
-    The citizen authenticates with a freshly issued IKD credential; each credential works once.
+    The citizen authenticates with a freshly issued IKD credential for the trail purpose (its
+    own audience: credentials for a counter or a consent are refused); each works once.
     """
     return await runtime.log.citizen_trail(body.credential)
