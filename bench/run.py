@@ -303,7 +303,7 @@ async def main(args: argparse.Namespace) -> None:
         await settle(ctx)
         return await consent.run(
             ctx,
-            niks=bulk.niks(1 if plan.runs > 1 else 0, plan.consent_repetitions, first),
+            citizens=bulk.citizens(1 if plan.runs > 1 else 0, plan.consent_repetitions, first),
             repetitions=plan.consent_repetitions,
         )
 

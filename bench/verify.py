@@ -33,9 +33,10 @@ from bench.stats import latency_summary
 from bench.waits import WaitSampler
 from ikd_dev.issuer import mint_credential
 from ikd_dev.synthetic import iter_citizens
+from ikd_shared.credentials import Purpose
+from ikd_shared.policy import DEFAULT_POLICY, load_policy
 
 ISSUER = "https://dukcapil.kemendagri.go.id/ikd"
-AUDIENCE = "ikd-mpp"
 KID = "dev-dukcapil-1"
 FIRST_INDEX = 500_000  # far from the bulk runs' citizens (bulk.RUN_STRIDE)
 MAX_IN_FLIGHT = 128
@@ -134,7 +135,7 @@ class Minter:
                 self.key,
                 kid=KID,
                 issuer=ISSUER,
-                audience=AUDIENCE,
+                purpose=Purpose.VERIFICATION,
                 profile=profile,
                 lifetime=dt.timedelta(minutes=30),
             )
@@ -172,6 +173,9 @@ async def run_once(
     poller = mp.Process(target=_poller_main, args=(spec, control, results), daemon=True)
     poller.start()
 
+    # The citizen comes for a service at each of the three agencies, so each may hold them.
+    policy = load_policy(DEFAULT_POLICY)
+    services = [policy.agency(g.name).services[0].code for g in ctx.gateways]
     token = await ctx.token(CLIENTS["counter"], fresh=True)
     responded: dict[int, float] = {}
     request_latency: list[float] = []
@@ -187,7 +191,8 @@ async def run_once(
             try:
                 sent = time.time()
                 response = await http.post(
-                    f"{ctx.identity_url}/v1/verifications", json={"credential": credentials[i][1]}
+                    f"{ctx.identity_url}/v1/verifications",
+                    json={"credential": credentials[i][1], "services": services},
                 )
                 done = time.time()
                 status = response.status_code

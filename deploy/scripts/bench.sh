@@ -76,7 +76,9 @@ drop_db() {  # NAME
 }
 
 bench_identity_env() {
-  echo "$(identity_env bench_identity)" IKD_IDENTITY_TOKEN_TTL_S=3600 IKD_IDENTITY_LOG_LEVEL=WARNING
+  # identity decides relationships with the same (renamed) policy as the bench's gateways
+  echo "$(identity_env bench_identity)" IKD_IDENTITY_TOKEN_TTL_S=3600 IKD_IDENTITY_LOG_LEVEL=WARNING \
+    IKD_IDENTITY_POLICY_FILE="$BENCH_POLICY"
 }
 
 bench_audit_env() {
@@ -143,7 +145,7 @@ add_client() { env $(bench_identity_env) ikd-identity clients add --secret "$sec
 set -- $BENCH_AGENCIES
 add_client --id counter-polres --scopes identity:verify --agency "$1"
 add_client --id dukcapil-feed --scopes identity:feed
-add_client --id mpp-officer --scopes identity:consent --agency dpmptsp-cirebon
+add_client --id mpp-officer --scopes identity:consent --agency dpmptsp-cirebon --serves "$BENCH_AGENCIES"
 (umask 077 && printf '%s\n' "$secret" >"$BENCH_DIR/gateway-client.secret")
 for agency in $BENCH_AGENCIES; do
   add_client --id "backend-$agency" --scopes "gateway:prefill gateway:registrations" \

@@ -3,6 +3,7 @@
 - token-signing.pem / token-jwks.json: the identity service's access-token key and its JWKS
 - dukcapil-issuer.pem / dukcapil-jwks.json: a development IKD issuer and the trust anchors
 - tree-head.pem: the audit service's signed-tree-head key
+- witness.pem: the demo witness's own cosigning key (in production another organisation's)
 - kafka/: the broker's development CA (ca.pem), its TLS key and certificate chain (broker.pem,
   a PEM keystore) and one SCRAM password file per Kafka principal (<principal>.password)
 """
@@ -152,6 +153,8 @@ def main(out: Path) -> None:
     kafka.mkdir(exist_ok=True)
     write_kafka_tls(kafka)
     write_kafka_passwords(kafka, kafka_principals(demo_agencies()))
+    if not (out / "witness.pem").exists():
+        write_pem(out / "witness.pem", Ed25519PrivateKey.generate())
     if (out / "token-jwks.json").exists():
         return
     token_key = Ed25519PrivateKey.generate()

@@ -5,6 +5,7 @@ DEV_KEYS="$IKD_ROOT/.run/dev"
 IKD_PORT_BASE=${IKD_PORT_BASE:-18000}
 IDENTITY_PORT=$IKD_PORT_BASE
 AUDIT_PORT=$((IKD_PORT_BASE + 10))
+WITNESS_PORT=$((IKD_PORT_BASE + 20))
 GATEWAY_BASE_PORT=$((IKD_PORT_BASE + 100))
 WORKER_METRICS_BASE_PORT=$((IKD_PORT_BASE + 150))
 RECEIVER_PORT=$((IKD_PORT_BASE + 200))
@@ -42,7 +43,22 @@ audit_env() {  # [DATABASE NAME, default audit]
     IKD_AUDIT_TRUST_JWKS="@$DEV_KEYS/dukcapil-jwks.json" \
     IKD_AUDIT_SESSION_SECRET=dev-console-session-secret-for-local-use \
     IKD_AUDIT_PORT=$AUDIT_PORT \
+    IKD_AUDIT_LOG_ORIGIN="$LOG_ORIGIN" \
+    IKD_AUDIT_WITNESS_KEYS="$(cat "$DEV_KEYS/witness.vkey" 2>/dev/null || true)" \
     "$(kafka_env audit)"
+}
+
+# The demo witness: its own key and SQLite file; it knows the log only by URL and vkey (both
+# files written by up.sh), as a witness at another organisation would.
+LOG_ORIGIN=${IKD_LOG_ORIGIN:-ikd-mpp.local/audit-log}
+witness_env() {
+  echo IKD_WITNESS_NAME=witness.ikd-mpp.local/demo \
+    IKD_WITNESS_SIGNING_KEY="@$DEV_KEYS/witness.pem" \
+    IKD_WITNESS_LOG_URL="$IKD_AUDIT_URL" \
+    IKD_WITNESS_LOG_VKEY="$(cat "$DEV_KEYS/log.vkey" 2>/dev/null || true)" \
+    IKD_WITNESS_DATABASE="$IKD_ROOT/.run/witness/witness.sqlite3" \
+    IKD_WITNESS_POLL_INTERVAL_SECONDS=5 \
+    IKD_WITNESS_PORT=$WITNESS_PORT
 }
 
 gateway_port() {  # AGENCY

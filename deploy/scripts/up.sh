@@ -14,7 +14,8 @@ secret=$IKD_DEMO_CLIENT_SECRET
 add_client() { env $(identity_env) ikd-identity clients add --secret "$secret" "$@" >/dev/null; }
 add_client --id counter-polres --scopes identity:verify --agency polres-cirebon
 add_client --id dukcapil-feed --scopes identity:feed
-add_client --id mpp-officer --scopes identity:consent --agency dpmptsp-cirebon
+# The MPP's officer desk records consents (with the citizen's credential) for the demo agencies.
+add_client --id mpp-officer --scopes identity:consent --agency dpmptsp-cirebon --serves "$IKD_DEMO_AGENCIES"
 add_client --id auditor-demo --scopes audit:read
 # Each demo agency onboarded as an operator would: topic, Kafka principal, ACLs, OAuth clients
 # backend-<code> and gateway-<code>; new credentials on every run, in one file each (mode 600):
@@ -27,9 +28,16 @@ for agency in $IKD_DEMO_AGENCIES; do
 done
 env $(audit_env) ikd-audit auditors add --id auditor-demo --secret "$secret" >/dev/null
 
+# The log's verifier key and the demo witness's, exchanged out of band as two organisations
+# would: the witness trusts this log key, the log keeps this witness's cosignatures.
+env $(audit_env) ikd-audit vkey >"$DEV_KEYS/log.vkey"
+mkdir -p .run/witness
+env $(witness_env) ikd-audit witness vkey >"$DEV_KEYS/witness.vkey"
+
 echo "starting services (supervised: restarted whenever they exit)"
 sv_program identity env $(identity_env) ikd-identity serve
 sv_program audit env $(audit_env) ikd-audit serve
+sv_program witness env $(witness_env) ikd-audit witness serve
 for agency in $IKD_DEMO_AGENCIES; do
   # API and worker as two programs: either restarts alone while the other keeps running.
   sv_program "gateway-$agency-api" env $(gateway_env "$agency") ikd-gateway api
@@ -38,6 +46,7 @@ done
 sv_apply
 sv_wait_http identity "http://127.0.0.1:$IDENTITY_PORT/healthz"
 sv_wait_http audit "http://127.0.0.1:$AUDIT_PORT/healthz"
+sv_wait_http witness "http://127.0.0.1:$WITNESS_PORT/healthz"
 for agency in $IKD_DEMO_AGENCIES; do
   sv_wait_http "gateway-$agency-api" "http://127.0.0.1:$(gateway_port "$agency")/readyz" 180
   sv_wait_http "gateway-$agency-worker" "http://127.0.0.1:$(worker_metrics_port "$agency")/metrics" 180
@@ -65,6 +74,8 @@ The IKD MPP platform is up (development settings; \`make down\` stops everything
   identity API        http://127.0.0.1:$IDENTITY_PORT/docs
   audit API           http://127.0.0.1:$AUDIT_PORT/docs
   audit console       http://127.0.0.1:$AUDIT_PORT/console  (auditor-demo / $secret)
+  public checkpoint   http://127.0.0.1:$AUDIT_PORT/v1/log/checkpoint  (vkey: .run/dev/log.vkey)
+  witness             http://127.0.0.1:$WITNESS_PORT/checkpoint  (alarms: /v1/alarms)
 $(for agency in $IKD_DEMO_AGENCIES; do printf '  gateway %-16s http://127.0.0.1:%s/docs\n' "$agency" "$(gateway_port "$agency")"; done)
   webhook receiver    http://127.0.0.1:$RECEIVER_PORT  (pushes from $IKD_DEMO_WEBHOOK_AGENCY)
   agency credentials  .run/dev/agencies/<code>.env  (Kafka + OAuth of each demo agency)

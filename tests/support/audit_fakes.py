@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
+from ikd_audit.domain.model import Cosignature
 from ikd_audit.domain.search import AgencyCount, SearchFilter
 from ikd_shared.merkle import NodeId
 from ikd_shared.transparency import Entry, TreeHead
@@ -24,6 +25,7 @@ class LogState:
     entries: dict[int, Entry] = field(default_factory=dict)
     nodes: dict[NodeId, bytes] = field(default_factory=dict)
     heads: dict[int, TreeHead] = field(default_factory=dict)
+    cosignatures: dict[tuple[int, str, int], Cosignature] = field(default_factory=dict)
     seen: dict[str, dt.datetime] = field(default_factory=dict)
     auditors: dict[str, str] = field(default_factory=dict)
     commits: int = 0
@@ -77,6 +79,13 @@ class FakeLog:
         if self.uow.fail_add:
             raise ConnectionError("connection lost mid-transaction")
         ids = {e.access_id for e in self.state.entries.values()}
+        # as append_log() in migrations/0003: the next positions only, nodes inside them
+        first = max(self.state.entries, default=-1) + 1
+        if [e.position for e in entries] != list(range(first, first + len(entries))):
+            raise ValueError(f"entries must continue the log at position {first}")
+        for (level, idx), _ in nodes:
+            if not first <= (idx + 1) * (1 << level) - 1 < first + len(entries):
+                raise ValueError("a tree node outside the appended entries")
         for entry in entries:
             if entry.position in self.state.entries or entry.access_id in ids:
                 raise ValueError(f"position {entry.position} or its access id is taken")
@@ -134,6 +143,32 @@ class FakeLog:
             for _, e in sorted(self.state.entries.items())
             if e.pseudonym == pseudonym
         ]
+
+    async def entries_between(self, start: int, end: int) -> AsyncIterator[Entry]:
+        for position in range(start, end):
+            if position in self.state.entries:
+                yield self.state.entries[position]
+
+    async def position_of(self, leaf_hash: bytes) -> int | None:
+        found = [p for p, e in self.state.entries.items() if e.leaf_hash() == leaf_hash]
+        return min(found, default=None)
+
+    async def add_cosignature(self, cosignature: Cosignature) -> bool:
+        self.uow.write()
+        if cosignature.tree_size not in self.state.heads:
+            raise ValueError("no tree head of that size")
+        key = (cosignature.tree_size, cosignature.witness, cosignature.key_id)
+        if key in self.state.cosignatures:
+            return False
+        self.state.cosignatures[key] = cosignature
+        return True
+
+    async def cosignatures(self, tree_size: int) -> list[Cosignature]:
+        return [c for k, c in sorted(self.state.cosignatures.items()) if k[0] == tree_size]
+
+    async def latest_cosigned_size(self, at_least: int = 0) -> int | None:
+        sizes = [k[0] for k in self.state.cosignatures if k[0] >= at_least]
+        return max(sizes, default=None)
 
 
 class FakeSeenCredentials:

@@ -6,13 +6,14 @@ import copy
 import datetime as dt
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Self
 
 from ikd_identity.domain.clients import Client
 from ikd_identity.domain.model import OutboxMessage, ProfileRecord
-from ikd_shared.events.consent_v1 import Consent
+from ikd_identity.domain.relationships import RelationshipRecord, of_consent
+from ikd_shared.events.consent_v1 import Consent, ConsentStatus
 
 
 @dataclass
@@ -21,6 +22,7 @@ class FakeState:
     jtis: set[str] = field(default_factory=set)
     consents: dict[uuid.UUID, tuple[Consent, str]] = field(default_factory=dict)
     consent_versions: dict[str, int] = field(default_factory=dict)
+    relationships: dict[uuid.UUID, RelationshipRecord] = field(default_factory=dict)
     outbox: list[OutboxMessage] = field(default_factory=list)
     commits: int = 0
 
@@ -82,6 +84,46 @@ class FakeConsents:
         return version
 
 
+class FakeRelationships:
+    """Requests and registrations as stored, consents mirrored as the adapter's query does."""
+
+    def __init__(self, state: FakeState) -> None:
+        self.state = state
+
+    async def current(
+        self, pseudonyms: Sequence[str], at: dt.datetime
+    ) -> dict[str, list[RelationshipRecord]]:
+        wanted = set(pseudonyms)
+        found: dict[str, list[RelationshipRecord]] = {}
+        for record in self.state.relationships.values():
+            if record.pseudonym in wanted and _open(record, at):
+                found.setdefault(record.pseudonym, []).append(record)
+        for consent, recorded_by in self.state.consents.values():
+            active = consent.status is ConsentStatus.ACTIVE and consent.expires_at > at
+            if consent.pseudonym in wanted and active:
+                mirrored = RelationshipRecord(consent.pseudonym, of_consent(consent), recorded_by)
+                found.setdefault(consent.pseudonym, []).append(mirrored)
+        return found
+
+    async def get(self, relationship_id: uuid.UUID) -> RelationshipRecord | None:
+        return self.state.relationships.get(relationship_id)
+
+    async def save(self, records: Sequence[RelationshipRecord]) -> None:
+        for record in records:
+            assert record.pseudonym in self.state.profiles, "a relationship needs a profile"
+            self.state.relationships[record.relationship_id] = record
+
+    async def end_all(self, pseudonym: str, at: dt.datetime) -> None:
+        for key, record in self.state.relationships.items():
+            if record.pseudonym == pseudonym and _open(record, at):
+                self.state.relationships[key] = replace(record, ended_at=at)
+
+
+def _open(record: RelationshipRecord, at: dt.datetime) -> bool:
+    """Neither ended nor expired (what the adapter's queries select)."""
+    return record.ended_at is None and record.relationship.expires_at > at
+
+
 class FakeOutbox:
     def __init__(self, state: FakeState) -> None:
         self.state = state
@@ -101,6 +143,7 @@ class FakeUnitOfWork:
         self.profiles = FakeProfiles(self.pending)
         self.credentials = FakeSeenCredentials(self.pending)
         self.consents = FakeConsents(self.pending)
+        self.relationships = FakeRelationships(self.pending)
         self.outbox = FakeOutbox(self.pending)
         return self
 

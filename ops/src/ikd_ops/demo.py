@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key, l
 from ikd_dev.issuer import IssuerKey, mint_credential
 from ikd_dev.synthetic import citizen, iter_citizens
 from ikd_ops.platform import Platform, PlatformError
+from ikd_shared.credentials import Purpose
 from ikd_shared.events.profile_v1 import CitizenProfile
 from ikd_shared.merkle import ProofError
 from ikd_shared.transparency import verify_inclusion_bundle
@@ -25,7 +26,6 @@ from ikd_shared.transparency import verify_inclusion_bundle
 DEMO_SEED = 2026
 WALKTHROUGH_SEED = 7
 CREDENTIAL_ISSUER = "https://dukcapil.kemendagri.go.id/ikd"
-CREDENTIAL_AUDIENCE = "ikd-mpp"
 BULK_BATCH = 500
 PUBLIC_TASK_SERVICES = (("polres-cirebon", "skck"), ("dinsos-cirebon", "social-assistance"))
 CONSENT_SERVICE = ("bank-bjb", "bjb-savings-account")
@@ -121,12 +121,13 @@ class Walkthrough:
         self.say = say
         self.profile: CitizenProfile = citizen(WALKTHROUGH_SEED, index)
 
-    def credential(self) -> str:
+    def credential(self, purpose: Purpose) -> str:
+        """A fresh credential, as the citizen's IKD app presents it for one purpose."""
         return mint_credential(
             self.key,
             kid="dev-dukcapil-1",
             issuer=CREDENTIAL_ISSUER,
-            audience=CREDENTIAL_AUDIENCE,
+            purpose=purpose,
             profile=self.profile,
         )
 
@@ -162,7 +163,11 @@ class Walkthrough:
             "POST",
             f"{p.endpoints.identity}/v1/verifications",
             client_id="counter-polres",
-            json={"credential": self.credential()},
+            # the services the citizen came for: an agency holds them only for these
+            json={
+                "credential": self.credential(Purpose.VERIFICATION),
+                "services": [service for _, service in PUBLIC_TASK_SERVICES],
+            },
         ).json()
         self.say(
             f"   verified: pseudonym {verified['pseudonym'][:16]}…, version {verified['version']}"
@@ -186,15 +191,14 @@ class Walkthrough:
 
     def grant_consent(self) -> str:
         p = self.platform
-        self.say("3. the citizen consents at the MPP officer's desk")
+        self.say("3. the citizen consents at the MPP officer's desk, showing the IKD for it")
         expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
         consent = p.call(
             "POST",
             f"{p.endpoints.identity}/v1/consents",
             client_id="mpp-officer",
             json={
-                "nik": self.profile.nik,
-                "officer_id": "officer-demo",
+                "credential": self.credential(Purpose.CONSENT),
                 "agency": CONSENT_SERVICE[0],
                 "service": CONSENT_SERVICE[1],
                 "fields": CONSENTED_FIELDS,
@@ -213,12 +217,12 @@ class Walkthrough:
 
     def revoke_consent(self, consent_id: str) -> float:
         p = self.platform
-        self.say("4. the citizen revokes the consent")
+        self.say("4. the citizen revokes the consent, showing the IKD again")
         p.call(
             "POST",
             f"{p.endpoints.identity}/v1/consents/{consent_id}/revoke",
             client_id="mpp-officer",
-            json={"officer_id": "officer-demo"},
+            json={"credential": self.credential(Purpose.CONSENT)},
         )
         purge = wait_for(lambda: self.prefill(*CONSENT_SERVICE).status_code == 403)
         self.say(
@@ -238,7 +242,7 @@ class Walkthrough:
             trail = p.call(
                 "POST",
                 f"{p.endpoints.audit}/v1/citizen/trail",
-                json={"credential": self.credential()},
+                json={"credential": self.credential(Purpose.TRAIL)},
             ).json()
             # verified (3 views), prefills, the denial and the consent's reads are all in
             return len(trail["accesses"]) >= MIN_TRAIL_ENTRIES

@@ -29,6 +29,9 @@ from ikd_shared.legal import AgencyCode, LegalBasis, PurposeCode, ServiceCode
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_POLICY = REPO_ROOT / "deploy" / "policies" / "mpp-kabupaten-cirebon.yaml"
 
+REGISTRATION_BASES = frozenset({LegalBasis.LEGAL_OBLIGATION, LegalBasis.PUBLIC_TASK})
+"""The legal bases under which a service may allow registration (UU PDP Art. 20(2) c and e)."""
+
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=200)]
 
 
@@ -63,7 +66,13 @@ class ServicePolicy(BaseModel):
     legal_basis: LegalBasis
     legal_reference: Name = Field(description="the statute or contract the basis rests on")
     retention_days: int = Field(ge=1, le=36500)
-    registration: bool = False
+    registration: bool = Field(
+        default=False,
+        description="the agency may register citizens for this service through its gateway",
+    )
+    consent_max_days: int | None = Field(
+        default=None, ge=1, le=36500, description="longest consent (default: retention_days)"
+    )
 
     @field_validator("fields", mode="before")
     @classmethod
@@ -78,18 +87,30 @@ class ServicePolicy(BaseModel):
 
     @model_validator(mode="after")
     def _registration_needs_a_duty(self) -> Self:
-        if self.registration and self.legal_basis not in (
-            LegalBasis.LEGAL_OBLIGATION,
-            LegalBasis.PUBLIC_TASK,
-        ):
+        # Registering a citizen without their request rests only on the agency's own duty.
+        if self.registration and self.legal_basis not in REGISTRATION_BASES:
             raise ValueError(
-                f"service {self.code}: registration rests on a legal obligation or a public task"
+                f"service {self.code}: registration needs legal_basis legal_obligation or "
+                f"public_task, not {self.legal_basis.value}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _consent_limit(self) -> Self:
+        if self.consent_max_days is not None and not (
+            self.needs_consent and self.consent_max_days <= self.retention_days
+        ):
+            raise ValueError("consent_max_days needs legal_basis consent, at most retention_days")
         return self
 
     @property
     def needs_consent(self) -> bool:
         return self.legal_basis is LegalBasis.CONSENT
+
+    @property
+    def consent_limit_days(self) -> int:
+        """How long a consent to this service may last at most."""
+        return self.consent_max_days or self.retention_days
 
     @property
     def allows_nik_lookup(self) -> bool:

@@ -128,6 +128,9 @@ class TreeHead:
     timestamp: dt.datetime
     key_id: str
     signature: bytes
+    checkpoint: str | None = None
+    """The same tree as a C2SP checkpoint (signed note), signed by the same key; None on old
+    heads."""
 
     @staticmethod
     def signed_bytes(tree_size: int, root_hash: bytes, timestamp: dt.datetime, kid: str) -> bytes:
@@ -163,7 +166,7 @@ class TreeHead:
         return True
 
     def document(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "v": STH_VERSION,
             "tree_size": self.tree_size,
             "root_hash": self.root_hash.hex(),
@@ -171,6 +174,9 @@ class TreeHead:
             "key_id": self.key_id,
             "signature": self.signature.hex(),
         }
+        if self.checkpoint is not None:
+            doc["checkpoint"] = self.checkpoint
+        return doc
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> TreeHead:
@@ -180,6 +186,7 @@ class TreeHead:
             timestamp=parse_time(doc["timestamp"]),
             key_id=str(doc["key_id"]),
             signature=bytes.fromhex(doc["signature"]),
+            checkpoint=doc.get("checkpoint"),
         )
 
 

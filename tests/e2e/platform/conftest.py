@@ -171,6 +171,7 @@ def stack(
         ("auditor-demo", "audit:read", None),
         *((f"backend-{a}", "gateway:prefill gateway:webhooks", a) for a in AGENCIES),
     ]
+    serves = {"mpp-officer": AGENCIES}  # the officer's desk records consents for these
     for client_id, scopes, agency in clients:
         command = [
             str(BIN / "ikd-identity"),
@@ -185,6 +186,8 @@ def stack(
         ]
         if agency:
             command += ["--agency", agency]
+        if client_id in serves:
+            command += ["--serves", ",".join(serves[client_id])]
         subprocess.run(command, env=identity_env, check=True, capture_output=True)  # noqa: S603
     try:
         stack.start("identity", [str(BIN / "ikd-identity"), "serve"], identity_env)

@@ -16,6 +16,7 @@ from ikd_audit.domain.errors import AuditError
 from ikd_audit.entrypoints.console import hash_secret
 from ikd_dev.issuer import generate_issuer_key
 from ikd_shared import transparency
+from ikd_shared.credentials import DEFAULT_AUDIENCES, Purpose
 from ikd_shared.events.access_v1 import Channel, Outcome
 from ikd_shared.pseudonym import pseudonymize
 from tests.support.audit import PSEUDONYM_KEY, Keys, access
@@ -129,6 +130,8 @@ async def test_search_filters_pagination_export_and_counts(
 
     counts = (await client.get("/v1/stats/agencies", headers=auth)).json()["agencies"]
     assert counts == [
+        # the search by NIK above: an auditor's look-up is in the log too
+        {"agency": "auditor:auditor-1", "accesses": 1, "denials": 0},
         {"agency": "bpjs-kesehatan", "accesses": 15, "denials": 3},
         {"agency": "dukcapil", "accesses": 15, "denials": 3},
     ]
@@ -162,7 +165,19 @@ async def test_citizen_trail_holds_only_that_citizens_entries_with_proofs(
     }
 
 
-@pytest.mark.parametrize("case", ["replayed", "expired", "stale", "forged", "garbage"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "replayed",
+        "expired",
+        "stale",
+        "forged",
+        "garbage",
+        "for a counter",
+        "for a consent",
+        "for every purpose",
+    ],
+)
 async def test_citizen_trail_refuses_bad_credentials(
     client: httpx.AsyncClient, keys: Keys, citizens: Any, case: str
 ) -> None:
@@ -182,6 +197,14 @@ async def test_citizen_trail_refuses_bad_credentials(
             citizens[0], issued_at=now - dt.timedelta(hours=1), lifetime=dt.timedelta(hours=3)
         )
         expected = "credential_not_fresh"
+    elif case in ("for a counter", "for a consent"):
+        # A credential shown for another purpose never opens the trail, used there or not.
+        purpose = Purpose.VERIFICATION if case == "for a counter" else Purpose.CONSENT
+        credential = keys.credential(citizens[0], purpose)
+        expected = "wrong_audience"
+    elif case == "for every purpose":
+        credential = keys.credential(citizens[0], audience=[DEFAULT_AUDIENCES[p] for p in Purpose])
+        expected = "wrong_audience"
     elif case == "forged":
         impostor = Keys(keys.tree_head, keys.tokens, generate_issuer_key("EdDSA"))
         credential = impostor.credential(citizens[0])  # right kid, wrong key

@@ -13,9 +13,17 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from ikd_dev.issuer import generate_issuer_key
-from tests.support.identity import AUDIENCE, ISSUER, KID, DevIssuer, counts, person
+from tests.support.identity import (
+    AUDIENCE,
+    COUNTER_SERVICES,
+    ISSUER,
+    KID,
+    DevIssuer,
+    counts,
+    person,
+)
 
-NOTHING = {"profiles": 0, "outbox": 0, "seen_credentials": 0, "consents": 0}
+NOTHING = {"profiles": 0, "outbox": 0, "seen_credentials": 0, "consents": 0, "relationships": 0}
 NOW = dt.datetime.now(dt.UTC)
 
 
@@ -196,14 +204,11 @@ async def test_rejected_credential_writes_nothing(api, issuer, db, build, status
 async def test_replayed_credential_is_rejected_and_writes_nothing_more(api, issuer, db) -> None:
     credential = issuer.mint(person(22))
     headers = api.auth("identity:verify")
-    first = await api.client.post(
-        "/v1/verifications", json={"credential": credential}, headers=headers
-    )
+    body = {"credential": credential, "services": COUNTER_SERVICES}
+    first = await api.client.post("/v1/verifications", json=body, headers=headers)
     assert first.status_code == 200
     before = await counts(db)
-    again = await api.client.post(
-        "/v1/verifications", json={"credential": credential}, headers=headers
-    )
+    again = await api.client.post("/v1/verifications", json=body, headers=headers)
     assert again.status_code == 409
     assert again.json()["code"] == "credential_replayed"
     assert await counts(db) == before

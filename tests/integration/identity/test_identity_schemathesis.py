@@ -18,7 +18,7 @@ def test_api_never_answers_5xx(make_settings) -> None:
     container = app.state.container
     token = container.token_issuer.issue(
         "fuzzer",
-        {"identity:verify", "identity:feed", "identity:consent"},
+        {"identity:verify", "identity:feed", "identity:consent", "identity:register"},
         ["ikd-identity"],
         agency="fuzz-agency",
     )

@@ -12,7 +12,7 @@ from ikd_shared.events.envelope import from_kafka
 from ikd_shared.events.profile_v1 import EVENTS, PROFILE_FIELDS, ProfileVerified
 from ikd_shared.events.topics import PROFILE
 from ikd_shared.pseudonym import pseudonymize
-from tests.support.identity import counts, person, read_topic
+from tests.support.identity import COUNTER_SERVICES, counts, person, read_topic
 
 
 async def test_verification_commits_profile_and_outbox_together_and_publishes(
@@ -21,7 +21,7 @@ async def test_verification_commits_profile_and_outbox_together_and_publishes(
     profile = person(0)
     response = await api.client.post(
         "/v1/verifications",
-        json={"credential": issuer.mint(profile)},
+        json={"credential": issuer.mint(profile), "services": COUNTER_SERVICES},
         headers=api.auth("identity:verify", agency="disdukcapil-cirebon"),
     )
     assert response.status_code == 200, response.text
@@ -35,7 +35,8 @@ async def test_verification_commits_profile_and_outbox_together_and_publishes(
     profile_tx = await db.fetchval("SELECT xmin::text FROM profiles")
     outbox_tx = await db.fetchval("SELECT xmin::text FROM outbox")
     jti_tx = await db.fetchval("SELECT xmin::text FROM seen_credentials")
-    assert profile_tx == outbox_tx == jti_tx
+    relationship_tx = await db.fetchval("SELECT xmin::text FROM relationships")
+    assert profile_tx == outbox_tx == jti_tx == relationship_tx
     row = await db.fetchrow("SELECT event_id, key, sent_at FROM outbox")
     assert row["key"] == pseudonym
     assert row["sent_at"] is None
@@ -71,39 +72,55 @@ async def test_verification_commits_profile_and_outbox_together_and_publishes(
     assert event.version == 1
     assert event.verified_by == "disdukcapil-cirebon"
     assert sorted(event.changed_fields) == sorted(PROFILE_FIELDS)
+    (relationship,) = event.relationships
+    assert (relationship.agency, relationship.service) == (
+        "disdukcapil-cirebon",
+        "family-card-update",
+    )
+    assert [relationship.model_dump(mode="json")] == body["relationships"]
     assert await db.fetchval("SELECT sent_at IS NOT NULL FROM outbox")
 
 
-async def test_unchanged_profile_changes_nothing_and_publishes_nothing(api, issuer, db) -> None:
+async def test_unchanged_profile_renews_the_service_request_in_a_new_version(
+    api, issuer, db
+) -> None:
     profile = person(1)
     headers = api.auth("identity:verify")
-    first = await api.client.post(
-        "/v1/verifications", json={"credential": issuer.mint(profile)}, headers=headers
-    )
+    body = {"credential": issuer.mint(profile), "services": COUNTER_SERVICES}
+    first = await api.client.post("/v1/verifications", json=body, headers=headers)
     assert first.status_code == 200
-    before = await db.fetchrow("SELECT version, updated_at, verified_at FROM profiles")
+    (started,) = first.json()["relationships"]
 
-    again = await api.client.post(
-        "/v1/verifications", json={"credential": issuer.mint(profile)}, headers=headers
-    )
+    body = {"credential": issuer.mint(profile), "services": COUNTER_SERVICES}
+    again = await api.client.post("/v1/verifications", json=body, headers=headers)
     assert again.status_code == 200
-    assert again.json()["changed"] is False
-    assert again.json()["version"] == 1
-    assert await db.fetchrow("SELECT version, updated_at, verified_at FROM profiles") == before
-    assert await db.fetchval("SELECT count(*) FROM outbox") == 1
+    assert (again.json()["changed"], again.json()["changed_fields"]) == (False, [])
+    assert again.json()["version"] == 2
+    (renewed,) = again.json()["relationships"]
+    assert renewed["relationship_id"] == started["relationship_id"]
+    assert renewed["expires_at"] > started["expires_at"]
+    assert await db.fetchval("SELECT count(*) FROM relationships") == 1
+    payload = await db.fetchval("SELECT payload FROM outbox ORDER BY position DESC LIMIT 1")
+    event = ProfileVerified.model_validate_json(payload)
+    assert (event.version, event.changed_fields, event.profile) == (2, [], profile)
+    assert [str(r.relationship_id) for r in event.relationships] == [started["relationship_id"]]
 
 
 async def test_changed_profile_gets_next_version_and_event(api, issuer, db) -> None:
     profile = person(2)
     headers = api.auth("identity:verify")
     await api.client.post(
-        "/v1/verifications", json={"credential": issuer.mint(profile)}, headers=headers
+        "/v1/verifications",
+        json={"credential": issuer.mint(profile), "services": COUNTER_SERVICES},
+        headers=headers,
     )
     moved = profile.model_copy(
         update={"address": profile.address.model_copy(update={"street": "Jl. Baru No. 1"})}
     )
     response = await api.client.post(
-        "/v1/verifications", json={"credential": issuer.mint(moved)}, headers=headers
+        "/v1/verifications",
+        json={"credential": issuer.mint(moved), "services": COUNTER_SERVICES},
+        headers=headers,
     )
     assert response.status_code == 200
     assert response.json()["version"] == 2
@@ -119,7 +136,7 @@ async def test_changed_profile_gets_next_version_and_event(api, issuer, db) -> N
 async def test_es256_issuer_is_accepted(api, es256_issuer) -> None:
     response = await api.client.post(
         "/v1/verifications",
-        json={"credential": es256_issuer.mint(person(3))},
+        json={"credential": es256_issuer.mint(person(3)), "services": COUNTER_SERVICES},
         headers=api.auth("identity:verify"),
     )
     assert response.status_code == 200, response.text

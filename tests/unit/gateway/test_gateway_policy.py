@@ -82,7 +82,7 @@ def test_a_valid_minimal_policy_parses() -> None:
         (GOOD_SERVICE.replace("[nik, full_name]", "[]"), "[polres-cirebon].services[skck].fields"),
         (
             GOOD_SERVICE.replace("legal_obligation", "consent") + "      registration: true\n",
-            "registration rests on a legal obligation or a public task",
+            "registration needs legal_basis legal_obligation or public_task",
         ),
     ],
 )

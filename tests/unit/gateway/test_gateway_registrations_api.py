@@ -37,7 +37,7 @@ from tests.support.gateway_factories import (
 from tests.support.gateway_fakes import FakeRelay, FakeUnitOfWork, Store
 
 REGISTRABLE = {"social-assistance"}
-"""dinsos-cirebon's service that takes registrations in this test's copy of the policy."""
+"""The one service that takes registrations in this test's copy of the policy."""
 
 
 class FakeIdentity:
@@ -70,8 +70,7 @@ def policy_file(tmp_path: Path) -> Path:
     document = yaml.safe_load(DEFAULT_POLICY.read_text())
     for agency in document["agencies"]:
         for service in agency["services"]:
-            if service["code"] in REGISTRABLE:
-                service["registration"] = True
+            service["registration"] = service["code"] in REGISTRABLE
     path = tmp_path / "policy.yaml"
     path.write_text(yaml.safe_dump(document))
     return path

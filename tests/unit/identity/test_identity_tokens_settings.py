@@ -19,6 +19,7 @@ from ikd_identity.domain.clients import Client, audiences_for
 from ikd_identity.domain.errors import OAuthError
 from ikd_identity.service_layer.tokens import issue_token
 from ikd_shared.auth import TokenIssuer, TokenVerifier
+from ikd_shared.credentials import DEFAULT_AUDIENCES, Purpose
 from ikd_shared.settings import load_settings
 from tests.support.identity_fakes import FakeClients
 
@@ -157,6 +158,16 @@ def test_bad_settings_exit_with_one_line_naming_the_variable(
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1
     assert message in lines[0]
+
+
+def test_each_purpose_has_its_own_audience(env, capsys) -> None:
+    settings = load_settings(IdentitySettings)
+    assert settings.verification_audience == DEFAULT_AUDIENCES[Purpose.VERIFICATION]
+    assert settings.consent_audience == DEFAULT_AUDIENCES[Purpose.CONSENT]
+    env.setenv("IKD_IDENTITY_CONSENT_AUDIENCE", settings.verification_audience)
+    with pytest.raises(SystemExit):
+        load_settings(IdentitySettings)
+    assert "must differ" in capsys.readouterr().err
 
 
 def test_placeholders_are_fine_in_development(env) -> None:

@@ -57,7 +57,7 @@ async def bootstrap(
         credentials = CredentialVerifier(
             settings.trust_jwks,
             issuer=settings.credential_issuer,
-            audience=settings.credential_audience,
+            audience=settings.trail_audience,
         )
         log = AuditLog(
             uow,
@@ -67,6 +67,8 @@ async def bootstrap(
             credentials=credentials,
             credential_max_age=dt.timedelta(seconds=settings.credential_max_age_seconds),
             clock=clock,
+            origin=settings.log_origin,
+            witnesses=settings.witness_verifiers(),
         )
         tokens = TokenVerifier(
             settings.token_jwks, issuer=settings.token_issuer, audience=settings.token_audience

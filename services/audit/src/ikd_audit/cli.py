@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ikd_audit.witness.cli import app as witness_app
 from ikd_shared import codec, merkle
 from ikd_shared.transparency import (
     load_public_key,
@@ -23,6 +24,7 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 app = typer.Typer(help="IKD MPP audit service: tamper-evident access log.", no_args_is_help=True)
 auditors = typer.Typer(help="Console sign-in for auditors.", no_args_is_help=True)
 app.add_typer(auditors, name="auditors")
+app.add_typer(witness_app, name="witness")
 
 
 def _settings() -> Any:
@@ -168,6 +170,18 @@ def public_key() -> None:
         settings.tree_head_signing_key.get_secret_value()
     )
     typer.echo(public_key_pem(key.public_key()), nl=False)
+
+
+@app.command()
+def vkey() -> None:
+    """Print the log's verifier key (c2sp.org/signed-note) for its checkpoints' origin."""
+    from ikd_shared import checkpoint
+
+    settings = _settings()
+    signer = checkpoint.signer_from_pem(
+        settings.log_origin, settings.tree_head_signing_key.get_secret_value()
+    )
+    typer.echo(signer.verifier.vkey)
 
 
 @auditors.command("add")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from ikd_shared import checkpoint
+from ikd_shared.credentials import DEFAULT_AUDIENCES, Purpose
 from ikd_shared.settings import Ed25519KeySetting, JwksSetting, ServiceSettings
 
 
@@ -34,7 +36,11 @@ class AuditSettings(ServiceSettings):
     credential_issuer: str = Field(
         default="https://dukcapil.kemendagri.go.id/ikd",
     )
-    credential_audience: str = Field(default="ikd-mpp")
+    trail_audience: str = Field(
+        default=DEFAULT_AUDIENCES[Purpose.TRAIL],
+        min_length=1,
+        description="aud of credentials that open a citizen's trail (identity accepts others)",
+    )
     credential_max_age_seconds: int = Field(
         default=300,
         ge=10,
@@ -82,6 +88,28 @@ class AuditSettings(ServiceSettings):
     prune_interval_seconds: float = Field(
         default=3600.0, ge=0, description="how often `serve` prunes; 0 turns it off"
     )
+
+    log_origin: str = Field(
+        default="ikd-mpp.local/audit-log",
+        pattern=r"^[^\s+]{1,255}$",
+        description="the checkpoints' origin line and the log key's name "
+        "(c2sp.org/tlog-checkpoint): a schema-less URL naming this log",
+    )
+    witness_keys: str = Field(
+        default="",
+        description="verifier keys (vkeys) of the witnesses whose cosignatures are kept and "
+        "shown, separated by spaces",
+    )
+
+    @field_validator("witness_keys")
+    @classmethod
+    def _witness_keys_parse(cls, value: str) -> str:
+        for vkey in value.split():
+            checkpoint.parse_vkey(vkey)
+        return value
+
+    def witness_verifiers(self) -> list[checkpoint.Verifier]:
+        return [checkpoint.parse_vkey(vkey) for vkey in self.witness_keys.split()]
 
     @property
     def cookies_https_only(self) -> bool:

@@ -21,7 +21,7 @@ from ikd_identity.adapters.secrets import Argon2Hasher
 from ikd_identity.config import IdentitySettings
 from ikd_identity.service_layer.handlers import Deps
 from ikd_shared.auth import TokenIssuer, TokenVerifier, load_ed25519_private_key
-from ikd_shared.credentials import CredentialVerifier
+from ikd_shared.credentials import CredentialVerifier, Purpose
 from ikd_shared.db import create_pool
 from ikd_shared.kafka import KafkaConnection
 from ikd_shared.policy import load_policy
@@ -82,11 +82,13 @@ def token_issuer(settings: IdentitySettings) -> TokenIssuer:
     return issuer
 
 
-def credential_verifier(settings: IdentitySettings) -> CredentialVerifier:
+def credential_verifier(
+    settings: IdentitySettings, purpose: Purpose = Purpose.VERIFICATION
+) -> CredentialVerifier:
     return CredentialVerifier(
         settings.trust_jwks,
         issuer=settings.credential_issuer,
-        audience=settings.credential_audience,
+        audience=settings.audience(purpose),
     )
 
 
@@ -128,6 +130,7 @@ async def bootstrap(
             deps=Deps(
                 uow=lambda: PgUnitOfWork(pool, on_outbox=wakeup),
                 verifier=credential_verifier(settings),
+                consent_verifier=credential_verifier(settings, Purpose.CONSENT),
                 pseudonym_key=settings.pseudonym_key.get_secret_value().encode(),
                 credential_max_age=dt.timedelta(seconds=settings.credential_max_age_s),
                 policy=load_policy(settings.policy_file),

@@ -28,6 +28,7 @@ from ikd_identity.domain.clients import KNOWN_SCOPES, Client
 from ikd_shared import logs
 from ikd_shared.db import migrate as run_migrations
 from ikd_shared.legal import CODE_PATTERN
+from ikd_shared.policy import DEFAULT_POLICY, PolicyError, load_policy
 from ikd_shared.settings import load_settings
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
@@ -39,10 +40,11 @@ app.add_typer(clients_app, name="clients")
 
 
 class AdminSettings(BaseSettings):
-    """What migrations and client administration need: the owner role's DSN."""
+    """What migrations and client administration need: the owner role's DSN, the policy."""
 
     model_config = SettingsConfigDict(env_prefix="IKD_IDENTITY_", extra="ignore")
     migration_database_url: PostgresDsn = Field(description="owner DSN")
+    policy_file: Path = Field(default=DEFAULT_POLICY, description="the agencies a client may serve")
 
 
 def _admin_settings() -> AdminSettings:
@@ -112,6 +114,14 @@ def clients_add(
         list[str], typer.Option("--scopes", help="scopes (repeat or space-separated)")
     ],
     agency: Annotated[str | None, typer.Option(help="the client's agency code")] = None,
+    serves: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--serves",
+            help="agencies an officer's desk (identity:consent) may record consents for "
+            "(repeat, or comma/space-separated; default: none)",
+        ),
+    ] = None,
     secret: Annotated[str | None, typer.Option(help="secret (default: a new random one)")] = None,
 ) -> None:
     """Register or update a client (idempotent); prints the secret if one was generated."""
@@ -123,12 +133,20 @@ def clients_add(
         raise typer.BadParameter("2-64 of a-z 0-9 . _ -", param_hint="--id")
     if agency is not None and not re.fullmatch(CODE_PATTERN, agency):
         raise typer.BadParameter("an agency code like bpjs-kesehatan", param_hint="--agency")
+    settings = _admin_settings()
+    served = frozenset(a for item in serves or [] for a in item.replace(",", " ").split())
+    if served:
+        _check_served(served, settings.policy_file)
     generated = secret is None
     secret = secret or secrets.token_urlsafe(32)
     client = Client(
-        client_id=client_id, secret_hash=Argon2Hasher().hash(secret), scopes=wanted, agency=agency
+        client_id=client_id,
+        secret_hash=Argon2Hasher().hash(secret),
+        scopes=wanted,
+        agency=agency,
+        serves=served,
     )
-    dsn = str(_admin_settings().migration_database_url)
+    dsn = str(settings.migration_database_url)
 
     async def main() -> None:
         connection = await asyncpg.connect(dsn)
@@ -141,9 +159,24 @@ def clients_add(
     typer.echo(
         f"client {client_id}: scopes {' '.join(sorted(wanted))}"
         + (f", agency {agency}" if agency else "")
+        + (f", serves {' '.join(sorted(served))}" if served else "")
     )
     if generated:
         typer.echo(f"secret: {secret}")
+
+
+def _check_served(served: frozenset[str], policy_file: Path) -> None:
+    """Every agency a client serves is one of the policy's (identity decides with it)."""
+    try:
+        known = {agency.code for agency in load_policy(policy_file).agencies}
+    except PolicyError as error:
+        raise typer.BadParameter(str(error), param_hint="IKD_IDENTITY_POLICY_FILE") from None
+    unknown = sorted(served - known)
+    if unknown:
+        raise typer.BadParameter(
+            f"not agencies of the policy {policy_file.name}: {', '.join(unknown)}",
+            param_hint="--serves",
+        )
 
 
 @clients_app.command("disable")

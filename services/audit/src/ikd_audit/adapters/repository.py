@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 
+from ikd_audit.domain.model import Cosignature
 from ikd_audit.domain.search import AgencyCount, SearchFilter
 from ikd_shared import codec, db, merkle
 from ikd_shared.transparency import Entry, TreeHead
@@ -63,6 +64,7 @@ def _head(row: asyncpg.Record) -> TreeHead:
         timestamp=row["signed_at"],
         key_id=row["key_id"],
         signature=bytes(row["signature"]),
+        checkpoint=row["checkpoint"],
     )
 
 
@@ -132,14 +134,13 @@ class PgLog:
     async def add(
         self, entries: Sequence[Entry], nodes: Sequence[tuple[merkle.NodeId, bytes]]
     ) -> None:
-        inserted = await self.conn.fetch(
-            f"INSERT INTO log_entry ({ENTRY_COLUMNS}, leaf_hash) "
-            "SELECT p, a, o, r, ag, s, ps, ARRAY(SELECT jsonb_array_elements_text(f::jsonb)), "
-            "pu, lb, c, oc, re, lh FROM unnest($1::bigint[], $2::uuid[], "
-            "$3::timestamptz[], $4::timestamptz[], $5::text[], $6::text[], $7::text[], "
-            "$8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], "
-            "$14::bytea[]) AS t(p, a, o, r, ag, s, ps, f, pu, lb, c, oc, re, lh) "
-            "ON CONFLICT (access_id) DO NOTHING RETURNING position",
+        # The runtime role may not INSERT into the log's tables: append_log() (migration 0003)
+        # takes the next positions only and raises on anything already there.
+        await self.conn.fetchval(
+            "SELECT append_log($1::bigint[], $2::uuid[], $3::timestamptz[], $4::timestamptz[], "
+            "$5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], "
+            "$11::text[], $12::text[], $13::text[], $14::bytea[], $15::smallint[], "
+            "$16::bigint[], $17::bytea[])",
             [e.position for e in entries],
             [e.access_id for e in entries],
             [e.occurred_at for e in entries],
@@ -154,28 +155,64 @@ class PgLog:
             [e.outcome for e in entries],
             [e.reason for e in entries],
             [e.leaf_hash() for e in entries],
+            [node[0] for node, _ in nodes],
+            [node[1] for node, _ in nodes],
+            [value for _, value in nodes],
         )
-        if len(inserted) != len(entries):  # cannot happen under the lock; never leave a gap
-            raise RuntimeError("concurrent append detected; the batch is rolled back")
-        if nodes:
-            await self.conn.execute(
-                "INSERT INTO merkle_node (level, idx, hash) "
-                "SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])",
-                [node[0] for node, _ in nodes],
-                [node[1] for node, _ in nodes],
-                [value for _, value in nodes],
-            )
 
     async def add_tree_head(self, head: TreeHead) -> None:
-        await self.conn.execute(
-            "INSERT INTO tree_head (tree_size, root_hash, signed_at, key_id, signature) "
-            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tree_size) DO NOTHING",
+        await self.conn.fetchval(
+            "SELECT add_tree_head($1, $2, $3, $4, $5, $6)",
             head.tree_size,
             head.root_hash,
             head.timestamp,
             head.key_id,
             head.signature,
+            head.checkpoint,
         )
+
+    def entries_between(self, start: int, end: int) -> AsyncIterator[Entry]:
+        return self._entries_between(start, end)
+
+    async def _entries_between(self, start: int, end: int) -> AsyncIterator[Entry]:
+        sql = (
+            f"SELECT {ENTRY_COLUMNS} FROM log_entry WHERE position >= $1 AND position < $2 "
+            "ORDER BY position"
+        )
+        async for row in self.conn.cursor(sql, start, end, prefetch=1000):
+            yield _entry(row)
+
+    async def position_of(self, leaf_hash: bytes) -> int | None:
+        value = await self.conn.fetchval(
+            "SELECT min(position) FROM log_entry WHERE leaf_hash = $1", leaf_hash
+        )
+        return None if value is None else int(value)
+
+    async def add_cosignature(self, cosignature: Cosignature) -> bool:
+        added = await self.conn.fetchval(
+            "INSERT INTO cosignature (tree_size, witness, key_id, cosigned_at, line) "
+            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true",
+            cosignature.tree_size,
+            cosignature.witness,
+            cosignature.key_id,
+            cosignature.cosigned_at,
+            cosignature.line,
+        )
+        return bool(added)
+
+    async def cosignatures(self, tree_size: int) -> list[Cosignature]:
+        rows = await self.conn.fetch(
+            "SELECT tree_size, witness, key_id, cosigned_at, line FROM cosignature "
+            "WHERE tree_size = $1 ORDER BY witness, key_id",
+            tree_size,
+        )
+        return [Cosignature(**dict(r)) for r in rows]
+
+    async def latest_cosigned_size(self, at_least: int = 0) -> int | None:
+        value = await self.conn.fetchval(
+            "SELECT max(tree_size) FROM cosignature WHERE tree_size >= $1", at_least
+        )
+        return None if value is None else int(value)
 
     async def latest_tree_head(self) -> TreeHead | None:
         row = await self.conn.fetchrow("SELECT * FROM tree_head ORDER BY tree_size DESC LIMIT 1")

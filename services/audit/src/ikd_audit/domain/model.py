@@ -6,9 +6,19 @@ import dataclasses
 import datetime as dt
 import uuid
 from dataclasses import dataclass
+from enum import StrEnum
 
 from ikd_shared.events.access_v1 import AccessRecorded
 from ikd_shared.transparency import Entry
+
+AUDITOR_CHANNEL = "auditor"  # an auditor's look-up, not an agency's access
+AUDITOR_PREFIX = "auditor:"  # the accessor of a look-up: auditor:<client id>
+
+
+class LookupAction(StrEnum):
+    SEARCH = "search"  # a search or statistics filtered by the citizen
+    ENTRY = "entry"  # one of the citizen's entries opened (with its proof)
+    EXPORT = "export"  # the citizen's entries exported
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +53,36 @@ class NewEntry:
             reason=event.reason,
         )
 
+    @classmethod
+    def lookup(
+        cls, auditor: str, pseudonym: str, action: LookupAction, at: dt.datetime
+    ) -> NewEntry:
+        """An auditor's query naming a citizen: in the log, and so in the citizen's trail."""
+        return cls(
+            access_id=uuid.uuid4(),
+            occurred_at=at,
+            agency=f"{AUDITOR_PREFIX}{auditor}",
+            service=None,
+            pseudonym=pseudonym,
+            fields=(),
+            purpose=action.value,
+            legal_basis=None,
+            channel=AUDITOR_CHANNEL,
+            outcome="served",
+            reason=None,
+        )
+
     def at(self, position: int, recorded_at: dt.datetime) -> Entry:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         return Entry(position=position, recorded_at=recorded_at, **values)
+
+
+@dataclass(frozen=True, slots=True)
+class Cosignature:
+    """A witness's cosignature (c2sp.org/tlog-cosignature) of the checkpoint of one tree size."""
+
+    tree_size: int
+    witness: str  # the cosigner's key name
+    key_id: int
+    cosigned_at: dt.datetime
+    line: str  # the signature line as the witness returned it

@@ -13,7 +13,9 @@ from pydantic import BaseModel, Field
 
 from ikd_audit.bootstrap import AuditRuntime
 from ikd_audit.domain.errors import Forbidden, Unauthenticated
+from ikd_audit.domain.model import LookupAction
 from ikd_audit.domain.search import SearchFilter, build_filter, check_limit
+from ikd_audit.entrypoints.lookups import looked_up
 from ikd_audit.service_layer.services import MAX_SIZE
 from ikd_shared import codec
 from ikd_shared.auth import Principal, Scope
@@ -103,7 +105,7 @@ class TrailRequest(BaseModel):
     credential: str = Field(
         min_length=1,
         max_length=16 * 1024,
-        description="a freshly issued IKD credential (compact JWS)",
+        description="a freshly issued IKD credential for the trail purpose (compact JWS)",
     )
 
 
@@ -113,7 +115,7 @@ router = APIRouter(prefix="/v1")
 @router.get("/entries", tags=["auditor"])
 async def list_entries(
     runtime: RuntimeDep,
-    _: AuditorDep,
+    auditor: AuditorDep,
     search: FilterDep,
     limit: Annotated[int | None, Query()] = None,
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
@@ -123,19 +125,25 @@ async def list_entries(
         limit, default=runtime.settings.page_size_default, cap=runtime.settings.page_size_max
     )
     page = await runtime.log.search(search, cursor, size)
+    await looked_up(runtime, auditor.client_id, LookupAction.SEARCH, search.pseudonym)
     return {"items": [e.document() for e in page.entries], "next_cursor": page.next_cursor}
 
 
 @router.get("/entries/{position}", tags=["auditor"])
 async def get_entry(
-    runtime: RuntimeDep, _: AuditorDep, position: Annotated[int, Path(ge=0, le=MAX_SIZE - 1)]
+    runtime: RuntimeDep, auditor: AuditorDep, position: Annotated[int, Path(ge=0, le=MAX_SIZE - 1)]
 ) -> dict[str, Any]:
     """One entry with its inclusion proof against the latest signed tree head."""
-    return await runtime.log.inclusion_proof(position)
+    proof = await runtime.log.inclusion_proof(position)
+    await looked_up(runtime, auditor.client_id, LookupAction.ENTRY, proof["entry"]["pseudonym"])
+    return proof
 
 
 @router.get("/export.csv", tags=["auditor"], response_class=StreamingResponse)
-async def export_csv(runtime: RuntimeDep, _: AuditorDep, search: FilterDep) -> StreamingResponse:
+async def export_csv(
+    runtime: RuntimeDep, auditor: AuditorDep, search: FilterDep
+) -> StreamingResponse:
+    await looked_up(runtime, auditor.client_id, LookupAction.EXPORT, search.pseudonym)
     return StreamingResponse(
         csv_stream(runtime, search),
         media_type="text/csv; charset=utf-8",
@@ -144,9 +152,12 @@ async def export_csv(runtime: RuntimeDep, _: AuditorDep, search: FilterDep) -> S
 
 
 @router.get("/stats/agencies", tags=["auditor"])
-async def agency_stats(runtime: RuntimeDep, _: AuditorDep, search: FilterDep) -> dict[str, Any]:
+async def agency_stats(
+    runtime: RuntimeDep, auditor: AuditorDep, search: FilterDep
+) -> dict[str, Any]:
     """Accesses and denials per agency (the same filters as search)."""
     counts = await runtime.log.agency_counts(search)
+    await looked_up(runtime, auditor.client_id, LookupAction.SEARCH, search.pseudonym)
     return {
         "agencies": [
             {"agency": c.agency, "accesses": c.accesses, "denials": c.denials} for c in counts
@@ -167,11 +178,13 @@ async def public_key(runtime: RuntimeDep, _: AuditorDep) -> PlainTextResponse:
 @router.get("/log/inclusion-proof", tags=["log"])
 async def inclusion_proof(
     runtime: RuntimeDep,
-    _: AuditorDep,
+    auditor: AuditorDep,
     position: Annotated[int, Query(ge=0, le=MAX_SIZE - 1)],
     tree_size: Annotated[int | None, Query(ge=1, le=MAX_SIZE)] = None,
 ) -> dict[str, Any]:
-    return await runtime.log.inclusion_proof(position, tree_size)
+    proof = await runtime.log.inclusion_proof(position, tree_size)
+    await looked_up(runtime, auditor.client_id, LookupAction.ENTRY, proof["entry"]["pseudonym"])
+    return proof
 
 
 @router.get("/log/consistency-proof", tags=["log"])
@@ -199,6 +212,7 @@ async def export_log(runtime: RuntimeDep, _: AuditorDep) -> StreamingResponse:
 async def citizen_trail(runtime: RuntimeDep, body: TrailRequest) -> dict[str, Any]:
     """Every access to the citizen's data, each with an inclusion proof (UU PDP right of access).
 
-    The citizen authenticates with a freshly issued IKD credential; each credential works once.
+    The citizen authenticates with a freshly issued IKD credential for the trail purpose (its
+    own audience: credentials for a counter or a consent are refused); each works once.
     """
     return await runtime.log.citizen_trail(body.credential)

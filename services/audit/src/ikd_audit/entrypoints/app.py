@@ -15,7 +15,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from ikd_audit.bootstrap import AuditRuntime, bootstrap, derive_key
 from ikd_audit.config import AuditSettings
-from ikd_audit.entrypoints import api, console
+from ikd_audit.entrypoints import api, console, public_log
 from ikd_audit.entrypoints.consumer import AccessConsumer
 from ikd_audit.entrypoints.observability import SIGNED_TREE_SIZE, TREE_HEAD_AGE, TREE_SIZE
 from ikd_audit.entrypoints.pruner import run_pruner
@@ -101,6 +101,7 @@ def create_app(settings: AuditSettings) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(api.router)
+    app.include_router(public_log.router)
     app.include_router(console.router)
     app.mount("/console/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(

@@ -24,9 +24,11 @@ from fastapi.templating import Jinja2Templates
 
 from ikd_audit.bootstrap import AuditRuntime
 from ikd_audit.domain.errors import AuditError
+from ikd_audit.domain.model import LookupAction
 from ikd_audit.domain.search import SearchFilter, build_filter, check_limit
 from ikd_audit.domain.throttle import LoginLocked
 from ikd_audit.entrypoints.api import RuntimeDep, csv_stream
+from ikd_audit.entrypoints.lookups import looked_up
 from ikd_shared import merkle, transparency
 from ikd_shared.events.access_v1 import Channel, Outcome
 
@@ -172,7 +174,8 @@ async def home(request: Request) -> Response:
 
 @router.get("/search", response_class=HTMLResponse)
 async def search(request: Request, runtime: RuntimeDep) -> Response:
-    if current_auditor(request) is None:
+    auditor = current_auditor(request)
+    if auditor is None:
         return to_login()
     params = {name: request.query_params.get(name) for name in FILTER_NAMES}
     searched = any(params.values()) or "go" in request.query_params
@@ -183,6 +186,7 @@ async def search(request: Request, runtime: RuntimeDep) -> Response:
         )
         page = await runtime.log.search(search_filter, request.query_params.get("cursor"), limit)
         counts = await runtime.log.agency_counts(search_filter)
+        await looked_up(runtime, auditor, LookupAction.SEARCH, search_filter.pseudonym)
     except AuditError as error:
         return search_page(
             request,
@@ -231,7 +235,8 @@ async def search_by_form(
 
 @router.get("/export.csv")
 async def export(request: Request, runtime: RuntimeDep) -> Response:
-    if current_auditor(request) is None:
+    auditor = current_auditor(request)
+    if auditor is None:
         return to_login()
     try:
         search_filter = filter_from(
@@ -239,6 +244,7 @@ async def export(request: Request, runtime: RuntimeDep) -> Response:
         )
     except AuditError as error:
         return Response(f"{error.detail} ({error.code})", status_code=error.status_code)
+    await looked_up(runtime, auditor, LookupAction.EXPORT, search_filter.pseudonym)
     return StreamingResponse(
         csv_stream(runtime, search_filter),
         media_type="text/csv; charset=utf-8",
@@ -248,12 +254,14 @@ async def export(request: Request, runtime: RuntimeDep) -> Response:
 
 @router.get("/entries/{position}", response_class=HTMLResponse)
 async def entry(request: Request, runtime: RuntimeDep, position: int) -> Response:
-    if current_auditor(request) is None:
+    auditor = current_auditor(request)
+    if auditor is None:
         return to_login()
     try:
         proof = await runtime.log.inclusion_proof(position)
     except AuditError as error:
         return render(request, "error.html", error.status_code, error=error.detail)
+    await looked_up(runtime, auditor, LookupAction.ENTRY, proof["entry"]["pseudonym"])
     try:
         server_verdict = transparency.verify_inclusion_bundle(proof, runtime.log.public_key)
         server_ok = True
@@ -267,6 +275,9 @@ async def entry(request: Request, runtime: RuntimeDep, position: int) -> Respons
         proof_json=json.dumps(proof),
         server_ok=server_ok,
         server_verdict=server_verdict,
+        witnessed=await runtime.log.witnessed(
+            transparency.TreeHead.from_document(proof["tree_head"])
+        ),
     )
 
 
@@ -281,4 +292,5 @@ async def integrity(request: Request, runtime: RuntimeDep) -> Response:
         status=status,
         key_id=runtime.log.key_id,
         public_key=runtime.log.public_key_pem,
+        witnessed=await runtime.log.witnessed(status.latest) if status.latest else {},
     )

@@ -16,8 +16,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ikd_audit.domain.errors import BadProofRequest, NotFound, Unauthenticated
 from ikd_audit.domain.model import NewEntry
 from ikd_audit.domain.search import AgencyCount, CursorCodec, SearchFilter
+from ikd_audit.service_layer.checkpoints import DEFAULT_ORIGIN, CheckpointSigner, Witnessing
 from ikd_audit.service_layer.unit_of_work import LogRepository, UnitOfWorkFactory
-from ikd_shared import merkle, transparency
+from ikd_shared import checkpoint, merkle, transparency
 from ikd_shared.credentials import CredentialError, CredentialVerifier
 from ikd_shared.events.access_v1 import AccessRecorded
 from ikd_shared.pseudonym import pseudonymize
@@ -104,9 +105,15 @@ class AuditLog:
         credentials: CredentialVerifier | None = None,
         credential_max_age: dt.timedelta = dt.timedelta(minutes=5),
         clock: Clock = utc_now,
+        origin: str = DEFAULT_ORIGIN,
+        witnesses: Sequence[checkpoint.Verifier] = (),
     ) -> None:
         self.uow = uow
         self.signing_key = signing_key
+        self.checkpoints = CheckpointSigner(uow, signing_key, origin, clock)
+        self.origin = origin
+        self.vkey = self.checkpoints.verifier.vkey
+        self.witnessing = Witnessing(uow, self.checkpoints.verifier, witnesses)
         self.public_key = signing_key.public_key()
         self.key_id = key_id(self.public_key)
         self.public_key_pem = public_key_pem(self.public_key)
@@ -125,6 +132,11 @@ class AuditLog:
         unique: dict[uuid.UUID, NewEntry] = {}
         for event in events:
             unique.setdefault(event.access_id, NewEntry.from_event(event))
+        return await self.append(list(unique.values()), duplicates=len(events) - len(unique))
+
+    async def append(self, entries: Sequence[NewEntry], *, duplicates: int = 0) -> AppendResult:
+        """Append entries whose access ids are not in the log yet, at the next positions."""
+        unique = {e.access_id: e for e in entries}
         now = self.clock()
         async with self.uow() as uow:
             await uow.log.lock()
@@ -142,22 +154,12 @@ class AuditLog:
                 await uow.log.add(rows, completed)
         if rows:
             self.changed.set()
-        return AppendResult(len(rows), len(events) - len(rows), tree.size, tree.root())
+        return AppendResult(len(rows), duplicates + len(unique) - len(rows), tree.size, tree.root())
 
     async def sign_tree_head(self) -> TreeHead:
         """Sign the tree as it is now (or return the head that already signs this size)."""
         async with self._sign_lock:
-            async with self.uow(snapshot=True) as uow:
-                size = await uow.log.size()
-                root = await _root(uow.log, size)
-                latest = await uow.log.latest_tree_head()
-            if latest is not None and latest.tree_size == size:
-                return latest
-            head = TreeHead.sign(self.signing_key, size, root, self.clock())
-            async with self.uow() as uow:
-                await uow.log.add_tree_head(head)
-                # another process may have signed this size first: its head is the one stored
-                return await uow.log.tree_head(size) or head
+            return await self.checkpoints.sign()
 
     async def tree_state(self) -> tuple[int, TreeHead | None]:
         """The log's size and its latest signed tree head."""
@@ -310,6 +312,11 @@ class AuditLog:
     # --- citizens --------------------------------------------------------------------------
 
     async def citizen_trail(self, credential: str) -> dict[str, Any]:
+        """The citizen's trail, for a fresh credential issued for the trail purpose only.
+
+        Its audience is one identity never accepts, and identity's audiences are refused here:
+        a credential shown at a counter or for a consent cannot open the trail.
+        """
         if self.credentials is None:
             raise Unauthenticated("citizen trails are not configured", code="not_configured")
         try:
@@ -324,20 +331,46 @@ class AuditLog:
         pseudonym = pseudonymize(verified.nik, self.pseudonym_key)
         async with self.uow() as uow:
             rows = await uow.log.trail(pseudonym)
-        head = (
-            await self.head_covering(rows[-1][0].position)
-            if rows
-            else await self.latest_tree_head()
-        )
+        head = await self.trail_head(rows[-1][0].position if rows else None)
         async with self.uow() as uow:
             paths = await _paths(uow.log, [e.position for e, _ in rows], head.tree_size)
         return {
             "pseudonym": pseudonym,
             "tree_head": head.document(),
             "public_key": self.public_key_pem,
+            **await self.witnessed(head),
             "accesses": [
                 proof_document(entry, leaf, path, head)
                 for (entry, leaf), path in zip(rows, paths, strict=True)
+            ],
+        }
+
+    async def trail_head(self, last_position: int | None) -> TreeHead:
+        """The head proofs refer to: the latest one witnesses cosigned, if it covers them."""
+        async with self.uow() as uow:
+            size = await uow.log.latest_cosigned_size(
+                at_least=1 if last_position is None else last_position + 1
+            )
+            head = await uow.log.tree_head(size) if size is not None else None
+        if head is not None:
+            return head
+        if last_position is None:
+            return await self.latest_tree_head()
+        return await self.head_covering(last_position)
+
+    async def witnessed(self, head: TreeHead) -> dict[str, Any]:
+        """The head's checkpoint (signed note with cosignatures) and who cosigned it."""
+        note, cosigned = await self.witnessing.cosigned(head)
+        return {
+            "checkpoint": note,
+            "log_vkey": self.vkey,
+            "witnesses": [
+                {
+                    "name": c.witness,
+                    "key_id": f"{c.key_id:08x}",
+                    "cosigned_at": transparency.format_time(c.cosigned_at),
+                }
+                for c in cosigned
             ],
         }
 

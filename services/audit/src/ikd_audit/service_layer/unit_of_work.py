@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from types import TracebackType
 from typing import Protocol, Self
 
+from ikd_audit.domain.model import Cosignature
 from ikd_audit.domain.search import AgencyCount, SearchFilter
 from ikd_shared.merkle import NodeId
 from ikd_shared.transparency import Entry, TreeHead
@@ -20,7 +21,8 @@ from ikd_shared.transparency import Entry, TreeHead
 class LogRepository(Protocol):
     """The append-only log: entries, the stored Merkle nodes and signed tree heads.
 
-    Nothing here updates or deletes: the runtime database role may only INSERT and SELECT.
+    Nothing here updates or deletes: the runtime database role may only SELECT, and append
+    through functions that take the next positions only.
     """
 
     async def lock(self) -> None:
@@ -74,6 +76,24 @@ class LogRepository(Protocol):
 
     async def trail(self, pseudonym: str) -> list[tuple[Entry, bytes]]:
         """A citizen's entries in position order, with their leaf hashes."""
+        ...
+
+    def entries_between(self, start: int, end: int) -> AsyncIterator[Entry]:
+        """Entries at positions [start, end) in order, in constant memory."""
+        ...
+
+    async def position_of(self, leaf_hash: bytes) -> int | None:
+        """The first position whose stored leaf hash is this one."""
+        ...
+
+    async def add_cosignature(self, cosignature: Cosignature) -> bool:
+        """Store a verified cosignature; False if it was stored before."""
+        ...
+
+    async def cosignatures(self, tree_size: int) -> list[Cosignature]: ...
+
+    async def latest_cosigned_size(self, at_least: int = 0) -> int | None:
+        """The largest tree size with a cosignature (None: none at or above `at_least`)."""
         ...
 
 

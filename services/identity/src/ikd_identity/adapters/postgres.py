@@ -6,6 +6,7 @@ import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 import asyncpg
@@ -13,9 +14,11 @@ import asyncpg
 from ikd_identity.domain.clients import Client
 from ikd_identity.domain.errors import ConcurrentWrite
 from ikd_identity.domain.model import OutboxMessage, ProfileRecord, ProfileStatus
+from ikd_identity.domain.relationships import RelationshipRecord, consent_relationship
 from ikd_shared import codec, db, tracing
 from ikd_shared.events.consent_v1 import Consent
-from ikd_shared.events.profile_v1 import CitizenProfile
+from ikd_shared.events.profile_v1 import CitizenProfile, Relationship, RelationshipKind
+from ikd_shared.legal import LegalBasis
 
 NOTIFY_CHANNEL = "ikd_identity_outbox"
 # Called after a commit that added outbox rows (wakes the relay); see bootstrap.OutboxWakeup.
@@ -96,7 +99,7 @@ class PgProfiles:
             statement = statement.replace(
                 ") SELECT count(*) FROM rows", _WITH_OUTBOX[len(args) + 1]
             )
-        saved = await self._db.fetchval(statement, *args, *_outbox_columns(outbox))
+        saved = await self._db.fetchval(statement, *args, *_transposed(outbox))
         if saved != 1:
             raise ConcurrentWrite("the profile was created or changed concurrently")
 
@@ -194,7 +197,7 @@ _OUTBOX_COLUMNS = (
 )
 
 
-def _outbox_columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+def _transposed(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)] if rows else []
 
 
@@ -260,6 +263,116 @@ class PgConsents:
         return version
 
 
+_SELECT_RELATIONSHIP = (
+    "SELECT relationship_id, pseudonym, kind, agency, service, legal_basis, legal_reference, "
+    "starts_at, expires_at, ended_at, recorded_by FROM relationships "
+)
+# The stored requests and registrations, and the active consents in the same shape: what a
+# published record needs, for one citizen or a whole bulk batch, in one round trip.
+_CURRENT_RELATIONSHIPS = """
+    SELECT relationship_id, pseudonym, kind, agency, service, legal_basis, legal_reference,
+           starts_at, expires_at, ended_at, recorded_by
+    FROM relationships
+    WHERE pseudonym = ANY($1::text[]) AND ended_at IS NULL AND expires_at > $2
+    UNION ALL
+    SELECT consent_id, pseudonym, 'consent', agency, service, NULL, NULL, starts_at,
+           expires_at, NULL, recorded_by
+    FROM consents
+    WHERE pseudonym = ANY($1::text[]) AND status = 'active' AND expires_at > $2
+    """
+
+
+def _relationship_record(row: asyncpg.Record) -> RelationshipRecord:
+    if row["kind"] == RelationshipKind.CONSENT.value:
+        relationship = consent_relationship(
+            row["relationship_id"],
+            row["agency"],
+            row["service"],
+            row["starts_at"],
+            row["expires_at"],
+        )
+    else:
+        relationship = Relationship(
+            relationship_id=row["relationship_id"],
+            kind=RelationshipKind(row["kind"]),
+            agency=row["agency"],
+            service=row["service"],
+            legal_basis=LegalBasis(row["legal_basis"]),
+            legal_reference=row["legal_reference"],
+            starts_at=row["starts_at"],
+            expires_at=row["expires_at"],
+        )
+    return RelationshipRecord(
+        pseudonym=row["pseudonym"],
+        relationship=relationship,
+        recorded_by=row["recorded_by"],
+        ended_at=row["ended_at"],
+    )
+
+
+class PgRelationships:
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self._db = connection
+
+    async def current(
+        self, pseudonyms: Sequence[str], at: dt.datetime
+    ) -> dict[str, list[RelationshipRecord]]:
+        found: dict[str, list[RelationshipRecord]] = {}
+        if not pseudonyms:
+            return found
+        for row in await self._db.fetch(_CURRENT_RELATIONSHIPS, list(pseudonyms), at):
+            found.setdefault(row["pseudonym"], []).append(_relationship_record(row))
+        return found
+
+    async def get(self, relationship_id: uuid.UUID) -> RelationshipRecord | None:
+        row = await self._db.fetchrow(
+            _SELECT_RELATIONSHIP + "WHERE relationship_id = $1",
+            relationship_id,
+        )
+        return _relationship_record(row) if row else None
+
+    async def save(self, records: Sequence[RelationshipRecord]) -> None:
+        if not records:
+            return
+        columns = [
+            (
+                r.relationship_id,
+                r.pseudonym,
+                r.relationship.kind.value,
+                r.relationship.agency,
+                r.relationship.service,
+                r.relationship.legal_basis.value,
+                r.relationship.legal_reference,
+                r.relationship.starts_at,
+                r.relationship.expires_at,
+                r.ended_at,
+                r.recorded_by,
+            )
+            for r in records
+        ]
+        await self._db.execute(
+            """
+            INSERT INTO relationships (relationship_id, pseudonym, kind, agency, service,
+                legal_basis, legal_reference, starts_at, expires_at, ended_at, recorded_by)
+            SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                 $6::text[], $7::text[], $8::timestamptz[], $9::timestamptz[],
+                                 $10::timestamptz[], $11::text[])
+            ON CONFLICT (relationship_id) DO UPDATE SET expires_at = EXCLUDED.expires_at,
+                legal_reference = EXCLUDED.legal_reference, ended_at = EXCLUDED.ended_at,
+                updated_at = now()
+            """,
+            *_transposed(columns),
+        )
+
+    async def end_all(self, pseudonym: str, at: dt.datetime) -> None:
+        await self._db.execute(
+            "UPDATE relationships SET ended_at = $2, updated_at = now() "
+            "WHERE pseudonym = $1 AND ended_at IS NULL AND expires_at > $2",
+            pseudonym,
+            at,
+        )
+
+
 class PgOutbox:
     def __init__(self, connection: asyncpg.Connection) -> None:
         self._db = connection
@@ -316,6 +429,7 @@ class PgUnitOfWork(db.PgUnitOfWork):
     profiles: PgProfiles
     credentials: PgSeenCredentials
     consents: PgConsents
+    relationships: PgRelationships
     outbox: PgOutbox
 
     def __init__(self, pool: asyncpg.Pool, *, on_outbox: OutboxWritten | None = None) -> None:
@@ -327,6 +441,20 @@ class PgUnitOfWork(db.PgUnitOfWork):
         self.profiles = PgProfiles(connection, self.outbox)
         self.credentials = PgSeenCredentials(connection)
         self.consents = PgConsents(connection)
+        self.relationships = PgRelationships(connection)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await super().__aexit__(exc_type, exc, tb)
+        # Two commands on one citizen may take its rows in different orders (a consent
+        # revocation locks the consent before the profile, a grant the profile first); the
+        # one PostgreSQL picks as the deadlock's victim is rolled back here and retried.
+        if isinstance(exc, asyncpg.DeadlockDetectedError):
+            raise ConcurrentWrite("deadlock with a concurrent command on the same citizen") from exc
 
     async def _committed(self) -> None:
         if self.outbox.added and self._on_outbox is not None:
@@ -339,7 +467,7 @@ class PgClients:
 
     async def get(self, client_id: str) -> Client | None:
         row = await self._db.fetchrow(
-            "SELECT client_id, secret_hash, scopes, agency, disabled FROM clients "
+            "SELECT client_id, secret_hash, scopes, agency, disabled, serves FROM clients "
             "WHERE client_id = $1",
             client_id,
         )
@@ -351,22 +479,24 @@ class PgClients:
             scopes=frozenset(row["scopes"]),
             agency=row["agency"],
             disabled=row["disabled"],
+            serves=frozenset(row["serves"]),
         )
 
     async def put(self, client: Client) -> None:
         await self._db.execute(
             """
-            INSERT INTO clients (client_id, secret_hash, scopes, agency, disabled)
-            VALUES ($1, $2, $3, $4, $5)
+            INSERT INTO clients (client_id, secret_hash, scopes, agency, disabled, serves)
+            VALUES ($1, $2, $3, $4, $5, $6)
             ON CONFLICT (client_id) DO UPDATE SET secret_hash = EXCLUDED.secret_hash,
                 scopes = EXCLUDED.scopes, agency = EXCLUDED.agency,
-                disabled = EXCLUDED.disabled, updated_at = now()
+                disabled = EXCLUDED.disabled, serves = EXCLUDED.serves, updated_at = now()
             """,
             client.client_id,
             client.secret_hash,
             sorted(client.scopes),
             client.agency,
             client.disabled,
+            sorted(client.serves),
         )
 
 

@@ -82,6 +82,57 @@ class InvalidConsent(IdentityError):
     code = "invalid_consent"
 
 
+class UnknownService(IdentityError):
+    """A named service is not in the MPP's policy (`unknown_services` lists them)."""
+
+    status_code = 400
+    code = "unknown_service"
+
+
+class ServicesRequired(IdentityError):
+    """The verification must name the services the citizen came for."""
+
+    status_code = 400
+    code = "services_required"
+
+
+class RegistrationRefused(IdentityError):
+    """The policy does not let this agency register citizens for the service."""
+
+    status_code = 403
+    code = "service_not_registrable"
+
+
+class RegistrationNotFound(IdentityError):
+    """No registration of the caller's agency with this id (another agency's looks the same)."""
+
+    status_code = 404
+    code = "registration_not_found"
+
+
+class RegistrationNotActive(IdentityError):
+    status_code = 409
+    code = "registration_not_active"
+
+
+class ConsentNotAllowed(IdentityError):
+    """The policy does not allow this consent; the code names why.
+
+    unknown_service, consent_not_applicable (the service rests on another legal basis),
+    fields_not_in_policy, purpose_mismatch, expiry_beyond_limit.
+    """
+
+    status_code = 400
+    code = "consent_not_allowed"
+
+
+class AgencyNotServed(IdentityError):
+    """The officer's client may not act for this agency."""
+
+    status_code = 403
+    code = "agency_not_served"
+
+
 class OAuthError(IdentityError):
     """RFC 6749 section 5.2 errors; the code is the OAuth `error` value."""
 

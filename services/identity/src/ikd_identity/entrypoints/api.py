@@ -1,4 +1,4 @@
-"""The HTTP API (FastAPI): verifications, Dukcapil's feed, consents, OAuth2 tokens."""
+"""The HTTP API (FastAPI): verifications, registrations, Dukcapil's feed, consents, tokens."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from ikd_identity.config import IdentitySettings
 from ikd_identity.domain import commands
 from ikd_identity.domain.errors import Forbidden, OAuthError, Unauthenticated
 from ikd_identity.entrypoints import schemas
-from ikd_identity.service_layer import handlers, tokens
+from ikd_identity.service_layer import handlers, registrations, tokens
 from ikd_shared import api, kafka_lag
 from ikd_shared.api import BodySizeLimit, install_error_handlers, problem
 from ikd_shared.auth import Principal, Scope
@@ -55,19 +55,27 @@ bearer = Bearer(
 Verifier = Annotated[Principal, Depends(bearer.require(Scope.VERIFY))]
 Feed = Annotated[Principal, Depends(bearer.require(Scope.FEED))]
 Officer = Annotated[Principal, Depends(bearer.require(Scope.CONSENT))]
+Registrar = Annotated[Principal, Depends(bearer.require(Scope.REGISTER))]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"description": description, "content": {"application/problem+json": {}}}
     for status, description in {
         400: "invalid input (code names the reason)",
         401: "missing or invalid bearer token",
-        403: "wrong scope, or an untrusted credential",
-        404: "not found",
-        409: "replayed credential or inactive citizen/consent",
+        403: "wrong scope, an untrusted credential, an agency the client does not serve, "
+        "or a service the caller may not register",
+        404: "not found (a consent that is not the citizen's is not found either)",
+        409: "replayed credential, or an inactive citizen, consent or registration",
         413: "body or credential too large",
         422: "the body does not match the schema",
     }.items()
 }
+
+
+def _agency_of(caller: Principal) -> str:
+    if caller.agency is None or not _AGENCY.fullmatch(caller.agency):
+        raise Forbidden("the token names no valid agency", code="agency_required")
+    return caller.agency
 
 
 def _profile_out(result: handlers.ProfileResult) -> schemas.ProfileStatusOut:
@@ -87,31 +95,36 @@ def _terms(body: schemas.ConsentTermsIn) -> commands.ConsentTerms:
         fields=body.fields,
         purpose_code=body.purpose_code,
         purpose_text=body.purpose_text,
-        legal_basis=body.legal_basis,
         expires_at=body.expires_at,
         starts_at=body.starts_at,
     )
 
 
+async def _desk(caller: Principal, container: Runtime) -> commands.OfficerDesk:
+    """The officer's desk is the token's client; it serves what the clients table says."""
+    client = await container.clients.get(caller.client_id)
+    serves = client.serves if client is not None and not client.disabled else frozenset()
+    return commands.OfficerDesk(client_id=caller.client_id, serves=serves)
+
+
 async def _grant(
-    actor: commands.CitizenProof | commands.OfficerActing,
-    body: schemas.ConsentTermsIn,
-    deps: handlers.Deps,
+    body: schemas.ConsentGrant, desk: commands.OfficerDesk | None, deps: handlers.Deps
 ) -> schemas.ConsentOut:
     consent = await handlers.grant_consent(
-        commands.GrantConsent(actor=actor, terms=_terms(body)), deps
+        commands.GrantConsent(credential=body.credential, terms=_terms(body), desk=desk), deps
     )
     metrics.CONSENT_CHANGES.labels("granted").inc()
     return schemas.ConsentOut(consent=consent)
 
 
 async def _revoke(
-    actor: commands.CitizenProof | commands.OfficerActing,
     consent_id: uuid.UUID,
+    body: schemas.ConsentRevoke,
+    desk: commands.OfficerDesk | None,
     deps: handlers.Deps,
 ) -> schemas.ConsentOut:
     consent = await handlers.revoke_consent(
-        commands.RevokeConsent(actor=actor, consent_id=consent_id), deps
+        commands.RevokeConsent(credential=body.credential, consent_id=consent_id, desk=desk), deps
     )
     metrics.CONSENT_CHANGES.labels("revoked").inc()
     return schemas.ConsentOut(consent=consent)
@@ -146,26 +159,96 @@ def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> 
 
     @app.post(
         "/v1/verifications",
-        response_model=schemas.ProfileStatusOut,
+        response_model=schemas.VerificationOut,
         responses=_ERRORS,
         tags=["profiles"],
     )
     async def verify(
         body: schemas.VerificationRequest, caller: Verifier, container: ContainerDep
-    ) -> schemas.ProfileStatusOut:
-        """Verify a citizen's IKD credential at an agency counter and record the profile."""
-        if caller.agency is None or not _AGENCY.fullmatch(caller.agency):
-            raise Forbidden("the token names no valid agency", code="agency_required")
+    ) -> schemas.VerificationOut:
+        """Verify a citizen's IKD credential for the services the citizen came for.
+
+        `services` may name services of any agencies of the MPP's policy (the front desk);
+        omitted, an agency counter means its own service if it offers exactly one. Each
+        service gets a service request (started, or renewed for a full retention period) and
+        the citizen's record is published again with the relationships in force, even when
+        the profile is unchanged. Errors: `unknown_service` (400, `unknown_services` lists
+        them), `services_required` (400); nothing is stored then.
+        """
+        agency = _agency_of(caller)
+        services = tuple(body.services) if body.services is not None else None
         try:
             result = await handlers.verify_credential(
-                commands.VerifyCredential(credential=body.credential, agency=caller.agency),
+                commands.VerifyCredential(
+                    credential=body.credential,
+                    agency=agency,
+                    services=services,
+                    client_id=caller.client_id,
+                ),
                 container.deps,
             )
         except Exception:
             metrics.VERIFICATIONS.labels("rejected").inc()
             raise
         metrics.VERIFICATIONS.labels("changed" if result.changed else "unchanged").inc()
-        return _profile_out(result)
+        metrics.RELATIONSHIPS.labels("service_request").inc(len(result.relationships))
+        return schemas.VerificationOut(
+            **_profile_out(result).model_dump(), relationships=result.relationships
+        )
+
+    @app.post(
+        "/v1/registrations",
+        response_model=schemas.RelationshipOut,
+        status_code=201,
+        responses=_ERRORS,
+        tags=["relationships"],
+    )
+    async def register(
+        body: schemas.RegistrationRequest, caller: Registrar, container: ContainerDep
+    ) -> schemas.RelationshipOut:
+        """An agency's gateway registers a citizen for one of the agency's services.
+
+        Only services of the token's agency whose policy allows registration (403
+        `service_not_of_agency`, `service_not_registrable`); an unknown, deceased or revoked
+        citizen is 404 `citizen_not_found`. Registering again while the registration is in
+        force renews it (same id, a full retention period from now). The citizen's record is
+        published with the registration started.
+        """
+        relationship = await registrations.register_citizen(
+            commands.RegisterCitizen(
+                nik=body.nik,
+                service=body.service,
+                legal_reference=body.legal_reference,
+                agency=_agency_of(caller),
+                client_id=caller.client_id,
+            ),
+            container.deps,
+        )
+        metrics.RELATIONSHIPS.labels("registration").inc()
+        return schemas.RelationshipOut(relationship=relationship)
+
+    @app.post(
+        "/v1/registrations/{relationship_id}/end",
+        response_model=schemas.RelationshipOut,
+        responses=_ERRORS,
+        tags=["relationships"],
+    )
+    async def end_registration(
+        relationship_id: uuid.UUID, caller: Registrar, container: ContainerDep
+    ) -> schemas.RelationshipOut:
+        """End a registration of the token's agency (another agency's is 404
+        `registration_not_found`; one already ended or expired is 409
+        `registration_not_active`). The citizen's record is published with it ended."""
+        relationship = await registrations.end_registration(
+            commands.EndRegistration(
+                relationship_id=relationship_id,
+                agency=_agency_of(caller),
+                client_id=caller.client_id,
+            ),
+            container.deps,
+        )
+        metrics.RELATIONSHIPS.labels("registration_ended").inc()
+        return schemas.RelationshipOut(relationship=relationship)
 
     @app.post(
         "/v1/feed/updates",
@@ -215,13 +298,13 @@ def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> 
         tags=["consents"],
     )
     async def officer_grant(
-        body: schemas.OfficerConsentGrant, caller: Officer, container: ContainerDep
+        body: schemas.ConsentGrant, caller: Officer, container: ContainerDep
     ) -> schemas.ConsentOut:
-        """An MPP officer records a consent on the citizen's behalf."""
-        actor = commands.OfficerActing(
-            officer_id=body.officer_id, client_id=caller.client_id, nik=body.nik
-        )
-        return await _grant(actor, body, container.deps)
+        """At an MPP officer's desk the citizen consents with their fresh consent credential.
+
+        The officer is the token's client, and it must serve the agency.
+        """
+        return await _grant(body, await _desk(caller, container), container.deps)
 
     @app.post(
         "/v1/consents/{consent_id}/revoke",
@@ -231,13 +314,12 @@ def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> 
     )
     async def officer_revoke(
         consent_id: uuid.UUID,
-        body: schemas.OfficerConsentRevoke,
+        body: schemas.ConsentRevoke,
         caller: Officer,
         container: ContainerDep,
     ) -> schemas.ConsentOut:
-        """An MPP officer revokes a consent on the citizen's behalf."""
-        actor = commands.OfficerActing(officer_id=body.officer_id, client_id=caller.client_id)
-        return await _revoke(actor, consent_id, container.deps)
+        """At an MPP officer's desk the citizen revokes a consent with their consent credential."""
+        return await _revoke(consent_id, body, await _desk(caller, container), container.deps)
 
     @app.post(
         "/v1/citizen/consents",
@@ -247,10 +329,10 @@ def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> 
         tags=["consents"],
     )
     async def citizen_grant(
-        body: schemas.CitizenConsentGrant, container: ContainerDep
+        body: schemas.ConsentGrant, container: ContainerDep
     ) -> schemas.ConsentOut:
-        """A citizen grants a consent, proven by a freshly issued IKD credential."""
-        return await _grant(commands.CitizenProof(body.credential), body, container.deps)
+        """A citizen consents on their own, with a fresh credential for the consent purpose."""
+        return await _grant(body, None, container.deps)
 
     @app.post(
         "/v1/citizen/consents/{consent_id}/revoke",
@@ -259,10 +341,10 @@ def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> 
         tags=["consents"],
     )
     async def citizen_revoke(
-        consent_id: uuid.UUID, body: schemas.CitizenConsentRevoke, container: ContainerDep
+        consent_id: uuid.UUID, body: schemas.ConsentRevoke, container: ContainerDep
     ) -> schemas.ConsentOut:
-        """A citizen revokes one of their consents, proven by a fresh IKD credential."""
-        return await _revoke(commands.CitizenProof(body.credential), consent_id, container.deps)
+        """A citizen revokes one of their consents, with a fresh consent credential."""
+        return await _revoke(consent_id, body, None, container.deps)
 
     @app.post("/oauth/token", response_model=schemas.TokenOut, responses=_ERRORS, tags=["oauth"])
     async def token(

@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from ikd_identity.domain import commands
+from ikd_identity.domain.consents import check_desk, consent_period
 from ikd_identity.domain.errors import (
     CitizenInactive,
     CitizenNotFound,
@@ -31,8 +32,15 @@ from ikd_identity.domain.model import (
     merge_changes,
     tombstone_message,
 )
+from ikd_identity.domain.relationships import in_force, requested_services, start_or_renew
+from ikd_identity.service_layer.relationships import publish_relationships, stored_relationships
 from ikd_identity.service_layer.unit_of_work import UnitOfWork, UnitOfWorkFactory
-from ikd_shared.credentials import CredentialError, CredentialVerifier, VerifiedCredential
+from ikd_shared.credentials import (
+    CredentialError,
+    CredentialVerifier,
+    Purpose,
+    VerifiedCredential,
+)
 from ikd_shared.events.consent_v1 import (
     Consent,
     ConsentGranted,
@@ -46,6 +54,8 @@ from ikd_shared.events.profile_v1 import (
     CredentialRevoked,
     ProfileUpdated,
     ProfileVerified,
+    Relationship,
+    RelationshipKind,
 )
 from ikd_shared.events.topics import CONSENT, PROFILE
 from ikd_shared.policy import MppPolicy
@@ -61,7 +71,8 @@ class Deps:
     """What the handlers need, wired by bootstrap()."""
 
     uow: UnitOfWorkFactory
-    verifier: CredentialVerifier
+    verifier: CredentialVerifier  # credentials presented for verification at a counter
+    consent_verifier: CredentialVerifier  # credentials presented to grant or revoke a consent
     pseudonym_key: bytes
     credential_max_age: dt.timedelta
     policy: MppPolicy
@@ -78,6 +89,8 @@ class ProfileResult:
     changed: bool
     changed_fields: list[str]
     status: ProfileStatus
+    relationships: list[Relationship] = field(default_factory=list)
+    """The relationships this command started or renewed (a verification's service requests)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +113,16 @@ async def _with_retries(deps: Deps, work: Callable[[UnitOfWork], Awaitable[T]]) 
     raise AssertionError("unreachable")
 
 
-def _verify(deps: Deps, credential: str, *, fresh: bool = False) -> VerifiedCredential:
+def _verify(
+    deps: Deps, credential: str, purpose: Purpose = Purpose.VERIFICATION
+) -> VerifiedCredential:
+    """Verify a credential presented for `purpose`; a consent needs a recently issued one."""
+    if purpose is Purpose.CONSENT:
+        verifier, max_age = deps.consent_verifier, deps.credential_max_age
+    else:
+        verifier, max_age = deps.verifier, None
     try:
-        return deps.verifier.verify(credential, max_age=deps.credential_max_age if fresh else None)
+        return verifier.verify(credential, max_age=max_age)
     except CredentialError as error:
         raise CredentialRejected(error.code, str(error)) from None
 
@@ -112,19 +132,29 @@ async def _record_jti(uow: UnitOfWork, credential: VerifiedCredential, pseudonym
         raise CredentialRejected("credential_replayed", "this credential was already used")
 
 
-def _result(record: ProfileRecord, changed: list[str] | None) -> ProfileResult:
+def _result(
+    record: ProfileRecord,
+    changed: list[str] | None,
+    relationships: list[Relationship] | None = None,
+) -> ProfileResult:
     return ProfileResult(
         pseudonym=record.pseudonym,
         version=record.version,
         changed=changed is not None,
         changed_fields=changed or [],
         status=record.status,
+        relationships=relationships or [],
     )
 
 
 async def verify_credential(cmd: commands.VerifyCredential, deps: Deps) -> ProfileResult:
-    """Verify an IKD credential at a counter; store and publish the profile if new or changed."""
+    """Verify an IKD credential at a counter for the services the citizen came for.
+
+    Starts (or renews) a service request for each service and publishes the next version of
+    the citizen's record with the relationships in force, even when the profile is unchanged.
+    """
     credential = _verify(deps, cmd.credential)
+    services = requested_services(deps.policy, cmd.agency, cmd.services)
     pseudonym = deps.pseudonym(credential.nik)
 
     async def work(uow: UnitOfWork) -> ProfileResult:
@@ -142,10 +172,29 @@ async def verify_credential(cmd: commands.VerifyCredential, deps: Deps) -> Profi
                 and credential.issued_at <= current.revoked_at
             ):
                 raise CredentialRejected("credential_revoked", "Dukcapil revoked this credential")
-            if current.status is ProfileStatus.ACTIVE and current.profile == credential.profile:
-                return _result(current, None)
         now = deps.clock()
-        changed = changed_fields(current.profile if current else None, credential.profile)
+        stored = await stored_relationships(uow, pseudonym, now)
+        started = [
+            start_or_renew(
+                stored,
+                offered,
+                pseudonym=pseudonym,
+                kind=RelationshipKind.SERVICE_REQUEST,
+                now=now,
+                recorded_by=cmd.client_id or cmd.agency,
+            )
+            for offered in services
+        ]
+        profile_changed = (
+            current is None
+            or current.status is not ProfileStatus.ACTIVE
+            or current.profile != credential.profile
+        )
+        changed = (
+            changed_fields(current.profile if current else None, credential.profile)
+            if profile_changed
+            else []
+        )
         record = ProfileRecord(
             pseudonym=pseudonym,
             version=current.version + 1 if current else 1,
@@ -161,9 +210,15 @@ async def verify_credential(cmd: commands.VerifyCredential, deps: Deps) -> Profi
             verified_at=now,
             verified_by=cmd.agency,
             changed_fields=changed,
+            relationships=in_force(stored, now, changed=started),
         )
         await uow.profiles.save(record, [event_message(event, topic=PROFILE, key=pseudonym)])
-        return _result(record, changed)
+        await uow.relationships.save(started)
+        return _result(
+            record,
+            changed if profile_changed else None,
+            [r.relationship for r in started],
+        )
 
     return await _with_retries(deps, work)
 
@@ -208,6 +263,7 @@ async def update_profile(cmd: commands.UpdateProfile, deps: Deps) -> ProfileResu
             verified_at=current.verified_at,
             updated_at=now,
             changed_fields=changed,
+            relationships=in_force(await stored_relationships(uow, pseudonym, now), now),
         )
         await uow.profiles.save(record, [event_message(event, topic=PROFILE, key=pseudonym)])
         return _result(record, changed)
@@ -263,7 +319,10 @@ async def revoke_credential(cmd: commands.RevokeCredential, deps: Deps) -> Profi
 async def _end_profile(
     uow: UnitOfWork, record: ProfileRecord, event: CitizenDied | CredentialRevoked
 ) -> ProfileResult:
-    """Save the profile's final state; publish why it ended, then the citizen's tombstone."""
+    """Save the profile's final state; publish why it ended, then the citizen's tombstone.
+
+    Every relationship ends with it (the tombstone tells the agencies).
+    """
     await uow.profiles.save(
         record,
         [
@@ -271,6 +330,7 @@ async def _end_profile(
             tombstone_message(record.pseudonym),
         ],
     )
+    await uow.relationships.end_all(record.pseudonym, record.updated_at)
     return _result(record, [])
 
 
@@ -289,9 +349,8 @@ async def load_profiles(cmd: commands.LoadProfiles, deps: Deps) -> BulkResult:
     async def work(uow: UnitOfWork) -> BulkResult:
         existing = await uow.profiles.get_many_for_update(sorted(by_pseudonym))
         now = deps.clock()
-        records: list[ProfileRecord] = []
-        messages: list[OutboxMessage] = []
-        created = updated = unchanged = skipped = 0
+        changes: list[tuple[ProfileRecord, ProfileRecord | None]] = []
+        unchanged = skipped = 0
         for pseudonym, profile in by_pseudonym.items():
             current = existing.get(pseudonym)
             if current is not None and current.status is not ProfileStatus.ACTIVE:
@@ -301,7 +360,6 @@ async def load_profiles(cmd: commands.LoadProfiles, deps: Deps) -> BulkResult:
                 unchanged += 1
                 continue
             if current is None:
-                created += 1
                 record = ProfileRecord(
                     pseudonym=pseudonym,
                     version=1,
@@ -310,64 +368,69 @@ async def load_profiles(cmd: commands.LoadProfiles, deps: Deps) -> BulkResult:
                     verified_at=now,
                     updated_at=now,
                 )
-                event: ProfileVerified | ProfileUpdated = ProfileVerified(
-                    pseudonym=pseudonym,
-                    version=1,
-                    profile=profile,
-                    verified_at=now,
-                    verified_by=None,
-                    changed_fields=changed_fields(None, profile),
-                )
             else:
-                updated += 1
                 record = _replace(
                     current, version=current.version + 1, profile=profile, updated_at=now
                 )
+            changes.append((record, current))
+        # The relationships of the whole batch in one query: the bulk path stays one round
+        # trip per kind of statement however many citizens it carries.
+        related = await uow.relationships.current([r.pseudonym for r, _ in changes], now)
+        messages: list[OutboxMessage] = []
+        for record, current in changes:
+            relationships = in_force(related.get(record.pseudonym, []), now)
+            event: ProfileVerified | ProfileUpdated
+            if current is None:
+                event = ProfileVerified(
+                    pseudonym=record.pseudonym,
+                    version=1,
+                    profile=record.profile,
+                    verified_at=now,
+                    verified_by=None,
+                    changed_fields=changed_fields(None, record.profile),
+                    relationships=relationships,
+                )
+            else:
                 event = ProfileUpdated(
-                    pseudonym=pseudonym,
+                    pseudonym=record.pseudonym,
                     version=record.version,
-                    profile=profile,
+                    profile=record.profile,
                     verified_at=current.verified_at,
                     updated_at=now,
-                    changed_fields=changed_fields(current.profile, profile),
+                    changed_fields=changed_fields(current.profile, record.profile),
+                    relationships=relationships,
                 )
-            records.append(record)
-            messages.append(event_message(event, topic=PROFILE, key=pseudonym))
-        await uow.profiles.save_many(records)
+            messages.append(event_message(event, topic=PROFILE, key=record.pseudonym))
+        await uow.profiles.save_many([record for record, _ in changes])
         await uow.outbox.add(messages)
+        created = sum(1 for _, current in changes if current is None)
         return BulkResult(
-            created=created, updated=updated, unchanged=unchanged, skipped_inactive=skipped
+            created=created,
+            updated=len(changes) - created,
+            unchanged=unchanged,
+            skipped_inactive=skipped,
         )
 
     return await _with_retries(deps, work)
 
 
-def _consent_period(
-    terms: commands.ConsentTerms, now: dt.datetime
-) -> tuple[dt.datetime, dt.datetime]:
-    starts_at = terms.starts_at or now
-    if starts_at.tzinfo is None or terms.expires_at.tzinfo is None:
-        raise InvalidConsent("starts_at and expires_at need a time zone")
-    if terms.expires_at <= max(starts_at, now):
-        raise InvalidConsent("expires_at must be after starts_at and in the future")
-    return starts_at, terms.expires_at
-
-
 async def grant_consent(cmd: commands.GrantConsent, deps: Deps) -> Consent:
+    """The citizen consents with a fresh credential for the consent purpose.
+
+    Self-service, or at an officer's desk whose client serves the agency. What needs no
+    credential is checked first, so a refused request stores nothing and spends no credential.
+    """
     now = deps.clock()
-    starts_at, expires_at = _consent_period(cmd.terms, now)
-    credential: VerifiedCredential | None = None
-    if isinstance(cmd.actor, commands.CitizenProof):
-        credential = _verify(deps, cmd.actor.credential, fresh=True)
-        pseudonym = deps.pseudonym(credential.nik)
+    terms = cmd.terms
+    check_desk(cmd.desk, terms.agency)
+    starts_at, expires_at = consent_period(deps.policy, terms, now)
+    credential = _verify(deps, cmd.credential, Purpose.CONSENT)
+    pseudonym = deps.pseudonym(credential.nik)
+    if cmd.desk is None:
         granted_by, officer_id, recorded_by = GrantedBy.CITIZEN, None, "citizen"
     else:
-        if cmd.actor.nik is None:
-            raise InvalidConsent("the citizen's NIK is required")
-        pseudonym = deps.pseudonym(cmd.actor.nik)
-        granted_by, officer_id = GrantedBy.OFFICER, cmd.actor.officer_id
-        recorded_by = cmd.actor.client_id
-    terms = cmd.terms
+        granted_by, officer_id = GrantedBy.OFFICER, cmd.desk.client_id
+        recorded_by = cmd.desk.client_id
     try:
         consent = Consent(
             consent_id=cmd.consent_id,
@@ -377,7 +440,6 @@ async def grant_consent(cmd: commands.GrantConsent, deps: Deps) -> Consent:
             fields=terms.fields,
             purpose_code=terms.purpose_code,
             purpose_text=terms.purpose_text,
-            legal_basis=terms.legal_basis,
             starts_at=starts_at,
             expires_at=expires_at,
             status=ConsentStatus.ACTIVE,
@@ -389,15 +451,13 @@ async def grant_consent(cmd: commands.GrantConsent, deps: Deps) -> Consent:
         raise InvalidConsent(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
     async def work(uow: UnitOfWork) -> Consent:
-        if credential is not None:
-            await _record_jti(uow, credential, pseudonym)
+        await _record_jti(uow, credential, pseudonym)
         profile = await uow.profiles.get_for_update(pseudonym)
-        if profile is None and credential is None:
-            raise CitizenNotFound("no profile for this NIK")
         if profile is not None and profile.status is not ProfileStatus.ACTIVE:
             raise CitizenInactive(f"the citizen's profile is {profile.status.value}")
         version = await uow.consents.next_version(pseudonym)
         await uow.consents.save(consent, recorded_by=recorded_by)
+        await publish_relationships(uow, pseudonym, now, started=[consent], credential=credential)
         active = active_consents(await uow.consents.for_citizen(pseudonym), now)
         event = ConsentGranted(
             pseudonym=pseudonym, consents_version=version, consent=consent, active_consents=active
@@ -409,25 +469,28 @@ async def grant_consent(cmd: commands.GrantConsent, deps: Deps) -> Consent:
 
 
 async def revoke_consent(cmd: commands.RevokeConsent, deps: Deps) -> Consent:
-    credential: VerifiedCredential | None = None
-    citizen: str | None = None
-    if isinstance(cmd.actor, commands.CitizenProof):
-        credential = _verify(deps, cmd.actor.credential, fresh=True)
-        citizen = deps.pseudonym(credential.nik)
+    """The citizen revokes one of their consents, proven like a grant (never by a token alone).
+
+    A consent that is not the citizen's gets the answer of one that does not exist; at an
+    officer's desk the client must serve the consent's agency.
+    """
+    credential = _verify(deps, cmd.credential, Purpose.CONSENT)
+    citizen = deps.pseudonym(credential.nik)
 
     async def work(uow: UnitOfWork) -> Consent:
         consent = await uow.consents.get_for_update(cmd.consent_id)
-        if consent is None or (citizen is not None and consent.pseudonym != citizen):
+        if consent is None or consent.pseudonym != citizen:
             raise ConsentNotFound("no such consent for this citizen")
-        if credential is not None:
-            await _record_jti(uow, credential, consent.pseudonym)
+        check_desk(cmd.desk, consent.agency)
+        await _record_jti(uow, credential, citizen)
         if consent.status is not ConsentStatus.ACTIVE:
             raise ConsentNotActive(f"the consent is already {consent.status.value}")
         now = deps.clock()
         version = await uow.consents.next_version(consent.pseudonym)
         revoked = consent.model_copy(update={"status": ConsentStatus.REVOKED, "revoked_at": now})
-        recorded_by = "citizen" if credential is not None else _client(cmd.actor)
+        recorded_by = "citizen" if cmd.desk is None else cmd.desk.client_id
         await uow.consents.save(revoked, recorded_by=recorded_by)
+        await publish_relationships(uow, consent.pseudonym, now, ended=[revoked])
         active = active_consents(await uow.consents.for_citizen(consent.pseudonym), now)
         event = ConsentRevoked(
             pseudonym=consent.pseudonym,
@@ -439,7 +502,3 @@ async def revoke_consent(cmd: commands.RevokeConsent, deps: Deps) -> Consent:
         return revoked
 
     return await _with_retries(deps, work)
-
-
-def _client(actor: commands.CitizenProof | commands.OfficerActing) -> str:
-    return actor.client_id if isinstance(actor, commands.OfficerActing) else "citizen"

@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from ikd_identity.domain.model import OutboxMessage, ProfileRecord
+from ikd_identity.domain.relationships import RelationshipRecord
 from ikd_shared.events.consent_v1 import Consent
 
 
@@ -55,6 +56,30 @@ class Consents(Protocol):
         ...
 
 
+class Relationships(Protocol):
+    async def current(
+        self, pseudonyms: Sequence[str], at: dt.datetime
+    ) -> dict[str, list[RelationshipRecord]]:
+        """Each citizen's relationships not ended nor expired at `at`, in one query.
+
+        Active consents are included, mirrored as relationships of kind consent. Callers
+        decide what is in force with the domain's rules (a consent may start later).
+        """
+        ...
+
+    async def get(self, relationship_id: uuid.UUID) -> RelationshipRecord | None:
+        """A stored request or registration, ended or not (consents are not stored here)."""
+        ...
+
+    async def save(self, records: Sequence[RelationshipRecord]) -> None:
+        """Insert new relationships; of known ones, update the expiry, reference and end."""
+        ...
+
+    async def end_all(self, pseudonym: str, at: dt.datetime) -> None:
+        """End every relationship of the citizen still in force (a death, a revocation)."""
+        ...
+
+
 class Outbox(Protocol):
     async def add(self, messages: Sequence[OutboxMessage]) -> None: ...
 
@@ -69,6 +94,9 @@ class UnitOfWork(Protocol):
 
     @property
     def consents(self) -> Consents: ...
+
+    @property
+    def relationships(self) -> Relationships: ...
 
     @property
     def outbox(self) -> Outbox: ...
