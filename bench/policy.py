@@ -1,7 +1,10 @@
 """Copy the MPP policy with some agencies under a `bench-` code (same services, fields, bases).
 
 A gateway's consumer group is derived from its agency code; the bench's gateways must not join
-the group of a demo running beside them, so they serve `bench-<code>` with an unchanged policy.
+the group of a demo running beside them, so they serve `bench-<code>`. One more difference:
+polres-cirebon's `skck` (a legal obligation) takes registrations in the copy, so the bench can
+relate its citizens to two agencies through their gateways (bench/relate.py) without a
+verification per citizen.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from pathlib import Path
 import yaml
 
 PREFIX = "bench-"
+REGISTRABLE = {"skck", "social-assistance"}
 
 
 def renamed_policy(source: Path, agencies: list[str]) -> dict[str, object]:
@@ -21,6 +25,9 @@ def renamed_policy(source: Path, agencies: list[str]) -> dict[str, object]:
         if agency["code"] in agencies:
             found.add(agency["code"])
             agency["code"] = PREFIX + agency["code"]
+            for service in agency["services"]:
+                if service["code"] in REGISTRABLE:
+                    service["registration"] = True
     missing = sorted(set(agencies) - found)
     if missing:
         raise SystemExit(f"not in {source}: {', '.join(missing)}")

@@ -80,6 +80,10 @@ def verdict(met: bool | None) -> str:
     return "–" if met is None else ("**met**" if met else "**not met**")
 
 
+AUDITED_PER_RELATED = 2
+"""Audit entries of one stored update at one agency (bench/run.py AUDITED_PER_RELATIONSHIP)."""
+
+
 def markdown(results: dict[str, Any]) -> str:
     machine = results["machine"]
     plan = results["plan"]
@@ -106,6 +110,8 @@ def markdown(results: dict[str, Any]) -> str:
     verification = results.get("verification")
     prefill = results.get("prefill")
     consent = results.get("consent")
+    relationship = results.get("relationship")
+    fanout = results.get("fanout")
 
     # -- summary against the targets ------------------------------------------------------
     out += ["## Against the targets of the design brief", ""]
@@ -122,7 +128,8 @@ def markdown(results: dict[str, Any]) -> str:
         ratio = f"; {100 * rate / ceiling_rate:.2f} % of Kafka's ceiling" if ceiling_rate else ""
         rows.append(
             [
-                "Bulk feed: 10,000 profile events/s end to end (outbox → Kafka → 3 views → audit)",
+                "Bulk feed: 10,000 profile events/s end to end (outbox → Kafka → 3 gateways, "
+                "2 related views → audit)",
                 f"{num(rate)} events/s{ratio}",
                 verdict(rate >= TARGETS["bulk"]),
                 f"the slowest stage is the {slowest[0]} "
@@ -184,6 +191,21 @@ def markdown(results: dict[str, Any]) -> str:
         )
     else:
         rows.append(["Consent purge within 5 s", failed(consent) or "–", "–", ""])
+    if relationship and not failed(relationship):
+        ended = relationship["end_to_purged"]
+        rows.append(
+            [
+                "Last relationship ended: the citizen purged from the view within 5 s",
+                f"median {num(ended['p50_ms'])} ms, max {num(ended['max_ms'])} ms "
+                f"({relationship['repetitions']} registrations ended)",
+                verdict(ended["max_ms"] / 1000 <= TARGETS["purge_s"]),
+                "one relationship event through identity's outbox, Kafka and the worker",
+            ]
+        )
+    else:
+        rows.append(
+            ["Last relationship ended, purge within 5 s", failed(relationship) or "–", "–", ""]
+        )
     out += table(["Target", "Measured (median of runs)", "", "What limits it"], rows)
 
     # -- machine and settings ---------------------------------------------------------------
@@ -209,8 +231,10 @@ def markdown(results: dict[str, Any]) -> str:
         f"fresh topic prefix (`{results['settings']['topic_prefix']}`, 6 partitions per topic), "
         "their own ports, and the three demo gateways under the codes "
         + ", ".join(f"`{g}`" for g in results["settings"]["gateways"])
-        + " (a copy of the MPP policy that differs only in these codes: a gateway's consumer "
-        "group is derived from its code and must not join a running demo's group). "
+        + " (a copy of the MPP policy that differs in these codes, as a gateway's consumer "
+        "group is derived from its code and must not join a running demo's group, and in "
+        "letting polres-cirebon's skck take registrations, as dinsos-cirebon's "
+        "social-assistance does, to relate the bench's citizens to two agencies). "
         "Numbers do not depend on demo data; a running demo is left alone.",
         f"- Each measurement is repeated {plan['runs']} times; tables give the median and, in "
         "brackets, the lowest and highest run. Between runs the bench waits until nothing "
@@ -264,14 +288,19 @@ def markdown(results: dict[str, Any]) -> str:
         runs = bulk["runs"]
         s = bulk["summary"]
         rate = s["events_per_second"]["median"]
+        related = bulk.get("related_agencies", [])
         out += [
-            f"{num(plan['bulk_events'])} new synthetic citizens per run through identity's bulk "
-            "endpoint (`POST /v1/feed/profiles`, 1,000 profiles per request and transaction, "
-            "2 requests in flight) → outbox → relay → Kafka → the three gateways' views → "
-            f"access events → audit log ({results['settings']['audited_view_writes_per_profile']}"
-            " audit entries per profile: bank-bjb holds no field without a consent, so its view "
-            "row has no data and no access event). Timed from the first request until every "
-            "view holds every citizen and the audit log every entry (database timestamps).",
+            f"An agency holds only the citizens it has a relationship with, so the bulk runs "
+            f"refresh {num(plan['bulk_events'])} synthetic citizens registered at "
+            f"{' and '.join(related)} (through their gateways, before the runs): Dukcapil's "
+            "bulk endpoint (`POST /v1/feed/profiles`, 1,000 profiles per request and "
+            "transaction, 2 requests in flight) changes each one's occupation → outbox → relay "
+            "→ Kafka → the three gateways → the two related views → access events → audit log "
+            f"({AUDITED_PER_RELATED} audit entries per profile at each related agency: the view "
+            "write and its agency-topic record). bank-bjb has no relationship with them: its "
+            "gateway reads every record and stores nothing. Timed from the first request until "
+            "every gateway applied every record and the audit log holds every entry (database "
+            "timestamps).",
             "",
         ]
         ratio = f"{100 * rate / ceiling_rate:.2f} %" if ceiling_rate else "–"
@@ -307,6 +336,28 @@ def markdown(results: dict[str, Any]) -> str:
             "(client-side, all requests answered).",
             "",
         ]
+        new = bulk.get("new_citizens")
+        relating = bulk.get("relating")
+        if new:
+            out += [
+                f"For comparison, {num(new['events'])} **new** citizens (no relationship with "
+                f"any agency: every gateway reads them and stores nothing, nothing is audited) "
+                f"took {num(new['seconds'], 1)} s end to end, {num(new['events_per_second'])} "
+                "events/s (one run). Before relationships every gateway stored every bulk-fed "
+                "citizen (bank-bjb a row without fields).",
+                "",
+            ]
+        if relating:
+            rates = ", ".join(
+                f"{name} {num(rate)}/s"
+                for name, rate in relating["registrations_per_second"].items()
+            )
+            out += [
+                f"Registering the runs' {num(relating['citizens'])} citizens through the gateways "
+                f"(16 requests in flight, each gateway → identity → outbox) before the runs: "
+                f"{rates}.",
+                "",
+            ]
         out += ["CPU during the runs (median share of one core):", ""]
         out += table(["component", "CPU"], cpu_rows(runs))
         out += [f"Database sessions: {waits_text(runs)}.", ""]
@@ -461,6 +512,85 @@ def markdown(results: dict[str, Any]) -> str:
         )
         out += table(["view / service", "n", "median (ms)", "p95 (ms)", "max (ms)"], rows)
 
+    # -- 6. last relationship ---------------------------------------------------------------
+    out += ["## 6. Last relationship ends → purge", ""]
+    if failed(relationship):
+        out += [f"Failed: {failed(relationship)}", ""]
+    elif relationship is None:
+        out += ["Not measured in this run.", ""]
+    else:
+        out += [
+            "dinsos-cirebon's backend registers a citizen (through its gateway; the "
+            "citizen's only relationship with dinsos), the bench waits until dinsos's view "
+            "holds the fields, the backend ends the registration, and the bench polls the view "
+            "row every 2 ms from the end request's HTTP response until the row is gone (as the "
+            "consent purge is timed). The path: gateway → identity (the relationship ends, its "
+            "record in the outbox) → relay → Kafka → dinsos's worker, which deletes the row, "
+            "cancels pending webhooks and queues the agency topic's tombstone.",
+            "",
+        ]
+        rows = []
+        for label, key in (
+            ("end → row purged", "end_to_purged"),
+            ("(registration → fields in the view)", "register_to_view"),
+        ):
+            figures = relationship[key]
+            rows.append(
+                [
+                    label,
+                    num(figures["count"]),
+                    num(figures["p50_ms"]),
+                    num(figures["p95_ms"]),
+                    num(figures["max_ms"]),
+                ]
+            )
+        out += table(["", "n", "median (ms)", "p95 (ms)", "max (ms)"], rows)
+
+    # -- 7. fan-out ------------------------------------------------------------------------
+    out += ["## 7. Fan-out of an update to the related agencies", ""]
+    if failed(fanout):
+        out += [f"Failed: {failed(fanout)}", ""]
+    elif fanout is None:
+        out += ["Not measured in this run.", ""]
+    else:
+        out += [
+            "A citizen related to N of the bench's agencies (registered at polres-cirebon, "
+            "then dinsos-cirebon; a consent at bank-bjb as the third) gets an address change "
+            "from Dukcapil's update feed (`POST /v1/feed/updates`); the bench polls every "
+            "related view (2 ms, one connection each) from the update's HTTP response until "
+            "each holds the new street. One record on the profile topic reaches every gateway; "
+            "each related one stores it, audits it and publishes it on its agency topic, in "
+            "parallel worker processes.",
+            "",
+        ]
+        rows = []
+        for size, entry in fanout["per_size"].items():
+            whole = entry["update_to_all_views"]
+            slowest = max(entry["per_view"].items(), key=lambda item: item[1]["p50_ms"])
+            rows.append(
+                [
+                    size,
+                    ", ".join(entry["agencies"]),
+                    num(whole["count"]),
+                    num(whole["p50_ms"]),
+                    num(whole["p95_ms"]),
+                    num(whole["max_ms"]),
+                    f"{slowest[0]} ({num(slowest[1]['p50_ms'])} ms)",
+                ]
+            )
+        out += table(
+            [
+                "N",
+                "related agencies",
+                "n",
+                "all N views: median (ms)",
+                "p95 (ms)",
+                "max (ms)",
+                "slowest view (median)",
+            ],
+            rows,
+        )
+
     out += limits(results)
     return "\n".join(out).rstrip() + "\n"
 
@@ -580,6 +710,15 @@ def limits(results: dict[str, Any]) -> list[str]:
             "relay, Kafka, the bank's worker) on an otherwise idle platform, far within the "
             "5 s target. Not measured here: a purge while a bulk backlog occupies the same "
             "worker process.",
+        ]
+    relationship = results.get("relationship")
+    if relationship and not failed(relationship):
+        out += [
+            "- **The end of the last relationship** takes the consent purge's path plus one hop: "
+            "the gateway's request to identity, whose transaction ends the relationship and "
+            "queues the citizen's record; the worker deletes the row when it applies it. A "
+            "relationship that runs out by time is purged by the worker's retention sweep "
+            "instead (every IKD_GATEWAY_RETENTION_CHECK_SECONDS, 60 s by default).",
         ]
     if results.get("quick"):
         out += ["- This was a QUICK run (BENCH_QUICK=1): one short run each, for the harness."]

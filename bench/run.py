@@ -1,7 +1,8 @@
 """`make bench` after the services are up (deploy/scripts/bench.sh starts them): measure, report.
 
 Order: the bulk feed (whose profile events give the record size), Kafka's producer benchmark
-with that size, prefill, the verification path at fixed rates, consent revocation. Between
+with that size, prefill, the verification path at fixed rates, consent revocation, the end of
+an agency's last relationship with a citizen, an update's fan-out to related agencies. Between
 measurements the bench waits until the platform is idle. A measurement that fails is reported
 as failed with its reason; the others still run.
 """
@@ -22,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from bench import bulk, consent, cpu, kafka_ceiling, machine, prefill, report, verify
+from bench import bulk, consent, cpu, kafka_ceiling, machine, prefill, relate, report, verify
 from bench.common import Context, Gateway, count, wait_until
 from bench.stats import spread, summarize_runs
 from ikd_shared.events.topics import PROFILE
@@ -41,6 +42,8 @@ class Plan:
     verify_rates: tuple[int, ...]
     verify_seconds: float
     consent_repetitions: int
+    relationship_repetitions: int
+    fanout_repetitions: int
 
 
 FULL = Plan(
@@ -52,6 +55,8 @@ FULL = Plan(
     verify_rates=(50, 200, 1000),
     verify_seconds=10,
     consent_repetitions=20,
+    relationship_repetitions=20,
+    fanout_repetitions=10,
 )
 QUICK = Plan(
     runs=1,
@@ -62,7 +67,15 @@ QUICK = Plan(
     verify_rates=(50, 200),
     verify_seconds=4,
     consent_repetitions=4,
+    relationship_repetitions=4,
+    fanout_repetitions=3,
 )
+FANOUT_SIZES = (1, 2, 3)
+# Citizen ranges (bulk.RUN_STRIDE apart): the related citizens of the bulk runs, the new ones
+# nobody holds, and fresh ones for the relationship and fan-out measurements.
+RELATED, UNRELATED, FRESH = 0, 1, 2
+AUDITED_PER_RELATIONSHIP = 2
+"""Access events of one stored update at one agency: its view write, its agency-topic record."""
 
 
 def holds_without_consent(agency: str) -> bool:
@@ -158,16 +171,28 @@ async def main(args: argparse.Namespace) -> None:
     results["settings"]["first_citizen_index"] = first
 
     async def do_bulk() -> dict[str, Any]:
+        n = plan.bulk_events
+        # New citizens: every gateway reads them, none holds them (no relationship yet).
+        await settle(ctx)
+        new = await bulk.run_once(
+            ctx, run=UNRELATED, n=n, audited_per_event=0, pids=pids, first=first
+        )
+        print(f"bench:   new citizens: {new['events_per_second']:.0f} events/s", flush=True)
+        # The runs' citizens: fed, then registered at the agencies that take registrations.
+        await bulk.run_once(ctx, run=RELATED, n=n, audited_per_event=0, pids=pids, first=first)
+        print(f"bench:   registering {n} citizens at {', '.join(relate.REGISTRABLE)}", flush=True)
+        related = await relate.relate(ctx, bulk.niks(RELATED, n, first))
         runs = []
         for run in range(plan.runs):
             await settle(ctx)
             one = await bulk.run_once(
                 ctx,
-                run=run,
-                n=plan.bulk_events,
-                audited_per_event=len(audited),
+                run=RELATED,
+                n=n,
+                audited_per_event=AUDITED_PER_RELATIONSHIP * len(relate.REGISTRABLE),
                 pids=pids,
                 first=first,
+                revision=run + 1,
             )
             print(
                 f"bench:   bulk run {run + 1}: {one['events_per_second']:.0f} events/s", flush=True
@@ -185,7 +210,14 @@ async def main(args: argparse.Namespace) -> None:
                 )
                 for key in ("per_second_own_window", "done_after_s")
             }
-        return {"runs": runs, "summary": summary, "stages": stages}
+        return {
+            "runs": runs,
+            "summary": summary,
+            "stages": stages,
+            "related_agencies": list(relate.REGISTRABLE),
+            "relating": related,
+            "new_citizens": new,
+        }
 
     await section("bulk", results, do_bulk)
 
@@ -226,7 +258,7 @@ async def main(args: argparse.Namespace) -> None:
 
     await section("ceiling", results, do_ceiling)
 
-    niks = bulk.niks(0, min(plan.bulk_events, 5000), first)
+    niks = bulk.niks(RELATED, min(plan.bulk_events, 5000), first)
 
     async def do_prefill() -> dict[str, Any]:
         if not prefill.have_wrk():
@@ -303,11 +335,37 @@ async def main(args: argparse.Namespace) -> None:
         await settle(ctx)
         return await consent.run(
             ctx,
-            citizens=bulk.citizens(1 if plan.runs > 1 else 0, plan.consent_repetitions, first),
+            citizens=bulk.citizens(RELATED, plan.consent_repetitions, first),
             repetitions=plan.consent_repetitions,
         )
 
     await section("consent", results, do_consent)
+
+    fresh = bulk.citizens(
+        FRESH, plan.relationship_repetitions + plan.fanout_repetitions * len(FANOUT_SIZES), first
+    )
+
+    async def feed_fresh() -> None:
+        await settle(ctx)
+        await bulk.run_once(
+            ctx, run=FRESH, n=len(fresh), audited_per_event=0, pids=pids, first=first
+        )
+
+    async def do_relationship() -> dict[str, Any]:
+        await feed_fresh()
+        await settle(ctx)
+        chosen = fresh[: plan.relationship_repetitions]
+        return await relate.last_relationship_ends(ctx, [p.nik for p in chosen])
+
+    await section("relationship", results, do_relationship)
+
+    async def do_fanout() -> dict[str, Any]:
+        if "relationship" not in results:  # run alone (BENCH_ONLY=fanout)
+            await feed_fresh()
+        await settle(ctx)
+        return await relate.fanout(ctx, fresh[plan.relationship_repetitions :], sizes=FANOUT_SIZES)
+
+    await section("fanout", results, do_fanout)
 
     results["conditions"]["load_average_after"] = machine.load_average()
     results["measure_seconds"] = time.monotonic() - started
