@@ -186,7 +186,7 @@ class Walkthrough:
         denied = self.prefill(*CONSENT_SERVICE)
         self.say(
             f"   {'/'.join(CONSENT_SERVICE)}: {denied.status_code} "
-            f"{denied.json().get('code')} (consent-based service, no consent yet)"
+            f"{denied.json().get('code')} (no consent, no relationship: the bank holds nothing)"
         )
 
     def grant_consent(self) -> str:
@@ -224,7 +224,8 @@ class Walkthrough:
             client_id="mpp-officer",
             json={"credential": self.credential(Purpose.CONSENT)},
         )
-        purge = wait_for(lambda: self.prefill(*CONSENT_SERVICE).status_code == 403)
+        # The consent was the bank's only relationship with the citizen: the row goes (404).
+        purge = wait_for(lambda: self.prefill(*CONSENT_SERVICE).status_code in (403, 404))
         self.say(
             f"   purged from {CONSENT_SERVICE[0]}'s view: prefill refused "
             f"{purge * 1000:.0f} ms after revocation"
