@@ -286,12 +286,9 @@ def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> 
         *,
         nik: str | None = None,
         pseudonym: str | None = None,
-        refusal: errors.GatewayError | None = None,
     ) -> PrefillResponse:
         correlation = _correlation()
         try:
-            if refusal is not None:
-                raise refusal
             found = await prefills.prefill(
                 gateway.uow(),
                 gateway.ctx,
@@ -341,12 +338,14 @@ def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> 
         404 for an unknown citizen; 403 for another agency's token, a service that is not this
         agency's, or a consent the citizen has not given; 429 for a client denied too often.
         """
-        refusal = None
         if "nik" in request.query_params:
-            refusal = errors.NikInUrl(
+            # Refused, not ignored: the client learns to stop putting NIKs in URLs.
+            error = errors.NikInUrl(
                 "a NIK never goes in a URL: POST it to /v1/prefill/{service}/lookup"
             )
-        return await answer(gateway, caller, service, pseudonym=pseudonym, refusal=refusal)
+            await deny(gateway, caller, error, prefills.Denial(service=service))
+            raise error
+        return await answer(gateway, caller, service, pseudonym=pseudonym)
 
     @app.post(
         "/v1/prefill/{service}/lookup",
