@@ -16,8 +16,11 @@ from aiokafka import AIOKafkaProducer
 from ikd_gateway.adapters import webhooks as webhook_adapters
 from ikd_gateway.adapters.postgres import PgUnitOfWork
 from ikd_gateway.adapters.relay import AccessRelay, AgencyRow, agency_relay
+from ikd_gateway.adapters.throttle import PgDenialCounters
 from ikd_gateway.config import GatewaySettings
+from ikd_gateway.domain.throttle import ThrottleRules
 from ikd_gateway.service_layer.context import GatewayContext, UnitOfWorkFactory, utcnow
+from ikd_gateway.service_layer.throttle import ClientThrottle, DenialCounters
 from ikd_gateway.service_layer.unit_of_work import UnitOfWork
 from ikd_gateway.service_layer.webhooks import Dispatcher, RetryPolicy, Sender
 from ikd_shared import codec
@@ -92,6 +95,7 @@ class Gateway:
     producer: AIOKafkaProducer
     relay: AccessRelay
     dispatcher: Dispatcher
+    throttle: ClientThrottle
     agency_relay: OrderedRelay[AgencyRow] | None = None
     """Publishes the agency topic (the worker runs it); None on injected units of work."""
 
@@ -135,13 +139,15 @@ async def bootstrap(
     producer: AIOKafkaProducer | None = None,
     relay: AccessRelay | None = None,
     sender: Sender | None = None,
+    denial_counters: DenialCounters | None = None,
 ) -> AsyncIterator[Gateway]:
     """Open the pool, producer and HTTP sender, yield the started runtime, close all on exit.
 
     `keep_sessions`: release pool connections without asyncpg's reset query (a round trip per
     use) for code that leaves no session state behind (no SET, LISTEN or session-level
-    advisory lock): the API. `uow`, `producer`, `relay`, `sender` replace the real adapters;
-    no pool is opened when neither the unit of work nor the relay needs one.
+    advisory lock): the API. `uow`, `producer`, `relay`, `sender`, `denial_counters` replace
+    the real adapters; no pool is opened when neither the unit of work nor the relay needs one
+    (then `denial_counters` must be given).
     """
     config = config or check_or_exit(settings)
     agency_publisher = None
@@ -165,6 +171,7 @@ async def bootstrap(
             pool = await create_pool(str(settings.database_url), max_size=pool_size, **extra)
             stack.push_async_callback(pool.close)
             uow = uow or _pg_unit_of_work(pool)
+            denial_counters = denial_counters or PgDenialCounters(pool)
             relay = relay or AccessRelay(
                 pool,
                 producer,
@@ -205,12 +212,25 @@ async def bootstrap(
             ),
             disable_after=dt.timedelta(seconds=settings.webhook_disable_after_seconds),
         )
+        if denial_counters is None:
+            raise TypeError("bootstrap on injected adapters needs denial_counters too")
+        throttle = ClientThrottle(
+            denial_counters,
+            ThrottleRules(
+                limit=settings.denial_limit,
+                window=dt.timedelta(seconds=settings.denial_window_seconds),
+                block=dt.timedelta(seconds=settings.denial_block_seconds),
+            ),
+            config.ctx.clock,
+            recheck=dt.timedelta(seconds=settings.denial_recheck_seconds),
+        )
         yield Gateway(
             config=config,
             uow=uow,
             producer=producer,
             relay=relay,
             dispatcher=dispatcher,
+            throttle=throttle,
             agency_relay=agency_publisher,
         )
 

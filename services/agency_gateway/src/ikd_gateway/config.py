@@ -80,6 +80,23 @@ class GatewaySettings(ServiceSettings):
     receiver_secret: SecretStr | None = Field(
         default=None, description="whsec_... secret of the example receiver"
     )
+    denial_limit: int = Field(
+        default=50,
+        ge=1,
+        le=100_000,
+        description="denied prefill requests of one client within the window that throttle it",
+    )
+    denial_window_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    denial_block_seconds: float = Field(
+        default=300.0, gt=0, le=86_400, description="how long a throttled client gets 429"
+    )
+    denial_recheck_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="how long an API replica trusts that a client was not throttled; a block "
+        "another replica set takes effect here within this time",
+    )
 
     @property
     def consumer_group(self) -> str:

@@ -40,6 +40,9 @@ _DUMMY_HASH = hasher.hash(secrets.token_urlsafe(16))
 router = APIRouter(prefix="/console", include_in_schema=False)
 
 FILTER_NAMES = ("nik", "pseudonym", "agency", "service", "channel", "outcome", "from", "to")
+# What a URL may carry: everything but the NIK, which only the posted form takes.
+URL_FILTERS = FILTER_NAMES[1:]
+NIK_IN_URL = "Search by NIK with the form: a NIK is never put in a URL (nik_not_allowed_in_url)"
 
 
 def hash_secret(secret: str) -> str:
@@ -91,7 +94,7 @@ def filter_from(runtime: AuditRuntime, values: Mapping[str, str | None]) -> Sear
     """The search filter from console form or query values (FILTER_NAMES); AuditError if bad."""
     return build_filter(
         pseudonym_key=runtime.settings.pseudonym_key.get_secret_value().encode(),
-        nik=values["nik"],
+        nik=values.get("nik"),
         pseudonym=values["pseudonym"],
         agency=values["agency"],
         service=values["service"],
@@ -177,7 +180,9 @@ async def search(request: Request, runtime: RuntimeDep) -> Response:
     auditor = current_auditor(request)
     if auditor is None:
         return to_login()
-    params = {name: request.query_params.get(name) for name in FILTER_NAMES}
+    params = {name: request.query_params.get(name) for name in URL_FILTERS}
+    if "nik" in request.query_params:
+        return search_page(request, params, 400, error=NIK_IN_URL)
     searched = any(params.values()) or "go" in request.query_params
     try:
         search_filter = filter_from(runtime, params)
@@ -238,9 +243,11 @@ async def export(request: Request, runtime: RuntimeDep) -> Response:
     auditor = current_auditor(request)
     if auditor is None:
         return to_login()
+    if "nik" in request.query_params:
+        return Response(NIK_IN_URL, status_code=400)
     try:
         search_filter = filter_from(
-            runtime, {name: request.query_params.get(name) for name in FILTER_NAMES}
+            runtime, {name: request.query_params.get(name) for name in URL_FILTERS}
         )
     except AuditError as error:
         return Response(f"{error.detail} ({error.code})", status_code=error.status_code)
