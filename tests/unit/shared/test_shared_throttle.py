@@ -148,8 +148,7 @@ async def test_never_more_failures_than_the_limit_allows_in_any_window(
         clock.advance(gap)
         try:
             await t.begin("alice", "10.0.0.1")
-        except Throttled as throttled:
-            assert throttled.retry_after_seconds >= 1
+        except Throttled:
             continue
         allowed.append(clock.now)
     for i, first in enumerate(allowed):
