@@ -69,3 +69,12 @@ class InvalidPseudonym(BadCitizenReference):
 class WebhookUrlNotAllowed(GatewayError):
     status_code = 400
     code = "webhook_url_not_allowed"
+
+
+class WebhookHostNotAllowed(Forbidden):
+    code = "webhook_host_not_allowed"
+
+
+class WebhookEndpointLimit(GatewayError):
+    status_code = 409
+    code = "webhook_endpoint_limit"
