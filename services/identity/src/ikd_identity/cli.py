@@ -132,7 +132,8 @@ def clients_add(
     try:
         secret = secret_option(secret, secret_file, development=settings.is_development)
     except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="--secret") from None
+        typer.echo(f"ikd_identity: {error}", err=True)
+        raise typer.Exit(2) from None
     generated = secret is None
     secret = secret or secrets.token_urlsafe(32)
     client = Client(
