@@ -125,7 +125,7 @@ class Gateway:
             pass
 
     async def check_target(self, url: str) -> str:
-        return await _check_target(self.settings, url)
+        return await _check_target(self.config, url)
 
 
 @contextlib.asynccontextmanager
@@ -180,7 +180,9 @@ async def bootstrap(
                 interval=settings.relay_interval_seconds,
             )
         if sender is None:
-            http = webhook_adapters.HttpSender(settings.webhook_timeout_seconds)
+            http = webhook_adapters.HttpSender(
+                settings.webhook_timeout_seconds, allow_private=settings.private_targets_allowed
+            )
             stack.push_async_callback(http.close)
             sender = http
         webhook_dead_letters = DeadLetterWriter(
@@ -203,7 +205,8 @@ async def bootstrap(
             ctx=config.ctx,
             sender=sender,
             signer=webhook_adapters.sign,
-            check=lambda url: _check_target(settings, url),
+            # No lookup here: the sender resolves, vets and connects in one step.
+            check=lambda url: _check_target(config, url, resolve=False),
             dead_letter=dead_letter,
             retry=RetryPolicy(
                 max_attempts=settings.webhook_max_attempts,
@@ -246,5 +249,10 @@ async def _keep_session(_: Any) -> None:
     """Pool release without the reset query; asyncpg still rolls back an open transaction."""
 
 
-async def _check_target(settings: GatewaySettings, url: str) -> str:
-    return await webhook_adapters.check_target(url, allow_private=settings.private_targets_allowed)
+async def _check_target(config: Config, url: str, *, resolve: bool = True) -> str:
+    return await webhook_adapters.check_target(
+        url,
+        allow_private=config.settings.private_targets_allowed,
+        allowed=config.ctx.agency.webhook_host_allowed,
+        resolve=resolve,
+    )

@@ -75,7 +75,11 @@ class GatewaySettings(ServiceSettings):
     webhook_poll_seconds: float = Field(default=0.2, gt=0, le=60)
     webhook_allow_private_targets: bool = Field(
         default=False,
-        description="allow loopback/private webhook URLs; honoured only in development",
+        description="development only: no webhook target checks (loopback/private URLs, any "
+        "host whether or not the policy lists it)",
+    )
+    webhook_max_endpoints: int = Field(
+        default=10, ge=1, le=1000, description="enabled webhook endpoints the agency may have"
     )
     receiver_secret: SecretStr | None = Field(
         default=None, description="whsec_... secret of the example receiver"

@@ -80,3 +80,12 @@ class TooManyDenials(GatewayError):
 
     status_code = 429
     code = "too_many_denials"
+
+
+class WebhookHostNotAllowed(Forbidden):
+    code = "webhook_host_not_allowed"
+
+
+class WebhookEndpointLimit(GatewayError):
+    status_code = 409
+    code = "webhook_endpoint_limit"

@@ -369,7 +369,14 @@ def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> 
         "/v1/webhooks/endpoints",
         status_code=201,
         response_model=EndpointCreated,
-        responses=_errors({400: "URL not allowed"}),
+        responses=_errors(
+            {
+                400: "URL not allowed",
+                403: "another agency's token, a missing scope, or a host that is not on the "
+                "agency's webhook hosts (`code` names which)",
+                409: "the agency has as many enabled endpoints as allowed",
+            }
+        ),
     )
     async def create_endpoint(
         gateway: Runtime, principal: WebhooksCaller, body: EndpointIn
@@ -384,6 +391,7 @@ def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> 
             created_by=principal.client_id,
             check=gateway.check_target,
             secret=generate_secret(),
+            max_endpoints=gateway.settings.webhook_max_endpoints,
         )
         return EndpointCreated(
             id=endpoint.id,
