@@ -141,7 +141,9 @@ ikdctl kafka acls apply --prefix "$IKD_KAFKA_TOPIC_PREFIX" --agencies "$IKD_DEMO
 
 echo "bench: registering clients"
 secret=$IKD_DEMO_CLIENT_SECRET
-add_client() { env $(bench_identity_env) ikd-identity clients add --secret "$secret" "$@" >/dev/null; }
+add_client() {
+  printf '%s' "$secret" | env $(bench_identity_env) ikd-identity clients add --secret-file - "$@" >/dev/null
+}
 set -- $BENCH_AGENCIES
 add_client --id counter-polres --scopes identity:verify --agency "$1"
 add_client --id dukcapil-feed --scopes identity:feed
@@ -178,7 +180,6 @@ python -m bench.run \
   --identity-dsn "$pg_super/ikd_bench_identity" \
   --gateway-dsn-template "$pg_super/ikd_gateway_{db}" \
   --gateways "${gateways[*]}" \
-  --client-secret "$secret" \
   --topic-prefix "$IKD_KAFKA_TOPIC_PREFIX" \
   --bootstrap "$IKD_KAFKA_BOOTSTRAP_SERVERS" \
   --issuer-key "$DEV_KEYS/dukcapil-issuer.pem" \

@@ -11,7 +11,10 @@ bash deploy/scripts/platform.sh start
 
 echo "registering demo clients"
 secret=$IKD_DEMO_CLIENT_SECRET
-add_client() { env $(identity_env) ikd-identity clients add --secret "$secret" "$@" >/dev/null; }
+# Secrets go in on standard input, never as arguments (`ps` shows those to every user).
+add_client() {
+  printf '%s' "$secret" | env $(identity_env) ikd-identity clients add --secret-file - "$@" >/dev/null
+}
 add_client --id counter-polres --scopes identity:verify --agency polres-cirebon
 add_client --id dukcapil-feed --scopes identity:feed
 # The MPP's officer desk records consents (with the citizen's credential) for the demo agencies.
@@ -26,7 +29,7 @@ for agency in $IKD_DEMO_AGENCIES; do
   IKD_IDENTITY_MIGRATION_DATABASE_URL="$(pg_url owner identity)" \
     ikdctl agencies onboard "$agency" --out "$agency_creds/$agency.env"
 done
-env $(audit_env) ikd-audit auditors add --id auditor-demo --secret "$secret" >/dev/null
+printf '%s' "$secret" | env $(audit_env) ikd-audit auditors add --id auditor-demo --secret-file - >/dev/null
 
 # The log's verifier key and the demo witness's, exchanged out of band as two organisations
 # would: the witness trusts this log key, the log keeps this witness's cosignatures.

@@ -164,4 +164,4 @@ async def prefill_by_nik(
     client: httpx.AsyncClient, service: str, nik: str, headers: dict[str, str]
 ) -> httpx.Response:
     """Ask the gateway's prefill API for one service's fields of the citizen with this NIK."""
-    return await client.get(f"/v1/prefill/{service}", params={"nik": nik}, headers=headers)
+    return await client.post(f"/v1/prefill/{service}/lookup", json={"nik": nik}, headers=headers)

@@ -181,14 +181,16 @@ def stack(
             client_id,
             "--scopes",
             scopes,
-            "--secret",
-            CLIENT_SECRET,
+            "--secret-file",
+            "-",
         ]
         if agency:
             command += ["--agency", agency]
         if client_id in serves:
             command += ["--serves", ",".join(serves[client_id])]
-        subprocess.run(command, env=identity_env, check=True, capture_output=True)  # noqa: S603
+        subprocess.run(  # noqa: S603
+            command, env=identity_env, check=True, capture_output=True, input=CLIENT_SECRET.encode()
+        )
     try:
         stack.start("identity", [str(BIN / "ikd-identity"), "serve"], identity_env)
         stack.start(

@@ -92,9 +92,12 @@ async def test_search_filters_pagination_export_and_counts(
     assert len(seen) == len(set(seen)) == 15
 
     by_nik = (
-        await client.get("/v1/entries", params={"nik": citizens[1].nik, "limit": 100}, headers=auth)
+        await client.post(
+            "/v1/entries/search", json={"nik": citizens[1].nik, "limit": 100}, headers=auth
+        )
     ).json()
     pseudonym = pseudonymize(citizens[1].nik, PSEUDONYM_KEY)
+    assert by_nik["pseudonym"] == pseudonym
     assert len(by_nik["items"]) == 10
     assert {item["pseudonym"] for item in by_nik["items"]} == {pseudonym}
     assert citizens[1].nik not in str(by_nik)
@@ -104,7 +107,7 @@ async def test_search_filters_pagination_export_and_counts(
     assert empty.json()["items"] == []
 
     bad = {
-        "invalid_nik_length": {"nik": "123"},
+        "nik_not_allowed_in_url": {"nik": citizens[1].nik},
         "invalid_pseudonym": {"pseudonym": "zz"},
         "invalid_channel": {"channel": "fax"},
         "invalid_time": {"from": "last tuesday"},
@@ -116,6 +119,13 @@ async def test_search_filters_pagination_export_and_counts(
         response = await client.get("/v1/entries", params=params, headers=auth)
         assert response.status_code == 400, (code, response.text)
         assert response.json()["code"] == code
+    for code, body in {
+        "invalid_nik_length": {"nik": "123"},
+        "conflicting_filters": {"nik": citizens[1].nik, "pseudonym": "a" * 64},
+        "page_size_too_large": {"nik": citizens[1].nik, "limit": 101},
+    }.items():
+        response = await client.post("/v1/entries/search", json=body, headers=auth)
+        assert (response.status_code, response.json()["code"]) == (400, code), response.text
     first = (await client.get("/v1/entries", params={"limit": 2}, headers=auth)).json()
     mismatch = await client.get(
         "/v1/entries", params={"cursor": first["next_cursor"], "agency": "dukcapil"}, headers=auth

@@ -17,7 +17,7 @@ import pytest
 
 from ikd_shared.credentials import Purpose
 from ikd_shared.events.consent_v1 import ConsentRevoked
-from tests.support.identity import counts, person, register_client
+from tests.support.identity import COUNTER_SERVICES, counts, person, register_client
 
 OFFICER = "mpp-officer"
 
@@ -51,7 +51,7 @@ async def officer(api: Any, identity_db: Any) -> dict[str, str]:
 async def _verify(api: Any, issuer: Any, profile: Any) -> None:
     response = await api.client.post(
         "/v1/verifications",
-        json={"credential": issuer.mint(profile)},
+        json={"credential": issuer.mint(profile), "services": COUNTER_SERVICES},
         headers=api.auth("identity:verify"),
     )
     assert response.status_code == 200, response.text
@@ -319,13 +319,17 @@ async def test_a_consent_credential_is_accepted_once_and_for_consents_only(
     assert await counts(db) == before
     # Nor does it verify the citizen at a counter.
     response = await api.client.post(
-        "/v1/verifications", json={"credential": credential}, headers=api.auth("identity:verify")
+        "/v1/verifications",
+        json={"credential": credential, "services": COUNTER_SERVICES},
+        headers=api.auth("identity:verify"),
     )
     assert (response.status_code, response.json()["code"]) == (403, "wrong_audience")
     # A verification credential is refused for a consent even after its own use.
     counter = issuer.mint(citizen)
     response = await api.client.post(
-        "/v1/verifications", json={"credential": counter}, headers=api.auth("identity:verify")
+        "/v1/verifications",
+        json={"credential": counter, "services": COUNTER_SERVICES},
+        headers=api.auth("identity:verify"),
     )
     assert response.status_code == 200
     before = await counts(db)

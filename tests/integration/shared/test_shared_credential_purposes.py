@@ -34,7 +34,7 @@ from ikd_identity.entrypoints.api import create_app as create_identity_app
 from ikd_shared.auth import TokenIssuer
 from ikd_shared.credentials import DEFAULT_AUDIENCES, Purpose
 from tests.support.audit import Keys, audit_env, make_settings
-from tests.support.identity import register_client
+from tests.support.identity import COUNTER_SERVICES, register_client
 
 REPO = Path(__file__).resolve().parents[3]
 IDENTITY_MIGRATIONS = REPO / "services" / "identity" / "migrations"
@@ -141,7 +141,9 @@ async def _answer(response: httpx.Response) -> tuple[int, str]:
 async def _at_counter(p: Platform, credential: str) -> tuple[int, str]:
     return await _answer(
         await p.identity.post(
-            "/v1/verifications", json={"credential": credential}, headers=p.counter
+            "/v1/verifications",
+            json={"credential": credential, "services": COUNTER_SERVICES},
+            headers=p.counter,
         )
     )
 

@@ -34,7 +34,7 @@ from tests.support.gateway_factories import (
     relationship,
     verified,
 )
-from tests.support.gateway_fakes import FakeRelay, FakeUnitOfWork, Store
+from tests.support.gateway_fakes import FakeDenialCounters, FakeRelay, FakeUnitOfWork, Store
 
 REGISTRABLE = {"social-assistance"}
 """The one service that takes registrations in this test's copy of the policy."""
@@ -81,7 +81,7 @@ async def api(tokens: Tokens, policy_file: Path) -> AsyncIterator[Any]:
     async with contextlib.AsyncExitStack() as stack:
 
         async def make(
-            agency: str, store: Store, registrar: FakeIdentity | None = None
+            agency: str, store: Store, registrar: FakeIdentity | None = None, **configure: Any
         ) -> httpx.AsyncClient:
             settings = GatewaySettings(
                 agency=agency,
@@ -90,6 +90,7 @@ async def api(tokens: Tokens, policy_file: Path) -> AsyncIterator[Any]:
                 pseudonym_key=PSEUDONYM_KEY.decode(),
                 environment="development",
                 policy_file=policy_file,
+                **configure,
             )
             relay: Any = FakeRelay(store)
             gateway = await stack.enter_async_context(
@@ -98,6 +99,7 @@ async def api(tokens: Tokens, policy_file: Path) -> AsyncIterator[Any]:
                     uow=lambda: FakeUnitOfWork(store),
                     relay=relay,
                     producer=object(),  # type: ignore[arg-type]
+                    denial_counters=FakeDenialCounters(),
                     registrar=registrar,
                 )
             )
@@ -273,3 +275,18 @@ async def test_without_identity_settings_registrations_are_unavailable(
     )
     assert (response.status_code, response.json()["code"]) == (503, "identity_unavailable")
     assert store.outbox[-1].outcome is Outcome.FAILED
+
+
+async def test_a_backend_refused_again_and_again_is_throttled(api: Any, tokens: Tokens) -> None:
+    store = Store()
+    identity = FakeIdentity("dinsos-cirebon")
+    client = await api("dinsos-cirebon", store, identity, denial_limit=3)
+    token = bearer(tokens.for_agency("dinsos-cirebon", {"gateway:registrations"}))
+    refused = {"nik": "12345", "service": "social-assistance", "legal_reference": "SK 3"}
+    for _ in range(3):
+        response = await client.post("/v1/registrations", json=refused, headers=token)
+        assert response.status_code == 400
+    good = refused | {"nik": profile(35).nik}
+    response = await client.post("/v1/registrations", json=good, headers=token)
+    assert (response.status_code, response.json()["code"]) == (429, "too_many_denials")
+    assert identity.calls == []

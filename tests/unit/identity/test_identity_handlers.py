@@ -337,13 +337,15 @@ async def test_a_consent_credential_works_once_and_not_at_a_counter(
     profile = citizen(1, 14)
     credential = _consent(issuer_key, profile)
     granted = await handlers.grant_consent(commands.GrantConsent(credential, _terms(clock)), deps)
+    # the grant stored the profile from the credential (the consented agency needs it)
+    stored = state.profiles[deps.pseudonym(profile.nik)]
     with pytest.raises(CredentialRejected) as error:
         await handlers.revoke_consent(commands.RevokeConsent(credential, granted.consent_id), deps)
     assert (error.value.code, error.value.status_code) == ("credential_replayed", 409)
     with pytest.raises(CredentialRejected) as error:
         await handlers.verify_credential(commands.VerifyCredential(credential, "agency-x"), deps)
     assert error.value.code == "wrong_audience"
-    assert deps.pseudonym(profile.nik) not in state.profiles
+    assert state.profiles[deps.pseudonym(profile.nik)] == stored
 
 
 async def test_consent_proof_must_be_fresh(deps, issuer_key, clock) -> None:

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 
 from ikd_audit.adapters.repository import PgUnitOfWorkFactory
 from ikd_audit.config import AuditSettings
-from ikd_audit.domain.throttle import Limit, LoginThrottle
 from ikd_audit.service_layer.services import AuditLog, Auditors, Clock, utc_now
 from ikd_audit.service_layer.unit_of_work import UnitOfWorkFactory
 from ikd_shared.auth import TokenVerifier, load_ed25519_private_key
 from ikd_shared.credentials import CredentialVerifier
 from ikd_shared.db import create_pool
+from ikd_shared.throttle import FailureThrottle, Limit, PgThrottleStore, ThrottleStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +27,9 @@ class AuditRuntime:
     log: AuditLog
     auditors: Auditors
     tokens: TokenVerifier
-    login_throttle: LoginThrottle
+    login_throttle: FailureThrottle
+    """Failed console sign-ins, counted in the database for every replica."""
+    throttle_store: ThrottleStore
 
     async def ping(self) -> None:
         """Readiness: a transaction can be opened (the database answers)."""
@@ -46,14 +48,19 @@ async def bootstrap(
     *,
     database_url: str | None = None,
     uow: UnitOfWorkFactory | None = None,
+    throttle_store: ThrottleStore | None = None,
     clock: Clock = utc_now,
 ) -> AsyncIterator[AuditRuntime]:
-    """The runtime; `database_url` connects as another role, `uow` replaces the database."""
+    """The runtime; `database_url` connects as another role; `uow` and `throttle_store`
+    replace the database (both are needed then)."""
     async with contextlib.AsyncExitStack() as stack:
         if uow is None:
             pool = await create_pool(database_url or settings.database_url, min_size=1, max_size=10)
             stack.push_async_callback(pool.close)
             uow = PgUnitOfWorkFactory(pool)
+            throttle_store = throttle_store or PgThrottleStore(pool)
+        if throttle_store is None:
+            raise ValueError("an injected unit of work needs an injected throttle store")
         credentials = CredentialVerifier(
             settings.trust_jwks,
             issuer=settings.credential_issuer,
@@ -79,15 +86,15 @@ async def bootstrap(
             log=log,
             auditors=Auditors(uow),
             tokens=tokens,
-            login_throttle=login_throttle(settings),
+            login_throttle=login_throttle(settings, throttle_store),
+            throttle_store=throttle_store,
         )
 
 
-def login_throttle(settings: AuditSettings) -> LoginThrottle:
+def login_throttle(settings: AuditSettings, store: ThrottleStore) -> FailureThrottle:
     window = dt.timedelta(seconds=settings.login_failure_window_seconds)
-    return LoginThrottle(
-        per_id=Limit(settings.login_max_failures, window),
+    return FailureThrottle(
+        store,
+        per_principal=Limit(settings.login_max_failures, window),
         per_address=Limit(settings.login_max_failures_per_address, window),
-        lockout=dt.timedelta(seconds=settings.login_lockout_seconds),
-        max_lockout=dt.timedelta(seconds=settings.login_lockout_max_seconds),
     )

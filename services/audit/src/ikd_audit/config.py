@@ -7,7 +7,12 @@ from pydantic_settings import SettingsConfigDict
 
 from ikd_shared import checkpoint
 from ikd_shared.credentials import DEFAULT_AUDIENCES, Purpose
-from ikd_shared.settings import Ed25519KeySetting, JwksSetting, ServiceSettings
+from ikd_shared.settings import (
+    Ed25519KeySetting,
+    JwksSetting,
+    ServiceSettings,
+    TrustedProxiesSetting,
+)
 
 
 class AuditSettings(ServiceSettings):
@@ -69,17 +74,20 @@ class AuditSettings(ServiceSettings):
     run_consumer: bool = Field(default=True)
     consumer_group: str = Field(default="ikd-audit")
 
+    # Failed console sign-ins (ikd_shared.throttle), counted in the database for all replicas:
+    # a burst of the limit in the window, then one more attempt per window/limit.
     login_max_failures: int = Field(
-        default=5, ge=1, description="failed console sign-ins per client id before a lockout"
+        default=5, ge=1, description="failed console sign-ins of one client id from one address"
     )
     login_max_failures_per_address: int = Field(
-        default=20, ge=1, description="failed console sign-ins per client address before a lockout"
+        default=20, ge=1, description="failed console sign-ins from one address, any client id"
     )
     login_failure_window_seconds: float = Field(default=900.0, gt=0)
-    login_lockout_seconds: float = Field(
-        default=60.0, gt=0, description="first lockout; each further one lasts twice as long"
+    trusted_proxies: TrustedProxiesSetting = Field(
+        default=(),
+        description="reverse proxies (addresses or CIDRs, comma-separated) whose "
+        "X-Forwarded-For names the client address; empty: the direct peer is the client",
     )
-    login_lockout_max_seconds: float = Field(default=3600.0, gt=0)
     seen_credential_grace_seconds: float = Field(
         default=86400.0,
         ge=0,

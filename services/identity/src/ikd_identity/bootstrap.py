@@ -26,6 +26,7 @@ from ikd_shared.db import create_pool
 from ikd_shared.kafka import KafkaConnection
 from ikd_shared.policy import load_policy
 from ikd_shared.supervise import in_background
+from ikd_shared.throttle import FailureThrottle, Limit, PgThrottleStore
 from ikd_shared.token_cache import CachedTokenVerifier
 
 AUDIENCE = "ikd-identity"
@@ -64,6 +65,8 @@ class Runtime:
     deps: Deps
     clients: PgClients
     hasher: Argon2Hasher
+    token_throttle: FailureThrottle
+    """Failed client authentications at /oauth/token, counted in the database."""
     token_issuer: TokenIssuer
     token_verifier: CachedTokenVerifier
     relay: OutboxRelay | None
@@ -80,6 +83,15 @@ def token_issuer(settings: IdentitySettings) -> TokenIssuer:
     )
     issuer.kid = settings.token_key_id or thumbprint(issuer.jwks()["keys"][0])
     return issuer
+
+
+def token_throttle(settings: IdentitySettings, pool: Any) -> FailureThrottle:
+    window = dt.timedelta(seconds=settings.token_throttle_window_s)
+    return FailureThrottle(
+        PgThrottleStore(pool),
+        per_principal=Limit(settings.token_throttle_max_failures_per_client, window),
+        per_address=Limit(settings.token_throttle_max_failures_per_address, window),
+    )
 
 
 def credential_verifier(
@@ -137,6 +149,7 @@ async def bootstrap(
             ),
             clients=PgClients(pool),
             hasher=Argon2Hasher(),
+            token_throttle=token_throttle(settings, pool),
             token_issuer=issuer,
             token_verifier=CachedTokenVerifier(
                 TokenVerifier(issuer.jwks(), issuer=settings.token_issuer, audience=AUDIENCE)

@@ -10,7 +10,12 @@ from pydantic_settings import SettingsConfigDict
 
 from ikd_shared.credentials import DEFAULT_AUDIENCES, Purpose
 from ikd_shared.policy import DEFAULT_POLICY
-from ikd_shared.settings import Ed25519KeySetting, JwksSetting, ServiceSettings
+from ikd_shared.settings import (
+    Ed25519KeySetting,
+    JwksSetting,
+    ServiceSettings,
+    TrustedProxiesSetting,
+)
 
 DEFAULT_CREDENTIAL_ISSUER = "https://dukcapil.kemendagri.go.id/ikd"
 
@@ -49,6 +54,23 @@ class IdentitySettings(ServiceSettings):
     )
     token_issuer: str = Field(default="ikd-identity", min_length=1)
     token_ttl_s: int = Field(default=300, ge=30, le=3600)
+    # Failed client authentications at /oauth/token (ikd_shared.throttle): a burst of the
+    # limit, then one more attempt per window/limit. Client secrets are 256 random bits, so the
+    # limits are about argon2's cost (~160 ms and 64 MiB per check), not about guessing.
+    token_throttle_window_s: float = Field(
+        default=300.0, gt=0, description="the window of both token throttle limits"
+    )
+    token_throttle_max_failures_per_client: int = Field(
+        default=10, ge=1, description="failed authentications of one client id from one address"
+    )
+    token_throttle_max_failures_per_address: int = Field(
+        default=30, ge=1, description="failed authentications from one address, any client id"
+    )
+    trusted_proxies: TrustedProxiesSetting = Field(
+        default=(),
+        description="reverse proxies (addresses or CIDRs, comma-separated) whose "
+        "X-Forwarded-For names the client address; empty: the direct peer is the client",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=18000, ge=1, le=65535)
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)

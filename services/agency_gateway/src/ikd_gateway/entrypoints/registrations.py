@@ -2,12 +2,14 @@
 
 The backend's token (scope gateway:registrations) stays here; the gateway asks identity with its
 own client. Every attempt, served or refused, leaves an access event (channel `registration`);
-a request without a valid token is refused before anything is recorded.
+a request without a valid token is refused before anything is recorded. A refusal counts
+towards the client's throttle, as a refused prefill does.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the route's dependency aliases,
 # which are local to `registrations_router`, as objects rather than names.
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -49,12 +51,12 @@ def _correlation() -> str:
     return (tracing.current_request_id() or str(uuid.uuid4()))[:64]
 
 
-async def _record_refusal(request: Request, error: errors.GatewayError) -> None:
+async def _record_refusal(request: Request, caller: Principal, error: errors.GatewayError) -> None:
     # An authenticated caller refused (another agency, a missing scope) tried to register: that
-    # is audited. Without a valid token nothing is known of the caller and nothing is written.
-    if isinstance(error, errors.Unauthenticated):
-        return
+    # is audited. (Without a valid token nothing is known of the caller: bearer refuses it
+    # before this runs, and nothing is written.)
     gateway: Gateway = request.app.state.gateway
+    await gateway.throttle.denied(caller.client_id)
     async with gateway.uow() as uow:
         await uow.outbox.add(
             gateway.ctx.access(
@@ -67,12 +69,19 @@ async def _record_refusal(request: Request, error: errors.GatewayError) -> None:
     gateway.relay.wake()
 
 
+async def _count(gateway: Gateway, caller: Principal, error: errors.GatewayError) -> None:
+    """A denial counts towards the client's throttle; identity's failure is not the client's."""
+    if error.status_code < 500:
+        await gateway.throttle.denied(caller.client_id)
+
+
 def _errors(extra: dict[int, str]) -> dict[int | str, dict[str, Any]]:
     described = {
         401: "missing or invalid bearer token",
         403: "another agency's token, a missing scope, or a service that is not the agency's "
         "or takes no registrations (`code` names which)",
         422: "the request does not match the schema",
+        429: "the client was denied too often: retry after `Retry-After` seconds",
         502: "identity answered unexpectedly",
         503: "identity cannot be reached, or registrations are not configured here",
     } | extra
@@ -82,11 +91,17 @@ def _errors(extra: dict[int, str]) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def registrations_router(bearer: Bearer[errors.GatewayError]) -> APIRouter:
-    """The routes, authenticated by the API's `bearer` (scope gateway:registrations)."""
+Guard = Callable[[Request, Principal], Awaitable[None]]
+
+
+def registrations_router(
+    bearer: Bearer[errors.GatewayError], *, guard: Guard | None = None
+) -> APIRouter:
+    """The routes, authenticated by the API's `bearer` (scope gateway:registrations); `guard`
+    refuses a client before anything else (the API's throttle)."""
     caller = Annotated[
         Principal,
-        Depends(bearer.require(Scope.REGISTRATIONS, on_refused=_record_refusal)),
+        Depends(bearer.require(Scope.REGISTRATIONS, guard=guard, on_refused=_record_refusal)),
     ]
     router = APIRouter(tags=["registrations"])
 
@@ -104,7 +119,9 @@ def registrations_router(bearer: Bearer[errors.GatewayError]) -> APIRouter:
             {400: "invalid NIK", 404: "identity knows no such citizen (citizen_not_found)"}
         ),
     )
-    async def register(gateway: Runtime, _: caller, body: RegistrationIn) -> RegistrationOut:
+    async def register(
+        gateway: Runtime, principal: caller, body: RegistrationIn
+    ) -> RegistrationOut:
         """Register a citizen for one of the agency's services whose policy allows it (a legal
         obligation or public task): the agency then holds that service's fields of the citizen
         until the registration ends or expires."""
@@ -118,6 +135,9 @@ def registrations_router(bearer: Bearer[errors.GatewayError]) -> APIRouter:
                 legal_reference=body.legal_reference,
                 correlation_id=_correlation(),
             )
+        except errors.GatewayError as error:
+            await _count(gateway, principal, error)
+            raise
         finally:
             gateway.relay.wake()
         return RegistrationOut(pseudonym=done.pseudonym, relationship=done.relationship)
@@ -127,7 +147,9 @@ def registrations_router(bearer: Bearer[errors.GatewayError]) -> APIRouter:
         response_model=RegistrationOut,
         responses=_errors({404: "no registration of this agency has this id"}),
     )
-    async def end(gateway: Runtime, _: caller, relationship_id: uuid.UUID) -> RegistrationOut:
+    async def end(
+        gateway: Runtime, principal: caller, relationship_id: uuid.UUID
+    ) -> RegistrationOut:
         """End one of the agency's registrations: once no other relationship is left, the
         citizen's fields are purged from the agency's view."""
         try:
@@ -138,6 +160,9 @@ def registrations_router(bearer: Bearer[errors.GatewayError]) -> APIRouter:
                 relationship_id,
                 correlation_id=_correlation(),
             )
+        except errors.GatewayError as error:
+            await _count(gateway, principal, error)
+            raise
         finally:
             gateway.relay.wake()
         return RegistrationOut(pseudonym=done.pseudonym, relationship=done.relationship)

@@ -140,5 +140,17 @@ class OAuthError(IdentityError):
         super().__init__(detail, code=code, status_code=status_code)
 
 
+class TokenThrottled(OAuthError):
+    """Too many failed client authentications from this address: 429, secret left unchecked."""
+
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__(
+            "slow_down",
+            f"too many failed client authentications; retry after {retry_after_seconds} s",
+            status_code=429,
+        )
+        self.retry_after_seconds = retry_after_seconds
+
+
 class ConcurrentWrite(Exception):
     """Another transaction created or changed the same row first; the command is retried."""

@@ -13,13 +13,14 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Form, Request, Response
 from fastapi.responses import JSONResponse
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from ikd_identity import metrics
 from ikd_identity.adapters.postgres import outbox_backlog, ping
 from ikd_identity.bootstrap import Runtime, bootstrap
 from ikd_identity.config import IdentitySettings
 from ikd_identity.domain import commands
-from ikd_identity.domain.errors import Forbidden, OAuthError, Unauthenticated
+from ikd_identity.domain.errors import Forbidden, OAuthError, TokenThrottled, Unauthenticated
 from ikd_identity.entrypoints import schemas
 from ikd_identity.service_layer import handlers, registrations, tokens
 from ikd_shared import api, kafka_lag
@@ -28,6 +29,7 @@ from ikd_shared.auth import Principal, Scope
 from ikd_shared.bearer import Bearer
 from ikd_shared.kafka import KafkaConnection
 from ikd_shared.legal import CODE_PATTERN
+from ikd_shared.settings import proxy_hosts
 
 log = logging.getLogger(__name__)
 _AGENCY = re.compile(CODE_PATTERN.strip("^$"))
@@ -152,6 +154,8 @@ def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> 
         assert isinstance(exc, OAuthError)
         response = problem(exc.status_code, exc.code, exc.detail, error=exc.code)
         response.headers["Cache-Control"] = "no-store"
+        if isinstance(exc, TokenThrottled):
+            response.headers["Retry-After"] = str(exc.retry_after_seconds)
         return response
 
     app.add_exception_handler(OAuthError, on_oauth_error)
@@ -346,7 +350,18 @@ def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> 
         """A citizen revokes one of their consents, with a fresh consent credential."""
         return await _revoke(consent_id, body, None, container.deps)
 
-    @app.post("/oauth/token", response_model=schemas.TokenOut, responses=_ERRORS, tags=["oauth"])
+    @app.post(
+        "/oauth/token",
+        response_model=schemas.TokenOut,
+        responses={
+            **_ERRORS,
+            429: {
+                "description": "too many failed client authentications (see Retry-After)",
+                "content": {"application/problem+json": {}},
+            },
+        },
+        tags=["oauth"],
+    )
     async def token(
         request: Request,
         response: Response,
@@ -372,6 +387,8 @@ def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> 
             clients=container.clients,
             hasher=container.hasher,
             issuer=container.token_issuer,
+            throttle=container.token_throttle,
+            address=request.client.host if request.client else "",
         )
         response.headers["Cache-Control"] = "no-store"
         return schemas.TokenOut(
@@ -402,6 +419,10 @@ def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> 
         )
     )
     app.add_middleware(api.RequestObservability)
+    if settings.trusted_proxies:  # outermost: everything after sees the client's address
+        app.add_middleware(
+            ProxyHeadersMiddleware, trusted_hosts=proxy_hosts(settings.trusted_proxies)
+        )
     return app
 
 
