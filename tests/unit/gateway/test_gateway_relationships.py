@@ -264,3 +264,21 @@ def test_project_profile_keeps_only_this_agencys_relationships_in_force() -> Non
         )
         is None
     )
+
+
+async def test_another_agencys_consent_leaves_no_trace_of_the_citizen() -> None:
+    store = Store()
+    ctx = context("polres-cirebon")
+    pseudonym = pseudonym_of(profile(12))
+    given = consent(pseudonym, "bank-bjb", "bjb-savings-account", ["full_name"])
+    event = consent_event(pseudonym, 1, [given])
+    await apply_consents(FakeUnitOfWork(store), ctx, ConsentRecord("c-1", pseudonym, event))
+    assert store.consents == {}, "not even an empty set: it would say the citizen exists"
+    assert store.views == {}
+    # The agency's own consent set, once emptied by a revocation, goes too.
+    bank = context("bank-bjb")
+    await apply_consents(FakeUnitOfWork(store), bank, ConsentRecord("c-2", pseudonym, event))
+    assert pseudonym in store.consents
+    revoked = consent_event(pseudonym, 2, [], revoked=given)
+    await apply_consents(FakeUnitOfWork(store), bank, ConsentRecord("c-3", pseudonym, revoked))
+    assert store.consents == {}

@@ -248,8 +248,9 @@ async def apply_consent_batch(
     """Apply a batch of consent records in one transaction; one result per record.
 
     Each event carries the citizen's whole active set, so per citizen the newest set of the
-    batch wins if it is newer than the stored one; the row is restricted to it once, and a
-    `refetch` is returned when the set grants fields the row lacks.
+    batch wins if it is newer than the stored one (an empty one deletes it); the row is
+    restricted to it once, and a `refetch` is returned when the set grants fields the row
+    lacks.
     """
     results: list[StreamResult] = [StreamResult(False, "duplicate")] * len(records)
     async with uow:
@@ -279,7 +280,10 @@ async def apply_consent_batch(
             )
             for pseudonym, index in winners.items()
         }
-        await uow.consents.replace_newer_many(list(sets.values()))
+        # A set with none of this agency's consents is not kept: the other agencies' consents
+        # reach every gateway, and an empty set would still say the citizen exists.
+        await uow.consents.replace_newer_many([s for s in sets.values() if s.consents])
+        await uow.consents.delete_many([p for p, s in sets.items() if not s.consents])
         now = ctx.clock()
         views = await uow.views.get_many(sorted(winners), for_update=True)
         restricted_rows = []
