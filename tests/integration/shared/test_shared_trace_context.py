@@ -137,7 +137,8 @@ async def test_traceparent_flows_from_a_verification_to_the_profile_event_and_ac
     )
     response = await client.post(
         "/v1/verifications",
-        json={"credential": credential, "services": ["family-card-update"]},
+        # SKCK too: polres-cirebon's gateway holds the citizen only for a service they asked for.
+        json={"credential": credential, "services": ["family-card-update", SERVICE]},
         headers={
             "Authorization": f"Bearer {token}",
             "X-Request-ID": "counter-1",
