@@ -1,19 +1,25 @@
-"""The one composition root: real adapters wired to the use cases, closed on exit."""
+"""The composition roots: real adapters wired to the use cases, closed on exit.
+
+`bootstrap` builds the service (API, console, consumer) without the tree-head key;
+`bootstrap_signer` builds `ikd-audit signer`, the one process that holds it.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from ikd_audit.adapters.repository import PgUnitOfWorkFactory
-from ikd_audit.config import AuditSettings
+from ikd_audit.adapters.repository import PgUnitOfWorkFactory, request_tree_head
+from ikd_audit.config import AuditSettings, SignerSettings
 from ikd_audit.domain.throttle import Limit, LoginThrottle
+from ikd_audit.service_layer.checkpoints import CheckpointSigner, SignerClient, TreeHeadSigner
 from ikd_audit.service_layer.services import AuditLog, Auditors, Clock, utc_now
 from ikd_audit.service_layer.unit_of_work import UnitOfWorkFactory
-from ikd_shared.auth import TokenVerifier, load_ed25519_private_key
+from ikd_shared.auth import TokenVerifier
 from ikd_shared.credentials import CredentialVerifier
 from ikd_shared.db import create_pool
 
@@ -46,14 +52,25 @@ async def bootstrap(
     *,
     database_url: str | None = None,
     uow: UnitOfWorkFactory | None = None,
+    signer: TreeHeadSigner | None = None,
     clock: Clock = utc_now,
 ) -> AsyncIterator[AuditRuntime]:
-    """The runtime; `database_url` connects as another role, `uow` replaces the database."""
+    """The runtime; `database_url` connects as another role, `uow` replaces the database and
+    `signer` the signer process (which a replaced database cannot reach)."""
     async with contextlib.AsyncExitStack() as stack:
         if uow is None:
             pool = await create_pool(database_url or settings.database_url, min_size=1, max_size=10)
             stack.push_async_callback(pool.close)
             uow = PgUnitOfWorkFactory(pool)
+            if signer is None:
+                signer = SignerClient(
+                    uow,
+                    settings.log_verifier,
+                    functools.partial(request_tree_head, pool),
+                    wait=settings.signer_wait_seconds,
+                )
+        if signer is None:
+            raise ValueError("a replaced database needs a signer too")
         credentials = CredentialVerifier(
             settings.trust_jwks,
             issuer=settings.credential_issuer,
@@ -61,13 +78,12 @@ async def bootstrap(
         )
         log = AuditLog(
             uow,
-            load_ed25519_private_key(settings.tree_head_signing_key.get_secret_value()),
+            signer,
             pseudonym_key=settings.pseudonym_key.get_secret_value().encode(),
             cursor_key=derive_key(settings, "cursor"),
             credentials=credentials,
             credential_max_age=dt.timedelta(seconds=settings.credential_max_age_seconds),
             clock=clock,
-            origin=settings.log_origin,
             witnesses=settings.witness_verifiers(),
         )
         tokens = TokenVerifier(
@@ -91,3 +107,30 @@ def login_throttle(settings: AuditSettings) -> LoginThrottle:
         lockout=dt.timedelta(seconds=settings.login_lockout_seconds),
         max_lockout=dt.timedelta(seconds=settings.login_lockout_max_seconds),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SignerRuntime:
+    """`ikd-audit signer`: the log read and tree heads added as the signer role, and the key."""
+
+    settings: SignerSettings
+    uow: UnitOfWorkFactory
+    signer: CheckpointSigner
+
+    async def ping(self) -> None:
+        async with self.uow(snapshot=True):
+            pass
+
+
+@contextlib.asynccontextmanager
+async def bootstrap_signer(
+    settings: SignerSettings, *, uow: UnitOfWorkFactory | None = None, clock: Clock = utc_now
+) -> AsyncIterator[SignerRuntime]:
+    async with contextlib.AsyncExitStack() as stack:
+        if uow is None:
+            pool = await create_pool(settings.database_url, min_size=1, max_size=2)
+            stack.push_async_callback(pool.close)
+            uow = PgUnitOfWorkFactory(pool)
+        note_signer = settings.note_signer
+        signer = CheckpointSigner(uow, note_signer.private_key, note_signer.name, clock)
+        yield SignerRuntime(settings=settings, uow=uow, signer=signer)
