@@ -22,6 +22,7 @@ from bench.common import CLIENTS, SEED, Context, connect, count, wait_until
 from bench.waits import WaitSampler
 from ikd_dev.synthetic import iter_citizens
 from ikd_shared import codec
+from ikd_shared.events.profile_v1 import CitizenProfile
 
 BATCH = 1000
 IN_FLIGHT = 2
@@ -45,6 +46,10 @@ def bodies(run: int, n: int, first: int = 0) -> list[bytes]:
 
 def niks(run: int, n: int, first: int = 0) -> list[str]:
     return [p.nik for p in iter_citizens(n, seed=SEED, start=first + run * RUN_STRIDE)]
+
+
+def citizens(run: int, n: int, first: int = 0) -> list[CitizenProfile]:
+    return list(iter_citizens(n, seed=SEED, start=first + run * RUN_STRIDE))
 
 
 async def _baseline(ctx: Context) -> Baseline:

@@ -1,8 +1,9 @@
 """Consent revocation to purge, per view.
 
 For each repetition a citizen of the first bulk run gets a consent for one of bank-bjb's
-consent-based services (alternating between them), recorded by an MPP officer; once bank-bjb's
-view holds the consented fields, the officer revokes the consent and the bench polls bank-bjb's
+consent-based services (alternating between them), given at an MPP officer's desk with the
+citizen's credential for the consent purpose; once bank-bjb's view holds the consented fields,
+the citizen revokes the consent there (a fresh credential) and the bench polls bank-bjb's
 view row every few milliseconds until none of those fields is left. The time counts from the
 revocation's HTTP response (its commit) to the first poll that sees the row purged.
 The other two gateways hold no consent-based fields (their services rest on legal obligation
@@ -19,9 +20,14 @@ import time
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives import serialization
 
 from bench.common import CLIENTS, Context, connect
 from bench.stats import latency_summary
+from bench.verify import ISSUER, KID
+from ikd_dev.issuer import mint_credential
+from ikd_shared.credentials import Purpose
+from ikd_shared.events.profile_v1 import CitizenProfile
 
 POLL = 0.002
 PURPOSES = {
@@ -52,8 +58,16 @@ async def _wait(connection: Any, pseudonym: str, want_fields: bool, within: floa
     raise TimeoutError(f"consent: view of {pseudonym[:12]} did not change within {within} s")
 
 
-async def run(ctx: Context, *, niks: list[str], repetitions: int) -> dict[str, Any]:
+async def run(ctx: Context, *, citizens: list[CitizenProfile], repetitions: int) -> dict[str, Any]:
     bank = ctx.gateway("bank-bjb")
+    key: Any = serialization.load_pem_private_key(ctx.issuer_key.read_bytes(), password=None)
+
+    def credential(profile: CitizenProfile) -> str:
+        """What the citizen's IKD app presents at the desk: fresh, for the consent purpose."""
+        return mint_credential(
+            key, kid=KID, issuer=ISSUER, purpose=Purpose.CONSENT, profile=profile
+        )
+
     others = [g for g in ctx.gateways if g.code != bank.code]
     token = await ctx.token(CLIENTS["officer"], fresh=True)
     view = await connect(bank.dsn)
@@ -66,14 +80,13 @@ async def run(ctx: Context, *, niks: list[str], repetitions: int) -> dict[str, A
             timeout=30, headers={"Authorization": f"Bearer {token}"}
         ) as http:
             for i in range(repetitions):
-                nik = niks[i]
-                pseudonym = ctx.pseudonym(nik)
+                profile = citizens[i]
+                pseudonym = ctx.pseudonym(profile.nik)
                 service = list(PURPOSES)[i % len(PURPOSES)]
                 response = await http.post(
                     f"{ctx.identity_url}/v1/consents",
                     json={
-                        "nik": nik,
-                        "officer_id": "officer-bench",
+                        "credential": credential(profile),
                         "agency": bank.code,
                         "service": service,
                         "fields": FIELDS,
@@ -88,7 +101,7 @@ async def run(ctx: Context, *, niks: list[str], repetitions: int) -> dict[str, A
                 grant_to_view.append(await _wait(view, pseudonym, True, 30) - granted)
                 response = await http.post(
                     f"{ctx.identity_url}/v1/consents/{consent_id}/revoke",
-                    json={"officer_id": "officer-bench"},
+                    json={"credential": credential(profile)},
                 )
                 response.raise_for_status()
                 revoked = time.time()

@@ -1,6 +1,7 @@
--- wrk script for the prefill benchmark: GET /v1/prefill/<service>?nik=<NIK>, cycling through
--- the NIKs in $BENCH_NIKS (one a line) with the bearer token in $BENCH_TOKEN. Prints one line
--- "BENCH_JSON {...}" with the figures (latencies in microseconds) for bench/prefill.py.
+-- wrk script for the prefill benchmark: POST /v1/prefill/<service>/lookup {"nik": "<NIK>"},
+-- cycling through the NIKs in $BENCH_NIKS (one a line) with the bearer token in $BENCH_TOKEN.
+-- Prints one line "BENCH_JSON {...}" with the figures (latencies in microseconds) for
+-- bench/prefill.py.
 local token = os.getenv("BENCH_TOKEN")
 local service = os.getenv("BENCH_SERVICE")
 local niks = {}
@@ -14,14 +15,17 @@ function setup(thread)
   thread:set("offset", counter * 7919)
 end
 
+local path = "/v1/prefill/" .. service .. "/lookup"
+
 function init(args)
   wrk.headers["Authorization"] = "Bearer " .. token
+  wrk.headers["Content-Type"] = "application/json"
   counter = offset or 0
 end
 
 function request()
   counter = counter + 1
-  return wrk.format("GET", "/v1/prefill/" .. service .. "?nik=" .. niks[counter % #niks + 1])
+  return wrk.format("POST", path, nil, '{"nik": "' .. niks[counter % #niks + 1] .. '"}')
 end
 
 function done(summary, latency, requests)

@@ -372,9 +372,10 @@ def markdown(results: dict[str, Any]) -> str:
         assert prefill is not None
         out += [
             f"`wrk` (one thread, keep-alive) for {plan['prefill_seconds']} s per run against "
-            f"the {prefill['agency']} gateway, `GET /v1/prefill/{prefill['service']}?nik=…` "
-            "cycling through 5,000 citizens of the first bulk run, with the agency backend's "
-            "bearer token (EdDSA JWT verified per request), the policy deciding the fields, and "
+            f"the {prefill['agency']} gateway, `POST /v1/prefill/{prefill['service']}/lookup` "
+            "(the NIK in the JSON body) cycling through 5,000 citizens of the first bulk run, "
+            "with the agency backend's bearer token (EdDSA JWT verified per request), the "
+            "policy deciding the fields, and "
             "an access event written in the same transaction as the read. wrk, in C, needs a "
             "fraction of a core; a Python generator would take a core from the gateway on this "
             "2-core machine. After each run the bench waits until the audit log holds an entry "

@@ -130,7 +130,7 @@ async def main(args: argparse.Namespace) -> None:
         identity_dsn=args.identity_dsn,
         audit_dsn=args.audit_dsn,
         gateways=tuple(gateways),
-        client_secret=args.client_secret,
+        client_secret=client_secret(args.client_secret_file),
         topic_prefix=args.topic_prefix,
         bootstrap=args.bootstrap,
         issuer_key=Path(args.issuer_key),
@@ -303,7 +303,7 @@ async def main(args: argparse.Namespace) -> None:
         await settle(ctx)
         return await consent.run(
             ctx,
-            niks=bulk.niks(1 if plan.runs > 1 else 0, plan.consent_repetitions, first),
+            citizens=bulk.citizens(1 if plan.runs > 1 else 0, plan.consent_repetitions, first),
             repetitions=plan.consent_repetitions,
         )
 
@@ -322,6 +322,13 @@ def write(out: Path, results: dict[str, Any]) -> None:
     print(f"bench: wrote {out / 'BENCHMARKS.md'} and {out / 'benchmarks.json'}")
 
 
+def client_secret(path: Path | None) -> str:
+    secret = path.read_text().strip() if path else os.environ.get("IKD_DEMO_CLIENT_SECRET", "")
+    if not secret:
+        raise SystemExit("bench: give --client-secret-file or set IKD_DEMO_CLIENT_SECRET")
+    return secret
+
+
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--identity", required=True)
@@ -329,7 +336,11 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--audit-dsn", required=True)
     parser.add_argument("--gateway-dsn-template", required=True)
     parser.add_argument("--gateways", required=True, help="code=url ...")
-    parser.add_argument("--client-secret", required=True)
+    parser.add_argument(
+        "--client-secret-file",
+        type=Path,
+        help="the clients' secret (default: IKD_DEMO_CLIENT_SECRET; never on the command line)",
+    )
     parser.add_argument("--topic-prefix", required=True)
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--issuer-key", required=True)

@@ -33,10 +33,10 @@ from bench.stats import latency_summary
 from bench.waits import WaitSampler
 from ikd_dev.issuer import mint_credential
 from ikd_dev.synthetic import iter_citizens
+from ikd_shared.credentials import Purpose
 from ikd_shared.policy import DEFAULT_POLICY, load_policy
 
 ISSUER = "https://dukcapil.kemendagri.go.id/ikd"
-AUDIENCE = "ikd-mpp"
 KID = "dev-dukcapil-1"
 FIRST_INDEX = 500_000  # far from the bulk runs' citizens (bulk.RUN_STRIDE)
 MAX_IN_FLIGHT = 128
@@ -135,7 +135,7 @@ class Minter:
                 self.key,
                 kid=KID,
                 issuer=ISSUER,
-                audience=AUDIENCE,
+                purpose=Purpose.VERIFICATION,
                 profile=profile,
                 lifetime=dt.timedelta(minutes=30),
             )

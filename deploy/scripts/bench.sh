@@ -143,11 +143,13 @@ ikdctl kafka acls apply --prefix "$IKD_KAFKA_TOPIC_PREFIX" --agencies "$IKD_DEMO
 
 echo "bench: registering clients"
 secret=$IKD_DEMO_CLIENT_SECRET
-add_client() { env $(bench_identity_env) ikd-identity clients add --secret "$secret" "$@" >/dev/null; }
+add_client() {
+  printf '%s' "$secret" | env $(bench_identity_env) ikd-identity clients add --secret-file - "$@" >/dev/null
+}
 set -- $BENCH_AGENCIES
 add_client --id counter-polres --scopes identity:verify --agency "$1"
 add_client --id dukcapil-feed --scopes identity:feed
-add_client --id mpp-officer --scopes identity:consent --agency dpmptsp-cirebon
+add_client --id mpp-officer --scopes identity:consent --agency dpmptsp-cirebon --serves "$BENCH_AGENCIES"
 for agency in $BENCH_AGENCIES; do
   add_client --id "backend-$agency" --scopes gateway:prefill --agency "$agency"
 done
@@ -179,7 +181,6 @@ python -m bench.run \
   --identity-dsn "$pg_super/ikd_bench_identity" \
   --gateway-dsn-template "$pg_super/ikd_gateway_{db}" \
   --gateways "${gateways[*]}" \
-  --client-secret "$secret" \
   --topic-prefix "$IKD_KAFKA_TOPIC_PREFIX" \
   --bootstrap "$IKD_KAFKA_BOOTSTRAP_SERVERS" \
   --issuer-key "$DEV_KEYS/dukcapil-issuer.pem" \

@@ -11,10 +11,14 @@ bash deploy/scripts/platform.sh start
 
 echo "registering demo clients"
 secret=$IKD_DEMO_CLIENT_SECRET
-add_client() { env $(identity_env) ikd-identity clients add --secret "$secret" "$@" >/dev/null; }
+# Secrets go in on standard input, never as arguments (`ps` shows those to every user).
+add_client() {
+  printf '%s' "$secret" | env $(identity_env) ikd-identity clients add --secret-file - "$@" >/dev/null
+}
 add_client --id counter-polres --scopes identity:verify --agency polres-cirebon
 add_client --id dukcapil-feed --scopes identity:feed
-add_client --id mpp-officer --scopes identity:consent --agency dpmptsp-cirebon
+# The MPP's officer desk records consents (with the citizen's credential) for the demo agencies.
+add_client --id mpp-officer --scopes identity:consent --agency dpmptsp-cirebon --serves "$IKD_DEMO_AGENCIES"
 add_client --id auditor-demo --scopes audit:read
 # Each demo agency onboarded as an operator would: topic, Kafka principal, ACLs, OAuth client
 # backend-<code>; new credentials on every run, in one file each (mode 600).
@@ -28,7 +32,7 @@ done
 # witness's, exchanged out of band as two organisations would: the service and the witness
 # know the log by this key, the log keeps this witness's cosignatures.
 env $(signer_env) ikd-audit vkey >"$DEV_KEYS/log.vkey"
-env $(audit_env) ikd-audit auditors add --id auditor-demo --secret "$secret" >/dev/null
+printf '%s' "$secret" | env $(audit_env) ikd-audit auditors add --id auditor-demo --secret-file - >/dev/null
 mkdir -p .run/witness
 env $(witness_env) ikd-audit witness vkey >"$DEV_KEYS/witness.vkey"
 

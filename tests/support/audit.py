@@ -24,6 +24,7 @@ from ikd_audit.service_layer.checkpoints import DEFAULT_ORIGIN
 from ikd_dev.issuer import IssuerKey, mint_credential, public_jwk
 from ikd_shared import checkpoint
 from ikd_shared.auth import TokenIssuer
+from ikd_shared.credentials import Purpose
 from ikd_shared.events.access_v1 import AccessRecorded, Channel, Outcome
 from ikd_shared.events.profile_v1 import CitizenProfile
 from ikd_shared.legal import LegalBasis
@@ -31,7 +32,6 @@ from ikd_shared.pseudonym import pseudonymize
 from tests.support import environment  # noqa: F401 - loads deploy/dev.env
 
 CREDENTIAL_ISSUER = "https://dukcapil.kemendagri.go.id/ikd"
-CREDENTIAL_AUDIENCE = "ikd-mpp"
 PSEUDONYM_KEY = os.environ["IKD_PSEUDONYM_KEY"].encode()
 
 
@@ -55,12 +55,15 @@ class Keys:
     def token(self, scopes: set[str], audience: str = "ikd-audit") -> str:
         return self.tokens.issue("auditor-1", scopes, [audience])
 
-    def credential(self, profile: CitizenProfile, **kwargs: Any) -> str:
+    def credential(
+        self, profile: CitizenProfile, purpose: Purpose = Purpose.TRAIL, **kwargs: Any
+    ) -> str:
+        """A credential for `purpose`: the citizen's trail unless told otherwise."""
         return mint_credential(
             self.dukcapil,
             kid="dukcapil-test-1",
             issuer=CREDENTIAL_ISSUER,
-            audience=CREDENTIAL_AUDIENCE,
+            purpose=purpose,
             profile=profile,
             **kwargs,
         )

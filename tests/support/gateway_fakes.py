@@ -7,10 +7,15 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from types import TracebackType
+from typing import TypeVar
 
 from ikd_gateway.domain.model import CitizenView, ConsentSet, Fingerprint
+from ikd_gateway.domain.throttle import DenialCounter
 from ikd_gateway.service_layer import unit_of_work as u
+from ikd_gateway.service_layer.throttle import Change, DenialCounters
 from ikd_shared.events.access_v1 import AccessRecorded
+
+T = TypeVar("T")
 
 
 class Store:
@@ -109,6 +114,22 @@ class FakeOutbox(u.AccessOutbox):
 
     async def add(self, event: AccessRecorded) -> None:
         self.s.outbox.append(event)
+
+
+class FakeDenialCounters(DenialCounters):
+    """The API clients' denial counters (separate from the store: not transactional)."""
+
+    def __init__(self) -> None:
+        self.counters: dict[str, DenialCounter] = {}
+
+    async def get(self, client_id: str) -> DenialCounter | None:
+        return self.counters.get(client_id)
+
+    async def update(self, client_id: str, change: Change[T]) -> T:
+        after, result = change(self.counters.get(client_id))
+        if after is not None:
+            self.counters[client_id] = after
+        return result
 
 
 class FakeAgencyTopic(u.AgencyTopicOutbox):

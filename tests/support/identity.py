@@ -10,11 +10,16 @@ import asyncpg
 
 from ikd_dev.issuer import IssuerKey, mint_credential
 from ikd_dev.synthetic import citizen
+from ikd_identity.adapters.postgres import PgClients
+from ikd_identity.domain.clients import Client
+from ikd_shared.credentials import Purpose
 from ikd_shared.events.profile_v1 import CitizenProfile
 from tests.support.kafka import kafka_connection
 
 ISSUER = "https://dukcapil.test/ikd"
-AUDIENCE = "ikd-mpp-test"
+# The test services' audiences, one per purpose (not the defaults: the settings must be read).
+AUDIENCES = {purpose: f"ikd-mpp-test/{purpose}" for purpose in Purpose}
+AUDIENCE = AUDIENCES[Purpose.VERIFICATION]
 KID = "test-dukcapil-1"
 # The tests' counter is Disdukcapil's (api.auth's default agency), which offers two services:
 # a verification there names the one the citizen came for.
@@ -26,10 +31,44 @@ class DevIssuer:
     key: IssuerKey
     kid: str = KID
 
-    def mint(self, profile: CitizenProfile, **kwargs: Any) -> str:
+    def mint(
+        self, profile: CitizenProfile, purpose: Purpose = Purpose.VERIFICATION, **kwargs: Any
+    ) -> str:
+        """A credential for `purpose` (a counter's verification unless told otherwise)."""
         kwargs.setdefault("issuer", ISSUER)
-        kwargs.setdefault("audience", AUDIENCE)
-        return mint_credential(self.key, kid=kwargs.pop("kid", self.kid), profile=profile, **kwargs)
+        kwargs.setdefault("audience", AUDIENCES[purpose])
+        return mint_credential(
+            self.key, kid=kwargs.pop("kid", self.kid), purpose=purpose, profile=profile, **kwargs
+        )
+
+    def consent(self, profile: CitizenProfile, **kwargs: Any) -> str:
+        return self.mint(profile, Purpose.CONSENT, **kwargs)
+
+
+async def register_client(
+    dsn: str,
+    client_id: str,
+    scopes: set[str],
+    *,
+    agency: str | None = None,
+    serves: set[str] | frozenset[str] = frozenset(),
+    disabled: bool = False,
+) -> None:
+    """A client in the clients table, as `ikd-identity clients add` registers it."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        await PgClients(connection).put(
+            Client(
+                client_id=client_id,
+                secret_hash="unused",
+                scopes=frozenset(scopes),
+                agency=agency,
+                disabled=disabled,
+                serves=frozenset(serves),
+            )
+        )
+    finally:
+        await connection.close()
 
 
 async def counts(db: asyncpg.Connection) -> dict[str, int]:

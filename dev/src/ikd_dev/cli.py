@@ -10,7 +10,6 @@ from typing import Annotated
 import typer
 
 from ikd_dev.issuer import (
-    DEFAULT_AUDIENCE,
     DEFAULT_ISSUER,
     JWKS_FILE,
     KEY_FILE,
@@ -22,6 +21,7 @@ from ikd_dev.issuer import (
     write_private_key,
 )
 from ikd_dev.synthetic import citizen
+from ikd_shared.credentials import Purpose
 from ikd_shared.events.profile_v1 import CitizenProfile
 from ikd_shared.nik import InvalidNik, parse_nik
 
@@ -63,12 +63,17 @@ def dev_issuer_mint(
     profile_file: Annotated[
         Path | None, typer.Option("--profile", help="a CitizenProfile JSON file")
     ] = None,
+    purpose: Annotated[
+        Purpose, typer.Option(help="what the citizen presents it for (one purpose, once)")
+    ] = Purpose.VERIFICATION,
     issuer: Annotated[str, typer.Option(help="iss claim")] = DEFAULT_ISSUER,
-    audience: Annotated[str, typer.Option(help="aud claim")] = DEFAULT_AUDIENCE,
+    audience: Annotated[
+        str | None, typer.Option(help="aud claim (default: the purpose's audience)")
+    ] = None,
     lifetime: Annotated[int, typer.Option(help="seconds until exp")] = 600,
     show_profile: Annotated[bool, typer.Option(help="print the profile to stderr")] = False,
 ) -> None:
-    """Print a credential signed by the development issuer."""
+    """Print a credential signed by the development issuer, for one purpose."""
     key = read_private_key(key_dir / KEY_FILE)
     kid = json.loads((key_dir / JWKS_FILE).read_text())["keys"][0]["kid"]
     if profile_file is not None:
@@ -92,6 +97,7 @@ def dev_issuer_mint(
         key,
         kid=kid,
         issuer=issuer,
+        purpose=purpose,
         audience=audience,
         profile=profile,
         lifetime=dt.timedelta(seconds=lifetime),

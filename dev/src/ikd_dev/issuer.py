@@ -17,14 +17,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
+from ikd_shared.credentials import DEFAULT_AUDIENCES, Purpose
 from ikd_shared.events.profile_v1 import CitizenProfile
 
 IssuerKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 Algorithm = Literal["EdDSA", "ES256"]
 
-# Identity's defaults for the credentials it accepts (ikd_identity.config).
+# The services' defaults for the credentials they accept (ikd_identity.config, ikd_audit.config).
 DEFAULT_ISSUER = "https://dukcapil.kemendagri.go.id/ikd"
-DEFAULT_AUDIENCE = "ikd-mpp"
 KEY_FILE = "dukcapil-issuer.pem"
 JWKS_FILE = "dukcapil-jwks.json"
 
@@ -52,19 +52,23 @@ def mint_credential(
     *,
     kid: str,
     issuer: str,
-    audience: str,
+    purpose: Purpose,
     profile: CitizenProfile,
+    audience: str | list[str] | None = None,
     lifetime: dt.timedelta = dt.timedelta(minutes=10),
     issued_at: dt.datetime | None = None,
     jti: str | None = None,
     extra_claims: dict[str, Any] | None = None,
 ) -> str:
-    """Sign a credential as an issuer would (development issuer and tests)."""
+    """Sign a credential for one purpose as an issuer would (development issuer and tests).
+
+    `audience` replaces the purpose's default audience (a service configured with another).
+    """
     issued_at = issued_at or dt.datetime.now(dt.UTC)
     algorithm = "EdDSA" if isinstance(key, ed25519.Ed25519PrivateKey) else "ES256"
     claims: dict[str, Any] = {
         "iss": issuer,
-        "aud": audience,
+        "aud": audience or DEFAULT_AUDIENCES[purpose],
         "iat": issued_at,
         "nbf": issued_at,
         "exp": issued_at + lifetime,

@@ -20,6 +20,7 @@ from ikd_ops.agencies_cli import agencies_app
 from ikd_ops.demo import Walkthrough, seed
 from ikd_ops.docs_cli import docs_app
 from ikd_ops.platform import Endpoints, Platform, PlatformError
+from ikd_shared.credentials import Purpose
 from ikd_shared.db import migrate
 from ikd_shared.events.topics import ALL_TOPICS, agency_topic
 from ikd_shared.kafka import KafkaConnection, ensure_topics, wait_for_broker
@@ -189,11 +190,14 @@ def demo_walkthrough(
 def mint(
     index: Annotated[int, typer.Option(help="synthetic citizen index")] = 0,
     seed_: Annotated[int, typer.Option("--seed", help="synthetic seed")] = 7,
+    purpose: Annotated[
+        Purpose, typer.Option(help="what the citizen presents it for (one purpose, once)")
+    ] = Purpose.VERIFICATION,
 ) -> None:
-    """Print a development IKD credential (signed by the local development issuer)."""
+    """Print a development IKD credential for one purpose (signed by the local dev issuer)."""
     from ikd_dev.issuer import mint_credential
     from ikd_dev.synthetic import citizen
-    from ikd_ops.demo import CREDENTIAL_AUDIENCE, CREDENTIAL_ISSUER, read_issuer_key
+    from ikd_ops.demo import CREDENTIAL_ISSUER, read_issuer_key
 
     profile = citizen(seed_, index)
     typer.echo(f"{profile.full_name}, NIK {profile.nik}", err=True)
@@ -202,7 +206,7 @@ def mint(
             read_issuer_key(DEV_KEYS),
             kid="dev-dukcapil-1",
             issuer=CREDENTIAL_ISSUER,
-            audience=CREDENTIAL_AUDIENCE,
+            purpose=purpose,
             profile=profile,
         )
     )

@@ -19,6 +19,7 @@ from ikd_dev.issuer import IssuerKey, mint_credential
 from ikd_dev.synthetic import citizen, iter_citizens
 from ikd_ops.platform import Platform, PlatformError
 from ikd_shared import checkpoint
+from ikd_shared.credentials import Purpose
 from ikd_shared.events.profile_v1 import CitizenProfile
 from ikd_shared.merkle import ProofError
 from ikd_shared.transparency import verify_inclusion_bundle
@@ -26,7 +27,6 @@ from ikd_shared.transparency import verify_inclusion_bundle
 DEMO_SEED = 2026
 WALKTHROUGH_SEED = 7
 CREDENTIAL_ISSUER = "https://dukcapil.kemendagri.go.id/ikd"
-CREDENTIAL_AUDIENCE = "ikd-mpp"
 BULK_BATCH = 500
 PUBLIC_TASK_SERVICES = (("polres-cirebon", "skck"), ("dinsos-cirebon", "social-assistance"))
 CONSENT_SERVICE = ("bank-bjb", "bjb-savings-account")
@@ -104,13 +104,15 @@ def read_issuer_key(key_dir: Path) -> IssuerKey:
     return key
 
 
-def wait_for(probe: Callable[[], bool], timeout: float = 20.0) -> float:
-    """Poll until probe() holds; return the seconds it took."""
-    started = time.monotonic()
+def wait_for(probe: Callable[[], bool], timeout: float = 20.0, max_interval: float = 0.05) -> float:
+    """Poll until probe() holds, the pauses doubling up to `max_interval`; return the seconds
+    it took."""
+    started, interval = time.monotonic(), 0.05
     while not probe():
         if time.monotonic() - started > timeout:
             raise PlatformError(f"not reached within {timeout} s")
-        time.sleep(0.05)
+        time.sleep(interval)
+        interval = min(interval * 2, max_interval)
     return time.monotonic() - started
 
 
@@ -122,26 +124,32 @@ class Walkthrough:
         self.say = say
         self.profile: CitizenProfile = citizen(WALKTHROUGH_SEED, index)
 
-    def credential(self) -> str:
+    def credential(self, purpose: Purpose) -> str:
+        """A fresh credential, as the citizen's IKD app presents it for one purpose."""
         return mint_credential(
             self.key,
             kid="dev-dukcapil-1",
             issuer=CREDENTIAL_ISSUER,
-            audience=CREDENTIAL_AUDIENCE,
+            purpose=purpose,
             profile=self.profile,
         )
 
     def prefill(self, agency: str, service: str) -> httpx.Response:
+        # The NIK goes in the body: URLs end up in access logs.
         return self.platform.call(
-            "GET",
-            f"{self.platform.endpoints.gateways[agency]}/v1/prefill/{service}",
+            "POST",
+            f"{self.platform.endpoints.gateways[agency]}/v1/prefill/{service}/lookup",
             client_id=f"backend-{agency}",
-            params={"nik": self.profile.nik},
+            json={"nik": self.profile.nik},
             expect=(200, 403, 404),
         )
 
     def _served(self, agency: str, service: str) -> Callable[[], bool]:
         return lambda: self.prefill(agency, service).status_code == 200
+
+    def wait_served(self, agency: str, service: str) -> float:
+        # Each refused poll is a denial that counts towards the backend's throttle: poll gently.
+        return wait_for(self._served(agency, service), max_interval=1.0)
 
     def run(self) -> dict[str, Any]:
         pseudonym = self.verify_at_counter()
@@ -165,7 +173,7 @@ class Walkthrough:
             client_id="counter-polres",
             # the services the citizen came for: an agency holds them only for these
             json={
-                "credential": self.credential(),
+                "credential": self.credential(Purpose.VERIFICATION),
                 "services": [service for _, service in PUBLIC_TASK_SERVICES],
             },
         ).json()
@@ -177,7 +185,7 @@ class Walkthrough:
     def prefill_everywhere(self) -> None:
         self.say("2. prefill at three agencies, nobody types anything")
         for agency, service in PUBLIC_TASK_SERVICES:
-            took = wait_for(self._served(agency, service))
+            took = self.wait_served(agency, service)
             fields = sorted(self.prefill(agency, service).json()["fields"])
             self.say(
                 f"   {agency}/{service}: {len(fields)} fields after {took * 1000:.0f} ms: "
@@ -191,15 +199,14 @@ class Walkthrough:
 
     def grant_consent(self) -> str:
         p = self.platform
-        self.say("3. the citizen consents at the MPP officer's desk")
+        self.say("3. the citizen consents at the MPP officer's desk, showing the IKD for it")
         expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
         consent = p.call(
             "POST",
             f"{p.endpoints.identity}/v1/consents",
             client_id="mpp-officer",
             json={
-                "nik": self.profile.nik,
-                "officer_id": "officer-demo",
+                "credential": self.credential(Purpose.CONSENT),
                 "agency": CONSENT_SERVICE[0],
                 "service": CONSENT_SERVICE[1],
                 "fields": CONSENTED_FIELDS,
@@ -208,7 +215,7 @@ class Walkthrough:
                 "expires_at": expires.isoformat(),
             },
         ).json()["consent"]
-        took = wait_for(self._served(*CONSENT_SERVICE))
+        took = self.wait_served(*CONSENT_SERVICE)
         fields = sorted(self.prefill(*CONSENT_SERVICE).json()["fields"])
         self.say(
             f"   {'/'.join(CONSENT_SERVICE)}: {len(fields)} consented fields after "
@@ -218,12 +225,12 @@ class Walkthrough:
 
     def revoke_consent(self, consent_id: str) -> float:
         p = self.platform
-        self.say("4. the citizen revokes the consent")
+        self.say("4. the citizen revokes the consent, showing the IKD again")
         p.call(
             "POST",
             f"{p.endpoints.identity}/v1/consents/{consent_id}/revoke",
             client_id="mpp-officer",
-            json={"officer_id": "officer-demo"},
+            json={"credential": self.credential(Purpose.CONSENT)},
         )
         purge = wait_for(lambda: self.prefill(*CONSENT_SERVICE).status_code == 403)
         self.say(
@@ -243,7 +250,7 @@ class Walkthrough:
             trail = p.call(
                 "POST",
                 f"{p.endpoints.audit}/v1/citizen/trail",
-                json={"credential": self.credential()},
+                json={"credential": self.credential(Purpose.TRAIL)},
             ).json()
             # verified (3 views), prefills, the denial and the consent's reads are all in
             return len(trail["accesses"]) >= MIN_TRAIL_ENTRIES

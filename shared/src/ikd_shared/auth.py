@@ -26,7 +26,7 @@ CLOCK_SKEW = dt.timedelta(seconds=30)
 class Scope(StrEnum):
     VERIFY = "identity:verify"  # an MPP counter submits IKD credentials
     FEED = "identity:feed"  # Dukcapil's update feed
-    CONSENT = "identity:consent"  # an MPP officer records consents for a citizen
+    CONSENT = "identity:consent"  # an MPP officer's desk records a citizen's consents
     REGISTER = "identity:register"  # an agency's gateway registers citizens for a legal duty
     PREFILL = "gateway:prefill"  # an agency backend reads its prefill API
     WEBHOOKS = "gateway:webhooks"  # an agency backend manages its webhook endpoints

@@ -3,6 +3,11 @@
 An API builds one `Bearer` and declares each route's caller as
 `Annotated[Principal, Depends(bearer.require(Scope.X))]`. A refusal is the service's own
 error (401 with `WWW-Authenticate: Bearer`, or 403), answered by its problem+json handler.
+
+A request without a valid token is only counted (`ikd_http_unauthenticated_requests_total`):
+nobody is known to have asked, so there is nothing to audit, and writing a record for every
+anonymous request would let anyone fill an append-only log. The hooks of `require` see
+authenticated callers only.
 """
 
 from __future__ import annotations
@@ -12,11 +17,31 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import Counter
 
 from ikd_shared.auth import AuthError, Principal, Scope
 from ikd_shared.errors import ApiError
 
 E = TypeVar("E", bound=ApiError)
+
+UNAUTHENTICATED = Counter(
+    "ikd_http_unauthenticated_requests_total",
+    "Requests refused 401 for a missing or invalid bearer token (never audited)",
+    ["reason"],
+)
+# The metric's reasons, a fixed set: nothing taken from the token itself becomes a label.
+_REASONS = {
+    "malformed_token": "malformed",
+    "unknown_key": "unknown_key",
+    "token_expired": "expired",
+    "invalid_token": "invalid",
+}
+MISSING = "missing"
+
+
+def unauthenticated_reason(code: str | None) -> str:
+    """The metric's reason for an AuthError code (None: no token at all)."""
+    return MISSING if code is None else _REASONS.get(code, "invalid")
 
 
 class Verifier(Protocol):
@@ -53,11 +78,17 @@ class Bearer(Generic[E]):
         self._scheme = HTTPBearer(auto_error=False, description=description)
 
     def require(
-        self, scope: Scope, *, on_refused: Callable[[Request, E], Awaitable[None]] | None = None
+        self,
+        scope: Scope,
+        *,
+        guard: Callable[[Request, Principal], Awaitable[None]] | None = None,
+        on_refused: Callable[[Request, Principal, E], Awaitable[None]] | None = None,
     ) -> Callable[..., Coroutine[Any, Any, Principal]]:
         """A dependency that yields the caller holding `scope`, or raises the refusal.
 
-        `on_refused` runs before a refusal is raised (a gateway records refused requests).
+        Both hooks see authenticated callers only. `guard` runs before the caller is
+        authorised and refuses by raising (a gateway throttles a client it keeps denying);
+        `on_refused` runs before an authorisation refusal is raised (a gateway audits it).
         """
 
         # A default, not an annotation: FastAPI resolves string annotations in module globals.
@@ -65,27 +96,35 @@ class Bearer(Generic[E]):
             request: Request,
             credentials: HTTPAuthorizationCredentials | None = Depends(self._scheme),  # noqa: B008
         ) -> Principal:
-            outcome = self.check(request, credentials, scope)
-            if isinstance(outcome, Principal):
-                return outcome
+            principal = self.authenticate(request, credentials)
+            if guard is not None:
+                await guard(request, principal)
+            refusal = self.authorize(request, principal, scope)
+            if refusal is None:
+                return principal
             if on_refused is not None:
-                await on_refused(request, outcome)
-            raise outcome
+                await on_refused(request, principal, refusal)
+            raise refusal
 
         return caller
 
-    def check(
-        self, request: Request, credentials: HTTPAuthorizationCredentials | None, scope: Scope
-    ) -> Principal | E:
-        """The caller, or the error that refuses the request."""
+    def authenticate(
+        self, request: Request, credentials: HTTPAuthorizationCredentials | None
+    ) -> Principal:
+        """The token's caller, or the 401 error raised (and counted, and nothing more)."""
         if credentials is None:
-            return self._unauthenticated("a bearer token is required", code=self._missing_code)
+            UNAUTHENTICATED.labels(MISSING).inc()
+            raise self._unauthenticated("a bearer token is required", code=self._missing_code)
         try:
-            principal = self._verifier(request).verify(credentials.credentials)
+            return self._verifier(request).verify(credentials.credentials)
         except AuthError as error:
-            return self._unauthenticated(str(error), code=error.code)
+            UNAUTHENTICATED.labels(unauthenticated_reason(error.code)).inc()
+            raise self._unauthenticated(str(error), code=error.code) from None
+
+    def authorize(self, request: Request, principal: Principal, scope: Scope) -> E | None:
+        """The error that refuses an authenticated caller, or None."""
         if self._admit is not None and (refusal := self._admit(request, principal)) is not None:
             return refusal
         if not principal.has(scope):
             return self._forbidden(f"the token lacks the scope {scope.value}")
-        return principal
+        return None

@@ -3,15 +3,20 @@
 `CredentialVerifier` checks everything that needs no storage: format, algorithm allow-list,
 key by `kid` from the configured trust anchors (a JWKS), signature, issuer, audience, time
 claims with a small skew, required claims, and that the profile agrees with the NIK.
-Replay (`jti` seen before) needs storage, so the caller records the `jti` in the same
-transaction as whatever the credential causes. Issuing credentials is not here: only the
-development issuer (`ikd_dev.issuer`) and tests do that.
+
+A credential serves one purpose, once. Each relying use (`Purpose`) has its own audience, and a
+credential names exactly one: one presented for a counter's verification is refused by the
+consent endpoints and the citizen's trail, and the other way round. Each audience is accepted
+by one service only, which records the `jti` (replay needs storage) in the same transaction as
+whatever the credential causes; so no credential is accepted twice anywhere in the platform.
+Issuing credentials is not here: only the development issuer (`ikd_dev.issuer`) and tests do.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import jwt
@@ -24,6 +29,17 @@ ALLOWED_ALGORITHMS = ("EdDSA", "ES256")
 REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "nbf", "jti", "nik", "profile"]
 DEFAULT_CLOCK_SKEW = dt.timedelta(seconds=60)
 MAX_CREDENTIAL_BYTES = 16 * 1024
+
+
+class Purpose(StrEnum):
+    """What a citizen presents a credential for; each purpose has its own audience."""
+
+    VERIFICATION = "verification"  # at a counter or the MPP's reception (identity)
+    CONSENT = "consent"  # granting or revoking a consent (identity)
+    TRAIL = "trail"  # reading one's own processing trail (audit)
+
+
+DEFAULT_AUDIENCES: dict[Purpose, str] = {purpose: f"ikd-mpp/{purpose}" for purpose in Purpose}
 
 
 class CredentialError(Exception):
@@ -91,6 +107,10 @@ class CredentialVerifier:
         if key.algorithm_name != algorithm:
             raise CredentialError("disallowed_algorithm", "the algorithm does not match the key")
         claims = self._decode(token, key, algorithm)
+        audience = claims["aud"]
+        # PyJWT accepts a list naming ours among others; a credential serves one purpose only.
+        if isinstance(audience, list) and len(audience) != 1:
+            raise CredentialError("wrong_audience", "a credential must name exactly one audience")
         issued_at = dt.datetime.fromtimestamp(claims["iat"], dt.UTC)
         current = now or dt.datetime.now(dt.UTC)
         if max_age is not None and current - issued_at > max_age + self.clock_skew:

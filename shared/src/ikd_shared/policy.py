@@ -8,12 +8,15 @@ does not name is never granted.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Self
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -70,6 +73,9 @@ class ServicePolicy(BaseModel):
         default=False,
         description="the agency may register citizens for this service through its gateway",
     )
+    consent_max_days: int | None = Field(
+        default=None, ge=1, le=36500, description="longest consent (default: retention_days)"
+    )
 
     @field_validator("fields", mode="before")
     @classmethod
@@ -92,13 +98,54 @@ class ServicePolicy(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _consent_limit(self) -> Self:
+        if self.consent_max_days is not None and not (
+            self.needs_consent and self.consent_max_days <= self.retention_days
+        ):
+            raise ValueError("consent_max_days needs legal_basis consent, at most retention_days")
+        return self
+
     @property
     def needs_consent(self) -> bool:
         return self.legal_basis is LegalBasis.CONSENT
 
     @property
+    def consent_limit_days(self) -> int:
+        """How long a consent to this service may last at most."""
+        return self.consent_max_days or self.retention_days
+
+    @property
     def allows_nik_lookup(self) -> bool:
         return "nik" in self.fields
+
+
+# A webhook host pattern: a host name or IP address, or `*.` and a domain (any name under it).
+_HOST_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+_HOST_NAME = rf"{_HOST_LABEL}(\.{_HOST_LABEL})*"
+_WEBHOOK_HOST = re.compile(rf"(\*\.)?{_HOST_NAME}")
+
+
+def _canonical_host(value: str) -> str:
+    """Lower case, no trailing dot or IPv6 brackets, an IP address in its one written form."""
+    host = value.strip().strip("[]").rstrip(".").lower()
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host
+
+
+def _webhook_host(value: str) -> str:
+    pattern = _canonical_host(value)
+    try:
+        ipaddress.ip_address(pattern)
+    except ValueError:
+        if len(pattern) > 253 or not _WEBHOOK_HOST.fullmatch(pattern):
+            raise ValueError(f"{value!r} is not a host name, an IP address or *.domain") from None
+    return pattern
+
+
+WebhookHost = Annotated[str, AfterValidator(_webhook_host)]
 
 
 class AgencyPolicy(BaseModel):
@@ -108,6 +155,19 @@ class AgencyPolicy(BaseModel):
     name: Name
     kind: AgencyKind
     services: tuple[ServicePolicy, ...] = Field(min_length=1)
+    webhook_hosts: tuple[WebhookHost, ...] = Field(
+        default=(),
+        description="hosts the agency may register webhook URLs on: names, IP addresses or "
+        "*.domain (any name under the domain, not the domain itself); none: no webhooks",
+    )
+
+    def webhook_host_allowed(self, host: str) -> bool:
+        """Whether a webhook URL's host is on the agency's list (deny by default)."""
+        host = _canonical_host(host)
+        return any(
+            host == pattern or (pattern.startswith("*.") and host.endswith(pattern[1:]))
+            for pattern in self.webhook_hosts
+        )
 
     @model_validator(mode="after")
     def _unique_services(self) -> Self:

@@ -10,12 +10,14 @@ import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Self, TypeVar
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     AfterValidator,
     AliasChoices,
     BeforeValidator,
     Field,
+    IPvAnyNetwork,
     SecretStr,
     ValidationError,
     model_validator,
@@ -42,6 +44,17 @@ def is_placeholder(secret: str) -> bool:
     return len(secret) < MIN_SECRET_LENGTH or any(m in lowered for m in PLACEHOLDER_MARKERS)
 
 
+def dsn_password(dsn: str) -> str | None:
+    """The password inside a postgresql:// URL, if it carries one."""
+    if not dsn.startswith(("postgres://", "postgresql://")):
+        return None
+    try:
+        password = urlsplit(dsn).password
+    except ValueError:
+        return None
+    return unquote(password) if password else None
+
+
 def _read_key_file(value: Any) -> Any:
     # Read @path before anything else so the placeholder check sees the key, not its file name.
     if isinstance(value, str) and value.startswith("@"):
@@ -62,11 +75,9 @@ class KafkaSecurityProtocol(StrEnum):
     PLAINTEXT = "PLAINTEXT"  # development brokers without security only
 
 
-class KafkaClientSettings(BaseSettings):
-    """Where and as whom a process connects to Kafka: each service, ikdctl, the benchmarks.
-
-    The same variables for every process (IKD_KAFKA_*): each process runs as one principal.
-    """
+class DeploymentSettings(BaseSettings):
+    """IKD_ENVIRONMENT, and the refusal of placeholder secrets and database passwords outside
+    development: the base of every process's settings (services and their admin commands)."""
 
     model_config = SettingsConfigDict(env_prefix="IKD_", extra="ignore", frozen=True)
 
@@ -75,6 +86,39 @@ class KafkaClientSettings(BaseSettings):
         validation_alias=AliasChoices("IKD_ENVIRONMENT"),
         description="development allows placeholder secrets and private webhook targets",
     )
+
+    @property
+    def is_development(self) -> bool:
+        return self.environment is Environment.DEVELOPMENT
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Self:
+        if self.is_development:
+            return self
+        for name, value in self:
+            if isinstance(value, SecretStr) and is_placeholder(value.get_secret_value()):
+                raise PlaceholderSecretError(
+                    f"{env_name(type(self), name)} holds a placeholder or short secret "
+                    f"(need {MIN_SECRET_LENGTH}+ random characters outside development)"
+                )
+            # A database URL carries its password inline (typed DSN or plain text alike).
+            password = dsn_password(str(value)) if value is not None else None
+            if password is not None and is_placeholder(password):
+                raise PlaceholderSecretError(
+                    f"{env_name(type(self), name)} holds a placeholder or short database "
+                    f"password (need {MIN_SECRET_LENGTH}+ random characters outside development)"
+                )
+        return self
+
+
+class KafkaClientSettings(DeploymentSettings):
+    """Where and as whom a process connects to Kafka: each service, ikdctl, the benchmarks.
+
+    The same variables for every process (IKD_KAFKA_*): each process runs as one principal.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="IKD_", extra="ignore", frozen=True)
+
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:19092",
         validation_alias=AliasChoices("IKD_KAFKA_BOOTSTRAP_SERVERS"),
@@ -103,10 +147,6 @@ class KafkaClientSettings(BaseSettings):
         description="PEM CA bundle the brokers' certificates chain to (default: system CAs)",
     )
 
-    @property
-    def is_development(self) -> bool:
-        return self.environment is Environment.DEVELOPMENT
-
     @model_validator(mode="after")
     def _require_kafka_credentials(self) -> Self:
         if self.kafka_security_protocol is KafkaSecurityProtocol.PLAINTEXT:
@@ -118,18 +158,6 @@ class KafkaClientSettings(BaseSettings):
         for name in ("kafka_username", "kafka_password"):
             if getattr(self, name) is None:
                 raise ValueError(f"{env_name(type(self), name)} is required with SASL_SSL")
-        return self
-
-    @model_validator(mode="after")
-    def _refuse_placeholder_secrets(self) -> Self:
-        if self.is_development:
-            return self
-        for name, value in self:
-            if isinstance(value, SecretStr) and is_placeholder(value.get_secret_value()):
-                raise PlaceholderSecretError(
-                    f"{env_name(type(self), name)} holds a placeholder or short secret "
-                    f"(need {MIN_SECRET_LENGTH}+ random characters outside development)"
-                )
         return self
 
 
@@ -153,7 +181,7 @@ class ServiceSettings(KafkaClientSettings):
     )
 
 
-S = TypeVar("S", bound=KafkaClientSettings)
+S = TypeVar("S", bound=DeploymentSettings)
 
 
 def _check_ed25519_key(value: SecretStr) -> SecretStr:
@@ -182,7 +210,28 @@ JwksSetting = Annotated[dict[str, Any], NoDecode, BeforeValidator(_load_jwks)]
 """A JWKS setting: inline JSON or `@path` to a JSON file."""
 
 
-def env_name(settings_cls: type[KafkaClientSettings], field_name: str) -> str:
+def _split_networks(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+TrustedProxiesSetting = Annotated[
+    tuple[IPvAnyNetwork, ...], NoDecode, BeforeValidator(_split_networks)
+]
+"""Reverse proxies whose X-Forwarded-For is believed: addresses or CIDR networks, comma-separated.
+
+Empty (the default): the direct peer is the client. Only a peer in this list may name another
+client address, and then the right-most address that is not itself a trusted proxy counts
+(uvicorn's ProxyHeadersMiddleware; see `proxy_hosts`)."""
+
+
+def proxy_hosts(trusted: tuple[IPvAnyNetwork, ...]) -> list[str]:
+    """The trusted proxies in the form uvicorn's ProxyHeadersMiddleware takes."""
+    return [str(network) for network in trusted]
+
+
+def env_name(settings_cls: type[DeploymentSettings], field_name: str) -> str:
     """The environment variable that sets a field."""
     field = settings_cls.model_fields.get(field_name)
     if field is None and any(
@@ -198,7 +247,7 @@ def env_name(settings_cls: type[KafkaClientSettings], field_name: str) -> str:
     return f"{prefix}{field_name}".upper()
 
 
-def describe_errors(settings_cls: type[KafkaClientSettings], error: ValidationError) -> list[str]:
+def describe_errors(settings_cls: type[DeploymentSettings], error: ValidationError) -> list[str]:
     lines = []
     for item in error.errors():
         message = item["msg"].removeprefix("Value error, ")
@@ -211,6 +260,33 @@ def describe_errors(settings_cls: type[KafkaClientSettings], error: ValidationEr
         else:
             lines.append(f"setting {variable} is invalid: {message}")
     return lines
+
+
+def secret_option(
+    value: str | None, file: Path | None, *, development: bool, option: str = "--secret"
+) -> str | None:
+    """A secret handed to an admin command: from `file` (`-`: standard input), or as the value
+    of `option` on the command line in development only (`ps` shows a process's arguments to
+    every user of the host). None when neither is given. ValueError says what is wrong."""
+    if value is not None and file is not None:
+        raise ValueError(f"give {option} or {option}-file, not both")
+    if value is not None:
+        if not development:
+            raise ValueError(
+                f"{option} would show the secret in the process list; outside development "
+                f"give {option}-file PATH, or {option}-file - to read it from standard input"
+            )
+        return value
+    if file is None:
+        return None
+    try:
+        text = sys.stdin.read() if str(file) == "-" else file.read_text()
+    except OSError as error:
+        raise ValueError(f"cannot read {file}: {error.strerror}") from None
+    secret = text.strip()
+    if not secret:
+        raise ValueError(f"{option}-file gave an empty secret")
+    return secret
 
 
 def load_settings(settings_cls: type[S]) -> S:

@@ -76,8 +76,9 @@ def chromium_or_fail() -> None:
 def start_service(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """Add the console's auditor with the CLI, then run `ikd-audit serve` as a process."""
     added = subprocess.run(  # noqa: S603 - our own console script
-        [str(BIN / "ikd-audit"), "auditors", "add", "--id", AUDITOR_ID, "--secret", AUDITOR_SECRET],
+        [str(BIN / "ikd-audit"), "auditors", "add", "--id", AUDITOR_ID, "--secret-file", "-"],
         env=env,
+        input=AUDITOR_SECRET,
         capture_output=True,
         text=True,
         timeout=60,

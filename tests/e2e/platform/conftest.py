@@ -171,6 +171,7 @@ def stack(
         ("auditor-demo", "audit:read", None),
         *((f"backend-{a}", "gateway:prefill gateway:webhooks", a) for a in AGENCIES),
     ]
+    serves = {"mpp-officer": AGENCIES}  # the officer's desk records consents for these
     for client_id, scopes, agency in clients:
         command = [
             str(BIN / "ikd-identity"),
@@ -180,12 +181,16 @@ def stack(
             client_id,
             "--scopes",
             scopes,
-            "--secret",
-            CLIENT_SECRET,
+            "--secret-file",
+            "-",
         ]
         if agency:
             command += ["--agency", agency]
-        subprocess.run(command, env=identity_env, check=True, capture_output=True)  # noqa: S603
+        if client_id in serves:
+            command += ["--serves", ",".join(serves[client_id])]
+        subprocess.run(  # noqa: S603
+            command, env=identity_env, check=True, capture_output=True, input=CLIENT_SECRET.encode()
+        )
     # The signer alone reads the tree-head key; the service gets the log's vkey, as in make up.
     signer_env = {
         **base,

@@ -16,6 +16,7 @@ from ikd_audit.domain.errors import AuditError
 from ikd_audit.entrypoints.console import hash_secret
 from ikd_dev.issuer import generate_issuer_key
 from ikd_shared import transparency
+from ikd_shared.credentials import DEFAULT_AUDIENCES, Purpose
 from ikd_shared.events.access_v1 import Channel, Outcome
 from ikd_shared.pseudonym import pseudonymize
 from tests.support.audit import PSEUDONYM_KEY, Keys, access
@@ -91,9 +92,12 @@ async def test_search_filters_pagination_export_and_counts(
     assert len(seen) == len(set(seen)) == 15
 
     by_nik = (
-        await client.get("/v1/entries", params={"nik": citizens[1].nik, "limit": 100}, headers=auth)
+        await client.post(
+            "/v1/entries/search", json={"nik": citizens[1].nik, "limit": 100}, headers=auth
+        )
     ).json()
     pseudonym = pseudonymize(citizens[1].nik, PSEUDONYM_KEY)
+    assert by_nik["pseudonym"] == pseudonym
     assert len(by_nik["items"]) == 10
     assert {item["pseudonym"] for item in by_nik["items"]} == {pseudonym}
     assert citizens[1].nik not in str(by_nik)
@@ -103,7 +107,7 @@ async def test_search_filters_pagination_export_and_counts(
     assert empty.json()["items"] == []
 
     bad = {
-        "invalid_nik_length": {"nik": "123"},
+        "nik_not_allowed_in_url": {"nik": citizens[1].nik},
         "invalid_pseudonym": {"pseudonym": "zz"},
         "invalid_channel": {"channel": "fax"},
         "invalid_time": {"from": "last tuesday"},
@@ -115,6 +119,13 @@ async def test_search_filters_pagination_export_and_counts(
         response = await client.get("/v1/entries", params=params, headers=auth)
         assert response.status_code == 400, (code, response.text)
         assert response.json()["code"] == code
+    for code, body in {
+        "invalid_nik_length": {"nik": "123"},
+        "conflicting_filters": {"nik": citizens[1].nik, "pseudonym": "a" * 64},
+        "page_size_too_large": {"nik": citizens[1].nik, "limit": 101},
+    }.items():
+        response = await client.post("/v1/entries/search", json=body, headers=auth)
+        assert (response.status_code, response.json()["code"]) == (400, code), response.text
     first = (await client.get("/v1/entries", params={"limit": 2}, headers=auth)).json()
     mismatch = await client.get(
         "/v1/entries", params={"cursor": first["next_cursor"], "agency": "dukcapil"}, headers=auth
@@ -164,7 +175,19 @@ async def test_citizen_trail_holds_only_that_citizens_entries_with_proofs(
     }
 
 
-@pytest.mark.parametrize("case", ["replayed", "expired", "stale", "forged", "garbage"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "replayed",
+        "expired",
+        "stale",
+        "forged",
+        "garbage",
+        "for a counter",
+        "for a consent",
+        "for every purpose",
+    ],
+)
 async def test_citizen_trail_refuses_bad_credentials(
     client: httpx.AsyncClient, keys: Keys, citizens: Any, case: str
 ) -> None:
@@ -184,6 +207,14 @@ async def test_citizen_trail_refuses_bad_credentials(
             citizens[0], issued_at=now - dt.timedelta(hours=1), lifetime=dt.timedelta(hours=3)
         )
         expected = "credential_not_fresh"
+    elif case in ("for a counter", "for a consent"):
+        # A credential shown for another purpose never opens the trail, used there or not.
+        purpose = Purpose.VERIFICATION if case == "for a counter" else Purpose.CONSENT
+        credential = keys.credential(citizens[0], purpose)
+        expected = "wrong_audience"
+    elif case == "for every purpose":
+        credential = keys.credential(citizens[0], audience=[DEFAULT_AUDIENCES[p] for p in Purpose])
+        expected = "wrong_audience"
     elif case == "forged":
         impostor = Keys(keys.tree_head, keys.tokens, generate_issuer_key("EdDSA"))
         credential = impostor.credential(citizens[0])  # right kid, wrong key

@@ -66,6 +66,7 @@ async def test_only_the_signer_role_adds_tree_heads_and_it_may_do_nothing_else(
         "SELECT * FROM seen_credential",
         "SELECT * FROM auditor",
         "SELECT * FROM cosignature",
+        "SELECT * FROM auth_throttle",
         "SELECT prune_seen_credential('1 day')",
     ):
         with pytest.raises(asyncpg.InsufficientPrivilegeError):

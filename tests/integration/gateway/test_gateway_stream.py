@@ -203,8 +203,8 @@ async def test_consent_revocation_purges_the_view_and_prefill(
             base_url="http://gw",
         ) as client,
     ):
-        response = await client.get(
-            f"/v1/prefill/{service}", params={"nik": citizen.nik}, headers=headers
+        response = await client.post(
+            f"/v1/prefill/{service}/lookup", json={"nik": citizen.nik}, headers=headers
         )
         assert response.status_code == 200, response.text
         assert set(response.json()["fields"]) == set(policy_service.fields)
@@ -223,8 +223,8 @@ async def test_consent_revocation_purges_the_view_and_prefill(
 
         await eventually(purged, timeout=20)
         in_view = time.perf_counter() - sent
-        response = await client.get(
-            f"/v1/prefill/{service}", params={"nik": citizen.nik}, headers=headers
+        response = await client.post(
+            f"/v1/prefill/{service}/lookup", json={"nik": citizen.nik}, headers=headers
         )
         in_prefill = time.perf_counter() - sent
         assert (response.status_code, response.json()["code"]) == (403, "consent_required")

@@ -21,7 +21,8 @@ from ikd_dev.issuer import generate_issuer_key, public_jwk
 from ikd_identity.bootstrap import Runtime
 from ikd_identity.config import IdentitySettings
 from ikd_identity.entrypoints.api import create_app
-from tests.support.identity import AUDIENCE, ISSUER, DevIssuer
+from ikd_shared.credentials import Purpose
+from tests.support.identity import AUDIENCES, ISSUER, DevIssuer
 
 MIGRATIONS = Path(__file__).resolve().parents[3] / "services" / "identity" / "migrations"
 
@@ -81,7 +82,8 @@ def make_settings(
             "IKD_IDENTITY_MIGRATION_DATABASE_URL": identity_db.owner_dsn,
             "IKD_IDENTITY_TRUST_JWKS": json.dumps(anchors),
             "IKD_IDENTITY_CREDENTIAL_ISSUER": ISSUER,
-            "IKD_IDENTITY_CREDENTIAL_AUDIENCE": AUDIENCE,
+            "IKD_IDENTITY_VERIFICATION_AUDIENCE": AUDIENCES[Purpose.VERIFICATION],
+            "IKD_IDENTITY_CONSENT_AUDIENCE": AUDIENCES[Purpose.CONSENT],
             "IKD_IDENTITY_TOKEN_SIGNING_KEY": token_key_pem,
             "IKD_IDENTITY_RELAY_POLL_INTERVAL_S": "0.2",
             "IKD_IDENTITY_MAX_BODY_BYTES": str(64 * 1024),
@@ -112,6 +114,13 @@ class Api:
 
     def auth(self, *scopes: str, agency: str | None = "disdukcapil-cirebon") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(*scopes, agency=agency)}"}
+
+    def auth_as(self, client_id: str, *scopes: str, agency: str | None = None) -> dict[str, str]:
+        """A token of a named client (one registered in the clients table, say)."""
+        token = self.container.token_issuer.issue(
+            client_id, set(scopes), ["ikd-identity"], agency=agency
+        )
+        return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from ikd_shared.events.profile_v1 import (
     CredentialRevoked,
     ProfileUpdated,
 )
-from tests.support.identity import COUNTER_SERVICES, counts, person
+from tests.support.identity import COUNTER_SERVICES, counts, person, register_client
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -141,37 +141,42 @@ async def test_bulk_feed_writes_profiles_and_outbox_in_batches(api, db) -> None:
 
 def _terms(**changes) -> dict:
     terms = {
-        "agency": "bpjs-kesehatan",
-        "service": "pendaftaran-peserta",
+        "agency": "bank-bjb",
+        "service": "bjb-savings-account",
         "fields": ["full_name", "address.street", "date_of_birth"],
-        "purpose_code": "registration",
-        "purpose_text": "Pendaftaran peserta JKN",
+        "purpose_code": "account-opening",
+        "purpose_text": "Pembukaan rekening tabungan",
         "expires_at": (NOW + dt.timedelta(days=30)).isoformat(),
     }
     terms.update(changes)
     return terms
 
 
-async def test_consents_by_officer_and_by_citizen(api, issuer, db) -> None:
+async def _officer(api, identity_db) -> dict[str, str]:
+    await register_client(
+        identity_db.owner_dsn, "mpp-officer", {"identity:consent"}, serves={"bank-bjb"}
+    )
+    return api.auth_as("mpp-officer", "identity:consent", agency="dpmptsp-cirebon")
+
+
+async def test_consents_by_officer_and_by_citizen(api, issuer, db, identity_db) -> None:
     citizen = person(40)
     await _verify(api, issuer, citizen)
-    officer = api.auth("identity:consent")
+    officer = await _officer(api, identity_db)
 
     response = await api.client.post(
-        "/v1/consents",
-        json={**_terms(), "nik": citizen.nik, "officer_id": "petugas-07"},
-        headers=officer,
+        "/v1/consents", json={**_terms(), "credential": issuer.consent(citizen)}, headers=officer
     )
     assert response.status_code == 201, response.text
     by_officer = response.json()["consent"]
     assert by_officer["granted_by"] == "officer"
-    assert by_officer["officer_id"] == "petugas-07"
+    assert by_officer["officer_id"] == "mpp-officer"  # the token's client, not a body field
 
     response = await api.client.post(
         "/v1/citizen/consents",
         json={
-            **_terms(agency="dinas-sosial", service="bansos"),
-            "credential": issuer.mint(citizen),
+            **_terms(service="bjb-kur-loan", purpose_code="micro-loan-assessment"),
+            "credential": issuer.consent(citizen),
         },
     )
     assert response.status_code == 201, response.text
@@ -180,7 +185,7 @@ async def test_consents_by_officer_and_by_citizen(api, issuer, db) -> None:
 
     response = await api.client.post(
         f"/v1/citizen/consents/{by_officer['consent_id']}/revoke",
-        json={"credential": issuer.mint(citizen)},
+        json={"credential": issuer.consent(citizen)},
     )
     assert response.status_code == 200, response.text
     assert response.json()["consent"]["status"] == "revoked"
@@ -200,43 +205,33 @@ async def test_consents_by_officer_and_by_citizen(api, issuer, db) -> None:
     who = {r["consent_id"]: (r["recorded_by"], r["revoked_by"]) for r in recorded}
     # The officer's grant is recorded with the officer's client, its revocation by the citizen.
     assert who == {
-        by_officer["consent_id"]: ("test-client", "citizen"),
+        by_officer["consent_id"]: ("mpp-officer", "citizen"),
         by_citizen["consent_id"]: ("citizen", None),
     }
 
 
-async def test_consent_rejections_write_nothing(api, issuer, db) -> None:
+async def test_consent_rejections_write_nothing(api, issuer, db, identity_db) -> None:
     citizen, stranger = person(41), person(42)
     await _verify(api, issuer, citizen)
     await _verify(api, issuer, stranger)
     before = await counts(db)
-    officer = api.auth("identity:consent")
+    officer = await _officer(api, identity_db)
     cases = [
         (
             api.client.post(
                 "/v1/consents",
-                json={**_terms(), "nik": person(43).nik, "officer_id": "p1"},
-                headers=officer,
-            ),
-            404,
-            "citizen_not_found",
-        ),
-        (
-            api.client.post(
-                "/v1/consents",
-                json={**_terms(fields=["salary"]), "nik": citizen.nik, "officer_id": "p1"},
+                json={**_terms(fields=["salary"]), "credential": issuer.consent(citizen)},
                 headers=officer,
             ),
             400,
-            "invalid_consent",
+            "fields_not_in_policy",
         ),
         (
             api.client.post(
                 "/v1/consents",
                 json={
                     **_terms(expires_at=(NOW - dt.timedelta(days=1)).isoformat()),
-                    "nik": citizen.nik,
-                    "officer_id": "p1",
+                    "credential": issuer.consent(citizen),
                 },
                 headers=officer,
             ),
@@ -246,7 +241,7 @@ async def test_consent_rejections_write_nothing(api, issuer, db) -> None:
         (
             api.client.post(
                 "/v1/consents",
-                json={**_terms(), "nik": citizen.nik, "officer_id": "p1"},
+                json={**_terms(), "credential": issuer.consent(citizen)},
                 headers=api.auth("identity:verify"),
             ),
             403,
@@ -258,7 +253,7 @@ async def test_consent_rejections_write_nothing(api, issuer, db) -> None:
                 json={
                     **_terms(),
                     # Stale but unexpired, however slowly the run reaches this request.
-                    "credential": issuer.mint(
+                    "credential": issuer.consent(
                         citizen, issued_at=_ago(minutes=9), lifetime=dt.timedelta(hours=1)
                     ),
                 },
@@ -269,7 +264,7 @@ async def test_consent_rejections_write_nothing(api, issuer, db) -> None:
         (
             api.client.post(
                 f"/v1/citizen/consents/{uuid.uuid4()}/revoke",
-                json={"credential": issuer.mint(citizen)},
+                json={"credential": issuer.consent(citizen)},
             ),
             404,
             "consent_not_found",
@@ -287,19 +282,23 @@ async def test_consent_rejections_write_nothing(api, issuer, db) -> None:
 
     # A citizen cannot revoke someone else's consent.
     granted = await api.client.post(
-        "/v1/consents", json={**_terms(), "nik": stranger.nik, "officer_id": "p1"}, headers=officer
+        "/v1/consents", json={**_terms(), "credential": issuer.consent(stranger)}, headers=officer
     )
     consent_id = granted.json()["consent"]["consent_id"]
     response = await api.client.post(
-        f"/v1/citizen/consents/{consent_id}/revoke", json={"credential": issuer.mint(citizen)}
+        f"/v1/citizen/consents/{consent_id}/revoke", json={"credential": issuer.consent(citizen)}
     )
     assert (response.status_code, response.json()["code"]) == (404, "consent_not_found")
     response = await api.client.post(
-        f"/v1/consents/{consent_id}/revoke", json={"officer_id": "p1"}, headers=officer
+        f"/v1/consents/{consent_id}/revoke",
+        json={"credential": issuer.consent(stranger)},
+        headers=officer,
     )
     assert response.status_code == 200
     response = await api.client.post(
-        f"/v1/consents/{consent_id}/revoke", json={"officer_id": "p1"}, headers=officer
+        f"/v1/consents/{consent_id}/revoke",
+        json={"credential": issuer.consent(stranger)},
+        headers=officer,
     )
     assert (response.status_code, response.json()["code"]) == (409, "consent_not_active")
 

@@ -246,7 +246,7 @@ async def test_consents_and_feed_updates_carry_the_relationships(api, issuer, db
             "purpose_code": "account-opening",
             "purpose_text": "Pembukaan rekening tabungan",
             "expires_at": expires.isoformat(),
-            "credential": issuer.mint(profile),
+            "credential": issuer.consent(profile),
         },
     )
     assert response.status_code == 201, response.text

@@ -32,6 +32,7 @@ from ikd_identity.bootstrap import build_relay
 from ikd_identity.config import IdentitySettings
 from ikd_identity.entrypoints.api import create_app as create_identity_app
 from ikd_shared.auth import TokenIssuer
+from ikd_shared.credentials import Purpose
 from ikd_shared.events.topics import ACCESS, PROFILE
 from ikd_shared.pseudonym import pseudonymize
 from ikd_shared.tracing import TraceContext, from_kafka_headers, parse_traceparent
@@ -60,7 +61,7 @@ async def identity(database_factory: Any, topic_prefix: str) -> AsyncIterator[An
         "IKD_IDENTITY_DATABASE_URL": database.app_dsn,
         "IKD_IDENTITY_TRUST_JWKS": json.dumps({"keys": [public_jwk(issuer_key, "k1")]}),
         "IKD_IDENTITY_CREDENTIAL_ISSUER": ISSUER,
-        "IKD_IDENTITY_CREDENTIAL_AUDIENCE": AUDIENCE,
+        "IKD_IDENTITY_VERIFICATION_AUDIENCE": AUDIENCE,
         "IKD_IDENTITY_TOKEN_SIGNING_KEY": _pem(Ed25519PrivateKey.generate()),
         "IKD_IDENTITY_RELAY_POLL_INTERVAL_S": "0.1",
         "IKD_KAFKA_TOPIC_PREFIX": topic_prefix,
@@ -127,7 +128,12 @@ async def test_traceparent_flows_from_a_verification_to_the_profile_event_and_ac
         "counter", {"identity:verify"}, ["ikd-identity"], agency="disdukcapil-cirebon"
     )
     credential = mint_credential(
-        issuer_key, kid="k1", issuer=ISSUER, audience=AUDIENCE, profile=profile
+        issuer_key,
+        kid="k1",
+        issuer=ISSUER,
+        purpose=Purpose.VERIFICATION,
+        audience=AUDIENCE,
+        profile=profile,
     )
     response = await client.post(
         "/v1/verifications",

@@ -263,3 +263,12 @@ def test_the_log_vkey_is_read_from_a_file_and_must_be_a_note_key(
     for bad in (cosigner.verifier.vkey, "not-a-vkey", f"@{tmp_path / 'missing'}"):
         with pytest.raises(ValidationError, match="log_vkey"):
             make_settings(audit_env(keys, DSN, "t.", IKD_AUDIT_LOG_VKEY=bad))
+
+
+def test_outside_development_the_signer_refuses_a_placeholder_database_password(
+    keys: Keys,
+) -> None:
+    env = signer_env(keys, "postgresql://ikd_audit_signer:dev-signer-password@db/ikd_audit")
+    assert make_signer_settings(env).database_url.startswith("postgresql://")  # development
+    with pytest.raises(ValidationError, match="IKD_SIGNER_DATABASE_URL"):
+        make_signer_settings({**env, "IKD_ENVIRONMENT": "production"})

@@ -29,7 +29,7 @@ from ikd_identity.cli import app as identity_cli
 from ikd_ops.cli import app as ops_cli
 from ikd_shared import checkpoint
 from ikd_shared.auth import TokenIssuer, TokenVerifier, load_ed25519_private_key
-from ikd_shared.settings import Environment, ServiceSettings
+from ikd_shared.settings import DeploymentSettings, Environment, ServiceSettings
 from tests.support.deploy import (
     AGENCIES,
     COMPOSE_FILE,
@@ -357,8 +357,9 @@ def test_secrets_and_trust_anchors_come_from_the_environment_without_defaults(
         if is_secret_field(app.settings, field) or field.endswith("jwks"):
             match = REQUIRED_REFERENCE.fullmatch(value)
             assert match, f"{app.name}: {name} must be ${{VAR:?message}}, is {value!r}"
-    if app.is_service:
+    if issubclass(app.settings, DeploymentSettings):  # the services and the signer
         assert env["IKD_ENVIRONMENT"] == "${IKD_ENVIRONMENT:-production}"
+    if app.is_service:
         assert REQUIRED_REFERENCE.fullmatch(env["IKD_PSEUDONYM_KEY"])
 
 
@@ -579,7 +580,7 @@ def test_settings_load_in_production_from_the_compose_environment(
 ) -> None:
     """What the container gets validates, placeholder checks included."""
     settings = _load(app, _compose_environment(app, generated_secrets()), monkeypatch)
-    if app.is_service:
+    if isinstance(settings, DeploymentSettings):
         assert settings.environment is Environment.PRODUCTION
     assert settings.host == ALL_INTERFACES
     assert settings.port == effective_port(app)

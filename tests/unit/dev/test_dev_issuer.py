@@ -7,9 +7,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from ikd_identity.config import DEFAULT_CREDENTIAL_AUDIENCE, DEFAULT_CREDENTIAL_ISSUER
+from ikd_audit.config import AuditSettings
+from ikd_identity.config import DEFAULT_CREDENTIAL_ISSUER, IdentitySettings
 from ikd_ops.cli import app
-from ikd_shared.credentials import CredentialVerifier
+from ikd_shared.credentials import CredentialError, CredentialVerifier
 from ikd_shared.nik import parse_nik
 
 runner = CliRunner()
@@ -28,9 +29,7 @@ def test_dev_issuer_init_and_mint(tmp_path, algorithm) -> None:
     assert "keeping it" in again.output
     assert json.loads((tmp_path / "dukcapil-jwks.json").read_text()) == jwks
 
-    verifier = CredentialVerifier(
-        jwks, issuer=DEFAULT_CREDENTIAL_ISSUER, audience=DEFAULT_CREDENTIAL_AUDIENCE
-    )
+    verifier = _verifier(jwks, _default("verification_audience", IdentitySettings))
     minted = runner.invoke(
         app, ["dev-issuer", "mint", "--key-dir", str(tmp_path), "--seed", "3", "--index", "9"]
     )
@@ -43,6 +42,43 @@ def test_dev_issuer_init_and_mint(tmp_path, algorithm) -> None:
     assert verified.nik == nik
     assert verified.profile.date_of_birth == parse_nik(nik).birth_date
     assert verified.jti != first.jti
+
+
+def _default(name: str, settings: type) -> str:
+    return str(settings.model_fields[name].default)
+
+
+def _verifier(jwks: dict, audience: str) -> CredentialVerifier:
+    return CredentialVerifier(jwks, issuer=DEFAULT_CREDENTIAL_ISSUER, audience=audience)
+
+
+@pytest.mark.parametrize(
+    ("purpose", "audience"),
+    [
+        ("verification", _default("verification_audience", IdentitySettings)),
+        ("consent", _default("consent_audience", IdentitySettings)),
+        ("trail", _default("trail_audience", AuditSettings)),
+    ],
+)
+def test_mint_for_each_purpose_is_accepted_by_that_use_only(tmp_path, purpose, audience) -> None:
+    runner.invoke(app, ["dev-issuer", "init", "--out", str(tmp_path)])
+    jwks = json.loads((tmp_path / "dukcapil-jwks.json").read_text())
+    minted = runner.invoke(
+        app, ["dev-issuer", "mint", "--key-dir", str(tmp_path), "--purpose", purpose]
+    )
+    assert minted.exit_code == 0, minted.output
+    token = minted.output.strip()
+    assert _verifier(jwks, audience).verify(token).nik
+    others = [
+        _default("verification_audience", IdentitySettings),
+        _default("consent_audience", IdentitySettings),
+        _default("trail_audience", AuditSettings),
+    ]
+    others.remove(audience)
+    for other in others:
+        with pytest.raises(CredentialError) as error:
+            _verifier(jwks, other).verify(token)
+        assert error.value.code == "wrong_audience"
 
 
 def test_mint_refuses_an_invalid_nik(tmp_path) -> None:

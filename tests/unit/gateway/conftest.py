@@ -12,7 +12,7 @@ from ikd_gateway.bootstrap import Gateway, bootstrap
 from ikd_gateway.config import GatewaySettings
 from ikd_gateway.entrypoints.api import create_app
 from tests.support.gateway_factories import PSEUDONYM_KEY, Tokens
-from tests.support.gateway_fakes import FakeRelay, FakeUnitOfWork, Store
+from tests.support.gateway_fakes import FakeDenialCounters, FakeRelay, FakeUnitOfWork, Store
 
 
 @pytest.fixture(scope="session")
@@ -21,15 +21,16 @@ def tokens() -> Tokens:
 
 
 def fake_gateway(
-    agency: str, tokens: Tokens, store: Store
+    agency: str, tokens: Tokens, store: Store, **configure: Any
 ) -> contextlib.AbstractAsyncContextManager[Gateway]:
-    """The composition root on fakes: no database, no broker."""
+    """The composition root on fakes: no database, no broker; `configure`: more settings."""
     settings = GatewaySettings(
         agency=agency,
         database_url="postgresql://unused@127.0.0.1:1/unused",
         token_jwks=json.dumps(tokens.jwks()),
         pseudonym_key=PSEUDONYM_KEY.decode(),
         environment="development",
+        **configure,
     )
     fake: Any = FakeRelay(store)
     return bootstrap(
@@ -37,6 +38,7 @@ def fake_gateway(
         uow=lambda: FakeUnitOfWork(store),
         relay=fake,
         producer=object(),  # type: ignore[arg-type]
+        denial_counters=FakeDenialCounters(),
     )
 
 
@@ -44,8 +46,10 @@ def fake_gateway(
 async def make_client(tokens: Tokens) -> AsyncIterator[object]:
     async with contextlib.AsyncExitStack() as stack:
 
-        async def make(agency: str, store: Store) -> httpx.AsyncClient:
-            gateway = await stack.enter_async_context(fake_gateway(agency, tokens, store))
+        async def make(agency: str, store: Store, **configure: Any) -> httpx.AsyncClient:
+            gateway = await stack.enter_async_context(
+                fake_gateway(agency, tokens, store, **configure)
+            )
             app = create_app(gateway.settings, runtime=gateway)
             return await stack.enter_async_context(
                 httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway")

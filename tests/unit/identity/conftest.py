@@ -8,7 +8,7 @@ import pytest
 
 from ikd_dev.issuer import generate_issuer_key, public_jwk
 from ikd_identity.service_layer.handlers import Deps
-from ikd_shared.credentials import CredentialVerifier
+from ikd_shared.credentials import DEFAULT_AUDIENCES, CredentialVerifier, Purpose
 from ikd_shared.policy import DEFAULT_POLICY, load_policy
 from tests.support.identity_fakes import FakeState, FakeUnitOfWork
 
@@ -38,12 +38,15 @@ def clock() -> Clock:
 
 @pytest.fixture
 def deps(state: FakeState, issuer_key, clock: Clock) -> Deps:
-    verifier = CredentialVerifier(
-        {"keys": [public_jwk(issuer_key, "k1")]}, issuer="dukcapil", audience="ikd-mpp"
-    )
+    anchors = {"keys": [public_jwk(issuer_key, "k1")]}
+
+    def verifier(purpose: Purpose) -> CredentialVerifier:
+        return CredentialVerifier(anchors, issuer="dukcapil", audience=DEFAULT_AUDIENCES[purpose])
+
     return Deps(
         uow=lambda: FakeUnitOfWork(state),
-        verifier=verifier,
+        verifier=verifier(Purpose.VERIFICATION),
+        consent_verifier=verifier(Purpose.CONSENT),
         pseudonym_key=b"unit-test-pseudonym-key",
         credential_max_age=dt.timedelta(minutes=5),
         policy=load_policy(DEFAULT_POLICY),

@@ -19,10 +19,18 @@ from ikd_identity.domain.clients import Client, audiences_for
 from ikd_identity.domain.errors import OAuthError
 from ikd_identity.service_layer.tokens import issue_token
 from ikd_shared.auth import TokenIssuer, TokenVerifier
+from ikd_shared.credentials import DEFAULT_AUDIENCES, Purpose
 from ikd_shared.settings import load_settings
+from ikd_shared.throttle import FailureThrottle, Limit, MemoryThrottleStore
 from tests.support.identity_fakes import FakeClients
 
 HASHER = Argon2Hasher()
+STRONG_PASSWORD = "f3b9c27e5d6a41c08e7b2d9f4a1c6e30b5d8f2a7c9e1"
+
+
+def no_limit() -> FailureThrottle:
+    roomy = Limit(1000, dt.timedelta(minutes=5))
+    return FailureThrottle(MemoryThrottleStore(), per_principal=roomy, per_address=roomy)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +48,14 @@ def clients() -> FakeClients:
 
 async def test_token_carries_scopes_agency_and_audiences(issuer, clients) -> None:
     issued = await issue_token(
-        "counter-1", "right", None, clients=clients, hasher=HASHER, issuer=issuer
+        "counter-1",
+        "right",
+        None,
+        clients=clients,
+        hasher=HASHER,
+        issuer=issuer,
+        throttle=no_limit(),
+        address="10.0.0.1",
     )
     principal = TokenVerifier(issuer.jwks(), issuer="ikd-identity", audience="ikd-identity").verify(
         issued.access_token
@@ -61,7 +76,16 @@ async def test_token_carries_scopes_agency_and_audiences(issuer, clients) -> Non
 )
 async def test_token_refusals(issuer, clients, client_id, secret, scopes, code) -> None:
     with pytest.raises(OAuthError) as error:
-        await issue_token(client_id, secret, scopes, clients=clients, hasher=HASHER, issuer=issuer)
+        await issue_token(
+            client_id,
+            secret,
+            scopes,
+            clients=clients,
+            hasher=HASHER,
+            issuer=issuer,
+            throttle=no_limit(),
+            address="10.0.0.1",
+        )
     assert error.value.code == code
 
 
@@ -101,7 +125,7 @@ def env(monkeypatch, tmp_path):
     values = {
         "IKD_ENVIRONMENT": "production",
         "IKD_PSEUDONYM_KEY": "q8Yl3vX0Zr5mK2nB7tW9pD4sF6hJ1cA0eG3iL8oU5yR2",
-        "IKD_IDENTITY_DATABASE_URL": "postgresql://app:secret@db:5432/ikd_identity",
+        "IKD_IDENTITY_DATABASE_URL": f"postgresql://app:{STRONG_PASSWORD}@db:5432/ikd_identity",
         "IKD_IDENTITY_TRUST_JWKS": f"@{jwks}",
         "IKD_IDENTITY_TOKEN_SIGNING_KEY": f"@{key}",
     }
@@ -139,6 +163,16 @@ def test_settings_load_files_and_defaults(env) -> None:
         ),
         ("IKD_IDENTITY_PORT", "eighty", "setting IKD_IDENTITY_PORT is invalid"),
         (
+            "IKD_IDENTITY_DATABASE_URL",
+            "postgresql://app:changeme@db:5432/ikd_identity",
+            "IKD_IDENTITY_DATABASE_URL holds a placeholder or short database password",
+        ),
+        (
+            "IKD_IDENTITY_MIGRATION_DATABASE_URL",
+            "postgresql://owner:dev-owner-password@db/ikd_identity",
+            "IKD_IDENTITY_MIGRATION_DATABASE_URL holds a placeholder or short database password",
+        ),
+        (
             "IKD_PSEUDONYM_KEY",
             "dev-pseudonym-key-for-local-development-only",
             "IKD_PSEUDONYM_KEY holds a placeholder",
@@ -157,6 +191,16 @@ def test_bad_settings_exit_with_one_line_naming_the_variable(
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1
     assert message in lines[0]
+
+
+def test_each_purpose_has_its_own_audience(env, capsys) -> None:
+    settings = load_settings(IdentitySettings)
+    assert settings.verification_audience == DEFAULT_AUDIENCES[Purpose.VERIFICATION]
+    assert settings.consent_audience == DEFAULT_AUDIENCES[Purpose.CONSENT]
+    env.setenv("IKD_IDENTITY_CONSENT_AUDIENCE", settings.verification_audience)
+    with pytest.raises(SystemExit):
+        load_settings(IdentitySettings)
+    assert "must differ" in capsys.readouterr().err
 
 
 def test_placeholders_are_fine_in_development(env) -> None:

@@ -9,14 +9,14 @@ import pytest
 
 from ikd_dev.issuer import generate_issuer_key, mint_credential, public_jwk
 from ikd_dev.synthetic import citizen
-from ikd_shared.credentials import CredentialError, CredentialVerifier
+from ikd_shared.credentials import DEFAULT_AUDIENCES, CredentialError, CredentialVerifier, Purpose
 
 ED = generate_issuer_key("EdDSA")
 EC = generate_issuer_key("ES256")
 VERIFIER = CredentialVerifier(
     {"keys": [public_jwk(ED, "ed-1"), public_jwk(EC, "ec-1")]},
     issuer="dukcapil",
-    audience="ikd-mpp",
+    audience=DEFAULT_AUDIENCES[Purpose.VERIFICATION],
 )
 PROFILE = citizen(5, 0)
 NOW = dt.datetime.now(dt.UTC)
@@ -24,7 +24,7 @@ NOW = dt.datetime.now(dt.UTC)
 
 def _mint(key=ED, kid="ed-1", **kwargs) -> str:
     kwargs.setdefault("issuer", "dukcapil")
-    kwargs.setdefault("audience", "ikd-mpp")
+    kwargs.setdefault("purpose", Purpose.VERIFICATION)
     kwargs.setdefault("profile", PROFILE)
     return mint_credential(key, kid=kid, **kwargs)
 
@@ -60,8 +60,25 @@ def test_rejections_have_codes() -> None:
     assert _code(hs) == "disallowed_algorithm"
 
 
+@pytest.mark.parametrize("purpose", [Purpose.CONSENT, Purpose.TRAIL])
+def test_a_credential_for_another_purpose_is_refused(purpose) -> None:
+    assert _code(_mint(purpose=purpose)) == "wrong_audience"
+
+
+def test_a_credential_naming_several_audiences_serves_none() -> None:
+    both = [DEFAULT_AUDIENCES[Purpose.VERIFICATION], DEFAULT_AUDIENCES[Purpose.TRAIL]]
+    assert _code(_mint(audience=both)) == "wrong_audience"
+    # One audience in a list is still one purpose.
+    VERIFIER.verify(_mint(audience=[DEFAULT_AUDIENCES[Purpose.VERIFICATION]]))
+
+
+def test_every_purpose_has_its_own_audience() -> None:
+    assert len(set(DEFAULT_AUDIENCES.values())) == len(Purpose)
+
+
 def test_clock_skew_tolerates_small_drift() -> None:
-    VERIFIER.verify(_mint(issued_at=NOW + dt.timedelta(seconds=20)))
+    # The wall clock, not NOW: a long run may reach this test after a default lifetime.
+    VERIFIER.verify(_mint(issued_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=20)))
 
 
 def test_fresh_credential_demanded_by_max_age() -> None:

@@ -171,23 +171,40 @@ def serve() -> None:
                 process.wait()
 
 
+def _development() -> bool:
+    from ikd_shared.settings import DeploymentSettings
+
+    return load_settings(DeploymentSettings).is_development
+
+
 @app.command("example-receiver")
 def example_receiver(
     port: Annotated[int, typer.Option()] = 18200,
     secret: Annotated[
-        str | None, typer.Option(help="whsec_... (or IKD_GATEWAY_RECEIVER_SECRET)")
+        str | None, typer.Option(help="whsec_...: development only (ps shows it)")
+    ] = None,
+    secret_file: Annotated[
+        Path | None, typer.Option(help="read the whsec_... secret from this file; - for stdin")
     ] = None,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
 ) -> None:
-    """Run the example receiver that verifies signatures and deduplicates by webhook-id."""
+    """Run the example receiver that verifies signatures and deduplicates by webhook-id.
+
+    The secret comes from --secret-file or IKD_GATEWAY_RECEIVER_SECRET."""
     import uvicorn
 
     from ikd_gateway.entrypoints.receiver import create_receiver_app
     from ikd_shared.logs import configure_logging
+    from ikd_shared.settings import secret_option
 
+    try:
+        secret = secret_option(secret, secret_file, development=_development())
+    except ValueError as error:
+        print(f"ikd_gateway: {error}", file=sys.stderr)
+        raise typer.Exit(2) from None
     secret = secret or os.environ.get("IKD_GATEWAY_RECEIVER_SECRET")
     if not secret:
-        print("ikd_gateway: give --secret or IKD_GATEWAY_RECEIVER_SECRET", file=sys.stderr)
+        print("ikd_gateway: give --secret-file or IKD_GATEWAY_RECEIVER_SECRET", file=sys.stderr)
         raise typer.Exit(2)
     configure_logging()
     uvicorn.run(create_receiver_app(secret), host=host, port=port, log_config=None)
@@ -195,6 +212,7 @@ def example_receiver(
 
 @app.command("agency-consume")
 def agency_consume(
+    ctx: typer.Context,
     topic: Annotated[
         str, typer.Option(envvar="IKD_AGENCY_TOPIC", help="ikd.agency.<your code>.v1")
     ],
@@ -230,6 +248,14 @@ def agency_consume(
     The credentials are those `ikdctl agencies onboard` issued (its IKD_AGENCY_* file)."""
     from ikd_gateway.entrypoints.agency_consumer import REFUSALS, connection, run
 
+    source = ctx.get_parameter_source("password")
+    if source is not None and source.name == "COMMANDLINE" and not _development():
+        print(
+            "ikd_gateway: --password would show it in the process list; use "
+            "IKD_AGENCY_PASSWORD or --password-file",
+            file=sys.stderr,
+        )
+        raise typer.Exit(2)
     try:
         kafka = connection(
             bootstrap,

@@ -75,10 +75,31 @@ class GatewaySettings(ServiceSettings):
     webhook_poll_seconds: float = Field(default=0.2, gt=0, le=60)
     webhook_allow_private_targets: bool = Field(
         default=False,
-        description="allow loopback/private webhook URLs; honoured only in development",
+        description="development only: no webhook target checks (loopback/private URLs, any "
+        "host whether or not the policy lists it)",
+    )
+    webhook_max_endpoints: int = Field(
+        default=10, ge=1, le=1000, description="enabled webhook endpoints the agency may have"
     )
     receiver_secret: SecretStr | None = Field(
         default=None, description="whsec_... secret of the example receiver"
+    )
+    denial_limit: int = Field(
+        default=50,
+        ge=1,
+        le=100_000,
+        description="denied prefill requests of one client within the window that throttle it",
+    )
+    denial_window_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    denial_block_seconds: float = Field(
+        default=300.0, gt=0, le=86_400, description="how long a throttled client gets 429"
+    )
+    denial_recheck_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="how long an API replica trusts that a client was not throttled; a block "
+        "another replica set takes effect here within this time",
     )
 
     @property

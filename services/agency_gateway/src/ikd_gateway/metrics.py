@@ -21,3 +21,7 @@ WEBHOOK_DEAD_LETTERS = Counter(
     ["reason"],
 )
 WEBHOOK_DELIVERED = Counter("ikd_gateway_webhook_delivered_total", "Webhook messages delivered")
+THROTTLED_REQUESTS = Counter(
+    "ikd_gateway_throttled_requests_total",
+    "Prefill requests refused 429 because their client was denied too often",
+)

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 
 from ikd_audit.adapters.repository import PgUnitOfWorkFactory, request_tree_head
 from ikd_audit.config import AuditSettings, SignerSettings
-from ikd_audit.domain.throttle import Limit, LoginThrottle
 from ikd_audit.service_layer.checkpoints import CheckpointSigner, SignerClient, TreeHeadSigner
 from ikd_audit.service_layer.services import AuditLog, Auditors, Clock, utc_now
 from ikd_audit.service_layer.unit_of_work import UnitOfWorkFactory
 from ikd_shared.auth import TokenVerifier
 from ikd_shared.credentials import CredentialVerifier
 from ikd_shared.db import create_pool
+from ikd_shared.throttle import FailureThrottle, Limit, PgThrottleStore, ThrottleStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +33,9 @@ class AuditRuntime:
     log: AuditLog
     auditors: Auditors
     tokens: TokenVerifier
-    login_throttle: LoginThrottle
+    login_throttle: FailureThrottle
+    """Failed console sign-ins, counted in the database for every replica."""
+    throttle_store: ThrottleStore
 
     async def ping(self) -> None:
         """Readiness: a transaction can be opened (the database answers)."""
@@ -52,16 +54,18 @@ async def bootstrap(
     *,
     database_url: str | None = None,
     uow: UnitOfWorkFactory | None = None,
+    throttle_store: ThrottleStore | None = None,
     signer: TreeHeadSigner | None = None,
     clock: Clock = utc_now,
 ) -> AsyncIterator[AuditRuntime]:
-    """The runtime; `database_url` connects as another role, `uow` replaces the database and
-    `signer` the signer process (which a replaced database cannot reach)."""
+    """The runtime; `database_url` connects as another role; `uow`, `throttle_store` and
+    `signer` replace the database and the signer process (all three are needed then)."""
     async with contextlib.AsyncExitStack() as stack:
         if uow is None:
             pool = await create_pool(database_url or settings.database_url, min_size=1, max_size=10)
             stack.push_async_callback(pool.close)
             uow = PgUnitOfWorkFactory(pool)
+            throttle_store = throttle_store or PgThrottleStore(pool)
             if signer is None:
                 signer = SignerClient(
                     uow,
@@ -69,12 +73,12 @@ async def bootstrap(
                     functools.partial(request_tree_head, pool),
                     wait=settings.signer_wait_seconds,
                 )
-        if signer is None:
-            raise ValueError("a replaced database needs a signer too")
+        if throttle_store is None or signer is None:
+            raise ValueError("an injected unit of work needs an injected throttle store and signer")
         credentials = CredentialVerifier(
             settings.trust_jwks,
             issuer=settings.credential_issuer,
-            audience=settings.credential_audience,
+            audience=settings.trail_audience,
         )
         log = AuditLog(
             uow,
@@ -95,17 +99,17 @@ async def bootstrap(
             log=log,
             auditors=Auditors(uow),
             tokens=tokens,
-            login_throttle=login_throttle(settings),
+            login_throttle=login_throttle(settings, throttle_store),
+            throttle_store=throttle_store,
         )
 
 
-def login_throttle(settings: AuditSettings) -> LoginThrottle:
+def login_throttle(settings: AuditSettings, store: ThrottleStore) -> FailureThrottle:
     window = dt.timedelta(seconds=settings.login_failure_window_seconds)
-    return LoginThrottle(
-        per_id=Limit(settings.login_max_failures, window),
+    return FailureThrottle(
+        store,
+        per_principal=Limit(settings.login_max_failures, window),
         per_address=Limit(settings.login_max_failures_per_address, window),
-        lockout=dt.timedelta(seconds=settings.login_lockout_seconds),
-        max_lockout=dt.timedelta(seconds=settings.login_lockout_max_seconds),
     )
 
 

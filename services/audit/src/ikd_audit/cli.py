@@ -35,18 +35,10 @@ def _settings() -> Any:
 
 
 def _signer_settings() -> Any:
-    from pydantic import ValidationError
-
     from ikd_audit.config import SignerSettings
+    from ikd_shared.settings import load_settings
 
-    try:
-        return SignerSettings()
-    except ValidationError as error:
-        for item in error.errors():
-            name = "IKD_SIGNER_" + str(item["loc"][0]).upper() if item["loc"] else ""
-            message = str(item["msg"]).removeprefix("Value error, ")
-            typer.echo(f"ikd_audit signer: setting {name}: {message}", err=True)
-        raise typer.Exit(2) from None
+    return load_settings(SignerSettings)
 
 
 @app.command()
@@ -216,21 +208,35 @@ def add_auditor(
     client_id: Annotated[str, typer.Option("--id", help="the auditor's client id")],
     secret: Annotated[
         str | None,
-        typer.Option(help="the secret; default: read IKD_AUDIT_NEW_AUDITOR_SECRET or generate one"),
+        typer.Option(help="the secret itself: development only (ps shows it)"),
+    ] = None,
+    secret_file: Annotated[
+        Path | None,
+        typer.Option(help="read the secret from this file; - reads standard input"),
     ] = None,
 ) -> None:
-    """Create an auditor (or rotate its secret); only an argon2 hash is stored."""
+    """Create an auditor (or rotate its secret); only an argon2 hash is stored.
+
+    The secret comes from --secret-file, or IKD_AUDIT_NEW_AUDITOR_SECRET; without either a new
+    one is generated and shown once.
+    """
     import os
     import re
 
     from ikd_audit.bootstrap import bootstrap
     from ikd_audit.entrypoints.console import hash_secret
+    from ikd_shared.settings import secret_option
 
     if not re.fullmatch(r"[A-Za-z0-9._-]{3,64}", client_id):
         typer.echo("the id needs 3-64 letters, digits, '.', '_' or '-'", err=True)
         raise typer.Exit(2)
     settings = _settings()
     generated = False
+    try:
+        secret = secret_option(secret, secret_file, development=settings.is_development)
+    except ValueError as error:
+        typer.echo(f"ikd_audit: {error}", err=True)
+        raise typer.Exit(2) from None
     secret = secret or os.environ.get("IKD_AUDIT_NEW_AUDITOR_SECRET")
     if not secret:
         secret, generated = secrets.token_urlsafe(24), True

@@ -7,11 +7,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from ikd_audit.service_layer.checkpoints import DEFAULT_ORIGIN
 from ikd_shared import checkpoint
-from ikd_shared.settings import Ed25519KeySetting, JwksSetting, ServiceSettings
+from ikd_shared.credentials import DEFAULT_AUDIENCES, Purpose
+from ikd_shared.settings import (
+    DeploymentSettings,
+    Ed25519KeySetting,
+    JwksSetting,
+    ServiceSettings,
+    TrustedProxiesSetting,
+)
 
 
 def _read_vkey(value: Any) -> Any:
@@ -70,7 +77,11 @@ class AuditSettings(ServiceSettings):
     credential_issuer: str = Field(
         default="https://dukcapil.kemendagri.go.id/ikd",
     )
-    credential_audience: str = Field(default="ikd-mpp")
+    trail_audience: str = Field(
+        default=DEFAULT_AUDIENCES[Purpose.TRAIL],
+        min_length=1,
+        description="aud of credentials that open a citizen's trail (identity accepts others)",
+    )
     credential_max_age_seconds: int = Field(
         default=300,
         ge=10,
@@ -93,17 +104,20 @@ class AuditSettings(ServiceSettings):
     run_consumer: bool = Field(default=True)
     consumer_group: str = Field(default="ikd-audit")
 
+    # Failed console sign-ins (ikd_shared.throttle), counted in the database for all replicas:
+    # a burst of the limit in the window, then one more attempt per window/limit.
     login_max_failures: int = Field(
-        default=5, ge=1, description="failed console sign-ins per client id before a lockout"
+        default=5, ge=1, description="failed console sign-ins of one client id from one address"
     )
     login_max_failures_per_address: int = Field(
-        default=20, ge=1, description="failed console sign-ins per client address before a lockout"
+        default=20, ge=1, description="failed console sign-ins from one address, any client id"
     )
     login_failure_window_seconds: float = Field(default=900.0, gt=0)
-    login_lockout_seconds: float = Field(
-        default=60.0, gt=0, description="first lockout; each further one lasts twice as long"
+    trusted_proxies: TrustedProxiesSetting = Field(
+        default=(),
+        description="reverse proxies (addresses or CIDRs, comma-separated) whose "
+        "X-Forwarded-For names the client address; empty: the direct peer is the client",
     )
-    login_lockout_max_seconds: float = Field(default=3600.0, gt=0)
     seen_credential_grace_seconds: float = Field(
         default=86400.0,
         ge=0,
@@ -138,10 +152,11 @@ class AuditSettings(ServiceSettings):
         return checkpoint.parse_vkey(self.log_vkey)
 
 
-class SignerSettings(BaseSettings):
+class SignerSettings(DeploymentSettings):
     """`ikd-audit signer`: the one process with the tree-head key, on its own database role.
 
     No Kafka, no pseudonym key, no token keys: it reads the log and adds signed tree heads.
+    Outside development a placeholder database password is refused, as in every service.
     """
 
     model_config = SettingsConfigDict(env_prefix="IKD_SIGNER_", extra="ignore", frozen=True)

@@ -21,11 +21,12 @@ from ikd_identity.adapters.secrets import Argon2Hasher
 from ikd_identity.config import IdentitySettings
 from ikd_identity.service_layer.handlers import Deps
 from ikd_shared.auth import TokenIssuer, TokenVerifier, load_ed25519_private_key
-from ikd_shared.credentials import CredentialVerifier
+from ikd_shared.credentials import CredentialVerifier, Purpose
 from ikd_shared.db import create_pool
 from ikd_shared.kafka import KafkaConnection
 from ikd_shared.policy import load_policy
 from ikd_shared.supervise import in_background
+from ikd_shared.throttle import FailureThrottle, Limit, PgThrottleStore
 from ikd_shared.token_cache import CachedTokenVerifier
 
 AUDIENCE = "ikd-identity"
@@ -64,6 +65,8 @@ class Runtime:
     deps: Deps
     clients: PgClients
     hasher: Argon2Hasher
+    token_throttle: FailureThrottle
+    """Failed client authentications at /oauth/token, counted in the database."""
     token_issuer: TokenIssuer
     token_verifier: CachedTokenVerifier
     relay: OutboxRelay | None
@@ -82,11 +85,22 @@ def token_issuer(settings: IdentitySettings) -> TokenIssuer:
     return issuer
 
 
-def credential_verifier(settings: IdentitySettings) -> CredentialVerifier:
+def token_throttle(settings: IdentitySettings, pool: Any) -> FailureThrottle:
+    window = dt.timedelta(seconds=settings.token_throttle_window_s)
+    return FailureThrottle(
+        PgThrottleStore(pool),
+        per_principal=Limit(settings.token_throttle_max_failures_per_client, window),
+        per_address=Limit(settings.token_throttle_max_failures_per_address, window),
+    )
+
+
+def credential_verifier(
+    settings: IdentitySettings, purpose: Purpose = Purpose.VERIFICATION
+) -> CredentialVerifier:
     return CredentialVerifier(
         settings.trust_jwks,
         issuer=settings.credential_issuer,
-        audience=settings.credential_audience,
+        audience=settings.audience(purpose),
     )
 
 
@@ -128,12 +142,14 @@ async def bootstrap(
             deps=Deps(
                 uow=lambda: PgUnitOfWork(pool, on_outbox=wakeup),
                 verifier=credential_verifier(settings),
+                consent_verifier=credential_verifier(settings, Purpose.CONSENT),
                 pseudonym_key=settings.pseudonym_key.get_secret_value().encode(),
                 credential_max_age=dt.timedelta(seconds=settings.credential_max_age_s),
                 policy=load_policy(settings.policy_file),
             ),
             clients=PgClients(pool),
             hasher=Argon2Hasher(),
+            token_throttle=token_throttle(settings, pool),
             token_issuer=issuer,
             token_verifier=CachedTokenVerifier(
                 TokenVerifier(issuer.jwks(), issuer=settings.token_issuer, audience=AUDIENCE)

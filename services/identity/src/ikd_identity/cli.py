@@ -17,7 +17,7 @@ from typing import Annotated
 import asyncpg
 import typer
 from pydantic import Field, PostgresDsn, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from ikd_identity.adapters.postgres import PgClients
 from ikd_identity.adapters.secrets import Argon2Hasher
@@ -28,7 +28,9 @@ from ikd_identity.domain.clients import KNOWN_SCOPES, Client
 from ikd_shared import logs
 from ikd_shared.db import migrate as run_migrations
 from ikd_shared.legal import CODE_PATTERN
-from ikd_shared.settings import load_settings
+from ikd_shared.policy import DEFAULT_POLICY, PolicyError, load_policy
+from ikd_shared.settings import DeploymentSettings, describe_errors, load_settings, secret_option
+from ikd_shared.throttle import PgThrottleStore
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 CLIENT_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{1,63}$"
@@ -38,21 +40,20 @@ clients_app = typer.Typer(help="API clients (OAuth2 client credentials)", no_arg
 app.add_typer(clients_app, name="clients")
 
 
-class AdminSettings(BaseSettings):
-    """What migrations and client administration need: the owner role's DSN."""
+class AdminSettings(DeploymentSettings):
+    """What migrations and client administration need: the owner role's DSN, the policy."""
 
     model_config = SettingsConfigDict(env_prefix="IKD_IDENTITY_", extra="ignore")
     migration_database_url: PostgresDsn = Field(description="owner DSN")
+    policy_file: Path = Field(default=DEFAULT_POLICY, description="the agencies a client may serve")
 
 
 def _admin_settings() -> AdminSettings:
     try:
         return AdminSettings()
     except ValidationError as error:
-        for item in error.errors():
-            name = f"IKD_IDENTITY_{str(item['loc'][0]).upper()}"
-            what = "is missing" if item["type"] == "missing" else f"is invalid: {item['msg']}"
-            print(f"ikd_identity: setting {name} {what}", file=sys.stderr)
+        for line in describe_errors(AdminSettings, error):
+            print(f"ikd_identity: {line}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
@@ -112,9 +113,23 @@ def clients_add(
         list[str], typer.Option("--scopes", help="scopes (repeat or space-separated)")
     ],
     agency: Annotated[str | None, typer.Option(help="the client's agency code")] = None,
-    secret: Annotated[str | None, typer.Option(help="secret (default: a new random one)")] = None,
+    serves: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--serves",
+            help="agencies an officer's desk (identity:consent) may record consents for "
+            "(repeat, or comma/space-separated; default: none)",
+        ),
+    ] = None,
+    secret: Annotated[
+        str | None, typer.Option(help="the secret itself: development only (ps shows it)")
+    ] = None,
+    secret_file: Annotated[
+        Path | None,
+        typer.Option(help="read the secret from this file; - reads standard input"),
+    ] = None,
 ) -> None:
-    """Register or update a client (idempotent); prints the secret if one was generated."""
+    """Register or update a client (idempotent); without a secret, prints a new random one."""
     wanted = frozenset(s for item in scopes for s in item.replace(",", " ").split())
     unknown = sorted(wanted - KNOWN_SCOPES)
     if unknown:
@@ -123,12 +138,25 @@ def clients_add(
         raise typer.BadParameter("2-64 of a-z 0-9 . _ -", param_hint="--id")
     if agency is not None and not re.fullmatch(CODE_PATTERN, agency):
         raise typer.BadParameter("an agency code like bpjs-kesehatan", param_hint="--agency")
+    settings = _admin_settings()
+    served = frozenset(a for item in serves or [] for a in item.replace(",", " ").split())
+    if served:
+        _check_served(served, settings.policy_file)
+    try:
+        secret = secret_option(secret, secret_file, development=settings.is_development)
+    except ValueError as error:
+        typer.echo(f"ikd_identity: {error}", err=True)
+        raise typer.Exit(2) from None
     generated = secret is None
     secret = secret or secrets.token_urlsafe(32)
     client = Client(
-        client_id=client_id, secret_hash=Argon2Hasher().hash(secret), scopes=wanted, agency=agency
+        client_id=client_id,
+        secret_hash=Argon2Hasher().hash(secret),
+        scopes=wanted,
+        agency=agency,
+        serves=served,
     )
-    dsn = str(_admin_settings().migration_database_url)
+    dsn = str(settings.migration_database_url)
 
     async def main() -> None:
         connection = await asyncpg.connect(dsn)
@@ -141,9 +169,24 @@ def clients_add(
     typer.echo(
         f"client {client_id}: scopes {' '.join(sorted(wanted))}"
         + (f", agency {agency}" if agency else "")
+        + (f", serves {' '.join(sorted(served))}" if served else "")
     )
     if generated:
         typer.echo(f"secret: {secret}")
+
+
+def _check_served(served: frozenset[str], policy_file: Path) -> None:
+    """Every agency a client serves is one of the policy's (identity decides with it)."""
+    try:
+        known = {agency.code for agency in load_policy(policy_file).agencies}
+    except PolicyError as error:
+        raise typer.BadParameter(str(error), param_hint="IKD_IDENTITY_POLICY_FILE") from None
+    unknown = sorted(served - known)
+    if unknown:
+        raise typer.BadParameter(
+            f"not agencies of the policy {policy_file.name}: {', '.join(unknown)}",
+            param_hint="--serves",
+        )
 
 
 @clients_app.command("disable")
@@ -174,10 +217,11 @@ def prune(
     ] = 24,
     jti_grace_days: Annotated[int, typer.Option(help="keep seen jtis this long after expiry")] = 7,
 ) -> None:
-    """Delete outbox rows sent long ago and credential ids long expired (owner role)."""
+    """Delete outbox rows sent long ago, credential ids long expired and token throttle rows
+    that no longer hold anything back (owner role)."""
     dsn = str(_admin_settings().migration_database_url)
 
-    async def main() -> tuple[str, str]:
+    async def main() -> tuple[str, str, str]:
         connection = await asyncpg.connect(dsn)
         try:
             outbox = await connection.execute(
@@ -188,9 +232,10 @@ def prune(
                 "DELETE FROM seen_credentials WHERE expires_at < now() - make_interval(days => $1)",
                 jti_grace_days,
             )
-            return outbox, jtis
+            throttle = await PgThrottleStore(connection).prune()
+            return outbox, jtis, f"DELETE {throttle}"
         finally:
             await connection.close()
 
-    outbox, jtis = asyncio.run(main())
-    typer.echo(f"outbox: {outbox}; seen credentials: {jtis}")
+    outbox, jtis, throttle = asyncio.run(main())
+    typer.echo(f"outbox: {outbox}; seen credentials: {jtis}; token throttle: {throttle}")

@@ -29,7 +29,7 @@ class ConsentStatus(StrEnum):
 
 class GrantedBy(StrEnum):
     CITIZEN = "citizen"  # proved with a fresh IKD credential
-    OFFICER = "officer"  # an MPP officer on the citizen's behalf
+    OFFICER = "officer"  # at an MPP officer's desk (officer_id: its client), credential too
 
 
 class Consent(BaseModel):

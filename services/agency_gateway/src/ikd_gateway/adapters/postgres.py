@@ -49,6 +49,8 @@ _REPLACE_NEWER_CONSENTS = """INSERT INTO citizen_consents (pseudonym, consents_v
    WHERE citizen_consents.consents_version < EXCLUDED.consents_version"""
 _INSERT_OUTBOX = """INSERT INTO access_outbox (access_id, record_key, payload, traceparent,
     tracestate) VALUES ($1, $2, $3, $4, $5)"""
+# Held while a webhook endpoint is registered (the cap counts one registration at a time).
+ENDPOINTS_LOCK = "ikd-gateway webhook endpoints"
 _INSERT_MESSAGE = """INSERT INTO webhook_messages (id, endpoint_id, pseudonym, version, event_type,
    changed_fields) VALUES ($1, $2, $3, $4, $5, $6)"""
 
@@ -319,6 +321,11 @@ class PgWebhooks(uow_types.WebhookRepository):
             endpoint.description,
             endpoint.secret,
             created_by,
+        )
+
+    async def lock_endpoints(self) -> None:
+        await self.conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", ENDPOINTS_LOCK
         )
 
     async def endpoints(self, *, enabled_only: bool = False) -> Sequence[Endpoint]:

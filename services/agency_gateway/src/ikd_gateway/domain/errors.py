@@ -66,6 +66,26 @@ class InvalidPseudonym(BadCitizenReference):
     code = "invalid_pseudonym"
 
 
+class NikInUrl(BadCitizenReference):
+    code = "nik_not_allowed_in_url"
+
+
 class WebhookUrlNotAllowed(GatewayError):
     status_code = 400
     code = "webhook_url_not_allowed"
+
+
+class TooManyDenials(GatewayError):
+    """A client denied too often is refused for a while (`retry_after` seconds)."""
+
+    status_code = 429
+    code = "too_many_denials"
+
+
+class WebhookHostNotAllowed(Forbidden):
+    code = "webhook_host_not_allowed"
+
+
+class WebhookEndpointLimit(GatewayError):
+    status_code = 409
+    code = "webhook_endpoint_limit"

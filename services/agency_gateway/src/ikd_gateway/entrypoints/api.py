@@ -2,7 +2,12 @@
 
 Only the agency this gateway serves may call it: a token from the identity service with
 audience `ikd-gateway`, the agency's code in its `agency` claim and the route's scope. Every
-answer and every refusal of a prefill request leaves an access event in the outbox.
+answer and every refusal of an authenticated prefill request leaves an access event in the
+outbox; a request without a valid token is refused 401 and only counted (ikd_shared.bearer).
+A client denied too often is refused 429 for a while (service_layer/throttle.py).
+
+A NIK never travels in a URL (proxies and access logs keep URLs): prefill by NIK is a POST
+with the NIK in the body; prefill by pseudonym stays a GET.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
 from ikd_gateway import metrics
@@ -26,7 +32,7 @@ from ikd_gateway.domain import errors
 from ikd_gateway.service_layer import prefill as prefills
 from ikd_gateway.service_layer.webhooks import register_endpoint
 from ikd_shared import api, kafka_lag, tracing
-from ikd_shared.api import PROBLEM_JSON, BodySizeLimit, install_error_handlers
+from ikd_shared.api import PROBLEM_JSON, BodySizeLimit, install_error_handlers, problem
 from ikd_shared.auth import Principal, Scope
 from ikd_shared.bearer import Bearer
 from ikd_shared.events import topics
@@ -57,15 +63,54 @@ def _serves(request: Request, principal: Principal) -> errors.GatewayError | Non
     return None
 
 
-async def _record_refusal(request: Request, error: errors.GatewayError) -> None:
-    # A refused prefill request is an access attempt: it leaves a denied access event.
-    gateway = _gateway(request)
-    correlation = (tracing.current_request_id() or str(uuid.uuid4()))[:64]
-    denial = prefills.Denial(service=request.path_params.get("service"))
+def _correlation() -> str:
+    return (tracing.current_request_id() or str(uuid.uuid4()))[:64]
+
+
+async def _audit_denial(
+    gateway: Gateway, error: errors.GatewayError, denial: prefills.Denial
+) -> None:
     await prefills.record_denial(
-        gateway.uow(), gateway.ctx, error, denial, correlation_id=correlation
+        gateway.uow(), gateway.ctx, error, denial, correlation_id=_correlation()
     )
     gateway.relay.wake()
+
+
+async def deny(
+    gateway: Gateway, caller: Principal, error: errors.GatewayError, denial: prefills.Denial
+) -> None:
+    """An authenticated request refused: audited, and counted towards its client's throttle."""
+    await _audit_denial(gateway, error, denial)
+    await gateway.throttle.denied(caller.client_id)
+
+
+async def throttle(request: Request, caller: Principal) -> None:
+    """Refuse a client denied too often (429), before its request reaches anything else.
+
+    Only the first refusal of a block is audited: the trail shows that the client was
+    throttled, and a client that keeps asking cannot fill the log.
+    """
+    gateway = _gateway(request)
+    refusal = await gateway.throttle.refusal(caller.client_id)
+    if refusal is None:
+        return
+    metrics.THROTTLED_REQUESTS.inc()
+    seconds = refusal.retry_after(gateway.throttle.now())
+    error = errors.TooManyDenials(
+        f"too many denied requests from client {caller.client_id}; retry after {seconds} s",
+        extras={"retry_after": seconds},
+    )
+    if refusal.first:
+        await _audit_denial(
+            gateway, error, prefills.Denial(service=request.path_params.get("service"))
+        )
+    raise error
+
+
+async def _record_refusal(request: Request, caller: Principal, error: errors.GatewayError) -> None:
+    # A refused prefill request is an access attempt: it leaves a denied access event.
+    denial = prefills.Denial(service=request.path_params.get("service"))
+    await deny(_gateway(request), caller, error, denial)
 
 
 bearer: Bearer[errors.GatewayError] = Bearer(
@@ -76,7 +121,7 @@ bearer: Bearer[errors.GatewayError] = Bearer(
     admit=_serves,
 )
 PrefillCaller = Annotated[
-    Principal, Depends(bearer.require(Scope.PREFILL, on_refused=_record_refusal))
+    Principal, Depends(bearer.require(Scope.PREFILL, guard=throttle, on_refused=_record_refusal))
 ]
 WebhooksCaller = Annotated[Principal, Depends(bearer.require(Scope.WEBHOOKS))]
 
@@ -111,6 +156,12 @@ class PrefillResponse(BaseModel):
     purpose: PurposeOut
     legal_basis: LegalBasis
     fields: dict[str, Any] = Field(description="exactly the fields this service is granted")
+
+
+class NikLookup(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    nik: str = Field(max_length=32, description="the citizen's NIK (16 digits)")
 
 
 class EndpointIn(BaseModel):
@@ -179,6 +230,14 @@ def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> 
         lifespan=lifespan,
     )
     install_error_handlers(app)
+
+    async def on_throttled(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, errors.TooManyDenials)
+        response = problem(exc.status_code, exc.code, exc.detail, **exc.extras)
+        response.headers["Retry-After"] = str(exc.extras["retry_after"])
+        return response
+
+    app.add_exception_handler(errors.TooManyDenials, on_throttled)
     app.add_middleware(BodySizeLimit, max_bytes=16 * 1024)
     if runtime is not None:
         app.state.gateway = runtime
@@ -220,27 +279,17 @@ def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> 
     )
     app.add_middleware(api.RequestObservability)
 
-    @app.get(
-        "/v1/prefill/{service}",
-        response_model=PrefillResponse,
-        responses=_errors({400: "invalid NIK or pseudonym", 404: "unknown citizen or service"}),
-    )
-    async def prefill(
-        gateway: Runtime,
-        _: PrefillCaller,
-        service: Annotated[str, Path(max_length=64)],
-        nik: Annotated[str | None, Query(max_length=32)] = None,
-        pseudonym: Annotated[str | None, Query(max_length=128)] = None,
+    async def answer(
+        gateway: Gateway,
+        caller: Principal,
+        service: str,
+        *,
+        nik: str | None = None,
+        pseudonym: str | None = None,
     ) -> PrefillResponse:
-        """One citizen's fields for one of the agency's services: exactly what it is granted.
-
-        Look the citizen up by `nik` (only where the service is granted the NIK) or by
-        `pseudonym`. 404 for an unknown citizen; 403 for another agency's token, a service
-        that is not this agency's, or a consent the citizen has not given.
-        """
-        correlation = (tracing.current_request_id() or str(uuid.uuid4()))[:64]
+        correlation = _correlation()
         try:
-            answer = await prefills.prefill(
+            found = await prefills.prefill(
                 gateway.uow(),
                 gateway.ctx,
                 service_code=service,
@@ -253,28 +302,81 @@ def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> 
                 error, denial = failure.error, failure.denial
             else:
                 error, denial = failure, prefills.Denial(service=service)
-            await prefills.record_denial(
-                gateway.uow(), gateway.ctx, error, denial, correlation_id=correlation
-            )
-            gateway.relay.wake()
+            await deny(gateway, caller, error, denial)
             raise error from None
         gateway.relay.wake()
         return PrefillResponse(
             agency=agency.code,
-            service=answer.service.code,
-            pseudonym=answer.pseudonym,
-            version=answer.version,
-            verified_at=answer.verified_at,
-            purpose=PurposeOut(code=answer.service.purpose.code, text=answer.service.purpose.text),
-            legal_basis=answer.service.legal_basis,
-            fields=answer.fields,
+            service=found.service.code,
+            pseudonym=found.pseudonym,
+            version=found.version,
+            verified_at=found.verified_at,
+            purpose=PurposeOut(code=found.service.purpose.code, text=found.service.purpose.text),
+            legal_basis=found.service.legal_basis,
+            fields=found.fields,
         )
+
+    prefill_errors = {
+        400: "invalid NIK or pseudonym",
+        404: "unknown citizen or service",
+        429: "the client was denied too often: retry after `Retry-After` seconds",
+    }
+
+    @app.get(
+        "/v1/prefill/{service}", response_model=PrefillResponse, responses=_errors(prefill_errors)
+    )
+    async def prefill(
+        request: Request,
+        gateway: Runtime,
+        caller: PrefillCaller,
+        service: Annotated[str, Path(max_length=64)],
+        pseudonym: Annotated[str | None, Query(max_length=128)] = None,
+    ) -> PrefillResponse:
+        """One citizen's fields for one of the agency's services, by the citizen's pseudonym:
+        exactly what the service is granted. (By NIK: `POST /v1/prefill/{service}/lookup`.)
+
+        404 for an unknown citizen; 403 for another agency's token, a service that is not this
+        agency's, or a consent the citizen has not given; 429 for a client denied too often.
+        """
+        if "nik" in request.query_params:
+            # Refused, not ignored: the client learns to stop putting NIKs in URLs.
+            error = errors.NikInUrl(
+                "a NIK never goes in a URL: POST it to /v1/prefill/{service}/lookup"
+            )
+            await deny(gateway, caller, error, prefills.Denial(service=service))
+            raise error
+        return await answer(gateway, caller, service, pseudonym=pseudonym)
+
+    @app.post(
+        "/v1/prefill/{service}/lookup",
+        response_model=PrefillResponse,
+        responses=_errors(prefill_errors),
+    )
+    async def prefill_by_nik(
+        gateway: Runtime,
+        caller: PrefillCaller,
+        service: Annotated[str, Path(max_length=64)],
+        body: NikLookup,
+    ) -> PrefillResponse:
+        """One citizen's fields for one of the agency's services, by the citizen's NIK (only
+        where the service is granted the NIK), in the body so that no URL carries it.
+
+        Answers and refusals as `GET /v1/prefill/{service}`.
+        """
+        return await answer(gateway, caller, service, nik=body.nik)
 
     @app.post(
         "/v1/webhooks/endpoints",
         status_code=201,
         response_model=EndpointCreated,
-        responses=_errors({400: "URL not allowed"}),
+        responses=_errors(
+            {
+                400: "URL not allowed",
+                403: "another agency's token, a missing scope, or a host that is not on the "
+                "agency's webhook hosts (`code` names which)",
+                409: "the agency has as many enabled endpoints as allowed",
+            }
+        ),
     )
     async def create_endpoint(
         gateway: Runtime, principal: WebhooksCaller, body: EndpointIn
@@ -289,6 +391,7 @@ def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> 
             created_by=principal.client_id,
             check=gateway.check_target,
             secret=generate_secret(),
+            max_endpoints=gateway.settings.webhook_max_endpoints,
         )
         return EndpointCreated(
             id=endpoint.id,

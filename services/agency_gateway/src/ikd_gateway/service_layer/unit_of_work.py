@@ -185,6 +185,9 @@ class WebhookRepository(abc.ABC):
     @abc.abstractmethod
     async def endpoints(self, *, enabled_only: bool = False) -> Sequence[Endpoint]: ...
 
+    async def lock_endpoints(self) -> None:  # noqa: B027 - a store in one process has no race
+        """Serialise registrations until the transaction ends."""
+
     @abc.abstractmethod
     async def endpoint(self, endpoint_id: uuid.UUID) -> Endpoint | None: ...
 

@@ -65,6 +65,7 @@ async def register_endpoint(
     created_by: str,
     check: TargetCheck,
     secret: str,
+    max_endpoints: int,
 ) -> Endpoint:
     if ctx.agency.service(service) is None:
         raise errors.ServiceNotAllowed(
@@ -73,6 +74,8 @@ async def register_endpoint(
     try:
         await check(url)
     except ValueError as error:
+        if getattr(error, "code", None) == errors.WebhookHostNotAllowed.code:
+            raise errors.WebhookHostNotAllowed(str(error)) from None
         raise errors.WebhookUrlNotAllowed(str(error)) from None
     endpoint = Endpoint(
         id=uuid.uuid4(),
@@ -84,6 +87,13 @@ async def register_endpoint(
         created_at=ctx.clock(),
     )
     async with uow_factory() as uow:
+        # One registration at a time counts, so two at once cannot both take the last place.
+        await uow.webhooks.lock_endpoints()
+        if len(await uow.webhooks.endpoints(enabled_only=True)) >= max_endpoints:
+            raise errors.WebhookEndpointLimit(
+                f"{ctx.agency.code} has {max_endpoints} enabled endpoints, the most allowed; "
+                "disable one first"
+            )
         await uow.webhooks.add_endpoint(endpoint, created_by)
     return endpoint
 

@@ -1,4 +1,8 @@
-"""Auditor API (/v1, bearer token with scope audit:read) and the citizen trail."""
+"""Auditor API (/v1, bearer token with scope audit:read) and the citizen trail.
+
+A NIK never travels in a URL (proxies and access logs keep URLs): a search by NIK is
+`POST /v1/entries/search` with the NIK in the body; the GET routes filter by pseudonym.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ikd_audit.bootstrap import AuditRuntime
-from ikd_audit.domain.errors import Forbidden, Unauthenticated
+from ikd_audit.domain.errors import BadFilter, Forbidden, Unauthenticated
 from ikd_audit.domain.model import LookupAction
 from ikd_audit.domain.search import SearchFilter, build_filter, check_limit
 from ikd_audit.entrypoints.lookups import looked_up
@@ -40,8 +44,8 @@ AuditorDep = Annotated[Principal, Depends(bearer.require(Scope.AUDIT_READ))]
 
 
 def search_filter(
+    request: Request,
     runtime: RuntimeDep,
-    nik: Annotated[str | None, Query(max_length=32)] = None,
     pseudonym: Annotated[str | None, Query(max_length=80)] = None,
     agency: Annotated[str | None, Query(max_length=64)] = None,
     service: Annotated[str | None, Query(max_length=64)] = None,
@@ -50,9 +54,14 @@ def search_filter(
     since: Annotated[str | None, Query(alias="from", max_length=64)] = None,
     until: Annotated[str | None, Query(alias="to", max_length=64)] = None,
 ) -> SearchFilter:
+    if "nik" in request.query_params:
+        # Refused rather than ignored: ignoring it would answer an unfiltered search.
+        raise BadFilter(
+            "a NIK never goes in a URL: POST it to /v1/entries/search",
+            code="nik_not_allowed_in_url",
+        )
     return build_filter(
         pseudonym_key=runtime.settings.pseudonym_key.get_secret_value().encode(),
-        nik=nik,
         pseudonym=pseudonym,
         agency=agency,
         service=service,
@@ -101,11 +110,30 @@ async def csv_stream(runtime: AuditRuntime, search: SearchFilter) -> AsyncIterat
     yield buffer.getvalue()
 
 
+class SearchRequest(BaseModel):
+    """The filters of `GET /v1/entries`, and the NIK, which no URL may carry."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    nik: str | None = Field(
+        default=None, max_length=32, description="the citizen's NIK; searched as its pseudonym"
+    )
+    pseudonym: str | None = Field(default=None, max_length=80)
+    agency: str | None = Field(default=None, max_length=64)
+    service: str | None = Field(default=None, max_length=64)
+    channel: str | None = Field(default=None, max_length=32)
+    outcome: str | None = Field(default=None, max_length=32)
+    since: str | None = Field(default=None, alias="from", max_length=64)
+    until: str | None = Field(default=None, alias="to", max_length=64)
+    limit: int | None = None
+    cursor: str | None = Field(default=None, max_length=1024)
+
+
 class TrailRequest(BaseModel):
     credential: str = Field(
         min_length=1,
         max_length=16 * 1024,
-        description="a freshly issued IKD credential (compact JWS)",
+        description="a freshly issued IKD credential for the trail purpose (compact JWS)",
     )
 
 
@@ -127,6 +155,35 @@ async def list_entries(
     page = await runtime.log.search(search, cursor, size)
     await looked_up(runtime, auditor.client_id, LookupAction.SEARCH, search.pseudonym)
     return {"items": [e.document() for e in page.entries], "next_cursor": page.next_cursor}
+
+
+@router.post("/entries/search", tags=["auditor"])
+async def search_entries(
+    runtime: RuntimeDep, auditor: AuditorDep, body: SearchRequest
+) -> dict[str, Any]:
+    """Search the log like `GET /v1/entries`, by NIK too (the NIK in the body, never in a
+    URL); pass `next_cursor` back as `cursor` with the same filters for the next page."""
+    search = build_filter(
+        pseudonym_key=runtime.settings.pseudonym_key.get_secret_value().encode(),
+        nik=body.nik,
+        pseudonym=body.pseudonym,
+        agency=body.agency,
+        service=body.service,
+        channel=body.channel,
+        outcome=body.outcome,
+        since=body.since,
+        until=body.until,
+    )
+    size = check_limit(
+        body.limit, default=runtime.settings.page_size_default, cap=runtime.settings.page_size_max
+    )
+    page = await runtime.log.search(search, body.cursor, size)
+    await looked_up(runtime, auditor.client_id, LookupAction.SEARCH, search.pseudonym)
+    return {
+        "pseudonym": search.pseudonym,
+        "items": [e.document() for e in page.entries],
+        "next_cursor": page.next_cursor,
+    }
 
 
 @router.get("/entries/{position}", tags=["auditor"])
@@ -212,6 +269,7 @@ async def export_log(runtime: RuntimeDep, _: AuditorDep) -> StreamingResponse:
 async def citizen_trail(runtime: RuntimeDep, body: TrailRequest) -> dict[str, Any]:
     """Every access to the citizen's data, each with an inclusion proof (UU PDP right of access).
 
-    The citizen authenticates with a freshly issued IKD credential; each credential works once.
+    The citizen authenticates with a freshly issued IKD credential for the trail purpose (its
+    own audience: credentials for a counter or a consent are refused); each works once.
     """
     return await runtime.log.citizen_trail(body.credential)

@@ -15,6 +15,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from ikd_audit.bootstrap import AuditRuntime, bootstrap, derive_key
 from ikd_audit.config import AuditSettings
@@ -33,7 +34,9 @@ from ikd_shared.api import (
 )
 from ikd_shared.events.topics import ACCESS
 from ikd_shared.kafka import KafkaConnection
+from ikd_shared.settings import proxy_hosts
 from ikd_shared.supervise import supervise
+from ikd_shared.throttle import PgThrottleStore
 
 log = logging.getLogger("ikd_audit.app")
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -57,6 +60,7 @@ def create_app(settings: AuditSettings) -> FastAPI:
                 loop = supervise(body, name=name, stop=stop, trace=True, logger=log)
                 tasks.append(asyncio.create_task(loop, name=name))
 
+            store = runtime.throttle_store
             if settings.prune_interval_seconds > 0:
                 keep_running(
                     "seen-credential pruner",
@@ -64,6 +68,7 @@ def create_app(settings: AuditSettings) -> FastAPI:
                         runtime.log,
                         interval=settings.prune_interval_seconds,
                         grace=dt.timedelta(seconds=settings.seen_credential_grace_seconds),
+                        prune_throttle=store.prune if isinstance(store, PgThrottleStore) else None,
                     ),
                 )
             consumer: AccessConsumer | None = None
@@ -156,5 +161,9 @@ def create_app(settings: AuditSettings) -> FastAPI:
         )
     app.include_router(operations_router(checks=checks, refresh=refresh))
     app.add_middleware(RequestObservability)
+    if settings.trusted_proxies:  # outermost: everything after sees the client's address
+        app.add_middleware(
+            ProxyHeadersMiddleware, trusted_hosts=proxy_hosts(settings.trusted_proxies)
+        )
 
     return app

@@ -1,8 +1,11 @@
 """The auditor console: server-rendered pages behind a signed, HttpOnly session cookie.
 
 An auditor signs in with a client id and secret (`ikd-audit auditors add`); secrets are stored
-as argon2 hashes and checked in constant time, unknown ids included. Repeated failures lock the
-id, and separately the client address, for a growing period (domain/throttle.py, per process).
+as argon2 hashes and checked in constant time, unknown ids included. Failures are throttled per
+(id, client address) and per address, in the database for every replica (ikd_shared.throttle):
+someone failing with an auditor's id slows only their own address, never the auditor. Behind a
+reverse proxy the client address comes from X-Forwarded-For when the proxy is trusted
+(IKD_AUDIT_TRUSTED_PROXIES).
 """
 
 from __future__ import annotations
@@ -26,11 +29,11 @@ from ikd_audit.bootstrap import AuditRuntime
 from ikd_audit.domain.errors import AuditError
 from ikd_audit.domain.model import LookupAction
 from ikd_audit.domain.search import SearchFilter, build_filter, check_limit
-from ikd_audit.domain.throttle import LoginLocked
 from ikd_audit.entrypoints.api import RuntimeDep, csv_stream
 from ikd_audit.entrypoints.lookups import looked_up
 from ikd_shared import merkle, transparency
 from ikd_shared.events.access_v1 import Channel, Outcome
+from ikd_shared.throttle import Throttled
 
 HERE = Path(__file__).resolve().parent.parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -40,6 +43,9 @@ _DUMMY_HASH = hasher.hash(secrets.token_urlsafe(16))
 router = APIRouter(prefix="/console", include_in_schema=False)
 
 FILTER_NAMES = ("nik", "pseudonym", "agency", "service", "channel", "outcome", "from", "to")
+# What a URL may carry: everything but the NIK, which only the posted form takes.
+URL_FILTERS = FILTER_NAMES[1:]
+NIK_IN_URL = "Search by NIK with the form: a NIK is never put in a URL (nik_not_allowed_in_url)"
 
 
 def hash_secret(secret: str) -> str:
@@ -91,7 +97,7 @@ def filter_from(runtime: AuditRuntime, values: Mapping[str, str | None]) -> Sear
     """The search filter from console form or query values (FILTER_NAMES); AuditError if bad."""
     return build_filter(
         pseudonym_key=runtime.settings.pseudonym_key.get_secret_value().encode(),
-        nik=values["nik"],
+        nik=values.get("nik"),
         pseudonym=values["pseudonym"],
         agency=values["agency"],
         service=values["service"],
@@ -138,8 +144,8 @@ async def login(
         return render(request, "login.html", 400, error="The form expired; please try again.")
     address = request.client.host if request.client else "unknown"
     try:
-        attempt = runtime.login_throttle.begin(client_id, address)
-    except LoginLocked as locked:
+        attempt = await runtime.login_throttle.begin(client_id, address)
+    except Throttled as locked:
         minutes = math.ceil(locked.retry_after_seconds / 60)
         response = render(
             request,
@@ -153,7 +159,7 @@ async def login(
     stored = await runtime.auditors.secret_hash(client_id)
     if not await asyncio.to_thread(check_secret, stored, secret):
         return render(request, "login.html", 401, error="Unknown client id or wrong secret.")
-    runtime.login_throttle.succeeded(attempt)
+    await runtime.login_throttle.succeeded(attempt)
     request.session.clear()
     request.session["auditor"] = client_id
     return RedirectResponse("/console/search", status_code=303)
@@ -177,7 +183,9 @@ async def search(request: Request, runtime: RuntimeDep) -> Response:
     auditor = current_auditor(request)
     if auditor is None:
         return to_login()
-    params = {name: request.query_params.get(name) for name in FILTER_NAMES}
+    params = {name: request.query_params.get(name) for name in URL_FILTERS}
+    if "nik" in request.query_params:
+        return search_page(request, params, 400, error=NIK_IN_URL)
     searched = any(params.values()) or "go" in request.query_params
     try:
         search_filter = filter_from(runtime, params)
@@ -238,9 +246,11 @@ async def export(request: Request, runtime: RuntimeDep) -> Response:
     auditor = current_auditor(request)
     if auditor is None:
         return to_login()
+    if "nik" in request.query_params:
+        return Response(NIK_IN_URL, status_code=400)
     try:
         search_filter = filter_from(
-            runtime, {name: request.query_params.get(name) for name in FILTER_NAMES}
+            runtime, {name: request.query_params.get(name) for name in URL_FILTERS}
         )
     except AuditError as error:
         return Response(f"{error.detail} ({error.code})", status_code=error.status_code)

@@ -306,6 +306,11 @@ class AuditLog:
     # --- citizens --------------------------------------------------------------------------
 
     async def citizen_trail(self, credential: str) -> dict[str, Any]:
+        """The citizen's trail, for a fresh credential issued for the trail purpose only.
+
+        Its audience is one identity never accepts, and identity's audiences are refused here:
+        a credential shown at a counter or for a consent cannot open the trail.
+        """
         if self.credentials is None:
             raise Unauthenticated("citizen trails are not configured", code="not_configured")
         try:

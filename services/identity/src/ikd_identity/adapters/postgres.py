@@ -467,7 +467,7 @@ class PgClients:
 
     async def get(self, client_id: str) -> Client | None:
         row = await self._db.fetchrow(
-            "SELECT client_id, secret_hash, scopes, agency, disabled FROM clients "
+            "SELECT client_id, secret_hash, scopes, agency, disabled, serves FROM clients "
             "WHERE client_id = $1",
             client_id,
         )
@@ -479,22 +479,24 @@ class PgClients:
             scopes=frozenset(row["scopes"]),
             agency=row["agency"],
             disabled=row["disabled"],
+            serves=frozenset(row["serves"]),
         )
 
     async def put(self, client: Client) -> None:
         await self._db.execute(
             """
-            INSERT INTO clients (client_id, secret_hash, scopes, agency, disabled)
-            VALUES ($1, $2, $3, $4, $5)
+            INSERT INTO clients (client_id, secret_hash, scopes, agency, disabled, serves)
+            VALUES ($1, $2, $3, $4, $5, $6)
             ON CONFLICT (client_id) DO UPDATE SET secret_hash = EXCLUDED.secret_hash,
                 scopes = EXCLUDED.scopes, agency = EXCLUDED.agency,
-                disabled = EXCLUDED.disabled, updated_at = now()
+                disabled = EXCLUDED.disabled, serves = EXCLUDED.serves, updated_at = now()
             """,
             client.client_id,
             client.secret_hash,
             sorted(client.scopes),
             client.agency,
             client.disabled,
+            sorted(client.serves),
         )
 
 

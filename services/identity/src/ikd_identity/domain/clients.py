@@ -17,6 +17,8 @@ class Client:
     scopes: frozenset[str]
     agency: str | None
     disabled: bool = False
+    # Agencies an officer's desk may record consents for (never implied by `agency`).
+    serves: frozenset[str] = frozenset()
 
 
 def audiences_for(scopes: frozenset[str] | set[str]) -> list[str]:

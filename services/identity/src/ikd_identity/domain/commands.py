@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ikd_shared.events.profile_v1 import CitizenProfile
-from ikd_shared.legal import LegalBasis
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,40 +63,43 @@ class LoadProfiles:
 
 @dataclass(frozen=True, slots=True)
 class ConsentTerms:
+    """What the citizen agrees to; the policy decides whether it may be agreed to at all."""
+
     agency: str
     service: str
     fields: list[str]
     purpose_code: str
     purpose_text: str
-    legal_basis: LegalBasis
     expires_at: dt.datetime
     starts_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class CitizenProof:
-    """A citizen acting for themself, proven by a fresh IKD credential."""
+class OfficerDesk:
+    """An MPP officer's desk (an API client) where the citizen presents their credential.
 
-    credential: str
+    The officer is the token's client, never a name from the request; `serves` is the client's
+    allow-list of agencies from the clients table.
+    """
 
-
-@dataclass(frozen=True, slots=True)
-class OfficerActing:
-    """An MPP officer acting on a citizen's behalf."""
-
-    officer_id: str
     client_id: str
-    nik: str | None = None  # needed to grant; a revocation finds the citizen by consent id
+    serves: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
 class GrantConsent:
-    actor: CitizenProof | OfficerActing
+    """The citizen consents, proven by a fresh credential for the consent purpose."""
+
+    credential: str
     terms: ConsentTerms
+    desk: OfficerDesk | None = None  # None: the citizen on their own (self-service)
     consent_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
 
 @dataclass(frozen=True, slots=True)
 class RevokeConsent:
-    actor: CitizenProof | OfficerActing
+    """The citizen revokes one of their consents, proven like a grant."""
+
+    credential: str
     consent_id: uuid.UUID
+    desk: OfficerDesk | None = None

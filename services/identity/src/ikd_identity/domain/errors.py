@@ -115,11 +115,41 @@ class RegistrationNotActive(IdentityError):
     code = "registration_not_active"
 
 
+class ConsentNotAllowed(IdentityError):
+    """The policy does not allow this consent; the code names why.
+
+    unknown_service, consent_not_applicable (the service rests on another legal basis),
+    fields_not_in_policy, purpose_mismatch, expiry_beyond_limit.
+    """
+
+    status_code = 400
+    code = "consent_not_allowed"
+
+
+class AgencyNotServed(IdentityError):
+    """The officer's client may not act for this agency."""
+
+    status_code = 403
+    code = "agency_not_served"
+
+
 class OAuthError(IdentityError):
     """RFC 6749 section 5.2 errors; the code is the OAuth `error` value."""
 
     def __init__(self, code: str, detail: str, status_code: int = 400) -> None:
         super().__init__(detail, code=code, status_code=status_code)
+
+
+class TokenThrottled(OAuthError):
+    """Too many failed client authentications from this address: 429, secret left unchecked."""
+
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__(
+            "slow_down",
+            f"too many failed client authentications; retry after {retry_after_seconds} s",
+            status_code=429,
+        )
+        self.retry_after_seconds = retry_after_seconds
 
 
 class ConcurrentWrite(Exception):

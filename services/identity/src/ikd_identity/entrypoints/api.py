@@ -13,13 +13,14 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Form, Request, Response
 from fastapi.responses import JSONResponse
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from ikd_identity import metrics
 from ikd_identity.adapters.postgres import outbox_backlog, ping
 from ikd_identity.bootstrap import Runtime, bootstrap
 from ikd_identity.config import IdentitySettings
 from ikd_identity.domain import commands
-from ikd_identity.domain.errors import Forbidden, OAuthError, Unauthenticated
+from ikd_identity.domain.errors import Forbidden, OAuthError, TokenThrottled, Unauthenticated
 from ikd_identity.entrypoints import schemas
 from ikd_identity.service_layer import handlers, registrations, tokens
 from ikd_shared import api, kafka_lag
@@ -28,6 +29,7 @@ from ikd_shared.auth import Principal, Scope
 from ikd_shared.bearer import Bearer
 from ikd_shared.kafka import KafkaConnection
 from ikd_shared.legal import CODE_PATTERN
+from ikd_shared.settings import proxy_hosts
 
 log = logging.getLogger(__name__)
 _AGENCY = re.compile(CODE_PATTERN.strip("^$"))
@@ -62,8 +64,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for status, description in {
         400: "invalid input (code names the reason)",
         401: "missing or invalid bearer token",
-        403: "wrong scope, an untrusted credential, or a service the caller may not register",
-        404: "not found",
+        403: "wrong scope, an untrusted credential, an agency the client does not serve, "
+        "or a service the caller may not register",
+        404: "not found (a consent that is not the citizen's is not found either)",
         409: "replayed credential, or an inactive citizen, consent or registration",
         413: "body or credential too large",
         422: "the body does not match the schema",
@@ -94,31 +97,36 @@ def _terms(body: schemas.ConsentTermsIn) -> commands.ConsentTerms:
         fields=body.fields,
         purpose_code=body.purpose_code,
         purpose_text=body.purpose_text,
-        legal_basis=body.legal_basis,
         expires_at=body.expires_at,
         starts_at=body.starts_at,
     )
 
 
+async def _desk(caller: Principal, container: Runtime) -> commands.OfficerDesk:
+    """The officer's desk is the token's client; it serves what the clients table says."""
+    client = await container.clients.get(caller.client_id)
+    serves = client.serves if client is not None and not client.disabled else frozenset()
+    return commands.OfficerDesk(client_id=caller.client_id, serves=serves)
+
+
 async def _grant(
-    actor: commands.CitizenProof | commands.OfficerActing,
-    body: schemas.ConsentTermsIn,
-    deps: handlers.Deps,
+    body: schemas.ConsentGrant, desk: commands.OfficerDesk | None, deps: handlers.Deps
 ) -> schemas.ConsentOut:
     consent = await handlers.grant_consent(
-        commands.GrantConsent(actor=actor, terms=_terms(body)), deps
+        commands.GrantConsent(credential=body.credential, terms=_terms(body), desk=desk), deps
     )
     metrics.CONSENT_CHANGES.labels("granted").inc()
     return schemas.ConsentOut(consent=consent)
 
 
 async def _revoke(
-    actor: commands.CitizenProof | commands.OfficerActing,
     consent_id: uuid.UUID,
+    body: schemas.ConsentRevoke,
+    desk: commands.OfficerDesk | None,
     deps: handlers.Deps,
 ) -> schemas.ConsentOut:
     consent = await handlers.revoke_consent(
-        commands.RevokeConsent(actor=actor, consent_id=consent_id), deps
+        commands.RevokeConsent(credential=body.credential, consent_id=consent_id, desk=desk), deps
     )
     metrics.CONSENT_CHANGES.labels("revoked").inc()
     return schemas.ConsentOut(consent=consent)
@@ -146,6 +154,8 @@ def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> 
         assert isinstance(exc, OAuthError)
         response = problem(exc.status_code, exc.code, exc.detail, error=exc.code)
         response.headers["Cache-Control"] = "no-store"
+        if isinstance(exc, TokenThrottled):
+            response.headers["Retry-After"] = str(exc.retry_after_seconds)
         return response
 
     app.add_exception_handler(OAuthError, on_oauth_error)
@@ -292,13 +302,13 @@ def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> 
         tags=["consents"],
     )
     async def officer_grant(
-        body: schemas.OfficerConsentGrant, caller: Officer, container: ContainerDep
+        body: schemas.ConsentGrant, caller: Officer, container: ContainerDep
     ) -> schemas.ConsentOut:
-        """An MPP officer records a consent on the citizen's behalf."""
-        actor = commands.OfficerActing(
-            officer_id=body.officer_id, client_id=caller.client_id, nik=body.nik
-        )
-        return await _grant(actor, body, container.deps)
+        """At an MPP officer's desk the citizen consents with their fresh consent credential.
+
+        The officer is the token's client, and it must serve the agency.
+        """
+        return await _grant(body, await _desk(caller, container), container.deps)
 
     @app.post(
         "/v1/consents/{consent_id}/revoke",
@@ -308,13 +318,12 @@ def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> 
     )
     async def officer_revoke(
         consent_id: uuid.UUID,
-        body: schemas.OfficerConsentRevoke,
+        body: schemas.ConsentRevoke,
         caller: Officer,
         container: ContainerDep,
     ) -> schemas.ConsentOut:
-        """An MPP officer revokes a consent on the citizen's behalf."""
-        actor = commands.OfficerActing(officer_id=body.officer_id, client_id=caller.client_id)
-        return await _revoke(actor, consent_id, container.deps)
+        """At an MPP officer's desk the citizen revokes a consent with their consent credential."""
+        return await _revoke(consent_id, body, await _desk(caller, container), container.deps)
 
     @app.post(
         "/v1/citizen/consents",
@@ -324,10 +333,10 @@ def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> 
         tags=["consents"],
     )
     async def citizen_grant(
-        body: schemas.CitizenConsentGrant, container: ContainerDep
+        body: schemas.ConsentGrant, container: ContainerDep
     ) -> schemas.ConsentOut:
-        """A citizen grants a consent, proven by a freshly issued IKD credential."""
-        return await _grant(commands.CitizenProof(body.credential), body, container.deps)
+        """A citizen consents on their own, with a fresh credential for the consent purpose."""
+        return await _grant(body, None, container.deps)
 
     @app.post(
         "/v1/citizen/consents/{consent_id}/revoke",
@@ -336,12 +345,23 @@ def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> 
         tags=["consents"],
     )
     async def citizen_revoke(
-        consent_id: uuid.UUID, body: schemas.CitizenConsentRevoke, container: ContainerDep
+        consent_id: uuid.UUID, body: schemas.ConsentRevoke, container: ContainerDep
     ) -> schemas.ConsentOut:
-        """A citizen revokes one of their consents, proven by a fresh IKD credential."""
-        return await _revoke(commands.CitizenProof(body.credential), consent_id, container.deps)
+        """A citizen revokes one of their consents, with a fresh consent credential."""
+        return await _revoke(consent_id, body, None, container.deps)
 
-    @app.post("/oauth/token", response_model=schemas.TokenOut, responses=_ERRORS, tags=["oauth"])
+    @app.post(
+        "/oauth/token",
+        response_model=schemas.TokenOut,
+        responses={
+            **_ERRORS,
+            429: {
+                "description": "too many failed client authentications (see Retry-After)",
+                "content": {"application/problem+json": {}},
+            },
+        },
+        tags=["oauth"],
+    )
     async def token(
         request: Request,
         response: Response,
@@ -367,6 +387,8 @@ def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> 
             clients=container.clients,
             hasher=container.hasher,
             issuer=container.token_issuer,
+            throttle=container.token_throttle,
+            address=request.client.host if request.client else "",
         )
         response.headers["Cache-Control"] = "no-store"
         return schemas.TokenOut(
@@ -397,6 +419,10 @@ def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> 
         )
     )
     app.add_middleware(api.RequestObservability)
+    if settings.trusted_proxies:  # outermost: everything after sees the client's address
+        app.add_middleware(
+            ProxyHeadersMiddleware, trusted_hosts=proxy_hosts(settings.trusted_proxies)
+        )
     return app
 
 

@@ -22,11 +22,10 @@ from ikd_shared.events.profile_v1 import (
     Religion,
     Text,
 )
-from ikd_shared.legal import AgencyCode, LegalBasis, PurposeCode, ServiceCode
+from ikd_shared.legal import AgencyCode, PurposeCode, ServiceCode
 from ikd_shared.nik import Nik
 
 MAX_BULK_PROFILES = 1000
-OfficerId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._@-]{1,64}$")]
 
 
 class Body(BaseModel):
@@ -136,34 +135,33 @@ class BulkResultOut(Body):
 
 class ConsentTermsIn(Body):
     agency: AgencyCode
-    service: ServiceCode
+    service: ServiceCode = Field(description="a service of the agency whose legal basis is consent")
     fields: list[str] = Field(
         min_length=1,
         max_length=len(PROFILE_FIELDS),
-        description=f"profile field names, from: {', '.join(PROFILE_FIELDS)}",
+        description="a subset of the service's policy fields",
     )
-    purpose_code: PurposeCode
+    purpose_code: PurposeCode = Field(description="the service's purpose code in the policy")
     purpose_text: Annotated[str, StringConstraints(min_length=1, max_length=500)]
-    legal_basis: LegalBasis = LegalBasis.CONSENT
+    legal_basis: Literal["consent"] = Field(
+        default="consent", description="always consent: the basis of consent-based services"
+    )
     starts_at: AwareDatetime | None = None
-    expires_at: AwareDatetime
+    expires_at: AwareDatetime = Field(
+        description="at most the service's consent_max_days (default retention_days) from now"
+    )
 
 
-class OfficerConsentGrant(ConsentTermsIn):
-    nik: Nik
-    officer_id: OfficerId = Field(description="the MPP officer acting for the citizen")
+class ConsentGrant(ConsentTermsIn):
+    credential: str = Field(
+        description="the citizen's freshly issued IKD credential for the consent purpose"
+    )
 
 
-class OfficerConsentRevoke(Body):
-    officer_id: OfficerId
-
-
-class CitizenConsentGrant(ConsentTermsIn):
-    credential: str = Field(description="a freshly issued IKD credential of the citizen")
-
-
-class CitizenConsentRevoke(Body):
-    credential: str
+class ConsentRevoke(Body):
+    credential: str = Field(
+        description="the citizen's freshly issued IKD credential for the consent purpose"
+    )
 
 
 class ConsentOut(Body):

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from ikd_identity.domain import commands
+from ikd_identity.domain.consents import check_desk, consent_period
 from ikd_identity.domain.errors import (
     CitizenInactive,
     CitizenNotFound,
@@ -34,7 +35,12 @@ from ikd_identity.domain.model import (
 from ikd_identity.domain.relationships import in_force, requested_services, start_or_renew
 from ikd_identity.service_layer.relationships import publish_relationships, stored_relationships
 from ikd_identity.service_layer.unit_of_work import UnitOfWork, UnitOfWorkFactory
-from ikd_shared.credentials import CredentialError, CredentialVerifier, VerifiedCredential
+from ikd_shared.credentials import (
+    CredentialError,
+    CredentialVerifier,
+    Purpose,
+    VerifiedCredential,
+)
 from ikd_shared.events.consent_v1 import (
     Consent,
     ConsentGranted,
@@ -65,7 +71,8 @@ class Deps:
     """What the handlers need, wired by bootstrap()."""
 
     uow: UnitOfWorkFactory
-    verifier: CredentialVerifier
+    verifier: CredentialVerifier  # credentials presented for verification at a counter
+    consent_verifier: CredentialVerifier  # credentials presented to grant or revoke a consent
     pseudonym_key: bytes
     credential_max_age: dt.timedelta
     policy: MppPolicy
@@ -106,9 +113,16 @@ async def _with_retries(deps: Deps, work: Callable[[UnitOfWork], Awaitable[T]]) 
     raise AssertionError("unreachable")
 
 
-def _verify(deps: Deps, credential: str, *, fresh: bool = False) -> VerifiedCredential:
+def _verify(
+    deps: Deps, credential: str, purpose: Purpose = Purpose.VERIFICATION
+) -> VerifiedCredential:
+    """Verify a credential presented for `purpose`; a consent needs a recently issued one."""
+    if purpose is Purpose.CONSENT:
+        verifier, max_age = deps.consent_verifier, deps.credential_max_age
+    else:
+        verifier, max_age = deps.verifier, None
     try:
-        return deps.verifier.verify(credential, max_age=deps.credential_max_age if fresh else None)
+        return verifier.verify(credential, max_age=max_age)
     except CredentialError as error:
         raise CredentialRejected(error.code, str(error)) from None
 
@@ -400,32 +414,23 @@ async def load_profiles(cmd: commands.LoadProfiles, deps: Deps) -> BulkResult:
     return await _with_retries(deps, work)
 
 
-def _consent_period(
-    terms: commands.ConsentTerms, now: dt.datetime
-) -> tuple[dt.datetime, dt.datetime]:
-    starts_at = terms.starts_at or now
-    if starts_at.tzinfo is None or terms.expires_at.tzinfo is None:
-        raise InvalidConsent("starts_at and expires_at need a time zone")
-    if terms.expires_at <= max(starts_at, now):
-        raise InvalidConsent("expires_at must be after starts_at and in the future")
-    return starts_at, terms.expires_at
-
-
 async def grant_consent(cmd: commands.GrantConsent, deps: Deps) -> Consent:
+    """The citizen consents with a fresh credential for the consent purpose.
+
+    Self-service, or at an officer's desk whose client serves the agency. What needs no
+    credential is checked first, so a refused request stores nothing and spends no credential.
+    """
     now = deps.clock()
-    starts_at, expires_at = _consent_period(cmd.terms, now)
-    credential: VerifiedCredential | None = None
-    if isinstance(cmd.actor, commands.CitizenProof):
-        credential = _verify(deps, cmd.actor.credential, fresh=True)
-        pseudonym = deps.pseudonym(credential.nik)
+    terms = cmd.terms
+    check_desk(cmd.desk, terms.agency)
+    starts_at, expires_at = consent_period(deps.policy, terms, now)
+    credential = _verify(deps, cmd.credential, Purpose.CONSENT)
+    pseudonym = deps.pseudonym(credential.nik)
+    if cmd.desk is None:
         granted_by, officer_id, recorded_by = GrantedBy.CITIZEN, None, "citizen"
     else:
-        if cmd.actor.nik is None:
-            raise InvalidConsent("the citizen's NIK is required")
-        pseudonym = deps.pseudonym(cmd.actor.nik)
-        granted_by, officer_id = GrantedBy.OFFICER, cmd.actor.officer_id
-        recorded_by = cmd.actor.client_id
-    terms = cmd.terms
+        granted_by, officer_id = GrantedBy.OFFICER, cmd.desk.client_id
+        recorded_by = cmd.desk.client_id
     try:
         consent = Consent(
             consent_id=cmd.consent_id,
@@ -435,7 +440,6 @@ async def grant_consent(cmd: commands.GrantConsent, deps: Deps) -> Consent:
             fields=terms.fields,
             purpose_code=terms.purpose_code,
             purpose_text=terms.purpose_text,
-            legal_basis=terms.legal_basis,
             starts_at=starts_at,
             expires_at=expires_at,
             status=ConsentStatus.ACTIVE,
@@ -447,11 +451,8 @@ async def grant_consent(cmd: commands.GrantConsent, deps: Deps) -> Consent:
         raise InvalidConsent(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
     async def work(uow: UnitOfWork) -> Consent:
-        if credential is not None:
-            await _record_jti(uow, credential, pseudonym)
+        await _record_jti(uow, credential, pseudonym)
         profile = await uow.profiles.get_for_update(pseudonym)
-        if profile is None and credential is None:
-            raise CitizenNotFound("no profile for this NIK")
         if profile is not None and profile.status is not ProfileStatus.ACTIVE:
             raise CitizenInactive(f"the citizen's profile is {profile.status.value}")
         version = await uow.consents.next_version(pseudonym)
@@ -468,24 +469,26 @@ async def grant_consent(cmd: commands.GrantConsent, deps: Deps) -> Consent:
 
 
 async def revoke_consent(cmd: commands.RevokeConsent, deps: Deps) -> Consent:
-    credential: VerifiedCredential | None = None
-    citizen: str | None = None
-    if isinstance(cmd.actor, commands.CitizenProof):
-        credential = _verify(deps, cmd.actor.credential, fresh=True)
-        citizen = deps.pseudonym(credential.nik)
+    """The citizen revokes one of their consents, proven like a grant (never by a token alone).
+
+    A consent that is not the citizen's gets the answer of one that does not exist; at an
+    officer's desk the client must serve the consent's agency.
+    """
+    credential = _verify(deps, cmd.credential, Purpose.CONSENT)
+    citizen = deps.pseudonym(credential.nik)
 
     async def work(uow: UnitOfWork) -> Consent:
         consent = await uow.consents.get_for_update(cmd.consent_id)
-        if consent is None or (citizen is not None and consent.pseudonym != citizen):
+        if consent is None or consent.pseudonym != citizen:
             raise ConsentNotFound("no such consent for this citizen")
-        if credential is not None:
-            await _record_jti(uow, credential, consent.pseudonym)
+        check_desk(cmd.desk, consent.agency)
+        await _record_jti(uow, credential, citizen)
         if consent.status is not ConsentStatus.ACTIVE:
             raise ConsentNotActive(f"the consent is already {consent.status.value}")
         now = deps.clock()
         version = await uow.consents.next_version(consent.pseudonym)
         revoked = consent.model_copy(update={"status": ConsentStatus.REVOKED, "revoked_at": now})
-        recorded_by = "citizen" if credential is not None else _client(cmd.actor)
+        recorded_by = "citizen" if cmd.desk is None else cmd.desk.client_id
         await uow.consents.save(revoked, recorded_by=recorded_by)
         await publish_relationships(uow, consent.pseudonym, now, ended=[revoked])
         active = active_consents(await uow.consents.for_citizen(consent.pseudonym), now)
@@ -499,7 +502,3 @@ async def revoke_consent(cmd: commands.RevokeConsent, deps: Deps) -> Consent:
         return revoked
 
     return await _with_retries(deps, work)
-
-
-def _client(actor: commands.CitizenProof | commands.OfficerActing) -> str:
-    return actor.client_id if isinstance(actor, commands.OfficerActing) else "citizen"

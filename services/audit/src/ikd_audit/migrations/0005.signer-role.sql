@@ -2,7 +2,7 @@
 -- like _owner and _app): it reads the log and adds signed tree heads, nothing else. The
 -- service's runtime role can no longer add a tree head, so a compromised service cannot plant
 -- one; it asks the signer process instead.
--- depends: 0003.checkpoints-and-append-functions
+-- depends: 0004.auth-throttle
 
 DO $$
 DECLARE
