@@ -6,6 +6,7 @@
 #   bash deploy/compose/make-secrets.sh --trust-jwks dukcapil.json   # real Dukcapil anchors
 #   bash deploy/compose/make-secrets.sh --out /secure/ikd.env    # elsewhere (then pass
 #                                                                # --env-file to docker compose)
+#   bash deploy/compose/make-secrets.sh --log-origin audit.example.go.id/log   # the log's name
 #
 # Without --trust-jwks a TRIAL issuer stands in for Dukcapil: its private key goes to
 # .secrets/dukcapil-issuer.pem (with dukcapil-jwks.json) so test credentials can be minted with
@@ -17,6 +18,9 @@
 # An existing file is never overwritten: the databases and the Kafka volume were initialised
 # with the old values, and a new IKD_PSEUDONYM_KEY changes every citizen's pseudonym. An
 # existing Kafka CA is kept.
+# The audit log: the signer's key (IKD_TREE_HEAD_SIGNING_KEY, given to the signer container
+# only), the log's origin and its verifier key IKD_LOG_VKEY (c2sp.org/signed-note; the service
+# and witnesses get this), and the demo witness's own key, name and cosignature vkey.
 set -euo pipefail
 umask 077
 
@@ -24,14 +28,21 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 out="$root/.env"
 trust_jwks=""
 keys=""
+log_origin="ikd-mpp.local/audit-log"
+witness_name="witness.ikd-mpp.local/compose"
 while (($#)); do
   case "$1" in
     --out) out="$2"; shift 2 ;;
     --trust-jwks) trust_jwks="$2"; shift 2 ;;
-    -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
+    --log-origin) log_origin="$2"; shift 2 ;;
+    -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "make-secrets: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+if [[ ! $log_origin =~ ^[^[:space:]+]{1,255}$ ]]; then
+  echo "make-secrets: --log-origin needs 1-255 characters without spaces or '+'" >&2
+  exit 2
+fi
 if [[ -e "$out" ]]; then
   echo "make-secrets: $out exists; keeping it (move it away to start afresh)" >&2
   exit 1
@@ -52,11 +63,26 @@ ed25519_jwk() {  # PEM KID -> public JWK (RFC 8037): the last 32 bytes of the DE
   printf '{"kty":"OKP","crv":"Ed25519","x":"%s","kid":"%s","use":"sig","alg":"EdDSA"}' "$x" "$2"
 }
 
+# A verifier key (c2sp.org/signed-note): NAME+hex(key id)+base64(type || public key), where
+# the key id is SHA-256(NAME || "\n" || type || public key)[:4]. TYPE: 01 a note signer
+# (the log), 04 a cosigner (c2sp.org/tlog-cosignature, a witness).
+vkey() {  # NAME TYPE PEM
+  local material id
+  material="$(mktemp -d)"
+  printf '%s\n' "$3" | openssl pkey -pubout -outform DER | tail -c 32 >"$material/key"
+  { printf "\\x$2"; cat "$material/key"; } >"$material/typed"
+  id="$({ printf '%s\n' "$1"; cat "$material/typed"; } | openssl dgst -sha256 -binary |
+    head -c 4 | od -An -tx1 | tr -d ' \n')"
+  printf '%s+%s+%s' "$1" "$id" "$(openssl base64 -A <"$material/typed")"
+  rm -rf "$material"
+}
+
 stamp="$(date -u +%Y%m%d)"
 token_kid="ikd-token-$stamp"
 token_key="$(ed25519_pem)"
 token_jwks="{\"keys\":[$(ed25519_jwk "$token_key" "$token_kid")]}"
 tree_head_key="$(ed25519_pem)"
+witness_key="$(ed25519_pem)"
 
 if [[ -n "$trust_jwks" ]]; then
   trust="$(tr -d '\n' <"$trust_jwks")"
@@ -91,6 +117,11 @@ done
   echo "IKD_TOKEN_JWKS='$token_jwks'"
   echo "IKD_TRUST_JWKS='$trust'"
   printf 'IKD_TREE_HEAD_SIGNING_KEY="%s\n"\n' "$tree_head_key"
+  echo "IKD_LOG_ORIGIN=$log_origin"
+  echo "IKD_LOG_VKEY=$(vkey "$log_origin" 01 "$tree_head_key")"
+  echo "IKD_WITNESS_NAME=$witness_name"
+  printf 'IKD_WITNESS_SIGNING_KEY="%s\n"\n' "$witness_key"
+  echo "IKD_WITNESS_VKEY=$(vkey "$witness_name" 04 "$witness_key")"
   echo "IKD_AUDIT_SESSION_SECRET=$(hex 32)"
   echo "IKD_RECEIVER_SECRET=whsec_$(openssl rand 24 | openssl base64 -A)"
   echo "IKD_PG_SUPERUSER_PASSWORD=$(hex 24)"
@@ -98,6 +129,7 @@ done
     echo "IKD_PG_$(upper "$db")_OWNER_PASSWORD=$(hex 24)"
     echo "IKD_PG_$(upper "$db")_APP_PASSWORD=$(hex 24)"
   done
+  echo "IKD_PG_AUDIT_SIGNER_PASSWORD=$(hex 24)"
   echo "KAFKA_CLUSTER_ID=$(openssl rand 16 | b64url)"
   echo "IKD_KAFKA_CA_HOST_FILE=$kafka/ca.pem"
   printf 'IKD_KAFKA_BROKER_KEYSTORE="%s"\n' "$broker_keystore"

@@ -7,9 +7,14 @@
 #   IKD_DATABASES                       e.g. "identity audit gateway_bank_bjb"
 #   IKD_PG_<NAME>_OWNER_PASSWORD        e.g. IKD_PG_GATEWAY_BANK_BJB_OWNER_PASSWORD
 #   IKD_PG_<NAME>_APP_PASSWORD          e.g. IKD_PG_IDENTITY_APP_PASSWORD
+# The databases named in IKD_SIGNER_DATABASES (audit's) also get ikd_<name>_signer, the
+# tree-head signer's role; its migrations grant it reading the log and adding tree heads:
+#   IKD_SIGNER_DATABASES                e.g. "audit"
+#   IKD_PG_<NAME>_SIGNER_PASSWORD       e.g. IKD_PG_AUDIT_SIGNER_PASSWORD
 # Passwords reach psql through \getenv, never on a command line.
 set -euo pipefail
 : "${IKD_DATABASES:?set IKD_DATABASES, e.g. identity audit gateway_bank_bjb}"
+signer_databases=" ${IKD_SIGNER_DATABASES:-} "
 
 names=()
 for name in $IKD_DATABASES; do
@@ -18,7 +23,9 @@ for name in $IKD_DATABASES; do
     echo "postgres-init: '$name' in IKD_DATABASES is not a database name" >&2
     exit 1
   fi
-  for role in OWNER APP; do
+  roles=(OWNER APP)
+  if [[ $signer_databases == *" $name "* ]]; then roles+=(SIGNER); fi
+  for role in "${roles[@]}"; do
     var="IKD_PG_${name^^}_${role}_PASSWORD"
     if [[ -z "${!var:-}" ]]; then
       echo "postgres-init: set $var" >&2
@@ -26,6 +33,12 @@ for name in $IKD_DATABASES; do
     fi
   done
   names+=("$name")
+done
+for name in ${IKD_SIGNER_DATABASES:-}; do
+  if [[ " ${names[*]} " != *" $name "* ]]; then
+    echo "postgres-init: '$name' in IKD_SIGNER_DATABASES is not in IKD_DATABASES" >&2
+    exit 1
+  fi
 done
 
 for name in "${names[@]}"; do
@@ -42,5 +55,16 @@ SELECT format('CREATE DATABASE %I OWNER %I TEMPLATE template0 ENCODING %L', :'db
 SELECT format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC', :'db') \gexec
 SELECT format('GRANT CONNECT ON DATABASE %I TO %I', :'db', :'app') \gexec
 SQL
-  echo "postgres-init: database $db with roles ${db}_owner and ${db}_app"
+  if [[ $signer_databases != *" $name "* ]]; then
+    echo "postgres-init: database $db with roles ${db}_owner and ${db}_app"
+    continue
+  fi
+  psql -v ON_ERROR_STOP=1 --no-psqlrc --quiet --username "${POSTGRES_USER:-postgres}" \
+    --dbname postgres -v db="$db" -v signer="${db}_signer" \
+    -v signer_env="IKD_PG_${name^^}_SIGNER_PASSWORD" <<'SQL'
+\getenv signer_pw :signer_env
+SELECT format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD %L', :'signer', :'signer_pw') \gexec
+SELECT format('GRANT CONNECT ON DATABASE %I TO %I', :'db', :'signer') \gexec
+SQL
+  echo "postgres-init: database $db with roles ${db}_owner, ${db}_app and ${db}_signer"
 done

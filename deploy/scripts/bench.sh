@@ -10,7 +10,8 @@
 #   - the three demo gateways under the codes bench-<agency>, from a copy of the MPP policy that
 #     differs only in those codes: a gateway's consumer group is derived from its agency code,
 #     so the same code would join a running demo's group;
-#   - ports 28000 (identity), 28010 (audit), 28100.. (gateways), i.e. make up's + 10000;
+#   - ports 28000 (identity), 28010 (audit), 28030 (signer), 28100.. (gateways), i.e. make
+#     up's + 10000;
 #     logs in .run/bench/services/;
 #   - on the secured bus as the services run there: identity and audit as their principals,
 #     each bench gateway as gateway-bench-<agency> (passwords in .run/bench/kafka/), under the
@@ -82,7 +83,8 @@ bench_identity_env() {
 }
 
 bench_audit_env() {
-  echo "$(audit_env bench_audit)" IKD_AUDIT_CONSUMER_GROUP="$BENCH_AUDIT_GROUP"
+  echo "$(audit_env bench_audit)" IKD_AUDIT_CONSUMER_GROUP="$BENCH_AUDIT_GROUP" \
+    IKD_AUDIT_LOG_VKEY="@$BENCH_DIR/log.vkey"
 }
 
 bench_gateway_env() {  # AGENCY (the secrets below replace gateway_env's: env's last wins)
@@ -124,6 +126,7 @@ for db in $(bench_databases); do
 done
 ikdctl db migrate services/identity/migrations "$(pg_url owner bench_identity)"
 ikdctl db migrate services/audit/src/ikd_audit/migrations "$(pg_url owner bench_audit)"
+env $(signer_env bench_audit) ikd-audit vkey >"$BENCH_DIR/log.vkey"
 for agency in $BENCH_AGENCIES; do
   ikdctl db migrate services/agency_gateway/migrations "$(pg_url owner "gateway_$agency")"
 done
@@ -159,11 +162,14 @@ done
 echo "bench: starting services"
 proc_start identity env $(bench_identity_env) ikd-identity serve
 proc_start audit env $(bench_audit_env) ikd-audit serve
+proc_start signer env -u IKD_KAFKA_USERNAME -u IKD_KAFKA_PASSWORD $(signer_env bench_audit) \
+  ikd-audit signer
 for agency in $BENCH_AGENCIES; do
   proc_start "gateway-$agency" env $(bench_gateway_env "$agency") ikd-gateway serve
 done
 proc_wait_http identity "http://127.0.0.1:$IDENTITY_PORT/healthz"
 proc_wait_http audit "http://127.0.0.1:$AUDIT_PORT/healthz"
+proc_wait_http signer "http://127.0.0.1:$SIGNER_PORT/healthz"
 for agency in $BENCH_AGENCIES; do
   proc_wait_http "gateway-$agency" "http://127.0.0.1:$(gateway_port "$agency")/readyz" 90
 done

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Check, under `make up`, that the platform heals by itself. Exits non-zero on any failure.
 #
-#   1. crashes: SIGKILL each supervised process in turn (identity, audit, every gateway's API and
-#      worker, the webhook receiver) and require it to be ready again within RECOVERY_LIMIT
+#   1. crashes: SIGKILL each supervised process in turn (identity, audit, its signer and witness,
+#      every gateway's API and worker, the webhook receiver) and require it to be ready again within RECOVERY_LIMIT
 #      seconds (default 30) with nobody running a command (ready: its /readyz or /healthz
 #      answers; a worker's metrics answer and its log says the faust worker is ready); while a
 #      gateway's worker is down its API must keep answering.
@@ -33,11 +33,13 @@ supervisord_pid=$(sv_pid) || { echo "nothing runs under supervisord here: run \`
 declare -A ready_url=(
   [identity]="http://127.0.0.1:$IDENTITY_PORT/readyz"
   [audit]="http://127.0.0.1:$AUDIT_PORT/readyz"
+  [signer]="http://127.0.0.1:$SIGNER_PORT/readyz"
+  [witness]="http://127.0.0.1:$WITNESS_PORT/healthz"
   [webhook-receiver]="http://127.0.0.1:$RECEIVER_PORT/healthz"
 )
 # ... and, for a worker, the line of its log that says it has joined its group and consumes.
 declare -A ready_line=()
-programs=(identity audit)
+programs=(identity audit signer witness)
 for agency in $IKD_DEMO_AGENCIES; do
   ready_line[gateway-$agency-worker]='Worker]: Ready' 
   ready_url[gateway-$agency-api]="http://127.0.0.1:$(gateway_port "$agency")/readyz"

@@ -2,7 +2,8 @@
 
 - token-signing.pem / token-jwks.json: the identity service's access-token key and its JWKS
 - dukcapil-issuer.pem / dukcapil-jwks.json: a development IKD issuer and the trust anchors
-- tree-head.pem: the audit service's signed-tree-head key
+- tree-head.pem: the audit log's tree-head key, read by `ikd-audit signer` alone (the service
+  gets log.vkey, which `make up` derives from it)
 - witness.pem: the demo witness's own cosigning key (in production another organisation's)
 - kafka/: the broker's development CA (ca.pem), its TLS key and certificate chain (broker.pem,
   a PEM keystore) and one SCRAM password file per Kafka principal (<principal>.password)

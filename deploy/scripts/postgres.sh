@@ -24,6 +24,9 @@
 #   role     ikd_NAME_owner    LOGIN, owns the database, runs migrations
 #   role     ikd_NAME_app      LOGIN, no other attributes, CONNECT on ikd_NAME only
 #                              (table grants come from the service's migrations)
+#   role     ikd_NAME_signer   audit's databases only (NAME audit or *_audit): the tree-head
+#                              signer's, like _app; its migrations let it read the log and
+#                              add tree heads, and take adding tree heads from _app
 # plus role ikd_test (LOGIN CREATEDB CREATEROLE) for test fixtures, and a
 # password on superuser "postgres" for TCP connections.
 #
@@ -34,6 +37,7 @@
 #   PG_GATEWAY_AGENCIES         gateway agency codes           (default "")
 #   IKD_PG_OWNER_PASSWORD       owner roles' password          (default dev-owner-password)
 #   IKD_PG_APP_PASSWORD         runtime roles' password        (default dev-app-password)
+#   IKD_PG_SIGNER_PASSWORD      signer roles' password         (default dev-signer-password)
 #   IKD_PG_TEST_PASSWORD        ikd_test's password            (default dev-test-password)
 #   IKD_PG_SUPERUSER_PASSWORD   postgres's password            (default dev-superuser-password)
 #   PG_START_TIMEOUT            seconds to wait for readiness  (default 30)
@@ -54,6 +58,7 @@ PG_GATEWAY_AGENCIES="${PG_GATEWAY_AGENCIES-}"
 PG_START_TIMEOUT="${PG_START_TIMEOUT:-30}"
 IKD_PG_OWNER_PASSWORD="${IKD_PG_OWNER_PASSWORD:-dev-owner-password}"
 IKD_PG_APP_PASSWORD="${IKD_PG_APP_PASSWORD:-dev-app-password}"
+IKD_PG_SIGNER_PASSWORD="${IKD_PG_SIGNER_PASSWORD:-dev-signer-password}"
 IKD_PG_TEST_PASSWORD="${IKD_PG_TEST_PASSWORD:-dev-test-password}"
 IKD_PG_SUPERUSER_PASSWORD="${IKD_PG_SUPERUSER_PASSWORD:-dev-superuser-password}"
 
@@ -289,6 +294,7 @@ provision_sql() {
   local name
   printf '\\set owner_pw %s\n' "$(psql_quote "$IKD_PG_OWNER_PASSWORD")"
   printf '\\set app_pw %s\n' "$(psql_quote "$IKD_PG_APP_PASSWORD")"
+  printf '\\set signer_pw %s\n' "$(psql_quote "$IKD_PG_SIGNER_PASSWORD")"
   printf '\\set test_pw %s\n' "$(psql_quote "$IKD_PG_TEST_PASSWORD")"
   printf '\\set su_pw %s\n' "$(psql_quote "$IKD_PG_SUPERUSER_PASSWORD")"
   cat <<'EOF'
@@ -311,7 +317,20 @@ SELECT format('ALTER DATABASE %I OWNER TO %I', :'db', :'owner') \gexec
 SELECT format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC', :'db') \gexec
 SELECT format('GRANT CONNECT ON DATABASE %I TO %I', :'db', :'app') \gexec
 EOF
+    if has_signer "$name"; then
+      printf '\\set signer %s\n' "ikd_${name}_signer"
+      cat <<'EOF'
+SELECT format('CREATE ROLE %I', :'signer') WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'signer') \gexec
+SELECT format('ALTER ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD %L', :'signer', :'signer_pw') \gexec
+SELECT format('GRANT CONNECT ON DATABASE %I TO %I', :'db', :'signer') \gexec
+EOF
+    fi
   done
+}
+
+# Audit's databases also have the tree-head signer's role (its migrations require it).
+has_signer() {
+  [[ $1 == audit || $1 == *_audit ]]
 }
 
 provision() {
@@ -404,7 +423,9 @@ cmd_ensure_db() {
     die "server is not running; start it first (deploy/scripts/postgres.sh start)"
   fi
   provision "$name"
-  log "database ikd_${name} ready (roles ikd_${name}_owner, ikd_${name}_app)"
+  local roles="ikd_${name}_owner, ikd_${name}_app"
+  if has_signer "$name"; then roles+=", ikd_${name}_signer"; fi
+  log "database ikd_${name} ready (roles $roles)"
 }
 
 cmd_psql() {

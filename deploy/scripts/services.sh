@@ -6,6 +6,7 @@ IKD_PORT_BASE=${IKD_PORT_BASE:-18000}
 IDENTITY_PORT=$IKD_PORT_BASE
 AUDIT_PORT=$((IKD_PORT_BASE + 10))
 WITNESS_PORT=$((IKD_PORT_BASE + 20))
+SIGNER_PORT=$((IKD_PORT_BASE + 30))
 GATEWAY_BASE_PORT=$((IKD_PORT_BASE + 100))
 WORKER_METRICS_BASE_PORT=$((IKD_PORT_BASE + 150))
 RECEIVER_PORT=$((IKD_PORT_BASE + 200))
@@ -19,7 +20,11 @@ kafka_env() {  # PRINCIPAL: the service's own Kafka credentials (ACLs: ikdctl ka
 
 pg_url() {  # ROLE_SUFFIX DB_NAME
   local db="ikd_${2//-/_}" password
-  if [[ $1 == owner ]]; then password=$IKD_PG_OWNER_PASSWORD; else password=$IKD_PG_APP_PASSWORD; fi
+  case $1 in
+    owner) password=$IKD_PG_OWNER_PASSWORD ;;
+    signer) password=$IKD_PG_SIGNER_PASSWORD ;;
+    *) password=$IKD_PG_APP_PASSWORD ;;
+  esac
   echo "postgresql://${db}_$1:${password}@127.0.0.1:${PG_PORT}/${db}"
 }
 
@@ -34,18 +39,28 @@ identity_env() {  # [DATABASE NAME, default identity]
     "$(kafka_env identity)"
 }
 
+# The audit service knows its log by the verifier key alone (log.vkey, which up.sh writes with
+# `ikd-audit vkey` from the signer's settings); only the signer reads tree-head.pem.
 audit_env() {  # [DATABASE NAME, default audit]
   local db=${1:-audit}
   echo IKD_AUDIT_DATABASE_URL="$(pg_url app "$db")" \
     IKD_AUDIT_MIGRATION_DATABASE_URL="$(pg_url owner "$db")" \
-    IKD_AUDIT_TREE_HEAD_SIGNING_KEY="@$DEV_KEYS/tree-head.pem" \
+    IKD_AUDIT_LOG_VKEY="@$DEV_KEYS/log.vkey" \
     IKD_AUDIT_TOKEN_JWKS="@$DEV_KEYS/token-jwks.json" \
     IKD_AUDIT_TRUST_JWKS="@$DEV_KEYS/dukcapil-jwks.json" \
     IKD_AUDIT_SESSION_SECRET=dev-console-session-secret-for-local-use \
     IKD_AUDIT_PORT=$AUDIT_PORT \
-    IKD_AUDIT_LOG_ORIGIN="$LOG_ORIGIN" \
     IKD_AUDIT_WITNESS_KEYS="$(cat "$DEV_KEYS/witness.vkey" 2>/dev/null || true)" \
     "$(kafka_env audit)"
+}
+
+# The tree-head signer: its own database role and the key file; no Kafka, no other secret.
+signer_env() {  # [DATABASE NAME, default audit] [PORT, default SIGNER_PORT]
+  local db=${1:-audit}
+  echo IKD_SIGNER_DATABASE_URL="$(pg_url signer "$db")" \
+    IKD_SIGNER_SIGNING_KEY="@$DEV_KEYS/tree-head.pem" \
+    IKD_SIGNER_LOG_ORIGIN="$LOG_ORIGIN" \
+    IKD_SIGNER_PORT="${2:-$SIGNER_PORT}"
 }
 
 # The demo witness: its own key and SQLite file; it knows the log only by URL and vkey (both

@@ -29,17 +29,19 @@ for agency in $IKD_DEMO_AGENCIES; do
   IKD_IDENTITY_MIGRATION_DATABASE_URL="$(pg_url owner identity)" \
     ikdctl agencies onboard "$agency" --out "$agency_creds/$agency.env"
 done
+# The log's verifier key (from the signer's key, which only the signer reads) and the demo
+# witness's, exchanged out of band as two organisations would: the service and the witness
+# know the log by this key, the log keeps this witness's cosignatures.
+env $(signer_env) ikd-audit vkey >"$DEV_KEYS/log.vkey"
 printf '%s' "$secret" | env $(audit_env) ikd-audit auditors add --id auditor-demo --secret-file - >/dev/null
-
-# The log's verifier key and the demo witness's, exchanged out of band as two organisations
-# would: the witness trusts this log key, the log keeps this witness's cosignatures.
-env $(audit_env) ikd-audit vkey >"$DEV_KEYS/log.vkey"
 mkdir -p .run/witness
 env $(witness_env) ikd-audit witness vkey >"$DEV_KEYS/witness.vkey"
 
 echo "starting services (supervised: restarted whenever they exit)"
 sv_program identity env $(identity_env) ikd-identity serve
 sv_program audit env $(audit_env) ikd-audit serve
+# the signer: its own role and key file, and none of the scripts' admin credentials
+sv_program signer env -u IKD_KAFKA_USERNAME -u IKD_KAFKA_PASSWORD $(signer_env) ikd-audit signer
 sv_program witness env $(witness_env) ikd-audit witness serve
 for agency in $IKD_DEMO_AGENCIES; do
   # API and worker as two programs: either restarts alone while the other keeps running.
@@ -49,6 +51,7 @@ done
 sv_apply
 sv_wait_http identity "http://127.0.0.1:$IDENTITY_PORT/healthz"
 sv_wait_http audit "http://127.0.0.1:$AUDIT_PORT/healthz"
+sv_wait_http signer "http://127.0.0.1:$SIGNER_PORT/healthz"
 sv_wait_http witness "http://127.0.0.1:$WITNESS_PORT/healthz"
 for agency in $IKD_DEMO_AGENCIES; do
   sv_wait_http "gateway-$agency-api" "http://127.0.0.1:$(gateway_port "$agency")/readyz" 180
@@ -78,6 +81,7 @@ The IKD MPP platform is up (development settings; \`make down\` stops everything
   audit API           http://127.0.0.1:$AUDIT_PORT/docs
   audit console       http://127.0.0.1:$AUDIT_PORT/console  (auditor-demo / $secret)
   public checkpoint   http://127.0.0.1:$AUDIT_PORT/v1/log/checkpoint  (vkey: .run/dev/log.vkey)
+  tree-head signer    http://127.0.0.1:$SIGNER_PORT/metrics  (the only holder of .run/dev/tree-head.pem)
   witness             http://127.0.0.1:$WITNESS_PORT/checkpoint  (alarms: /v1/alarms)
 $(for agency in $IKD_DEMO_AGENCIES; do printf '  gateway %-16s http://127.0.0.1:%s/docs\n' "$agency" "$(gateway_port "$agency")"; done)
   webhook receiver    http://127.0.0.1:$RECEIVER_PORT  (pushes from $IKD_DEMO_WEBHOOK_AGENCY)

@@ -1,10 +1,11 @@
 """Throwaway PostgreSQL databases, copied from one migrated template per service and session.
 
-Per pytest session and service: two roles (`<template>_owner`, `<template>_app`) and a template
-database migrated once. Per test: `CREATE DATABASE ... TEMPLATE`, a copy with the same roles,
-schema and grants (the migrations grant to `current_database() || '_app'`, which was the
-template's name when they ran). Names carry a per-session tag, so engineers running the suite
-on the same server never share a template, and everything is dropped at the session's end.
+Per pytest session and service: two roles (`<template>_owner`, `<template>_app`; audit also has
+`<template>_signer` for its tree-head signer) and a template database migrated once. Per test:
+`CREATE DATABASE ... TEMPLATE`, a copy with the same roles, schema and grants (the migrations
+grant to `current_database() || '_app'` and `'_signer'`, named after the template when they
+ran). Names carry a per-session tag, so engineers running the suite on the same server never
+share a template, and everything is dropped at the session's end.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from ikd_shared.db import migrate
 from tests.support.environment import PG_HOST, PG_PORT, PG_SUPERUSER_PASSWORD
 
 PG_PASSWORD = "dev-test-role-password"
+# Runtime roles besides `_app` that a service's migrations grant to.
+EXTRA_ROLES = {"audit": ("signer",)}
 
 
 def superuser_dsn(database: str = "postgres") -> str:
@@ -39,6 +42,7 @@ class Database:
     owner_dsn: str
     app_dsn: str
     superuser_dsn: str
+    signer_dsn: str | None = None  # audit's signer role
 
 
 DatabaseFactory = Callable[[str, Path], Awaitable[Database]]
@@ -60,12 +64,18 @@ class DatabaseTemplates:
         async with self._lock:
             if service not in self._templates:
                 name = f"ikd_{service}_{self.tag}"
-                await self._create_migrated(name, migrations_dir)
+                await self._create_migrated(name, migrations_dir, EXTRA_ROLES.get(service, ()))
                 self._templates[service] = name
             return self._templates[service]
 
-    async def _create_migrated(self, name: str, migrations_dir: Path) -> None:
-        for role in (f"{name}_owner", f"{name}_app"):
+    def _roles(self, template: str) -> list[str]:
+        service = next(s for s, name in self._templates.items() if name == template)
+        return [f"{template}_{role}" for role in ("owner", "app", *EXTRA_ROLES.get(service, ()))]
+
+    async def _create_migrated(
+        self, name: str, migrations_dir: Path, extra_roles: tuple[str, ...]
+    ) -> None:
+        for role in (f"{name}_owner", f"{name}_app", *(f"{name}_{r}" for r in extra_roles)):
             await self.admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{PG_PASSWORD}'")
         await self.admin.execute(f"CREATE DATABASE {name} OWNER {name}_owner")
         await asyncio.to_thread(migrate, self._dsn(f"{name}_owner", name), migrations_dir)
@@ -83,12 +93,16 @@ class DatabaseTemplates:
         await self.admin.execute(f"CREATE DATABASE {name} TEMPLATE {template} OWNER {owner}")
         # Database-level grants live in pg_database, not in the copied catalogs.
         await self.admin.execute(f"REVOKE CONNECT ON DATABASE {name} FROM PUBLIC")
-        await self.admin.execute(f"GRANT CONNECT ON DATABASE {name} TO {app}")
+        runtime_roles = self._roles(template)[1:]
+        for role in runtime_roles:
+            await self.admin.execute(f"GRANT CONNECT ON DATABASE {name} TO {role}")
+        signer = f"{template}_signer"
         return Database(
             name=name,
             owner_dsn=self._dsn(owner, name),
             app_dsn=self._dsn(app, name),
             superuser_dsn=superuser_dsn(name),
+            signer_dsn=self._dsn(signer, name) if signer in runtime_roles else None,
         )
 
     async def drop(self, name: str) -> None:
@@ -102,5 +116,5 @@ class DatabaseTemplates:
         for name in [row["datname"] for row in copies] + list(self._templates.values()):
             await self.drop(name)
         for template in self._templates.values():
-            for role in (f"{template}_app", f"{template}_owner"):
+            for role in reversed(self._roles(template)):
                 await self.admin.execute(f"DROP ROLE IF EXISTS {role}")

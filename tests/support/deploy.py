@@ -22,10 +22,13 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import AliasChoices, SecretStr
+from pydantic_settings import BaseSettings
 
-from ikd_audit.config import AuditSettings
+from ikd_audit.config import AuditSettings, SignerSettings
+from ikd_audit.witness.config import WitnessSettings
 from ikd_gateway.config import GatewaySettings
 from ikd_identity.config import IdentitySettings
+from ikd_shared import checkpoint
 from ikd_shared.auth import TokenIssuer
 from ikd_shared.settings import ServiceSettings
 from tests.support.environment import REPO
@@ -58,7 +61,14 @@ DEV_ENV = shell_assignments(REPO / "deploy" / "dev.env")
 
 def local_ports() -> dict[str, str]:
     """The ports `make up` gives the services by default (deploy/scripts/services.sh)."""
-    names = ("IDENTITY_PORT", "AUDIT_PORT", "GATEWAY_BASE_PORT", "RECEIVER_PORT")
+    names = (
+        "IDENTITY_PORT",
+        "AUDIT_PORT",
+        "SIGNER_PORT",
+        "WITNESS_PORT",
+        "GATEWAY_BASE_PORT",
+        "RECEIVER_PORT",
+    )
     script = 'source deploy/scripts/services.sh && for v in "$@"; do echo "$v=${!v}"; done'
     env = {k: v for k, v in os.environ.items() if not k.startswith("IKD_")}
     out = subprocess.run(  # noqa: S603
@@ -82,10 +92,16 @@ class AppService:
 
     name: str
     dockerfile: str
-    settings: type[ServiceSettings] | None  # None: the process reads no settings class
+    settings: type[BaseSettings] | None  # None: the process reads no settings class
     local_port: int | None  # the port of `make up`; None: no HTTP
     database: str | None = None  # ikd_<...>; None: no database
     agency: str | None = None
+    database_role: str = "app"  # the role its database_url connects as
+
+    @property
+    def is_service(self) -> bool:
+        """One of the services (ServiceSettings): Kafka, the pseudonym key, its migrations."""
+        return self.settings is not None and issubclass(self.settings, ServiceSettings)
 
 
 def app_services() -> dict[str, AppService]:
@@ -105,6 +121,20 @@ def app_services() -> dict[str, AppService]:
             AuditSettings,
             int(LOCAL_PORTS["AUDIT_PORT"]),
             "ikd_audit",
+        ),
+        AppService(
+            "signer",
+            "services/audit/Dockerfile",
+            SignerSettings,
+            int(LOCAL_PORTS["SIGNER_PORT"]),
+            "ikd_audit",
+            database_role="signer",
+        ),
+        AppService(
+            "witness",
+            "services/audit/Dockerfile",
+            WitnessSettings,
+            int(LOCAL_PORTS["WITNESS_PORT"]),
         ),
         *(
             AppService(
@@ -140,7 +170,7 @@ def kafka_principal_variable(principal: str) -> str:
 
 def service_principal(app: AppService) -> str | None:
     """The Kafka principal a service of ours connects as; None: it does not use Kafka."""
-    if app.settings is None:
+    if not app.is_service:
         return None
     return app.name  # identity, audit, gateway-<agency>
 
@@ -174,7 +204,7 @@ def environment(service: dict[str, Any]) -> dict[str, str]:
     return {key: "" if value is None else str(value) for key, value in env.items()}
 
 
-def settings_env_names(settings_cls: type[ServiceSettings]) -> dict[str, str]:
+def settings_env_names(settings_cls: type[BaseSettings]) -> dict[str, str]:
     """Every environment variable the class reads -> its field (alias, else prefix + name)."""
     prefix = str(settings_cls.model_config.get("env_prefix", ""))
     names: dict[str, str] = {}
@@ -191,7 +221,7 @@ def settings_env_names(settings_cls: type[ServiceSettings]) -> dict[str, str]:
     return names
 
 
-def is_secret_field(settings_cls: type[ServiceSettings], field_name: str) -> bool:
+def is_secret_field(settings_cls: type[BaseSettings], field_name: str) -> bool:
     annotation = settings_cls.model_fields[field_name].annotation
     return annotation is SecretStr or SecretStr in typing.get_args(annotation)
 
@@ -227,8 +257,25 @@ def generated_secrets() -> dict[str, str]:
             values[name] = "-----BEGIN PRIVATE KEY-----\n" + secrets.token_hex(32)
         elif name.endswith("RECEIVER_SECRET"):
             values[name] = "whsec_" + secrets.token_urlsafe(24)
+        elif name.endswith("LOG_ORIGIN"):
+            values[name] = "compose.test.example/audit-log"
+        elif name.endswith("WITNESS_NAME"):
+            values[name] = "witness.compose.test.example/w1"
         else:
             values[name] = secrets.token_hex(32)
+    # verifier keys of the keys and names above, as make-secrets.sh derives them
+    vkeys = {
+        "IKD_LOG_VKEY": ("IKD_LOG_ORIGIN", "IKD_TREE_HEAD_SIGNING_KEY", checkpoint.ED25519),
+        "IKD_WITNESS_VKEY": (
+            "IKD_WITNESS_NAME",
+            "IKD_WITNESS_SIGNING_KEY",
+            checkpoint.COSIGNATURE_V1,
+        ),
+    }
+    for name, (key_name, key, kind) in vkeys.items():
+        if name in values:
+            signer = checkpoint.signer_from_pem(values[key_name], values[key], kind)
+            values[name] = signer.verifier.vkey
     return values
 
 

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key, l
 from ikd_dev.issuer import IssuerKey, mint_credential
 from ikd_dev.synthetic import citizen, iter_citizens
 from ikd_ops.platform import Platform, PlatformError
+from ikd_shared import checkpoint
 from ikd_shared.credentials import Purpose
 from ikd_shared.events.profile_v1 import CitizenProfile
 from ikd_shared.merkle import ProofError
@@ -280,12 +281,13 @@ def describe_entry(entry: dict[str, Any]) -> str:
 
 
 def tree_head_public_key(platform: Platform, key_dir: Path) -> Ed25519PublicKey:
-    """The key that signs tree heads: from the key we hold if we can, else from the log."""
-    local = key_dir / "tree-head.pem"
+    """The key that signs tree heads: from the verifier key we keep if we can, else the log's.
+
+    `make up` writes log.vkey from the signer's key; only the signer reads the private key.
+    """
+    local = key_dir / "log.vkey"
     if local.exists():  # trust the key we hold, not one the server hands out
-        key = load_pem_private_key(local.read_bytes(), password=None)
-        assert isinstance(key, Ed25519PrivateKey)
-        return key.public_key()
+        return checkpoint.parse_vkey(local.read_text()).public_key
     pem = platform.call(
         "GET", f"{platform.endpoints.audit}/v1/log/public-key", client_id="auditor-demo"
     ).text

@@ -1,4 +1,5 @@
-"""The auditor console in a real headless Chromium against `ikd-audit serve` as a process.
+"""The auditor console in a real headless Chromium against `ikd-audit serve` as a process,
+with `ikd-audit signer` beside it (the service itself has no signing key).
 
 Access events go through Kafka; the auditor signs in, searches by NIK, opens an entry and the
 page's own JavaScript recomputes the inclusion proof with Web Crypto.
@@ -25,8 +26,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ikd_audit.cli import MIGRATIONS
+from ikd_audit.service_layer.checkpoints import DEFAULT_ORIGIN
 from ikd_dev.issuer import generate_issuer_key, public_jwk
 from ikd_dev.synthetic import citizen
+from ikd_shared import checkpoint
 from ikd_shared.auth import TokenIssuer
 from ikd_shared.events import to_cloudevent
 from ikd_shared.events.access_v1 import AccessRecorded, Channel, Outcome
@@ -88,13 +91,29 @@ def start_service(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+def start_signer(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`ikd-audit signer` as a process: the signer role, the key file, nothing else."""
+    with log.open("wb") as out:
+        return subprocess.Popen(  # noqa: S603 - our own console script
+            [str(BIN / "ikd-audit"), "signer"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 async def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 30
     async with httpx.AsyncClient() as http:
         while True:
             if process.poll() is not None:
-                raise AssertionError(f"ikd-audit serve exited:\n{tail(log)}")
+                raise AssertionError(f"{process.args} exited:\n{tail(log)}")
             try:
                 if (await http.get(url)).status_code == 200:
                     return
@@ -121,34 +140,47 @@ async def audit_service(
         )
     )
     tokens = TokenIssuer(Ed25519PrivateKey.generate(), kid="tok-e2e", issuer="ikd-identity")
-    port = free_port()
+    port, signer_port = free_port(), free_port()
+    base_env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("IKD_AUDIT_", "IKD_SIGNER_"))
+    }
+    signer_env = {
+        **base_env,
+        "IKD_SIGNER_DATABASE_URL": str(database.signer_dsn),
+        "IKD_SIGNER_SIGNING_KEY": f"@{key_file}",
+        "IKD_SIGNER_INTERVAL_SECONDS": "1",
+        "IKD_SIGNER_PORT": str(signer_port),
+    }
+    vkey = checkpoint.Signer(DEFAULT_ORIGIN, tree_key).verifier.vkey
     env = {
-        **os.environ,
+        **base_env,
         "IKD_ENVIRONMENT": "development",
         "IKD_KAFKA_TOPIC_PREFIX": topic_prefix,
         "IKD_AUDIT_DATABASE_URL": database.app_dsn,
-        "IKD_AUDIT_TREE_HEAD_SIGNING_KEY": f"@{key_file}",
+        "IKD_AUDIT_LOG_VKEY": vkey,
         "IKD_AUDIT_TOKEN_JWKS": json.dumps(tokens.jwks()),
         "IKD_AUDIT_TRUST_JWKS": json.dumps(
             {"keys": [public_jwk(generate_issuer_key(), "dukcapil-e2e")]}
         ),
         "IKD_AUDIT_SESSION_SECRET": "dev-audit-session-secret-for-e2e-only",
         "IKD_AUDIT_PORT": str(port),
-        "IKD_AUDIT_TREE_HEAD_INTERVAL_SECONDS": "1",
         "IKD_AUDIT_CONSUMER_GROUP": f"{topic_prefix}audit",
     }
-    log = tmp_path / "audit.log"
-    process = start_service(env, log)
-    base = f"http://127.0.0.1:{port}"
+    log, signer_log = tmp_path / "audit.log", tmp_path / "signer.log"
+    signer = start_signer(signer_env, signer_log)
     try:
-        await wait_ready(f"{base}/readyz", process, log)
-        yield {"base": base, "tokens": tokens, "prefix": topic_prefix, "log": log}
-    finally:
-        process.terminate()
+        process = start_service(env, log)
         try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+            base = f"http://127.0.0.1:{port}"
+            await wait_ready(f"http://127.0.0.1:{signer_port}/readyz", signer, signer_log)
+            await wait_ready(f"{base}/readyz", process, log)
+            yield {"base": base, "tokens": tokens, "prefix": topic_prefix, "log": log}
+        finally:
+            stop(process)
+    finally:
+        stop(signer)
 
 
 async def produce_accesses(bootstrap: str, prefix: str, niks: list[str]) -> None:

@@ -1,4 +1,4 @@
-"""The whole platform as separate processes: identity, audit and three agency gateways.
+"""The whole platform as separate processes: identity, audit, its signer and three gateways.
 
 Each run gets its own databases, topic prefix and keys, so it never touches the demo's data.
 Every service connects to the bus as its own principal, under the ACLs of the run's prefix;
@@ -145,7 +145,7 @@ def stack(
     subprocess.run(  # noqa: S603
         [sys.executable, str(REPO / "deploy/scripts/dev_secrets.py"), str(keys)], check=True
     )
-    ports = {name: free_port() for name in ("identity", "audit", *AGENCIES)}
+    ports = {name: free_port() for name in ("identity", "audit", "signer", *AGENCIES)}
     endpoints = Endpoints(
         identity=f"http://127.0.0.1:{ports['identity']}",
         audit=f"http://127.0.0.1:{ports['audit']}",
@@ -191,8 +191,21 @@ def stack(
         subprocess.run(  # noqa: S603
             command, env=identity_env, check=True, capture_output=True, input=CLIENT_SECRET.encode()
         )
+    # The signer alone reads the tree-head key; the service gets the log's vkey, as in make up.
+    signer_env = {
+        **base,
+        "IKD_SIGNER_DATABASE_URL": str(audit_db.signer_dsn),
+        "IKD_SIGNER_SIGNING_KEY": f"@{keys}/tree-head.pem",
+        "IKD_SIGNER_INTERVAL_SECONDS": "1",
+        "IKD_SIGNER_PORT": str(ports["signer"]),
+    }
+    vkey = subprocess.run(  # noqa: S603
+        [str(BIN / "ikd-audit"), "vkey"], env=signer_env, check=True, capture_output=True
+    ).stdout
+    (keys / "log.vkey").write_bytes(vkey)
     try:
         stack.start("identity", [str(BIN / "ikd-identity"), "serve"], identity_env)
+        stack.start("signer", [str(BIN / "ikd-audit"), "signer"], signer_env)
         stack.start(
             "audit",
             [str(BIN / "ikd-audit"), "serve"],
@@ -200,11 +213,10 @@ def stack(
                 **base,
                 "IKD_AUDIT_DATABASE_URL": audit_db.app_dsn,
                 "IKD_AUDIT_MIGRATION_DATABASE_URL": audit_db.owner_dsn,
-                "IKD_AUDIT_TREE_HEAD_SIGNING_KEY": f"@{keys}/tree-head.pem",
+                "IKD_AUDIT_LOG_VKEY": f"@{keys}/log.vkey",
                 "IKD_AUDIT_TOKEN_JWKS": f"@{keys}/token-jwks.json",
                 "IKD_AUDIT_TRUST_JWKS": f"@{keys}/dukcapil-jwks.json",
                 "IKD_AUDIT_SESSION_SECRET": "e2e-console-session-secret-0123456789",
-                "IKD_AUDIT_TREE_HEAD_INTERVAL_SECONDS": "1",
                 "IKD_AUDIT_PORT": str(ports["audit"]),
                 "IKD_AUDIT_CONSUMER_GROUP": principals,
                 **principal_env("audit"),
@@ -226,6 +238,7 @@ def stack(
                 },
             )
         stack.wait_ready("identity", endpoints.identity)
+        stack.wait_ready("signer", f"http://127.0.0.1:{ports['signer']}")
         stack.wait_ready("audit", endpoints.audit)
         for agency in AGENCIES:
             stack.wait_ready(f"gateway-{agency}", endpoints.gateways[agency])

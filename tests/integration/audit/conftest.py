@@ -1,4 +1,5 @@
-"""Audit fixtures: a migrated database, keys, settings, the runtime and an in-process client."""
+"""Audit fixtures: a migrated database, keys, settings, the signer running beside the runtime
+(as `ikd-audit signer` beside `ikd-audit serve`) and an in-process client."""
 
 from __future__ import annotations
 
@@ -10,15 +11,23 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ikd_audit.bootstrap import AuditRuntime, bootstrap
+from ikd_audit.bootstrap import AuditRuntime, SignerRuntime, bootstrap
 from ikd_audit.cli import MIGRATIONS
-from ikd_audit.config import AuditSettings
+from ikd_audit.config import AuditSettings, SignerSettings
 from ikd_audit.entrypoints.app import create_app
+from ikd_audit.service_layer.checkpoints import DEFAULT_ORIGIN
 from ikd_dev.issuer import generate_issuer_key
 from ikd_dev.synthetic import citizen
 from ikd_shared.auth import TokenIssuer
 from ikd_shared.events.profile_v1 import CitizenProfile
-from tests.support.audit import Keys, audit_env, make_settings
+from tests.support.audit import (
+    Keys,
+    audit_env,
+    make_settings,
+    make_signer_settings,
+    running_signer,
+    signer_env,
+)
 
 
 @pytest.fixture(scope="session")
@@ -36,12 +45,28 @@ async def audit_db(database_factory: Any) -> Any:
 
 
 @pytest.fixture
-def settings(keys: Keys, audit_db: Any) -> AuditSettings:
-    return make_settings(audit_env(keys, audit_db.app_dsn, "unused."))
+def origin() -> str:
+    return DEFAULT_ORIGIN
 
 
 @pytest.fixture
-async def runtime(settings: AuditSettings) -> AsyncIterator[AuditRuntime]:
+def settings(keys: Keys, audit_db: Any, origin: str) -> AuditSettings:
+    return make_settings(audit_env(keys, audit_db.app_dsn, "unused.", origin=origin))
+
+
+@pytest.fixture
+def signer_settings(keys: Keys, audit_db: Any, origin: str) -> SignerSettings:
+    return make_signer_settings(signer_env(keys, audit_db.signer_dsn, origin=origin))
+
+
+@pytest.fixture
+async def signer(signer_settings: SignerSettings) -> AsyncIterator[SignerRuntime]:
+    async with running_signer(signer_settings) as running:
+        yield running
+
+
+@pytest.fixture
+async def runtime(settings: AuditSettings, signer: SignerRuntime) -> AsyncIterator[AuditRuntime]:
     async with bootstrap(settings) as runtime:
         yield runtime
 

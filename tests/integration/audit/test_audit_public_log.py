@@ -15,8 +15,8 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ikd_audit.bootstrap import AuditRuntime, bootstrap
-from ikd_audit.config import AuditSettings
+from ikd_audit.bootstrap import AuditRuntime, SignerRuntime, bootstrap_signer
+from ikd_audit.config import AuditSettings, SignerSettings
 from ikd_audit.service_layer.checkpoints import IntegrityError
 from ikd_shared import checkpoint, merkle
 from tests.support.audit import Keys, access, audit_env, make_settings
@@ -27,13 +27,18 @@ WITNESS = checkpoint.Signer("witness.test.example/w1", Ed25519PrivateKey.generat
 
 
 @pytest.fixture
+def origin() -> str:
+    return ORIGIN
+
+
+@pytest.fixture
 def settings(keys: Keys, audit_db: Any) -> AuditSettings:
     return make_settings(
         audit_env(
             keys,
             audit_db.app_dsn,
             "unused.",
-            IKD_AUDIT_LOG_ORIGIN=ORIGIN,
+            origin=ORIGIN,
             IKD_AUDIT_WITNESS_KEYS=WITNESS.verifier.vkey,
         )
     )
@@ -246,7 +251,11 @@ async def test_the_runtime_role_appends_only_through_the_log_functions(
 
 
 async def test_the_signer_refuses_a_stored_tree_it_did_not_compute(
-    runtime: AuditRuntime, settings: AuditSettings, audit_db: Any, citizens: Any
+    runtime: AuditRuntime,
+    signer: SignerRuntime,
+    signer_settings: SignerSettings,
+    audit_db: Any,
+    citizens: Any,
 ) -> None:
     await fill(runtime, citizens, 6)
     await runtime.log.record([access(citizens[0]) for _ in range(3)])
@@ -261,7 +270,7 @@ async def test_the_signer_refuses_a_stored_tree_it_did_not_compute(
     finally:
         await superuser.close()
     with pytest.raises(IntegrityError, match="does not match its entries"):
-        await runtime.log.sign_tree_head()
+        await signer.signer.sign()
 
     # a signer starting afresh checks the stored frontier against the head its key signed
     superuser = await asyncpg.connect(audit_db.superuser_dsn)
@@ -272,8 +281,8 @@ async def test_the_signer_refuses_a_stored_tree_it_did_not_compute(
         )
     finally:
         await superuser.close()
-    async with bootstrap(settings) as fresh:
+    async with bootstrap_signer(signer_settings) as fresh:
         with pytest.raises(IntegrityError, match="does not fold to the signed root of size 6"):
-            await fresh.log.sign_tree_head()
+            await fresh.signer.sign()
     async with runtime.uow() as uow:
         assert (await uow.log.latest_tree_head()).tree_size == 6, "nothing was signed"

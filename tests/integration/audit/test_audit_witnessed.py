@@ -32,16 +32,15 @@ WITNESS_NAME = "witness.other-org.example/w1"
 
 
 @pytest.fixture
+def origin() -> str:
+    return ORIGIN
+
+
+@pytest.fixture
 def settings(keys: Keys, audit_db: Any) -> AuditSettings:
     vkey = checkpoint.Signer(WITNESS_NAME, WITNESS_KEY, checkpoint.COSIGNATURE_V1).verifier.vkey
     return make_settings(
-        audit_env(
-            keys,
-            audit_db.app_dsn,
-            "unused.",
-            IKD_AUDIT_LOG_ORIGIN=ORIGIN,
-            IKD_AUDIT_WITNESS_KEYS=vkey,
-        )
+        audit_env(keys, audit_db.app_dsn, "unused.", origin=ORIGIN, IKD_AUDIT_WITNESS_KEYS=vkey)
     )
 
 

@@ -103,20 +103,16 @@ async def test_an_auditor_secret_from_a_file(database_factory: Any, tmp_path: Pa
 
 
 def audit_env_for_cli(database_url: str) -> dict[str, str]:
-    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from ikd_dev.issuer import generate_issuer_key, public_jwk
+    from ikd_shared import checkpoint
 
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+    vkey = checkpoint.Signer("audit.test.example/log", Ed25519PrivateKey.generate()).verifier.vkey
     jwks = json.dumps({"keys": [public_jwk(generate_issuer_key(), "k1")]})
     return {
         "IKD_AUDIT_DATABASE_URL": database_url,
-        "IKD_AUDIT_TREE_HEAD_SIGNING_KEY": pem.decode(),
+        "IKD_AUDIT_LOG_VKEY": vkey,
         "IKD_AUDIT_TOKEN_JWKS": jwks,
         "IKD_AUDIT_TRUST_JWKS": jwks,
         "IKD_AUDIT_SESSION_SECRET": "a-session-secret-for-the-cli-test-0123456789",

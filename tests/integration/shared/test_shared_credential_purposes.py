@@ -33,7 +33,14 @@ from ikd_identity.config import IdentitySettings
 from ikd_identity.entrypoints.api import create_app as create_identity_app
 from ikd_shared.auth import TokenIssuer
 from ikd_shared.credentials import DEFAULT_AUDIENCES, Purpose
-from tests.support.audit import Keys, audit_env, make_settings
+from tests.support.audit import (
+    Keys,
+    audit_env,
+    make_settings,
+    make_signer_settings,
+    running_signer,
+    signer_env,
+)
 from tests.support.identity import COUNTER_SERVICES, register_client
 
 REPO = Path(__file__).resolve().parents[3]
@@ -86,6 +93,7 @@ async def platform(database_factory: Any, session_topic_prefix: str) -> AsyncIte
     with mock.patch.dict(os.environ, env):
         identity_settings = IdentitySettings()  # type: ignore[call-arg]
     audit_settings = make_settings(audit_env(keys, audit_db.app_dsn, session_topic_prefix))
+    signer_settings = make_signer_settings(signer_env(keys, audit_db.signer_dsn))
     await register_client(
         identity_db.owner_dsn, "mpp-officer", {"identity:consent"}, serves={"bank-bjb"}
     )
@@ -93,9 +101,10 @@ async def platform(database_factory: Any, session_topic_prefix: str) -> AsyncIte
     audit_app = create_audit_app(audit_settings)
     async with (
         identity_app.router.lifespan_context(identity_app),
+        running_signer(signer_settings),  # the trail's proofs need a tree head
         audit_bootstrap(audit_settings) as runtime,
     ):
-        audit_app.state.runtime = runtime  # the consumer and signer are not needed here
+        audit_app.state.runtime = runtime  # the consumer is not needed here
         audit_app.state.consumer = None
         issuer = identity_app.state.container.token_issuer
 

@@ -9,6 +9,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ikd_audit.entrypoints.consumer import AccessConsumer
+from ikd_audit.service_layer.checkpoints import DEFAULT_ORIGIN, CheckpointSigner
 from ikd_audit.service_layer.services import AuditLog
 from ikd_shared.consumer import DeadLetterWriter, SourceRecord
 from ikd_shared.events import to_cloudevent
@@ -50,8 +51,8 @@ def source(
 
 async def test_a_batch_is_appended_once_poison_set_aside_and_an_outage_retried() -> None:
     db = FakeDatabase(now=T0)
-    audit = AuditLog(db, Ed25519PrivateKey.generate(), pseudonym_key=b"p" * 32,
-                     cursor_key=b"c" * 32, clock=lambda: T0)  # fmt: skip
+    signer = CheckpointSigner(db, Ed25519PrivateKey.generate(), DEFAULT_ORIGIN, lambda: T0)
+    audit = AuditLog(db, signer, pseudonym_key=b"p" * 32, cursor_key=b"c" * 32, clock=lambda: T0)
     consumer = AccessConsumer(audit, KafkaConnection("127.0.0.1:1"), topic_prefix="t.")
     producer = FakeProducer()
     first, second = access(), access()

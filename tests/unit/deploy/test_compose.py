@@ -27,8 +27,9 @@ from ikd_gateway.cli import example_receiver
 from ikd_gateway.config import GatewaySettings
 from ikd_identity.cli import app as identity_cli
 from ikd_ops.cli import app as ops_cli
+from ikd_shared import checkpoint
 from ikd_shared.auth import TokenIssuer, TokenVerifier, load_ed25519_private_key
-from ikd_shared.settings import Environment, ServiceSettings
+from ikd_shared.settings import DeploymentSettings, Environment, ServiceSettings
 from tests.support.deploy import (
     AGENCIES,
     COMPOSE_FILE,
@@ -62,6 +63,9 @@ SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 APPS = app_services()
 HTTP_APPS = [app for app in APPS.values() if app.local_port is not None]
 SETTINGS_APPS = [app for app in APPS.values() if app.settings is not None]
+# identity, audit, the gateways: Kafka clients with migrations (not audit's signer and witness)
+SERVICE_APPS = [app for app in SETTINGS_APPS if app.is_service]
+DATABASE_APPS = [app for app in SETTINGS_APPS if app.database is not None]
 CLIS = {"ikd-identity": identity_cli, "ikd-audit": audit_cli, "ikd-gateway": gateway_cli}
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - inside a container, published on loopback only
 SHARED_KAFKA_VARIABLES = {
@@ -77,7 +81,7 @@ APPLIED_PRINCIPALS = [
 ]
 KAFKA_CA_SOURCE = "${IKD_KAFKA_CA_HOST_FILE:-./.secrets/kafka/ca.pem}"
 KAFKA_CA_TARGET = "/etc/ikd/kafka-ca.pem"
-KAFKA_CLIENTS = ["init", *(app.name for app in SETTINGS_APPS)]
+KAFKA_CLIENTS = ["init", *(app.name for app in SERVICE_APPS)]
 
 
 def effective_port(app: AppService) -> int:
@@ -212,7 +216,7 @@ def test_depends_on_names_services_and_waits_for_them(name: str) -> None:
             assert SERVICES[target].get("healthcheck", {}).get("test"), target
 
 
-@pytest.mark.parametrize("app", SETTINGS_APPS, ids=[app.name for app in SETTINGS_APPS])
+@pytest.mark.parametrize("app", SERVICE_APPS, ids=[app.name for app in SERVICE_APPS])
 def test_services_start_after_kafka_postgres_and_the_topics(app: AppService) -> None:
     assert SERVICES[app.name]["depends_on"] == {
         "kafka": {"condition": "service_healthy"},
@@ -221,7 +225,7 @@ def test_services_start_after_kafka_postgres_and_the_topics(app: AppService) -> 
     }
 
 
-@pytest.mark.parametrize("app", SETTINGS_APPS, ids=[app.name for app in SETTINGS_APPS])
+@pytest.mark.parametrize("app", SERVICE_APPS, ids=[app.name for app in SERVICE_APPS])
 def test_services_migrate_then_serve(app: AppService) -> None:
     line = command_line(SERVICES[app.name])
     match = re.fullmatch(
@@ -281,7 +285,7 @@ def test_kafka_is_a_single_kraft_node_without_automatic_topics() -> None:
     advertised = {address: name for name, address in (x.split("://", 1) for x in listeners)}
     pairs = env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
     protocols = dict(pair.split(":") for pair in pairs)
-    for name in ("init", *(app.name for app in SETTINGS_APPS)):
+    for name in ("init", *(app.name for app in SERVICE_APPS)):
         bootstrap = environment(SERVICES[name])["IKD_KAFKA_BOOTSTRAP_SERVERS"]
         assert bootstrap in advertised, name
         assert protocols[advertised[bootstrap]] == "SASL_SSL", name
@@ -335,8 +339,8 @@ def test_every_required_setting_is_provided(app: AppService) -> None:
         names[field] for field, info in app.settings.model_fields.items() if info.is_required()
     }
     assert required <= set(env), f"missing {sorted(required - set(env))}"
-    # owner role for the `migrate` that runs before `serve`
-    assert names["migration_database_url"] in env
+    if app.is_service:  # owner role for the `migrate` that runs before `serve`
+        assert names["migration_database_url"] in env
 
 
 @pytest.mark.parametrize("app", SETTINGS_APPS, ids=[app.name for app in SETTINGS_APPS])
@@ -353,11 +357,13 @@ def test_secrets_and_trust_anchors_come_from_the_environment_without_defaults(
         if is_secret_field(app.settings, field) or field.endswith("jwks"):
             match = REQUIRED_REFERENCE.fullmatch(value)
             assert match, f"{app.name}: {name} must be ${{VAR:?message}}, is {value!r}"
-    assert env["IKD_ENVIRONMENT"] == "${IKD_ENVIRONMENT:-production}"
-    assert REQUIRED_REFERENCE.fullmatch(env["IKD_PSEUDONYM_KEY"])
+    if issubclass(app.settings, DeploymentSettings):  # the services and the signer
+        assert env["IKD_ENVIRONMENT"] == "${IKD_ENVIRONMENT:-production}"
+    if app.is_service:
+        assert REQUIRED_REFERENCE.fullmatch(env["IKD_PSEUDONYM_KEY"])
 
 
-@pytest.mark.parametrize("app", SETTINGS_APPS, ids=[app.name for app in SETTINGS_APPS])
+@pytest.mark.parametrize("app", DATABASE_APPS, ids=[app.name for app in DATABASE_APPS])
 def test_database_urls_use_the_service_database_roles_and_own_passwords(app: AppService) -> None:
     assert app.settings is not None
     env = environment(SERVICES[app.name])
@@ -366,7 +372,12 @@ def test_database_urls_use_the_service_database_roles_and_own_passwords(app: App
     assert app.database is not None
     short = app.database.removeprefix("ikd_")
     assert short in postgres_env["IKD_DATABASES"].split(), "postgres-init.sh creates it"
-    for field, role in (("database_url", "app"), ("migration_database_url", "owner")):
+    roles = [("database_url", app.database_role)]
+    if app.is_service:
+        roles.append(("migration_database_url", "owner"))
+    else:  # the signer: its own role only, never the owner's
+        assert "migration_database_url" not in app.settings.model_fields
+    for field, role in roles:
         url = env[names[field]]
         match = re.fullmatch(
             r"postgresql://(?P<user>\w+):(?P<password>\$\{[^}]+\})@postgres:5432/(?P<db>\w+)", url
@@ -384,11 +395,18 @@ def test_database_urls_use_the_service_database_roles_and_own_passwords(app: App
 
 def test_postgres_creates_exactly_the_databases_the_services_use() -> None:
     env = environment(SERVICES["postgres"])
-    wanted = {app.database.removeprefix("ikd_") for app in SETTINGS_APPS if app.database}
+    wanted = {app.database.removeprefix("ikd_") for app in DATABASE_APPS if app.database}
     assert set(env["IKD_DATABASES"].split()) == wanted
+    signed = {
+        app.database.removeprefix("ikd_")
+        for app in DATABASE_APPS
+        if app.database and app.database_role == "signer"
+    }
+    assert set(env["IKD_SIGNER_DATABASES"].split()) == signed == {"audit"}
     assert REQUIRED_REFERENCE.fullmatch(env["POSTGRES_PASSWORD"])
     for name in env["IKD_DATABASES"].split():
-        for role in ("OWNER", "APP"):
+        roles = ("OWNER", "APP", "SIGNER") if name in signed else ("OWNER", "APP")
+        for role in roles:
             assert REQUIRED_REFERENCE.fullmatch(env[f"IKD_PG_{name.upper()}_{role}_PASSWORD"])
     assert "IKD_PG_${name^^}_${role}_PASSWORD" in POSTGRES_INIT.read_text()
 
@@ -408,6 +426,124 @@ def test_consumers_share_one_token_key_and_one_set_of_trust_anchors() -> None:
     assert variable("identity", "IKD_IDENTITY_TRUST_JWKS") == variable(
         "audit", "IKD_AUDIT_TRUST_JWKS"
     )
+
+
+# ------------------------------------------------------------ the audit log's keys --
+
+
+def _variables_in(service: dict[str, Any]) -> set[str]:
+    return {
+        match["name"]
+        for value in environment(service).values()
+        for match in INTERPOLATION.finditer(value)
+    }
+
+
+def test_only_the_signer_is_given_the_tree_head_key_and_only_the_witness_its_own() -> None:
+    holders = {
+        variable: sorted(
+            name for name, service in SERVICES.items() if variable in _variables_in(service)
+        )
+        for variable in ("IKD_TREE_HEAD_SIGNING_KEY", "IKD_WITNESS_SIGNING_KEY")
+    }
+    assert holders == {
+        "IKD_TREE_HEAD_SIGNING_KEY": ["signer"],
+        "IKD_WITNESS_SIGNING_KEY": ["witness"],
+    }
+    # the service knows the log by its verifier key, which the witness trusts too
+    log_vkey = {"IKD_LOG_VKEY"}
+    assert log_vkey <= _variables_in(SERVICES["audit"])
+    assert log_vkey <= _variables_in(SERVICES["witness"])
+
+
+@pytest.mark.parametrize("name", ["signer", "witness"])
+def test_the_signer_and_the_witness_run_from_the_audit_image_without_kafka(name: str) -> None:
+    service = SERVICES[name]
+    command = [str(part) for part in service["command"]]
+    assert command == {"signer": ["signer"], "witness": ["witness", "serve"]}[name]
+    cli = typer.main.get_command(audit_cli)
+    assert command[0] in cli.commands  # type: ignore[attr-defined]
+    assert service["image"] == SERVICES["audit"]["image"]
+    env = environment(service)
+    assert not [variable for variable in env if variable.startswith("IKD_KAFKA")]
+    assert "IKD_PSEUDONYM_KEY" not in env
+    mounts = [volume_source_target(v)[1] for v in service.get("volumes", [])]
+    assert KAFKA_CA_TARGET not in mounts
+    # the signer's grants come from audit's migrations: it starts once audit is healthy
+    assert service["depends_on"]["audit"] == {"condition": "service_healthy"}
+    assert service["read_only"] is True
+    assert service["cap_drop"] == ["ALL"]
+
+
+def test_the_service_and_the_witness_know_the_log_by_the_signers_verifier_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    variables = generated_secrets()
+    loaded = {
+        name: _load(APPS[name], _compose_environment(APPS[name], variables), monkeypatch)
+        for name in ("audit", "signer", "witness")
+    }
+    log_vkey = loaded["signer"].note_signer.verifier.vkey
+    assert loaded["audit"].log_vkey == log_vkey
+    assert loaded["witness"].log_vkey == log_vkey
+    assert loaded["witness"].origin == loaded["signer"].log_origin
+    witness = checkpoint.signer_from_pem(
+        loaded["witness"].name,
+        loaded["witness"].signing_key.get_secret_value(),
+        checkpoint.COSIGNATURE_V1,
+    )
+    assert [v.vkey for v in loaded["audit"].witness_verifiers()] == [witness.verifier.vkey]
+    assert loaded["witness"].log_url == f"http://audit:{effective_port(APPS['audit'])}"
+
+
+def test_the_witness_keeps_its_file_on_a_volume_of_its_own() -> None:
+    service = SERVICES["witness"]
+    path = Path(environment(service)["IKD_WITNESS_DATABASE"])
+    mounts = dict(volume_source_target(v)[::-1] for v in service["volumes"])
+    assert str(path.parent) in mounts, "the witness's memory must survive a new container"
+    volume = mounts[str(path.parent)]
+    assert volume in (COMPOSE.get("volumes") or {})
+    users = [
+        name
+        for name, other in SERVICES.items()
+        if volume in [volume_source_target(v)[0] for v in other.get("volumes", [])]
+    ]
+    assert users == ["witness"]
+    # a new named volume takes the owner of the image's directory: the service user's
+    dockerfile = (REPO / APPS["witness"].dockerfile).read_text()
+    assert f"mkdir -m 700 {path.parent} && chown 10001:10001 {path.parent}" in dockerfile
+
+
+def _stub_psql(tmp_path: Path) -> tuple[Path, Path]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "psql.log"
+    # each call: its arguments (the -v variables) and the SQL it was fed
+    _stub(bin_dir / "psql", f'echo "CALL $*" >>{log}; cat >>{log}')
+    return bin_dir, log
+
+
+def test_postgres_init_gives_audit_a_signer_role_with_its_own_password(tmp_path: Path) -> None:
+    bin_dir, log = _stub_psql(tmp_path)
+    variables = generated_secrets()
+    env = {k: interpolate(v, variables) for k, v in environment(SERVICES["postgres"]).items()}
+    env["PATH"] = f"{bin_dir}:{os.environ['PATH']}"
+    subprocess.run(["bash", str(POSTGRES_INIT)], env=env, check=True, capture_output=True)  # noqa: S603, S607
+    calls = log.read_text().split("CALL ")[1:]
+    signers = [call for call in calls if "signer=" in call]
+    assert len(signers) == 1
+    assert "signer=ikd_audit_signer" in signers[0]
+    assert "signer_env=IKD_PG_AUDIT_SIGNER_PASSWORD" in signers[0]
+    assert "CREATE ROLE %I LOGIN NOSUPERUSER" in signers[0]
+    assert "GRANT CONNECT ON DATABASE %I TO %I', :'db', :'signer'" in signers[0]
+    assert "db=ikd_audit " in signers[0]
+    # a missing signer password stops the hook before anything is created, naming it
+    log.unlink()
+    del env["IKD_PG_AUDIT_SIGNER_PASSWORD"]
+    result = subprocess.run(["bash", str(POSTGRES_INIT)], env=env, capture_output=True, text=True)  # noqa: S603, S607
+    assert result.returncode != 0
+    assert "IKD_PG_AUDIT_SIGNER_PASSWORD" in result.stderr
+    assert not log.exists()
 
 
 def test_no_secret_has_a_default_anywhere() -> None:
@@ -444,7 +580,8 @@ def test_settings_load_in_production_from_the_compose_environment(
 ) -> None:
     """What the container gets validates, placeholder checks included."""
     settings = _load(app, _compose_environment(app, generated_secrets()), monkeypatch)
-    assert settings.environment is Environment.PRODUCTION
+    if isinstance(settings, DeploymentSettings):
+        assert settings.environment is Environment.PRODUCTION
     assert settings.host == ALL_INTERFACES
     assert settings.port == effective_port(app)
     if app.agency is not None:
@@ -486,6 +623,18 @@ def test_make_secrets_writes_every_required_variable_with_working_keys(
         json.loads(variables["IKD_TOKEN_JWKS"]), issuer="ikd-identity", audience="ikd-gateway"
     )
     assert verifier.verify(token).agency == "bank-bjb"
+    # the verifier keys are those of the generated keys, under the names written beside them
+    log_key = checkpoint.signer_from_pem(
+        variables["IKD_LOG_ORIGIN"], variables["IKD_TREE_HEAD_SIGNING_KEY"]
+    )
+    assert variables["IKD_LOG_VKEY"] == log_key.verifier.vkey
+    witness_key = checkpoint.signer_from_pem(
+        variables["IKD_WITNESS_NAME"],
+        variables["IKD_WITNESS_SIGNING_KEY"],
+        checkpoint.COSIGNATURE_V1,
+    )
+    assert variables["IKD_WITNESS_VKEY"] == witness_key.verifier.vkey
+    assert variables["IKD_TREE_HEAD_SIGNING_KEY"] != variables["IKD_WITNESS_SIGNING_KEY"]
     # the trial issuer's key matches the trust anchors, and a second run keeps the file
     trial = (tmp_path / ".secrets" / "dukcapil-jwks.json").read_text()
     assert json.loads(trial) == json.loads(variables["IKD_TRUST_JWKS"])
@@ -632,7 +781,7 @@ def test_init_applies_the_password_each_service_uses() -> None:
     for principal in APPLIED_PRINCIPALS:
         variable = kafka_principal_variable(principal)
         assert init[variable] == f"${{{variable}:?run deploy/compose/make-secrets.sh}}"
-    for app in SETTINGS_APPS:
+    for app in SERVICE_APPS:
         principal = service_principal(app)
         assert principal in APPLIED_PRINCIPALS
         service_password = environment(SERVICES[app.name])["IKD_KAFKA_PASSWORD"]

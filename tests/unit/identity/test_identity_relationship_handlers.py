@@ -21,6 +21,7 @@ from ikd_identity.domain.errors import (
     UnknownService,
 )
 from ikd_identity.service_layer import handlers, registrations
+from ikd_shared.credentials import Purpose
 from ikd_shared.events.profile_v1 import (
     TOMBSTONE_TYPE,
     ProfileUpdated,
@@ -36,9 +37,9 @@ FRONT_DESK = "mpp-kabupaten-cirebon"  # the MPP itself: no agency of the policy
 THREE_AGENCIES = ["skck", "social-assistance", "bjb-savings-account"]
 
 
-def _mint(key, profile, **kwargs) -> str:
+def _mint(key, profile, purpose=Purpose.VERIFICATION, **kwargs) -> str:
     return mint_credential(
-        key, kid="k1", issuer="dukcapil", audience="ikd-mpp", profile=profile, **kwargs
+        key, kid="k1", issuer="dukcapil", purpose=purpose, profile=profile, **kwargs
     )
 
 
@@ -180,11 +181,10 @@ async def test_consents_are_published_as_relationships(deps, state, issuer_key, 
         fields=["full_name"],
         purpose_code="account-opening",
         purpose_text="Pembukaan rekening",
-        legal_basis=LegalBasis.CONSENT,
         expires_at=clock.now + dt.timedelta(days=30),
     )
     consent = await handlers.grant_consent(
-        commands.GrantConsent(commands.CitizenProof(_mint(issuer_key, profile)), terms), deps
+        commands.GrantConsent(_mint(issuer_key, profile, Purpose.CONSENT), terms), deps
     )
     granted = _records(state)[-1]
     assert isinstance(granted, RelationshipsChanged)
@@ -199,9 +199,7 @@ async def test_consents_are_published_as_relationships(deps, state, issuer_key, 
     assert sorted(r.kind.value for r in granted.relationships) == ["consent", "service_request"]
 
     await handlers.revoke_consent(
-        commands.RevokeConsent(
-            commands.CitizenProof(_mint(issuer_key, profile)), consent.consent_id
-        ),
+        commands.RevokeConsent(_mint(issuer_key, profile, Purpose.CONSENT), consent.consent_id),
         deps,
     )
     revoked = _records(state)[-1]
@@ -220,11 +218,10 @@ async def test_a_consent_by_a_citizen_never_verified_stores_the_profile_first(
         fields=["full_name"],
         purpose_code="account-opening",
         purpose_text="Pembukaan rekening",
-        legal_basis=LegalBasis.CONSENT,
         expires_at=clock.now + dt.timedelta(days=30),
     )
     consent = await handlers.grant_consent(
-        commands.GrantConsent(commands.CitizenProof(_mint(issuer_key, profile)), terms), deps
+        commands.GrantConsent(_mint(issuer_key, profile, Purpose.CONSENT), terms), deps
     )
     (record,) = _records(state)
     assert isinstance(record, RelationshipsChanged)

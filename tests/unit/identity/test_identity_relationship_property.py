@@ -21,14 +21,13 @@ from ikd_identity.domain import commands
 from ikd_identity.domain.errors import CitizenInactive, CitizenNotFound
 from ikd_identity.service_layer import handlers, registrations
 from ikd_identity.service_layer.handlers import Deps
-from ikd_shared.credentials import CredentialVerifier
+from ikd_shared.credentials import DEFAULT_AUDIENCES, CredentialVerifier, Purpose
 from ikd_shared.events.profile_v1 import (
     ProfileUpdated,
     ProfileVerified,
     RelationshipsChanged,
 )
 from ikd_shared.events.topics import PROFILE
-from ikd_shared.legal import LegalBasis
 from ikd_shared.policy import DEFAULT_POLICY, load_policy
 from ikd_shared.pseudonym import pseudonymize
 from tests.support.identity_fakes import FakeState, FakeUnitOfWork
@@ -130,10 +129,14 @@ async def test_latest_record_lists_exactly_the_relationships_in_force(
 ) -> None:
     state = FakeState()
     now = [dt.datetime.now(dt.UTC)]
+    anchors = {"keys": [public_jwk(issuer_key, "k1")]}
     deps = Deps(
         uow=lambda: FakeUnitOfWork(state),
         verifier=CredentialVerifier(
-            {"keys": [public_jwk(issuer_key, "k1")]}, issuer="dukcapil", audience="ikd-mpp"
+            anchors, issuer="dukcapil", audience=DEFAULT_AUDIENCES[Purpose.VERIFICATION]
+        ),
+        consent_verifier=CredentialVerifier(
+            anchors, issuer="dukcapil", audience=DEFAULT_AUDIENCES[Purpose.CONSENT]
         ),
         pseudonym_key=KEY,
         credential_max_age=dt.timedelta(minutes=5),
@@ -142,9 +145,9 @@ async def test_latest_record_lists_exactly_the_relationships_in_force(
     )
     model = [Citizen() for _ in PEOPLE]
 
-    def credential(who: int) -> str:
+    def credential(who: int, purpose: Purpose = Purpose.VERIFICATION) -> str:
         return mint_credential(
-            issuer_key, kid="k1", issuer="dukcapil", audience="ikd-mpp", profile=PEOPLE[who]
+            issuer_key, kid="k1", issuer="dukcapil", purpose=purpose, profile=PEOPLE[who]
         )
 
     for op, who, arg in steps:
@@ -192,10 +195,9 @@ async def test_latest_record_lists_exactly_the_relationships_in_force(
                 fields=["full_name"],
                 purpose_code="account-opening",
                 purpose_text="Pembukaan rekening",
-                legal_basis=LegalBasis.CONSENT,
                 expires_at=at + dt.timedelta(days=int(arg)),  # type: ignore[call-overload]
             )
-            grant = commands.GrantConsent(commands.CitizenProof(credential(who)), terms)
+            grant = commands.GrantConsent(credential(who, Purpose.CONSENT), terms)
             if person.dead:
                 try:
                     await handlers.grant_consent(grant, deps)
@@ -213,7 +215,7 @@ async def test_latest_record_lists_exactly_the_relationships_in_force(
                 entry = given[int(arg) % len(given)]  # type: ignore[call-overload]
                 await handlers.revoke_consent(
                     commands.RevokeConsent(
-                        commands.CitizenProof(credential(who)),
+                        credential(who, Purpose.CONSENT),
                         entry.relationship_id,  # type: ignore[arg-type]
                     ),
                     deps,

@@ -14,10 +14,11 @@ from pydantic_settings import SettingsConfigDict
 from typer.testing import CliRunner
 
 from ikd_audit.cli import app as audit_cli
-from ikd_audit.config import AuditSettings
+from ikd_audit.config import AuditSettings, SignerSettings
 from ikd_gateway.cli import app as gateway_cli
 from ikd_gateway.config import GatewaySettings
 from ikd_identity.cli import app as identity_cli
+from ikd_shared import checkpoint
 from ikd_shared.settings import (
     ServiceSettings,
     dsn_password,
@@ -37,12 +38,8 @@ class DsnSettings(ServiceSettings):
 
 
 def audit_settings_env(env: pytest.MonkeyPatch) -> None:
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    env.setenv("IKD_AUDIT_TREE_HEAD_SIGNING_KEY", pem.decode())
+    key = Ed25519PrivateKey.generate()
+    env.setenv("IKD_AUDIT_LOG_VKEY", checkpoint.Signer("audit.example/log", key).verifier.vkey)
     env.setenv("IKD_AUDIT_TOKEN_JWKS", '{"keys": []}')
     env.setenv("IKD_AUDIT_TRUST_JWKS", '{"keys": []}')
     env.setenv("IKD_AUDIT_SESSION_SECRET", STRONG)
@@ -103,6 +100,19 @@ def test_every_services_database_urls_are_checked(production: pytest.MonkeyPatch
     production.setenv("IKD_AUDIT_MIGRATION_DATABASE_URL", weak)
     with pytest.raises(ValueError, match="IKD_AUDIT_MIGRATION_DATABASE_URL"):
         AuditSettings()  # type: ignore[call-arg]
+    pem = key_pem(Ed25519PrivateKey.generate())
+    production.setenv("IKD_SIGNER_SIGNING_KEY", pem)
+    production.setenv("IKD_SIGNER_DATABASE_URL", weak)
+    with pytest.raises(ValueError, match="IKD_SIGNER_DATABASE_URL"):
+        SignerSettings()  # type: ignore[call-arg]
+
+
+def key_pem(key: Ed25519PrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
 
 
 def test_identity_admin_commands_refuse_a_placeholder_owner_password(

@@ -1,4 +1,4 @@
-"""`ikd-audit`: migrate, serve, verify, export, prune, auditors, public-key."""
+"""`ikd-audit`: migrate, serve, signer, verify, export, prune, auditors, vkey, witness."""
 
 from __future__ import annotations
 
@@ -34,6 +34,13 @@ def _settings() -> Any:
     return load_settings(AuditSettings)
 
 
+def _signer_settings() -> Any:
+    from ikd_audit.config import SignerSettings
+    from ikd_shared.settings import load_settings
+
+    return load_settings(SignerSettings)
+
+
 @app.command()
 def migrate() -> None:
     """Apply database migrations with IKD_AUDIT_MIGRATION_DATABASE_URL (the owner role)."""
@@ -52,7 +59,7 @@ def serve(
     host: Annotated[str | None, typer.Option(help="default IKD_AUDIT_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="default IKD_AUDIT_PORT")] = None,
 ) -> None:
-    """Run the API, console, access-event consumer and tree-head signer in one process."""
+    """Run the API, console and access-event consumer (tree heads: `ikd-audit signer`)."""
     import uvicorn
 
     from ikd_audit.entrypoints.app import create_app
@@ -62,6 +69,29 @@ def serve(
     configure_logging()
     uvicorn.run(
         create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+    )
+
+
+@app.command()
+def signer(
+    host: Annotated[str | None, typer.Option(help="default IKD_SIGNER_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="default IKD_SIGNER_PORT")] = None,
+) -> None:
+    """Run the tree-head signer: the one process with the signing key (IKD_SIGNER_*)."""
+    import uvicorn
+
+    from ikd_audit.entrypoints.signer import create_signer_app
+    from ikd_shared.logs import configure_logging
+
+    settings = _signer_settings()
+    configure_logging()
+    uvicorn.run(
+        create_signer_app(settings),
         host=host or settings.host,
         port=port or settings.port,
         log_config=None,
@@ -159,29 +189,18 @@ def prune(
 
 @app.command("public-key")
 def public_key() -> None:
-    """Print the public key that verifies this log's tree heads."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    from ikd_shared.auth import load_ed25519_private_key
+    """Print the public key that verifies this log's tree heads (from the signer's settings)."""
     from ikd_shared.transparency import public_key_pem
 
-    settings = _settings()
-    key: Ed25519PrivateKey = load_ed25519_private_key(
-        settings.tree_head_signing_key.get_secret_value()
-    )
-    typer.echo(public_key_pem(key.public_key()), nl=False)
+    settings = _signer_settings()
+    typer.echo(public_key_pem(settings.note_signer.private_key.public_key()), nl=False)
 
 
 @app.command()
 def vkey() -> None:
-    """Print the log's verifier key (c2sp.org/signed-note) for its checkpoints' origin."""
-    from ikd_shared import checkpoint
-
-    settings = _settings()
-    signer = checkpoint.signer_from_pem(
-        settings.log_origin, settings.tree_head_signing_key.get_secret_value()
-    )
-    typer.echo(signer.verifier.vkey)
+    """Print the log's verifier key (c2sp.org/signed-note) from the signer's key and origin:
+    the service's IKD_AUDIT_LOG_VKEY and every witness's IKD_WITNESS_LOG_VKEY."""
+    typer.echo(_signer_settings().note_signer.verifier.vkey)
 
 
 @auditors.command("add")

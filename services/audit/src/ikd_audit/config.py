@@ -1,18 +1,46 @@
-"""Audit service settings (prefix IKD_AUDIT_); built once at process start."""
+"""Audit settings, built once at process start: the service's (prefix IKD_AUDIT_) and its
+signer's (prefix IKD_SIGNER_). Only the signer's hold the tree-head signing key."""
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, field_validator
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from ikd_audit.service_layer.checkpoints import DEFAULT_ORIGIN
 from ikd_shared import checkpoint
 from ikd_shared.credentials import DEFAULT_AUDIENCES, Purpose
 from ikd_shared.settings import (
+    DeploymentSettings,
     Ed25519KeySetting,
     JwksSetting,
     ServiceSettings,
     TrustedProxiesSetting,
 )
+
+
+def _read_vkey(value: Any) -> Any:
+    """A verifier key inline, or `@path` to a file holding one (it is public)."""
+    if isinstance(value, str) and value.startswith("@"):
+        try:
+            value = Path(value[1:]).read_text()
+        except OSError as error:
+            raise ValueError(f"cannot read the vkey file: {error.strerror}") from None
+    if isinstance(value, str):
+        try:
+            verifier = checkpoint.parse_vkey(value)
+        except checkpoint.NoteError as error:
+            raise ValueError(str(error)) from None
+        if verifier.signature_type != checkpoint.ED25519:
+            raise ValueError("the log's verifier key must be an Ed25519 (0x01) note key")
+        return value.strip()
+    return value
+
+
+VkeySetting = Annotated[str, BeforeValidator(_read_vkey)]
+"""The log's verifier key (c2sp.org/signed-note), inline or `@path`."""
 
 
 class AuditSettings(ServiceSettings):
@@ -27,8 +55,16 @@ class AuditSettings(ServiceSettings):
         pattern=r"^postgres(ql)?://",
         description="owner role, used by `ikd-audit migrate` only",
     )
-    tree_head_signing_key: Ed25519KeySetting = Field(
-        description="Ed25519 private key (PKCS8 PEM, or @path to one) that signs tree heads",
+    log_vkey: VkeySetting = Field(
+        description="the log's verifier key (`ikd-audit vkey` where the signer's key is, inline "
+        "or @path): its name is the checkpoints' origin, its key checks the tree heads. The "
+        "signing key itself stays with `ikd-audit signer`",
+    )
+    signer_wait_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=120,
+        description="how long a request for entries no tree head covers yet waits for the signer",
     )
     token_jwks: JwksSetting = Field(
         description="identity's access-token JWKS (inline JSON or @path)",
@@ -62,12 +98,6 @@ class AuditSettings(ServiceSettings):
     )
     host: str = Field(default="127.0.0.1")
     port: int = Field(default=18010, ge=1, le=65535)
-    tree_head_interval_seconds: float = Field(default=10.0, gt=0)
-    tree_head_max_entries: int = Field(
-        default=1000,
-        ge=1,
-        description="sign a new tree head once this many entries are unsigned",
-    )
     page_size_default: int = Field(default=50, ge=1)
     page_size_max: int = Field(default=500, ge=1)
     consumer_batch_size: int = Field(default=500, ge=1, le=10000)
@@ -97,12 +127,6 @@ class AuditSettings(ServiceSettings):
         default=3600.0, ge=0, description="how often `serve` prunes; 0 turns it off"
     )
 
-    log_origin: str = Field(
-        default="ikd-mpp.local/audit-log",
-        pattern=r"^[^\s+]{1,255}$",
-        description="the checkpoints' origin line and the log key's name "
-        "(c2sp.org/tlog-checkpoint): a schema-less URL naming this log",
-    )
     witness_keys: str = Field(
         default="",
         description="verifier keys (vkeys) of the witnesses whose cosignatures are kept and "
@@ -122,3 +146,44 @@ class AuditSettings(ServiceSettings):
     @property
     def cookies_https_only(self) -> bool:
         return self.secure_cookies if self.secure_cookies is not None else not self.is_development
+
+    @property
+    def log_verifier(self) -> checkpoint.Verifier:
+        return checkpoint.parse_vkey(self.log_vkey)
+
+
+class SignerSettings(DeploymentSettings):
+    """`ikd-audit signer`: the one process with the tree-head key, on its own database role.
+
+    No Kafka, no pseudonym key, no token keys: it reads the log and adds signed tree heads.
+    Outside development a placeholder database password is refused, as in every service.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="IKD_SIGNER_", extra="ignore", frozen=True)
+
+    database_url: str = Field(
+        pattern=r"^postgres(ql)?://",
+        description="signer role ikd_audit_signer: reads the log, adds tree heads, nothing else",
+    )
+    signing_key: Ed25519KeySetting = Field(
+        description="Ed25519 private key (PKCS8 PEM, or @path to one) that signs tree heads "
+        "and checkpoints; no other process is given it",
+    )
+    log_origin: str = Field(
+        default=DEFAULT_ORIGIN,
+        pattern=r"^[^\s+]{1,255}$",
+        description="the checkpoints' origin line and the log key's name "
+        "(c2sp.org/tlog-checkpoint): a schema-less URL naming this log",
+    )
+    interval_seconds: float = Field(
+        default=10.0, gt=0, description="sign new entries at least this often"
+    )
+    max_entries: int = Field(
+        default=1000, ge=1, description="sign as soon as this many entries are unsigned"
+    )
+    host: str = Field(default="127.0.0.1", description="health and metrics only")
+    port: int = Field(default=18030, ge=1, le=65535)
+
+    @property
+    def note_signer(self) -> checkpoint.Signer:
+        return checkpoint.signer_from_pem(self.log_origin, self.signing_key.get_secret_value())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 import asyncpg
@@ -33,6 +33,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 # One writer at a time appends, so positions are gapless and the tree state stays exact.
 LOG_LOCK = 0x1CD_A0D1
+# The signer process LISTENs here; the service NOTIFYs when it needs a head it cannot sign.
+SIGN_CHANNEL = "ikd_audit_sign"
 ENTRY_COLUMNS = (
     "position, access_id, occurred_at, recorded_at, agency, service, pseudonym, fields, "
     "purpose, legal_basis, channel, outcome, reason"
@@ -334,3 +336,33 @@ class PgUnitOfWorkFactory:
 
     def __call__(self, *, snapshot: bool = False) -> PgUnitOfWork:
         return PgUnitOfWork(self.pool, snapshot=snapshot)
+
+
+async def request_tree_head(pool: asyncpg.Pool) -> None:
+    """Wake the signer process. Outside any transaction: a NOTIFY is only sent on commit."""
+    await pool.execute(f"NOTIFY {SIGN_CHANNEL}")
+
+
+class SignRequests:
+    """The signer's LISTEN for requests, on a connection of its own (session state, so never
+    a pooled one); a dropped connection shows in `alive`, and the caller listens again."""
+
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self._conn = connection
+
+    @classmethod
+    async def listen(cls, dsn: str, wake: Callable[[], None]) -> SignRequests:
+        connection = await asyncpg.connect(dsn)
+        try:
+            await connection.add_listener(SIGN_CHANNEL, lambda *_: wake())
+        except BaseException:
+            await connection.close()
+            raise
+        return cls(connection)
+
+    @property
+    def alive(self) -> bool:
+        return not self._conn.is_closed()
+
+    async def close(self) -> None:
+        await self._conn.close()

@@ -44,3 +44,10 @@ class NotFound(AuditError):
 class NoTreeHead(AuditError):
     status_code = 503
     code = "no_tree_head"
+
+
+class TreeHeadPending(AuditError):
+    """The signer (another process) did not sign the entries asked about in time."""
+
+    status_code = 503
+    code = "tree_head_pending"

@@ -1,4 +1,7 @@
-"""The audit service process: API, console, consumer and tree-head signer in one lifespan."""
+"""The audit service process: API, console and consumer in one lifespan.
+
+It holds no signing key: tree heads come from `ikd-audit signer` (entrypoints/signer.py).
+"""
 
 from __future__ import annotations
 
@@ -20,7 +23,6 @@ from ikd_audit.entrypoints import api, console, public_log
 from ikd_audit.entrypoints.consumer import AccessConsumer
 from ikd_audit.entrypoints.observability import SIGNED_TREE_SIZE, TREE_HEAD_AGE, TREE_SIZE
 from ikd_audit.entrypoints.pruner import run_pruner
-from ikd_audit.entrypoints.signer import run_signer
 from ikd_shared import kafka_lag
 from ikd_shared.api import (
     BodySizeLimit,
@@ -50,7 +52,7 @@ def create_app(settings: AuditSettings) -> FastAPI:
         async with bootstrap(settings) as runtime:
             app.state.runtime = runtime
             # A background loop that fails is logged and started again after a backoff, so the
-            # process never serves on with a dead consumer, signer or pruner.
+            # process never serves on with a dead consumer or pruner.
             stop = asyncio.Event()
             tasks: list[asyncio.Task[None]] = []
 
@@ -58,14 +60,6 @@ def create_app(settings: AuditSettings) -> FastAPI:
                 loop = supervise(body, name=name, stop=stop, trace=True, logger=log)
                 tasks.append(asyncio.create_task(loop, name=name))
 
-            keep_running(
-                "tree-head signer",
-                lambda: run_signer(
-                    runtime.log,
-                    interval=settings.tree_head_interval_seconds,
-                    max_entries=settings.tree_head_max_entries,
-                ),
-            )
             store = runtime.throttle_store
             if settings.prune_interval_seconds > 0:
                 keep_running(

@@ -5,18 +5,24 @@ signed, appends the leaves added since, each hashed again from the entry's own c
 signs the root it computed. A signer that starts without a frontier takes the stored one only
 if it folds to the root of a head its own key signed. If the stored tree then disagrees with
 the computed one (the nodes proofs are built from), it refuses to sign.
+
+The key lives in one process, `ikd-audit signer` (CheckpointSigner); the service itself holds
+only the log's verifier key and asks the signer for a head when it needs one (SignerClient).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from tenacity import AsyncRetrying, retry_if_result, stop_after_delay, wait_exponential
 
-from ikd_audit.domain.errors import AuditError, BadProofRequest, NotFound
+from ikd_audit.domain.errors import AuditError, BadProofRequest, NotFound, TreeHeadPending
 from ikd_audit.domain.model import Cosignature
 from ikd_audit.service_layer.unit_of_work import LogRepository, UnitOfWorkFactory
 from ikd_shared import checkpoint, merkle
@@ -42,6 +48,19 @@ async def stored_root(log_repo: LogRepository, size: int) -> bytes:
     return merkle.CompactRange.at(size, nodes).root()
 
 
+class TreeHeadSigner(Protocol):
+    """Where tree heads come from: CheckpointSigner where the key is, SignerClient elsewhere."""
+
+    @property
+    def verifier(self) -> checkpoint.Verifier:
+        """The log's note key: its name is the checkpoints' origin."""
+        ...
+
+    async def sign(self) -> TreeHead:
+        """A signed head covering every entry appended so far (the latest one if it does)."""
+        ...
+
+
 class CheckpointSigner:
     """Signs tree heads (the JSON form) and checkpoints (C2SP notes) with one Ed25519 key."""
 
@@ -57,12 +76,24 @@ class CheckpointSigner:
         self.note_signer = checkpoint.Signer(origin, key)
         self.clock = clock
         self._retained: tuple[TreeHead, merkle.CompactRange] | None = None
+        self._lock = asyncio.Lock()
 
     @property
     def verifier(self) -> checkpoint.Verifier:
         return self.note_signer.verifier
 
+    async def unsigned_entries(self) -> int:
+        """Entries no tree head covers yet; one more while the log has no head at all."""
+        async with self.uow(snapshot=True) as uow:
+            size, latest = await uow.log.size(), await uow.log.latest_tree_head()
+        return size - latest.tree_size if latest else size + 1
+
     async def sign(self) -> TreeHead:
+        """Sign the tree as it is now (or return the head that already signs this size)."""
+        async with self._lock:
+            return await self._sign()
+
+    async def _sign(self) -> TreeHead:
         async with self.uow(snapshot=True) as uow:
             size = await uow.log.size()
             latest = await uow.log.latest_tree_head()
@@ -121,6 +152,69 @@ class CheckpointSigner:
                 f"the stored frontier does not fold to the signed root of size {latest.tree_size}"
             )
         return tree
+
+
+class SignerClient:
+    """Tree heads for a process without the key: it asks the signer process and waits.
+
+    `request` wakes the signer (a NOTIFY it listens for); the log is then read until a head
+    covers what was appended before the request. Past `wait` seconds the caller gets
+    TreeHeadPending (503, retry later) rather than a head that leaves its entries out.
+    """
+
+    REQUEST_AGAIN_SECONDS = 1.0  # a signer that was reconnecting missed the first request
+
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        verifier: checkpoint.Verifier,
+        request: Callable[[], Awaitable[None]],
+        *,
+        wait: float = 10.0,
+    ) -> None:
+        self.uow = uow
+        self._verifier = verifier
+        self.request = request
+        self.wait = wait
+
+    @property
+    def verifier(self) -> checkpoint.Verifier:
+        return self._verifier
+
+    async def sign(self) -> TreeHead:
+        size, head = await self._state()
+        if head is not None and head.tree_size >= size:
+            return head
+        loop = asyncio.get_running_loop()
+        requested = loop.time()
+        await self.request()
+
+        async def covering() -> TreeHead | None:
+            nonlocal requested
+            _, latest = await self._state()
+            if latest is not None and latest.tree_size >= size:
+                return latest
+            if loop.time() - requested >= self.REQUEST_AGAIN_SECONDS:
+                requested = loop.time()
+                await self.request()
+            return None
+
+        retrying = AsyncRetrying(
+            stop=stop_after_delay(self.wait),
+            wait=wait_exponential(multiplier=0.01, max=0.2),
+            retry=retry_if_result(lambda found: found is None),
+            retry_error_callback=lambda _: None,
+        )
+        found: TreeHead | None = await retrying(covering)
+        if found is None:
+            raise TreeHeadPending(
+                f"the signer has not signed the log up to size {size} yet; try again shortly"
+            )
+        return found
+
+    async def _state(self) -> tuple[int, TreeHead | None]:
+        async with self.uow(snapshot=True) as uow:
+            return await uow.log.size(), await uow.log.latest_tree_head()
 
 
 class Witnessing:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
 import itertools
@@ -11,12 +10,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from ikd_audit.domain.errors import BadProofRequest, NotFound, Unauthenticated
 from ikd_audit.domain.model import NewEntry
 from ikd_audit.domain.search import AgencyCount, CursorCodec, SearchFilter
-from ikd_audit.service_layer.checkpoints import DEFAULT_ORIGIN, CheckpointSigner, Witnessing
+from ikd_audit.service_layer.checkpoints import TreeHeadSigner, Witnessing
 from ikd_audit.service_layer.unit_of_work import LogRepository, UnitOfWorkFactory
 from ikd_shared import checkpoint, merkle, transparency
 from ikd_shared.credentials import CredentialError, CredentialVerifier
@@ -95,26 +92,28 @@ async def _root(log: LogRepository, size: int) -> bytes:
 
 
 class AuditLog:
+    """The log's use cases. It holds no private key: tree heads come from `signer`, which is
+    the key's holder only inside `ikd-audit signer` (and in tests), a SignerClient elsewhere."""
+
     def __init__(
         self,
         uow: UnitOfWorkFactory,
-        signing_key: Ed25519PrivateKey,
+        signer: TreeHeadSigner,
         *,
         pseudonym_key: bytes,
         cursor_key: bytes,
         credentials: CredentialVerifier | None = None,
         credential_max_age: dt.timedelta = dt.timedelta(minutes=5),
         clock: Clock = utc_now,
-        origin: str = DEFAULT_ORIGIN,
         witnesses: Sequence[checkpoint.Verifier] = (),
     ) -> None:
         self.uow = uow
-        self.signing_key = signing_key
-        self.checkpoints = CheckpointSigner(uow, signing_key, origin, clock)
-        self.origin = origin
-        self.vkey = self.checkpoints.verifier.vkey
-        self.witnessing = Witnessing(uow, self.checkpoints.verifier, witnesses)
-        self.public_key = signing_key.public_key()
+        self.signer = signer
+        verifier = signer.verifier
+        self.origin = verifier.name
+        self.vkey = verifier.vkey
+        self.witnessing = Witnessing(uow, verifier, witnesses)
+        self.public_key = verifier.public_key
         self.key_id = key_id(self.public_key)
         self.public_key_pem = public_key_pem(self.public_key)
         self.pseudonym_key = pseudonym_key
@@ -122,8 +121,6 @@ class AuditLog:
         self.credentials = credentials
         self.credential_max_age = credential_max_age
         self.clock = clock
-        self.changed = asyncio.Event()
-        self._sign_lock = asyncio.Lock()
 
     # --- recording -------------------------------------------------------------------------
 
@@ -152,14 +149,11 @@ class AuditLog:
                 rows.append(placed)
             if rows:
                 await uow.log.add(rows, completed)
-        if rows:
-            self.changed.set()
         return AppendResult(len(rows), duplicates + len(unique) - len(rows), tree.size, tree.root())
 
     async def sign_tree_head(self) -> TreeHead:
-        """Sign the tree as it is now (or return the head that already signs this size)."""
-        async with self._sign_lock:
-            return await self.checkpoints.sign()
+        """A signed head covering the log as it is now, from the signer (a new one if needed)."""
+        return await self.signer.sign()
 
     async def tree_state(self) -> tuple[int, TreeHead | None]:
         """The log's size and its latest signed tree head."""
