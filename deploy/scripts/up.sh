@@ -16,6 +16,8 @@ add_client() {
   printf '%s' "$secret" | env $(identity_env) ikd-identity clients add --secret-file - "$@" >/dev/null
 }
 add_client --id counter-polres --scopes identity:verify --agency polres-cirebon
+# the MPP's front desk: the citizen shows the IKD once and names the services at any agencies
+add_client --id mpp-reception --scopes identity:verify --agency mpp-kabupaten-cirebon
 add_client --id dukcapil-feed --scopes identity:feed
 # The MPP's officer desk records consents (with the citizen's credential) for the demo agencies.
 add_client --id mpp-officer --scopes identity:consent --agency dpmptsp-cirebon --serves "$IKD_DEMO_AGENCIES"

@@ -1,6 +1,8 @@
 """The demo: seed clients' data, then walk one citizen through the whole flow.
 
-verify at a counter -> prefill at three agencies -> consent -> revoke -> the citizen's trail.
+the IKD shown once at the MPP's reception, naming services at three agencies -> prefill there,
+and a fourth agency holds nothing -> a consent given and revoked with the citizen's own
+credential -> the citizen's trail, read with a credential for that purpose alone.
 """
 
 from __future__ import annotations
@@ -28,8 +30,15 @@ DEMO_SEED = 2026
 WALKTHROUGH_SEED = 7
 CREDENTIAL_ISSUER = "https://dukcapil.kemendagri.go.id/ikd"
 BULK_BATCH = 500
-PUBLIC_TASK_SERVICES = (("polres-cirebon", "skck"), ("dinsos-cirebon", "social-assistance"))
+RECEPTION_CLIENT = "mpp-reception"
+PUBLIC_TASK_SERVICES = (
+    ("polres-cirebon", "skck"),
+    ("dinsos-cirebon", "social-assistance"),
+    ("disnaker-cirebon", "job-seeker-card"),
+)
+"""What the citizen came for at reception: one service at each of three agencies."""
 CONSENT_SERVICE = ("bank-bjb", "bjb-savings-account")
+"""The fourth agency: not chosen at reception, so it holds nothing until the citizen consents."""
 CONSENTED_FIELDS = [
     "nik",
     "full_name",
@@ -152,7 +161,7 @@ class Walkthrough:
         return wait_for(self._served(agency, service), max_interval=1.0)
 
     def run(self) -> dict[str, Any]:
-        pseudonym = self.verify_at_counter()
+        pseudonym = self.verify_at_reception()
         self.prefill_everywhere()
         consent_id = self.grant_consent()
         purge_seconds = self.revoke_consent(consent_id)
@@ -164,13 +173,15 @@ class Walkthrough:
             "proofs_verified": proofs_verified,
         }
 
-    def verify_at_counter(self) -> str:
+    def verify_at_reception(self) -> str:
         p, who = self.platform, self.profile
-        self.say(f"1. {who.full_name} (NIK {who.nik}) shows an IKD at the police counter")
+        wanted = ", ".join(f"{service} ({agency})" for agency, service in PUBLIC_TASK_SERVICES)
+        self.say(f"1. {who.full_name} (NIK {who.nik}) shows the IKD once, at the MPP's reception,")
+        self.say(f"   and picks the services they came for: {wanted}")
         verified = p.call(
             "POST",
             f"{p.endpoints.identity}/v1/verifications",
-            client_id="counter-polres",
+            client_id=RECEPTION_CLIENT,
             # the services the citizen came for: an agency holds them only for these
             json={
                 "credential": self.credential(Purpose.VERIFICATION),
@@ -178,12 +189,15 @@ class Walkthrough:
             },
         ).json()
         self.say(
-            f"   verified: pseudonym {verified['pseudonym'][:16]}…, version {verified['version']}"
+            f"   verified: pseudonym {verified['pseudonym'][:16]}…, version {verified['version']}; "
+            + ", ".join(
+                f"{r['service']} until {r['expires_at'][:10]}" for r in verified["relationships"]
+            )
         )
         return str(verified["pseudonym"])
 
     def prefill_everywhere(self) -> None:
-        self.say("2. prefill at three agencies, nobody types anything")
+        self.say("2. prefill at the three counters, nobody types anything")
         for agency, service in PUBLIC_TASK_SERVICES:
             took = self.wait_served(agency, service)
             fields = sorted(self.prefill(agency, service).json()["fields"])
@@ -194,7 +208,8 @@ class Walkthrough:
         denied = self.prefill(*CONSENT_SERVICE)
         self.say(
             f"   {'/'.join(CONSENT_SERVICE)}: {denied.status_code} "
-            f"{denied.json().get('code')} (no consent, no relationship: the bank holds nothing)"
+            f"{denied.json().get('code')} (a fourth agency, not chosen: it holds nothing, "
+            "and the answer does not tell whether the citizen exists)"
         )
 
     def grant_consent(self) -> str:
@@ -233,7 +248,7 @@ class Walkthrough:
             json={"credential": self.credential(Purpose.CONSENT)},
         )
         # The consent was the bank's only relationship with the citizen: the row goes (404).
-        purge = wait_for(lambda: self.prefill(*CONSENT_SERVICE).status_code in (403, 404))
+        purge = wait_for(lambda: self.prefill(*CONSENT_SERVICE).status_code == 404)
         self.say(
             f"   purged from {CONSENT_SERVICE[0]}'s view: prefill refused "
             f"{purge * 1000:.0f} ms after revocation"
@@ -242,7 +257,10 @@ class Walkthrough:
 
     def read_trail(self) -> tuple[dict[str, Any], int]:
         p = self.platform
-        self.say("5. the citizen reads their own processing trail, with proofs")
+        self.say(
+            "5. the citizen reads their own processing trail with an IKD credential issued for "
+            "that alone (the counter's or the consent's would be refused), with proofs"
+        )
         public_key = tree_head_public_key(p, self.key_dir)
         trail: dict[str, Any] = {}
 
@@ -269,6 +287,8 @@ class Walkthrough:
             f"   {verified}/{len(trail['accesses'])} inclusion proofs verify against the "
             f"signed tree head of size {trail['tree_head']['tree_size']}"
         )
+        witnesses = ", ".join(w["name"] for w in trail.get("witnesses", [])) or "none yet"
+        self.say(f"   the checkpoint they refer to is cosigned by: {witnesses}")
         return trail, verified
 
 

@@ -25,7 +25,9 @@ class Endpoints:
     @classmethod
     def from_env(cls) -> Endpoints:
         """Gateways of IKD_DEMO_AGENCIES on consecutive ports from IKD_GATEWAY_BASE_PORT."""
-        agencies = _env("IKD_DEMO_AGENCIES", "polres-cirebon bank-bjb dinsos-cirebon").split()
+        agencies = _env(
+            "IKD_DEMO_AGENCIES", "polres-cirebon bank-bjb dinsos-cirebon disnaker-cirebon"
+        ).split()
         base = int(_env("IKD_GATEWAY_BASE_PORT", "18100"))
         return cls(gateways={a: f"http://127.0.0.1:{base + i}" for i, a in enumerate(agencies)})
 

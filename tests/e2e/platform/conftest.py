@@ -28,7 +28,7 @@ from tests.support.databases import Database, DatabaseFactory
 from tests.support.environment import REPO
 from tests.support.kafka import SECRETS, kafka_connection, password
 
-AGENCIES = ("polres-cirebon", "bank-bjb", "dinsos-cirebon")
+AGENCIES = ("polres-cirebon", "bank-bjb", "dinsos-cirebon", "disnaker-cirebon")
 CLIENT_SECRET = "e2e-client-secret"
 BIN = Path(sys.executable).parent
 
@@ -167,6 +167,7 @@ def stack(
     }
     clients = [
         ("counter-polres", "identity:verify", "polres-cirebon"),
+        ("mpp-reception", "identity:verify", "mpp-kabupaten-cirebon"),
         ("mpp-officer", "identity:consent", "dpmptsp-cirebon"),
         ("auditor-demo", "audit:read", None),
         *((f"backend-{a}", "gateway:prefill gateway:webhooks", a) for a in AGENCIES),
