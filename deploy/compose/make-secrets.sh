@@ -51,7 +51,7 @@ command -v openssl >/dev/null || { echo "make-secrets: needs openssl" >&2; exit 
 # shellcheck source-path=SCRIPTDIR source=kafka-pki.sh
 source "$root/deploy/compose/kafka-pki.sh"
 # the agency gateways of docker-compose.yml
-agencies=(polres-cirebon bank-bjb dinsos-cirebon)
+agencies=(polres-cirebon bank-bjb dinsos-cirebon disnaker-cirebon)
 upper() { local name="${1^^}"; printf '%s' "${name//-/_}"; }
 
 hex() { openssl rand -hex "$1"; }                      # $1 random bytes as hex
