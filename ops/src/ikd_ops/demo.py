@@ -262,6 +262,8 @@ class Walkthrough:
             "that alone (the counter's or the consent's would be refused), with proofs"
         )
         public_key = tree_head_public_key(p, self.key_dir)
+        # With witnesses configured, wait for a checkpoint one of them cosigned (every few s).
+        witnessed = bool(p.call("GET", f"{p.endpoints.audit}/v1/log/info").json()["witnesses"])
         trail: dict[str, Any] = {}
 
         def complete() -> bool:
@@ -272,7 +274,8 @@ class Walkthrough:
                 json={"credential": self.credential(Purpose.TRAIL)},
             ).json()
             # verified (3 views), prefills, the denial and the consent's reads are all in
-            return len(trail["accesses"]) >= MIN_TRAIL_ENTRIES
+            enough = len(trail["accesses"]) >= MIN_TRAIL_ENTRIES
+            return enough and (not witnessed or bool(trail.get("witnesses")))
 
         wait_for(complete, timeout=30)
         verified = 0
