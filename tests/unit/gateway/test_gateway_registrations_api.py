@@ -290,3 +290,5 @@ async def test_a_backend_refused_again_and_again_is_throttled(api: Any, tokens: 
     response = await client.post("/v1/registrations", json=good, headers=token)
     assert (response.status_code, response.json()["code"]) == (429, "too_many_denials")
     assert identity.calls == []
+    throttled = store.outbox[-1]  # the block's first refusal is audited, on the routes' channel
+    assert (throttled.channel, throttled.reason) == (Channel.REGISTRATION, "too_many_denials")

@@ -29,7 +29,7 @@ from ikd_gateway.adapters.webhooks import generate_secret
 from ikd_gateway.bootstrap import Gateway, bootstrap, check_or_exit
 from ikd_gateway.config import GatewaySettings
 from ikd_gateway.domain import errors
-from ikd_gateway.entrypoints.registrations import registrations_router
+from ikd_gateway.entrypoints.registrations import Guard, registrations_router
 from ikd_gateway.service_layer import prefill as prefills
 from ikd_gateway.service_layer.webhooks import register_endpoint
 from ikd_shared import api, kafka_lag, tracing
@@ -37,6 +37,7 @@ from ikd_shared.api import PROBLEM_JSON, BodySizeLimit, install_error_handlers, 
 from ikd_shared.auth import Principal, Scope
 from ikd_shared.bearer import Bearer
 from ikd_shared.events import topics
+from ikd_shared.events.access_v1 import Channel
 from ikd_shared.kafka import KafkaConnection
 from ikd_shared.legal import LegalBasis
 from ikd_shared.token_cache import CachedTokenVerifier
@@ -69,10 +70,14 @@ def _correlation() -> str:
 
 
 async def _audit_denial(
-    gateway: Gateway, error: errors.GatewayError, denial: prefills.Denial
+    gateway: Gateway,
+    error: errors.GatewayError,
+    denial: prefills.Denial,
+    *,
+    channel: Channel = Channel.PREFILL,
 ) -> None:
     await prefills.record_denial(
-        gateway.uow(), gateway.ctx, error, denial, correlation_id=_correlation()
+        gateway.uow(), gateway.ctx, error, denial, channel=channel, correlation_id=_correlation()
     )
     gateway.relay.wake()
 
@@ -85,12 +90,21 @@ async def deny(
     await gateway.throttle.denied(caller.client_id)
 
 
-async def throttle(request: Request, caller: Principal) -> None:
-    """Refuse a client denied too often (429), before its request reaches anything else.
+def throttle_on(channel: Channel) -> Guard:
+    """The guard of routes on `channel`: a client denied too often is refused (429) before
+    its request reaches anything else.
 
-    Only the first refusal of a block is audited: the trail shows that the client was
-    throttled, and a client that keeps asking cannot fill the log.
+    Only the first refusal of a block is audited (on the routes' channel): the trail shows
+    that the client was throttled, and a client that keeps asking cannot fill the log.
     """
+
+    async def throttle(request: Request, caller: Principal) -> None:
+        await _throttle(request, caller, channel)
+
+    return throttle
+
+
+async def _throttle(request: Request, caller: Principal, channel: Channel) -> None:
     gateway = _gateway(request)
     refusal = await gateway.throttle.refusal(caller.client_id)
     if refusal is None:
@@ -103,7 +117,10 @@ async def throttle(request: Request, caller: Principal) -> None:
     )
     if refusal.first:
         await _audit_denial(
-            gateway, error, prefills.Denial(service=request.path_params.get("service"))
+            gateway,
+            error,
+            prefills.Denial(service=request.path_params.get("service")),
+            channel=channel,
         )
     raise error
 
@@ -122,7 +139,12 @@ bearer: Bearer[errors.GatewayError] = Bearer(
     admit=_serves,
 )
 PrefillCaller = Annotated[
-    Principal, Depends(bearer.require(Scope.PREFILL, guard=throttle, on_refused=_record_refusal))
+    Principal,
+    Depends(
+        bearer.require(
+            Scope.PREFILL, guard=throttle_on(Channel.PREFILL), on_refused=_record_refusal
+        )
+    ),
 ]
 WebhooksCaller = Annotated[Principal, Depends(bearer.require(Scope.WEBHOOKS))]
 
@@ -366,7 +388,7 @@ def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> 
         """
         return await answer(gateway, caller, service, nik=body.nik)
 
-    app.include_router(registrations_router(bearer, guard=throttle))
+    app.include_router(registrations_router(bearer, guard=throttle_on(Channel.REGISTRATION)))
 
     @app.post(
         "/v1/webhooks/endpoints",

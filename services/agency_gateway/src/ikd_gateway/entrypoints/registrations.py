@@ -17,12 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ikd_gateway.bootstrap import Gateway
 from ikd_gateway.domain import errors
+from ikd_gateway.service_layer import prefill as prefills
 from ikd_gateway.service_layer import registrations
 from ikd_shared import tracing
 from ikd_shared.api import PROBLEM_JSON
 from ikd_shared.auth import Principal, Scope
 from ikd_shared.bearer import Bearer
-from ikd_shared.events.access_v1 import Channel, Outcome
+from ikd_shared.events.access_v1 import Channel
 from ikd_shared.events.profile_v1 import Relationship
 
 LegalReference = Annotated[
@@ -57,15 +58,14 @@ async def _record_refusal(request: Request, caller: Principal, error: errors.Gat
     # before this runs, and nothing is written.)
     gateway: Gateway = request.app.state.gateway
     await gateway.throttle.denied(caller.client_id)
-    async with gateway.uow() as uow:
-        await uow.outbox.add(
-            gateway.ctx.access(
-                channel=Channel.REGISTRATION,
-                outcome=Outcome.DENIED,
-                reason=error.code[:64],
-                correlation_id=_correlation(),
-            )
-        )
+    await prefills.record_denial(
+        gateway.uow(),
+        gateway.ctx,
+        error,
+        prefills.Denial(),
+        channel=Channel.REGISTRATION,
+        correlation_id=_correlation(),
+    )
     gateway.relay.wake()
 
 
