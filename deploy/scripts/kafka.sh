@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Local single-node Kafka (KRaft, combined broker+controller) for development
-# and tests, run straight from Maven Central jars: no Docker, no tarball.
+# Local Kafka (KRaft, combined broker+controller nodes) for development and
+# tests, run straight from Maven Central jars: no Docker, no tarball. One node
+# by default; IKD_KAFKA_BROKERS=3 runs a three-node cluster (replication
+# factor 3, min.insync.replicas 2, unclean leader election off).
 #
 # Usage: deploy/scripts/kafka.sh fetch|start|stop|restart|status|version|reset
+#        deploy/scripts/kafka.sh start|stop|kill|status N   (one node of a cluster)
+#        deploy/scripts/kafka.sh properties N               (node N's settings, secrets hidden)
 #
 #   fetch    copy the jars listed in deploy/kafka/pom.xml into .run/kafka/lib
 #            (skipped when already done for the same pom.xml)
@@ -14,11 +18,13 @@
 #   status   exit 0 and print "kafka <version> listening on ..." if running
 #   version  print the Kafka version
 #   reset    stop and delete all topics/data (keeps the jars)
+#   kill N   SIGKILL node N (a crash, for the cluster tests)
 #
 # Environment:
-#   KAFKA_PORT             client listener port         (default 19092)
-#   KAFKA_CONTROLLER_PORT  KRaft controller port        (default 19093)
-#   KAFKA_HEAP_OPTS        broker heap                  (default -Xms256m -Xmx1g)
+#   IKD_KAFKA_BROKERS      nodes: 1 (default) or 3
+#   KAFKA_PORT             client listener port         (default 19092; node N: +100*(N-1))
+#   KAFKA_CONTROLLER_PORT  KRaft controller port        (default 19093; node N: +100*(N-1))
+#   KAFKA_HEAP_OPTS        heap per node  (default -Xms256m -Xmx1g; cluster -Xms128m -Xmx512m)
 #   KAFKA_OPTS             extra JVM options for the broker
 #   KAFKA_START_TIMEOUT    seconds to wait for the broker (default 60)
 #   JAVA_HOME / JAVA       Java 17+ to use              (default: java on PATH)
@@ -33,9 +39,14 @@
 # admin and broker SCRAM users are created when the storage is formatted.
 # Storage formatted without them (an older .run/kafka) is formatted anew.
 #
+# A cluster's nodes each get their own certificate (SAN localhost, 127.0.0.1,
+# CN=controller), issued from the same development CA; the nodes talk to each
+# other over the same listeners (inter-broker SCRAM, controller mutual TLS).
+#
 # Runtime files live in .run/kafka/: lib/ data/ logs/ server.properties
 # client.properties (the admin's, for the Kafka CLI tools) kafka.pid cluster.id. Broker log: .run/kafka/logs/server.log; JVM
-# stdout/stderr: .run/kafka/logs/kafka.out.
+# stdout/stderr: .run/kafka/logs/kafka.out. A cluster's: .run/kafka-cluster/
+# (cluster.id, client.properties) and .run/kafka-cluster/node-N/ (the same per node).
 set -euo pipefail
 
 LOG_TAG=kafka
@@ -44,7 +55,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 KAFKA_PORT="${KAFKA_PORT:-19092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
-KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
+KAFKA_BROKERS="${IKD_KAFKA_BROKERS:-1}"
+[[ "$KAFKA_BROKERS" =~ ^[1-9]$ ]] || die "IKD_KAFKA_BROKERS must be 1..9, got '$KAFKA_BROKERS'"
+if ((KAFKA_BROKERS == 1)); then
+  KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
+else
+  KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}"
+fi
 KAFKA_OPTS="${KAFKA_OPTS:-}"
 KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"
 KAFKA_HOST=127.0.0.1
@@ -53,18 +70,54 @@ POM_DIR="${IKD_ROOT}/deploy/kafka"
 POM="${POM_DIR}/pom.xml"
 LOG4J_CONF="${POM_DIR}/log4j2.properties"
 
-RUN_DIR="${IKD_RUN}/kafka"
-LIB_DIR="${RUN_DIR}/lib"
-DATA_DIR="${RUN_DIR}/data"
-LOG_DIR="${RUN_DIR}/logs"
-PROPS="${RUN_DIR}/server.properties"
-PID_FILE="${RUN_DIR}/kafka.pid"
+# The jars are shared; a cluster's data lives apart from the single node's.
+LIB_DIR="${IKD_RUN}/kafka/lib"
+LIB_STAMP="${IKD_RUN}/kafka/lib.stamp"
+if ((KAFKA_BROKERS == 1)); then
+  RUN_DIR="${IKD_RUN}/kafka"
+else
+  RUN_DIR="${IKD_RUN}/kafka-cluster"
+fi
 CLUSTER_ID_FILE="${RUN_DIR}/cluster.id"
 CLIENT_PROPS="${RUN_DIR}/client.properties"
 SECRETS_DIR="${IKD_RUN}/dev/kafka"
-# Written after a format that bootstrapped the SCRAM users; its content names their passwords.
-SECURED_STAMP="${DATA_DIR}/ikd-secured"
-LIB_STAMP="${RUN_DIR}/lib.stamp"
+TOOL_LOG_DIR="${RUN_DIR}/logs"
+
+# select_node N: the paths and ports of node N (the single node's are the historic ones).
+select_node() {
+  NODE="$1"
+  [[ "$NODE" =~ ^[0-9]+$ ]] && ((NODE >= 1 && NODE <= KAFKA_BROKERS)) ||
+    die "no node '$NODE' (IKD_KAFKA_BROKERS=$KAFKA_BROKERS)"
+  if ((KAFKA_BROKERS == 1)); then
+    NODE_DIR="$RUN_DIR"
+    KEYSTORE="${SECRETS_DIR}/broker.pem"
+  else
+    NODE_DIR="${RUN_DIR}/node-${NODE}"
+    KEYSTORE="${NODE_DIR}/node.pem"
+  fi
+  NODE_PORT=$((KAFKA_PORT + 100 * (NODE - 1)))
+  NODE_CONTROLLER_PORT=$((KAFKA_CONTROLLER_PORT + 100 * (NODE - 1)))
+  DATA_DIR="${NODE_DIR}/data"
+  LOG_DIR="${NODE_DIR}/logs"
+  PROPS="${NODE_DIR}/server.properties"
+  PID_FILE="${NODE_DIR}/kafka.pid"
+  # Written after a format that bootstrapped the SCRAM users; its content names their passwords.
+  SECURED_STAMP="${DATA_DIR}/ikd-secured"
+}
+select_node 1
+
+all_nodes() {
+  seq 1 "$KAFKA_BROKERS"
+}
+
+# host:port of every node's client listener, comma-separated (IKD_KAFKA_BOOTSTRAP_SERVERS).
+bootstrap_servers() {
+  local n out=()
+  for n in $(all_nodes); do
+    out+=("${KAFKA_HOST}:$((KAFKA_PORT + 100 * (n - 1)))")
+  done
+  (IFS=, && printf '%s\n' "${out[*]}")
+}
 
 if [[ -n "${JAVA:-}" ]]; then
   :
@@ -100,7 +153,7 @@ require_java() {
 TOOL_JAVA=("$JAVA" -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1
   -Djava.awt.headless=true
   -Dlog4j2.configurationFile="$LOG4J_CONF"
-  -Dkafka.logs.dir="$LOG_DIR" -Dkafka.log.file=tools.log -Dkafka.log.level=WARN
+  -Dkafka.logs.dir="$TOOL_LOG_DIR" -Dkafka.log.file=tools.log -Dkafka.log.level=WARN
   -cp "${LIB_DIR}/*")
 
 lib_present() {
@@ -167,8 +220,8 @@ cmd_fetch() {
   if pid="$(broker_pid)"; then
     die "the broker (pid $pid) runs from ${LIB_DIR#"${IKD_ROOT}/"}; stop it before refetching"
   fi
-  mkdir -p "$RUN_DIR"
-  local tmp="${RUN_DIR}/lib.new" mvn_log="${RUN_DIR}/mvn.log"
+  mkdir -p "${LIB_DIR%/*}"
+  local tmp="${LIB_DIR}.new" mvn_log="${LIB_DIR%/*}/mvn.log"
   local -a mvn_args=(-B -q -Dstyle.color=never -f "$POM"
     dependency:copy-dependencies -DoutputDirectory="$tmp")
   rm -rf "$tmp"
@@ -192,6 +245,10 @@ cmd_fetch() {
 }
 
 secret() {
+  if [[ -n "${REDACT_SECRETS:-}" ]]; then
+    printf '<%s password>' "$1"
+    return 0
+  fi
   local file="${SECRETS_DIR}/$1.password"
   [[ -s "$file" ]] || die "${file#"${IKD_ROOT}/"} is missing; run make setup"
   printf '%s' "$(<"$file")"
@@ -204,6 +261,27 @@ require_secrets() {
   done
 }
 
+# A cluster node's own certificate from the development CA: CN=controller (the controller
+# listener's mutual-TLS principal, a super user), SAN localhost and 127.0.0.1. Issued again
+# when the CA changed.
+ensure_node_keystore() {
+  ((KAFKA_BROKERS > 1)) || return 0
+  local stamp="${KEYSTORE}.ca" ca_hash
+  ca_hash="$(file_hash "${SECRETS_DIR}/ca.pem")"
+  if [[ -s "$KEYSTORE" && -f "$stamp" && "$(<"$stamp")" == "$ca_hash" ]]; then
+    return 0
+  fi
+  have openssl || die "openssl is needed for the cluster's node certificates"
+  [[ -s "${SECRETS_DIR}/ca.key" ]] || die "${SECRETS_DIR#"${IKD_ROOT}/"}/ca.key is missing; run make setup"
+  # shellcheck source-path=SCRIPTDIR source=../compose/kafka-pki.sh
+  source "${IKD_ROOT}/deploy/compose/kafka-pki.sh"
+  mkdir -p "$NODE_DIR"
+  (umask 077 && kafka_keystore "$SECRETS_DIR" controller "DNS:localhost,IP:127.0.0.1" \
+    serverAuth,clientAuth >"${KEYSTORE}.tmp")
+  mv "${KEYSTORE}.tmp" "$KEYSTORE"
+  printf '%s\n' "$ca_hash" >"$stamp"
+}
+
 security_stamp() {
   printf 'scram-sha-512 %s\n' "$(printf '%s %s' "$(secret admin)" "$(secret broker)" | sha256sum | cut -d' ' -f1)"
 }
@@ -212,27 +290,42 @@ write_client_properties() {
   local tmp="${CLIENT_PROPS}.tmp"
   mkdir -p "$RUN_DIR"
   (umask 077 && : >"$tmp")
-  cat >"$tmp" <<EOF
+  cat >"$tmp" <<EOT
 security.protocol=SASL_SSL
 sasl.mechanism=SCRAM-SHA-512
 sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$(secret admin)";
 ssl.truststore.type=PEM
 ssl.truststore.location=${SECRETS_DIR}/ca.pem
-EOF
+EOT
   mv "$tmp" "$CLIENT_PROPS"
 }
 
-write_server_properties() {
-  local tmp="${PROPS}.tmp"
-  (umask 077 && : >"$tmp")
-  cat >"$tmp" <<EOF
+# The quorum: a single node bootstraps a dynamic quorum of itself (format --standalone); a
+# cluster has a static voter set, as deploy/cluster/kafka-cluster.compose.yml.
+quorum_properties() {
+  if ((KAFKA_BROKERS == 1)); then
+    printf 'controller.quorum.bootstrap.servers=%s:%s\n' "$KAFKA_HOST" "$NODE_CONTROLLER_PORT"
+    return
+  fi
+  local n voters=()
+  for n in $(all_nodes); do
+    voters+=("${n}@${KAFKA_HOST}:$((KAFKA_CONTROLLER_PORT + 100 * (n - 1)))")
+  done
+  (IFS=, && printf 'controller.quorum.voters=%s\n' "${voters[*]}")
+}
+
+# Node NODE's settings on stdout.
+server_properties() {
+  local replicas=$((KAFKA_BROKERS < 3 ? KAFKA_BROKERS : 3)) min_isr=1
+  ((replicas < 3)) || min_isr=2
+  cat <<EOT
 # Generated by deploy/scripts/kafka.sh on every start; edits are overwritten.
-# Single-node KRaft cluster for development and tests.
+# KRaft node ${NODE} of ${KAFKA_BROKERS} (combined broker and controller) for development and tests.
 process.roles=broker,controller
-node.id=1
-controller.quorum.bootstrap.servers=${KAFKA_HOST}:${KAFKA_CONTROLLER_PORT}
-listeners=SASL_SSL://${KAFKA_HOST}:${KAFKA_PORT},CONTROLLER://${KAFKA_HOST}:${KAFKA_CONTROLLER_PORT}
-advertised.listeners=SASL_SSL://${KAFKA_HOST}:${KAFKA_PORT},CONTROLLER://${KAFKA_HOST}:${KAFKA_CONTROLLER_PORT}
+node.id=${NODE}
+$(quorum_properties)
+listeners=SASL_SSL://${KAFKA_HOST}:${NODE_PORT},CONTROLLER://${KAFKA_HOST}:${NODE_CONTROLLER_PORT}
+advertised.listeners=SASL_SSL://${KAFKA_HOST}:${NODE_PORT},CONTROLLER://${KAFKA_HOST}:${NODE_CONTROLLER_PORT}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=SASL_SSL
 # No PLAINTEXT listener: clients authenticate with SCRAM over TLS; the controller
@@ -242,12 +335,12 @@ sasl.enabled.mechanisms=SCRAM-SHA-512
 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="broker" password="$(secret broker)";
 ssl.keystore.type=PEM
-ssl.keystore.location=${SECRETS_DIR}/broker.pem
+ssl.keystore.location=${KEYSTORE}
 ssl.truststore.type=PEM
 ssl.truststore.location=${SECRETS_DIR}/ca.pem
 listener.name.controller.ssl.client.auth=required
 # CN=controller,O=... -> User:controller
-ssl.principal.mapping.rules=RULE:^CN=([^,]+),.*$/\$1/,DEFAULT
+ssl.principal.mapping.rules=RULE:^CN=([^,]+),.*\$/\$1/,DEFAULT
 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
 allow.everyone.if.no.acl.found=false
 super.users=User:admin;User:broker;User:controller
@@ -258,18 +351,21 @@ log.dirs=${DATA_DIR}
 auto.create.topics.enable=false
 delete.topic.enable=true
 num.partitions=1
-default.replication.factor=1
-min.insync.replicas=1
+# One replica per node, at most 3; with acks=all an acknowledged write is on
+# min.insync.replicas nodes, and an out-of-sync replica never becomes leader.
+default.replication.factor=${replicas}
+min.insync.replicas=${min_isr}
+unclean.leader.election.enable=false
 
-# Internal topics: one replica; fewer partitions than the defaults (50) so
-# the first consumer group / transaction on a fresh broker is quick.
-offsets.topic.replication.factor=1
+# Internal topics: replicated like the rest; fewer partitions than the defaults
+# (50) so the first consumer group / transaction on a fresh broker is quick.
+offsets.topic.replication.factor=${replicas}
 offsets.topic.num.partitions=10
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor=${replicas}
+transaction.state.log.min.isr=${min_isr}
 transaction.state.log.num.partitions=10
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.replication.factor=${replicas}
+share.coordinator.state.topic.min.isr=${min_isr}
 
 # Tests start consumers one after the other; do not wait 3 s per rebalance.
 group.initial.rebalance.delay.ms=0
@@ -284,7 +380,13 @@ log.cleaner.threads=1
 
 log.retention.hours=168
 log.segment.bytes=268435456
-EOF
+EOT
+}
+
+write_server_properties() {
+  local tmp="${PROPS}.tmp"
+  (umask 077 && : >"$tmp")
+  server_properties >"$tmp"
   mv "$tmp" "$PROPS"
 }
 
@@ -296,19 +398,23 @@ format_storage() {
     # Its metadata lacks our SCRAM users (formatted before the bus was secured, or
     # with other passwords): no client could ever authenticate. Development data only.
     log "${DATA_DIR#"${IKD_ROOT}/"} was formatted without the current SCRAM users; formatting it anew (its topics are deleted)"
-    rm -rf "$DATA_DIR" "$CLUSTER_ID_FILE"
+    rm -rf "$DATA_DIR"
+    ((KAFKA_BROKERS > 1)) || rm -f "$CLUSTER_ID_FILE"
     mkdir -p "$DATA_DIR"
   fi
   local cluster_id
   if [[ -s "$CLUSTER_ID_FILE" ]]; then
     cluster_id="$(<"$CLUSTER_ID_FILE")"
   else
+    mkdir -p "$TOOL_LOG_DIR"
     cluster_id="$("${TOOL_JAVA[@]}" kafka.tools.StorageTool random-uuid)" ||
-      die "kafka-storage random-uuid failed (see ${LOG_DIR}/tools.log)"
+      die "kafka-storage random-uuid failed (see ${TOOL_LOG_DIR}/tools.log)"
     printf '%s\n' "$cluster_id" >"$CLUSTER_ID_FILE"
   fi
   local out
-  if ! out="$("${TOOL_JAVA[@]}" kafka.tools.StorageTool format --standalone \
+  local -a quorum=()
+  ((KAFKA_BROKERS > 1)) || quorum=(--standalone)
+  if ! out="$("${TOOL_JAVA[@]}" kafka.tools.StorageTool format "${quorum[@]}" \
     --cluster-id "$cluster_id" --config "$PROPS" \
     --add-scram "SCRAM-SHA-512=[name=admin,password=$(secret admin)]" \
     --add-scram "SCRAM-SHA-512=[name=broker,password=$(secret broker)]" 2>&1)"; then
@@ -322,65 +428,64 @@ format_storage() {
 # For wait_for: 0 = port answers, 1 = not yet, 2 = broker process died.
 broker_port_up() {
   pid_alive "$1" || return 2
-  port_open "$KAFKA_HOST" "$KAFKA_PORT"
+  port_open "$KAFKA_HOST" "$NODE_PORT"
 }
 
 broker_answers() {
   timeout 30 "${TOOL_JAVA[@]}" org.apache.kafka.tools.BrokerApiVersionsCommand \
-    --bootstrap-server "${KAFKA_HOST}:${KAFKA_PORT}" --command-config "$CLIENT_PROPS" >/dev/null 2>&1
+    --bootstrap-server "${KAFKA_HOST}:${NODE_PORT}" --command-config "$CLIENT_PROPS" >/dev/null 2>&1
 }
 
-cmd_start() {
+# Launch the selected node unless it runs; print its pid. STARTING_PID is set when launched.
+launch_node() {
   local pid
-  require_secrets
-  write_client_properties
+  STARTING=0
   if pid="$(broker_pid)"; then
     if ! grep -q '^listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SSL$' "$PROPS"; then
-      die "pid $pid runs a broker without TLS and SASL from ${RUN_DIR#"${IKD_ROOT}/"}; restart it: deploy/scripts/kafka.sh restart"
+      die "pid $pid runs a broker without TLS and SASL from ${NODE_DIR#"${IKD_ROOT}/"}; restart it: deploy/scripts/kafka.sh restart"
     fi
-    if port_open "$KAFKA_HOST" "$KAFKA_PORT"; then
-      log "already running: kafka $(kafka_version) on ${KAFKA_HOST}:${KAFKA_PORT} (pid $pid)"
-      return 0
-    fi
-    log "pid $pid runs our broker but ${KAFKA_HOST}:${KAFKA_PORT} does not answer; waiting for it"
-  else
-    cmd_fetch
-    require_java
-    local port
-    for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
-      if port_open "$KAFKA_HOST" "$port"; then
-        die "${KAFKA_HOST}:${port} is already taken by another process; set KAFKA_PORT/KAFKA_CONTROLLER_PORT"
-      fi
-    done
-    mkdir -p "$DATA_DIR" "$LOG_DIR"
-    write_server_properties
-    format_storage
-    rm -f "$PID_FILE"
-    {
-      printf '\n=== %s starting kafka %s ===\n' "$(date '+%F %T')" "$(kafka_version)"
-    } >>"${LOG_DIR}/kafka.out"
-    local -a heap extra
-    read -r -a heap <<<"$KAFKA_HEAP_OPTS"
-    read -r -a extra <<<"$KAFKA_OPTS"
-    # setsid: own session, so the broker survives the calling shell/terminal
-    # and a Ctrl-C there. nohup+setsid exec in place, so $! is java's pid.
-    # 9>&-: the broker must not inherit (and hold) the start/stop lock.
-    (
-      cd "$RUN_DIR"
-      exec setsid nohup "$JAVA" "${heap[@]}" -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
-        -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
-        -Djava.awt.headless=true \
-        -Dlog4j2.configurationFile="$LOG4J_CONF" -Dkafka.logs.dir="$LOG_DIR" \
-        "${extra[@]}" \
-        -cp "${LIB_DIR}/*" kafka.Kafka "$PROPS" \
-        >>"${LOG_DIR}/kafka.out" 2>&1 </dev/null 9>&-
-    ) &
-    pid=$!
-    printf '%s\n' "$pid" >"$PID_FILE"
+    NODE_PID="$pid"
+    return 0
   fi
+  require_java
+  local port
+  for port in "$NODE_PORT" "$NODE_CONTROLLER_PORT"; do
+    if port_open "$KAFKA_HOST" "$port"; then
+      die "${KAFKA_HOST}:${port} is already taken by another process; set KAFKA_PORT/KAFKA_CONTROLLER_PORT"
+    fi
+  done
+  mkdir -p "$DATA_DIR" "$LOG_DIR"
+  ensure_node_keystore
+  write_server_properties
+  format_storage
+  rm -f "$PID_FILE"
+  {
+    printf '\n=== %s starting kafka %s ===\n' "$(date '+%F %T')" "$(kafka_version)"
+  } >>"${LOG_DIR}/kafka.out"
+  local -a heap extra
+  read -r -a heap <<<"$KAFKA_HEAP_OPTS"
+  read -r -a extra <<<"$KAFKA_OPTS"
+  # setsid: own session, so the broker survives the calling shell/terminal
+  # and a Ctrl-C there. nohup+setsid exec in place, so $! is java's pid.
+  # 9>&-: the broker must not inherit (and hold) the start/stop lock.
+  (
+    cd "$NODE_DIR"
+    exec setsid nohup "$JAVA" "${heap[@]}" -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+      -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
+      -Djava.awt.headless=true \
+      -Dlog4j2.configurationFile="$LOG4J_CONF" -Dkafka.logs.dir="$LOG_DIR" \
+      "${extra[@]}" \
+      -cp "${LIB_DIR}/*" kafka.Kafka "$PROPS" \
+      >>"${LOG_DIR}/kafka.out" 2>&1 </dev/null 9>&-
+  ) &
+  NODE_PID=$!
+  STARTING=1
+  printf '%s\n' "$NODE_PID" >"$PID_FILE"
+}
 
-  local started rc=0
-  started="$(now_ms)"
+# Wait until the selected node (pid $1) serves clients; STARTED_MS: when its wait began.
+await_node() {
+  local pid="$1" started="$2" rc=0
   wait_for "$KAFKA_START_TIMEOUT" 0.5 broker_port_up "$pid" || rc=$?
   if ((rc == 0)); then
     # The port opens slightly before the broker is registered and unfenced;
@@ -393,21 +498,47 @@ cmd_start() {
     tail_logs
     if ((rc == 2)); then
       rm -f "$PID_FILE"
-      die "broker exited during start-up (log tail above)"
+      die "node $NODE exited during start-up (log tail above)"
     fi
-    cmd_stop >/dev/null 2>&1 || true
-    die "broker did not answer on ${KAFKA_HOST}:${KAFKA_PORT} within ${KAFKA_START_TIMEOUT}s; stopped it (log tail above)"
+    stop_node >/dev/null 2>&1 || true
+    die "node $NODE did not answer on ${KAFKA_HOST}:${NODE_PORT} within ${KAFKA_START_TIMEOUT}s; stopped it (log tail above)"
   fi
   local secs=$((($(now_ms) - started + 500) / 1000))
-  log "started kafka $(kafka_version) on ${KAFKA_HOST}:${KAFKA_PORT} (pid $pid, ready in ${secs}s)"
+  log "kafka $(kafka_version) node $NODE serves ${KAFKA_HOST}:${NODE_PORT} (pid $pid, ready in ${secs}s)"
 }
 
-cmd_stop() {
-  local pid stopped=0
+# start [N]: every node (launched together: a quorum needs a majority to answer at all), or N.
+cmd_start() {
+  local nodes=("$@") n started
+  ((${#nodes[@]})) || mapfile -t nodes < <(all_nodes)
+  require_secrets
+  write_client_properties
+  local -A pids=()
+  for n in "${nodes[@]}"; do
+    select_node "$n"
+    if ((n == nodes[0])) && ! broker_pid >/dev/null; then
+      cmd_fetch
+    fi
+    launch_node
+    pids[$n]=$NODE_PID
+  done
+  started="$(now_ms)"
+  for n in "${nodes[@]}"; do
+    select_node "$n"
+    await_node "${pids[$n]}" "$started"
+  done
+  if ((KAFKA_BROKERS > 1 && ${#nodes[@]} == KAFKA_BROKERS)); then
+    log "cluster of $KAFKA_BROKERS nodes: IKD_KAFKA_BOOTSTRAP_SERVERS=$(bootstrap_servers)"
+  fi
+}
+
+# stop_node [SIGNAL]: the selected node; TERM waits up to 30 s, then KILL.
+stop_node() {
+  local signal="${1:-TERM}" pid stopped=0
   if pid="$(broker_pid)"; then
-    kill -TERM "$pid" 2>/dev/null || true
+    kill "-$signal" "$pid" 2>/dev/null || true
     if ! wait_for 30 0.2 negate pid_alive "$pid"; then
-      log "pid $pid ignored SIGTERM for 30s; sending SIGKILL"
+      log "pid $pid ignored SIG$signal for 30s; sending SIGKILL"
       kill -KILL "$pid" 2>/dev/null || true
       wait_for 5 0.1 negate pid_alive "$pid" || die "could not kill pid $pid"
     fi
@@ -418,7 +549,7 @@ cmd_stop() {
   local pattern
   pattern="kafka\.Kafka $(regex_escape "$PROPS")( |$)"
   if pgrep -f -- "$pattern" >/dev/null; then
-    pkill -TERM -f -- "$pattern" || true
+    pkill "-$signal" -f -- "$pattern" || true
     if ! wait_for 30 0.2 negate pgrep -f -- "$pattern"; then
       pkill -KILL -f -- "$pattern" || true
       wait_for 5 0.1 negate pgrep -f -- "$pattern" || die "could not kill leftover brokers: $(pgrep -af -- "$pattern")"
@@ -426,35 +557,66 @@ cmd_stop() {
     stopped=1
   fi
   rm -f "$PID_FILE"
+  local name=""
+  ((KAFKA_BROKERS == 1)) || name="node $NODE "
   if ((stopped)); then
-    log "stopped"
+    log "${name}$([[ "$signal" == KILL ]] && echo killed || echo stopped)"
   else
-    log "not running"
+    log "${name}not running"
   fi
+}
+
+cmd_stop() {
+  local nodes=("$@") n
+  ((${#nodes[@]})) || mapfile -t nodes < <(all_nodes | sort -r)
+  for n in "${nodes[@]}"; do
+    select_node "$n"
+    stop_node TERM
+  done
+}
+
+cmd_kill() {
+  (($# == 1)) || die "kill needs a node number"
+  select_node "$1"
+  stop_node KILL
 }
 
 negate() {
   ! "$@" >/dev/null 2>&1
 }
 
+# status [N]: 0 when every node asked for (default: all) listens.
 cmd_status() {
-  local pid
-  if pid="$(broker_pid)" && port_open "$KAFKA_HOST" "$KAFKA_PORT"; then
-    printf 'kafka %s listening on %s:%s (pid %s)\n' "$(kafka_version)" "$KAFKA_HOST" "$KAFKA_PORT" "$pid"
-    return 0
-  fi
-  if [[ -n "${pid:-}" ]]; then
-    printf 'kafka: pid %s is running but %s:%s does not answer\n' "$pid" "$KAFKA_HOST" "$KAFKA_PORT"
-  else
-    printf 'kafka: not running\n'
-  fi
-  return 1
+  local nodes=("$@") n pid rc=0
+  ((${#nodes[@]})) || mapfile -t nodes < <(all_nodes)
+  for n in "${nodes[@]}"; do
+    select_node "$n"
+    local name=kafka
+    ((KAFKA_BROKERS == 1)) || name="kafka node $NODE"
+    pid=""
+    if pid="$(broker_pid)" && port_open "$KAFKA_HOST" "$NODE_PORT"; then
+      printf '%s %s listening on %s:%s (pid %s)\n' "$name" "$(kafka_version)" "$KAFKA_HOST" "$NODE_PORT" "$pid"
+      continue
+    fi
+    rc=1
+    if [[ -n "${pid:-}" ]]; then
+      printf '%s: pid %s is running but %s:%s does not answer\n' "$name" "$pid" "$KAFKA_HOST" "$NODE_PORT"
+    else
+      printf '%s: not running\n' "$name"
+    fi
+  done
+  return "$rc"
 }
 
 cmd_reset() {
   cmd_stop
-  rm -rf "$DATA_DIR" "$CLUSTER_ID_FILE"
-  log "deleted ${DATA_DIR#"${IKD_ROOT}/"}; next start formats a fresh cluster"
+  local n
+  for n in $(all_nodes); do
+    select_node "$n"
+    rm -rf "$DATA_DIR"
+  done
+  rm -f "$CLUSTER_ID_FILE"
+  log "deleted the data of ${RUN_DIR#"${IKD_ROOT}/"}; next start formats a fresh cluster"
 }
 
 usage() {
@@ -463,17 +625,24 @@ usage() {
 
 main() {
   local cmd="${1:-}"
+  shift || true
   case "$cmd" in
-  fetch | start | stop | restart | reset) take_lock kafka ;;
+  fetch | start | stop | restart | reset | kill) take_lock "$( ((KAFKA_BROKERS == 1)) && echo kafka || echo kafka-cluster)" ;;
   esac
   case "$cmd" in
   fetch) cmd_fetch ;;
-  start) cmd_start ;;
-  stop) cmd_stop ;;
-  restart) cmd_stop && cmd_start ;;
-  status) cmd_status ;;
+  start) cmd_start "$@" ;;
+  stop) cmd_stop "$@" ;;
+  kill) cmd_kill "$@" ;;
+  restart) cmd_stop "$@" && cmd_start "$@" ;;
+  status) cmd_status "$@" ;;
   version) kafka_version ;;
   reset) cmd_reset ;;
+  bootstrap) bootstrap_servers ;;
+  properties)
+    select_node "${1:-1}"
+    REDACT_SECRETS=1 server_properties
+    ;;
   -h | --help | help) usage ;;
   *)
     usage >&2
