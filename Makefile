@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
-.PHONY: help setup platform up down test lint clean bench
+.PHONY: help setup platform up down test test-cluster lint clean bench
 
 CACHE_DIR ?= $(HOME)/.cache/ikd-mpp
 UV_VERSION := 0.13.8
@@ -11,7 +11,7 @@ UV := $(or $(shell command -v uv 2>/dev/null),$(CACHE_DIR)/bootstrap/bin/uv)
 export UV
 
 help: ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(CACHE_DIR)/bootstrap/bin/uv:
 	python3 -m venv $(CACHE_DIR)/bootstrap
@@ -35,6 +35,9 @@ down: ## stop everything the project started
 
 test: setup ## set up from scratch, start what the tests need, run the whole suite, stop it again
 	@bash deploy/scripts/test.sh
+
+test-cluster: setup ## tests/cluster on a local 3-broker Kafka: a broker, a worker, a relay lost under load
+	@IKD_KAFKA_BROKERS=3 bash deploy/scripts/test.sh
 
 lint: setup ## ruff and mypy
 	.venv/bin/ruff check .

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # `make test`: start what the suite needs (reusing what already runs), run it, stop what we started.
+# `make test-cluster` (IKD_KAFKA_BROKERS=3): the same on a three-broker cluster, tests/cluster only.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$IKD_ROOT"
@@ -17,8 +18,16 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+suite=(tests)
+if ((IKD_KAFKA_BROKERS > 1)); then
+  suite=(tests/cluster)
+  export IKD_CLUSTER_TESTS=1
+fi
+
 # Browser for the console's end-to-end test: Debian's chromium (Playwright's download is not used).
-if ! command -v chromium >/dev/null 2>&1; then
+if ((IKD_KAFKA_BROKERS > 1)); then
+  :  # the cluster tests drive no browser
+elif ! command -v chromium >/dev/null 2>&1; then
   if [[ $(id -u) -eq 0 ]]; then
     echo "installing chromium for the console test (apt-get)"
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >>"$log" 2>&1
@@ -38,7 +47,7 @@ done
 ikdctl topics ensure
 
 set +e
-pytest tests "$@"
+pytest "${suite[@]}" "$@"
 status=$?
 set -e
 # pytest's exit code 5 means "no tests collected": that is a failure here.
