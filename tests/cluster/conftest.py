@@ -60,7 +60,12 @@ class Cluster:
 
     def run(self, *args: str) -> None:
         result = subprocess.run(  # noqa: S603 - the project's own script
-            [BASH, str(KAFKA_SH), *args], capture_output=True, text=True, check=False
+            [BASH, str(KAFKA_SH), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            # a node back after a crash waits until the quorum expired its old session
+            env={**os.environ, "KAFKA_START_TIMEOUT": "240"},
         )
         if result.returncode != 0:
             raise AssertionError(f"kafka.sh {' '.join(args)}: {result.stderr[-2000:]}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -122,3 +123,79 @@ def test_the_readme_says_who_does_what_and_how_to_rotate() -> None:
     for principal in ("admin", "broker", "controller", "identity", "audit", "gateway-", "agency-"):
         assert re.search(rf"`{principal}", readme), principal
     assert "rotat" in readme.lower()
+
+
+# What the local cluster (deploy/scripts/kafka.sh with IKD_KAFKA_BROKERS=3, which make
+# test-cluster runs) and this file must agree on: roles, security, replication.
+SAME_SETTINGS = (
+    "process.roles",
+    "sasl.enabled.mechanisms",
+    "sasl.mechanism.inter.broker.protocol",
+    "ssl.principal.mapping.rules",
+    "authorizer.class.name",
+    "allow.everyone.if.no.acl.found",
+    "super.users",
+    "auto.create.topics.enable",
+    "num.partitions",
+    "default.replication.factor",
+    "min.insync.replicas",
+    "unclean.leader.election.enable",
+    "offsets.topic.replication.factor",
+    "transaction.state.log.replication.factor",
+    "transaction.state.log.min.isr",
+    "share.coordinator.state.topic.replication.factor",
+    "share.coordinator.state.topic.min.isr",
+)
+
+
+def _local_node(node: int) -> dict[str, str]:
+    env = {**os.environ, "IKD_KAFKA_BROKERS": "3"}
+    script = REPO / "deploy" / "scripts" / "kafka.sh"
+    result = subprocess.run(  # noqa: S603 - the project's own script
+        [shutil.which("bash") or "/bin/bash", str(script), "properties", str(node)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    pairs = (
+        line.split("=", 1)
+        for line in result.stdout.splitlines()
+        if line and not line.startswith("#")
+    )
+    return dict(pairs)
+
+
+def _listener_protocols(properties: dict[str, str]) -> dict[str, str]:
+    """The protocol of each role: clients (advertised), inter-broker, controller."""
+    protocols = _protocols(properties)
+    advertised = {
+        protocols[listener.split("://")[0]]
+        for listener in properties["advertised.listeners"].split(",")
+        if listener.split("://")[0] != properties["controller.listener.names"]
+    }
+    return {
+        "clients": ",".join(sorted(advertised)),
+        "inter-broker": protocols[properties["inter.broker.listener.name"]],
+        "controller": protocols[properties["controller.listener.names"]],
+        "controller client auth": properties[
+            f"listener.name.{properties['controller.listener.names'].lower()}.ssl.client.auth"
+        ],
+    }
+
+
+@pytest.mark.parametrize("node", [1, 2, 3])
+def test_the_local_cluster_runs_these_settings(node: int) -> None:
+    local = _local_node(node)
+    compose = broker_properties(environment(BROKERS[f"kafka-{node}"]))
+    for setting in SAME_SETTINGS:
+        assert local.get(setting) == compose.get(setting), setting
+    assert _listener_protocols(local) == _listener_protocols(compose)
+    assert local["node.id"] == compose["node.id"] == str(node)
+    # the same static quorum of three voters, node N at its own controller address
+    local_voters = local["controller.quorum.voters"].split(",")
+    compose_voters = compose["controller.quorum.voters"].split(",")
+    assert [v.split("@")[0] for v in local_voters] == [v.split("@")[0] for v in compose_voters]
+    assert len(local_voters) == 3
+    # each node its own certificate
+    assert local["ssl.keystore.location"].endswith(f"/node-{node}/node.pem")
