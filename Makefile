@@ -37,7 +37,7 @@ test: setup ## set up from scratch, start what the tests need, run the whole sui
 	@bash deploy/scripts/test.sh
 
 test-cluster: setup ## tests/cluster on a local 3-broker Kafka: a broker, a worker, a relay lost under load
-	@IKD_KAFKA_BROKERS=3 bash deploy/scripts/test.sh
+	@IKD_KAFKA_BROKERS=3 bash deploy/scripts/test.sh -rP --durations=0
 
 lint: setup ## ruff and mypy
 	.venv/bin/ruff check .
