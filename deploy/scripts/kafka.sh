@@ -567,8 +567,15 @@ stop_node() {
 }
 
 cmd_stop() {
-  local nodes=("$@") n
+  local nodes=("$@") n pid
   ((${#nodes[@]})) || mapfile -t nodes < <(all_nodes | sort -r)
+  if ((${#nodes[@]} > 1)); then
+    # All at once: a node stopped last would wait in vain for a quorum to leave.
+    for n in "${nodes[@]}"; do
+      select_node "$n"
+      if pid="$(broker_pid)"; then kill -TERM "$pid" 2>/dev/null || true; fi
+    done
+  fi
   for n in "${nodes[@]}"; do
     select_node "$n"
     stop_node TERM
