@@ -26,7 +26,7 @@
 #   KAFKA_CONTROLLER_PORT  KRaft controller port        (default 19093; node N: +100*(N-1))
 #   KAFKA_HEAP_OPTS        heap per node  (default -Xms256m -Xmx1g; cluster -Xms128m -Xmx512m)
 #   KAFKA_OPTS             extra JVM options for the broker
-#   KAFKA_START_TIMEOUT    seconds to wait for the broker (default 60)
+#   KAFKA_START_TIMEOUT    seconds to wait for the broker (default 60; cluster 180)
 #   JAVA_HOME / JAVA       Java 17+ to use              (default: java on PATH)
 #
 # Security: the client listener is SASL_SSL with SCRAM-SHA-512, the KRaft
@@ -63,7 +63,8 @@ else
   KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}"
 fi
 KAFKA_OPTS="${KAFKA_OPTS:-}"
-KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"
+# A cluster node restarted after a crash waits until the quorum expired its old session.
+KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-$( ((${IKD_KAFKA_BROKERS:-1} > 1)) && echo 180 || echo 60)}"
 KAFKA_HOST=127.0.0.1
 
 POM_DIR="${IKD_ROOT}/deploy/kafka"
