@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 import httpx
+import pytest
 from aiokafka import TopicPartition
 
 from ikd_dev.synthetic import iter_citizens
@@ -39,6 +40,8 @@ from tests.cluster.conftest import (
 from tests.support.kafka import kafka_connection
 from tests.support.polling import eventually
 
+# A fault, the recovery and the checks take minutes on a shared two-core machine.
+pytestmark = pytest.mark.timeout(900)
 CITIZENS = 2000  # per test
 REVISIONS = 2  # versions each citizen gets after its first
 BATCH = 500  # profiles per bulk request (one transaction each)
