@@ -6,6 +6,7 @@ source "$(dirname "$0")/env.sh"
 source "$(dirname "$0")/supervise.sh"
 source "$(dirname "$0")/services.sh"
 cd "$IKD_ROOT"
+started=$SECONDS
 
 bash deploy/scripts/platform.sh start
 
@@ -40,6 +41,7 @@ mkdir -p .run/witness
 env $(witness_env) ikd-audit witness vkey >"$DEV_KEYS/witness.vkey"
 
 echo "starting services (supervised: restarted whenever they exit)"
+services_started=$SECONDS
 sv_program identity env $(identity_env) ikd-identity serve
 sv_program audit env $(audit_env) ikd-audit serve
 # the signer: its own role and key file, and none of the scripts' admin credentials
@@ -59,6 +61,8 @@ for agency in $IKD_DEMO_AGENCIES; do
   sv_wait_http "gateway-$agency-api" "http://127.0.0.1:$(gateway_port "$agency")/readyz" 180
   sv_wait_http "gateway-$agency-worker" "http://127.0.0.1:$(worker_metrics_port "$agency")/metrics" 180
 done
+echo "ready: $(wc -w <<<"$IKD_DEMO_AGENCIES") gateways and the core services $((SECONDS - services_started)) s" \
+  "after their start, $((SECONDS - started)) s after make up began"
 
 echo "seeding the demo"
 ikdctl demo seed \
