@@ -143,16 +143,19 @@ def figures(conf: str, cpu_seconds: float = 10.0) -> None:
         item[4] = max(item[4], rss)
     print("| group | programs | processes | PSS MB total | PSS MB each | RSS MB max | idle CPU % |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    total = [0, 0, 0, 0.0]
-    for group, (programs, processes, pss, cpu, rss_max) in sorted(summary.items()):
-        each = pss / programs if programs else 0
+    total: list[float] = [0, 0, 0, 0]
+    for group, figures_ in sorted(summary.items()):
+        programs, processes, group_pss, group_cpu, rss_max = figures_
+        each = group_pss / programs if programs else 0
         print(
-            f"| {group} | {programs:.0f} | {processes:.0f} | {pss:.0f} | {each:.0f} |"
-            f" {rss_max:.0f} | {cpu * 100:.0f} |"
+            f"| {group} | {programs:.0f} | {processes:.0f} | {group_pss:.0f} | {each:.0f} |"
+            f" {rss_max:.0f} | {group_cpu * 100:.0f} |"
         )
-        total = [total[0] + programs, total[1] + processes, total[2] + pss, total[3] + cpu]
-    programs, processes, pss, cpu = total
-    print(f"| **total** | {programs:.0f} | {processes:.0f} | {pss:.0f} | | | {cpu * 100:.0f} |")
+        total = [a + b for a, b in zip(total, figures_[:4], strict=True)]
+    print(
+        f"| **total** | {total[0]:.0f} | {total[1]:.0f} | {total[2]:.0f} | | |"
+        f" {total[3] * 100:.0f} |"
+    )
     used = _psql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")
     limit = _psql("SHOW max_connections")
     busiest = _psql(
@@ -174,15 +177,15 @@ def walk(index: int = 1) -> None:
     chosen: dict[str, tuple[str, str]] = {}
     consent: tuple[str, ServicePolicy] | None = None
     # The last of each kind: agencies beyond the small demo's four.
-    for agency in reversed(policy.agencies):
-        if agency.code not in running:
+    for entry in reversed(policy.agencies):
+        if entry.code not in running:
             continue
-        for service in agency.services:
-            if not service.needs_consent and agency.kind.value not in chosen:
-                chosen[agency.kind.value] = (agency.code, service.code)
-            if service.needs_consent and consent is None and agency.kind.value == "private_firm":
-                consent = (agency.code, service)
-    kinds = {agency.kind.value for agency in policy.agencies}
+        for rule in entry.services:
+            if not rule.needs_consent and entry.kind.value not in chosen:
+                chosen[entry.kind.value] = (entry.code, rule.code)
+            if rule.needs_consent and consent is None and entry.kind.value == "private_firm":
+                consent = (entry.code, rule)
+    kinds = {entry.kind.value for entry in policy.agencies}
     missing = kinds - set(chosen)
     if missing:
         sys.exit(f"no running agency of kind {', '.join(sorted(missing))}")
@@ -206,8 +209,8 @@ def walk(index: int = 1) -> None:
             fields = citizen.prefill(agency, service).json()["fields"]
             print(f"   {agency}/{service}: {len(fields)} fields after {took * 1000:.0f} ms")
         if consent is not None:
-            agency, rule = consent
-            service = rule.code
+            agency, consented = consent
+            service = consented.code
             before = citizen.prefill(agency, service).status_code
             print(f"3. {agency}/{service} (consent-based) before consent: {before}")
             given = platform.call(
@@ -218,9 +221,9 @@ def walk(index: int = 1) -> None:
                     "credential": citizen.credential(Purpose.CONSENT),
                     "agency": agency,
                     "service": service,
-                    "fields": sorted(rule.fields),
-                    "purpose_code": rule.purpose.code,
-                    "purpose_text": rule.purpose.text,
+                    "fields": sorted(consented.fields),
+                    "purpose_code": consented.purpose.code,
+                    "purpose_text": consented.purpose.text,
                     "expires_at": (dt.datetime.now(dt.UTC) + dt.timedelta(days=30)).isoformat(),
                 },
             ).json()["consent"]
