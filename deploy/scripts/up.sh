@@ -28,10 +28,16 @@ add_client --id auditor-demo --scopes audit:read
 # <code>.env for the backend, <code>.gateway-secret for its gateway (services.sh gateway_env).
 agency_creds="$DEV_KEYS/agencies"
 mkdir -p "$agency_creds" && chmod 700 "$agency_creds"
-for agency in $IKD_DEMO_AGENCIES; do
+onboard() {  # AGENCY
   IKD_IDENTITY_MIGRATION_DATABASE_URL="$(pg_url owner identity)" \
-    ikdctl agencies onboard "$agency" --out "$agency_creds/$agency.env"
+    ikdctl agencies onboard "$1" --out "$agency_creds/$1.env"
+}
+# A few at once: each is mostly a Python start and round trips, and the whole MPP has 37.
+for agency in $IKD_DEMO_AGENCIES; do
+  while (($(jobs -rp | wc -l) >= 4)); do wait -n; done  # a failed one stops make up (set -e)
+  onboard "$agency" &
 done
+while (($(jobs -rp | wc -l) > 0)); do wait -n; done
 # The log's verifier key (from the signer's key, which only the signer reads) and the demo
 # witness's, exchanged out of band as two organisations would: the service and the witness
 # know the log by this key, the log keeps this witness's cosignatures.
