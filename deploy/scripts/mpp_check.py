@@ -141,7 +141,10 @@ def figures(conf: str, cpu_seconds: float = 10.0) -> None:
         item[2] += pss
         item[3] += cpu
         item[4] = max(item[4], rss)
-    print("| group | programs | processes | PSS MB total | PSS MB each | RSS MB max | CPU % of one core |")
+    print(
+        "| group | programs | processes | PSS MB total | PSS MB each | RSS MB max"
+        " | CPU % of one core |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     total: list[float] = [0, 0, 0, 0]
     for group, figures_ in sorted(summary.items()):
