@@ -1,5 +1,8 @@
 """Create the development key files under .run/dev/ once (never used outside development).
 
+`dev_secrets.py --agencies` prints the agency codes IKD_DEMO_AGENCIES stands for (`all`: the
+whole MPP of the policy).
+
 - token-signing.pem / token-jwks.json: the identity service's access-token key and its JWKS
 - dukcapil-issuer.pem / dukcapil-jwks.json: a development IKD issuer and the trust anchors
 - tree-head.pem: the audit log's tree-head key, read by `ikd-audit signer` alone (the service
@@ -26,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ikd_dev.issuer import generate_issuer_key, public_jwk
 from ikd_shared.auth import TokenIssuer
+from ikd_shared.policy import DEFAULT_POLICY, load_policy
 
 
 def write_pem(path: Path, key: Ed25519PrivateKey) -> None:
@@ -50,14 +54,32 @@ def kafka_principals(agencies: list[str]) -> list[str]:
     return [*KAFKA_FIXED_PRINCIPALS, *(f"gateway-{code}" for code in agencies)]
 
 
+DEV_ENV = Path(__file__).resolve().parent.parent / "dev.env"
+ALL_AGENCIES = "all"
+"""IKD_DEMO_AGENCIES=all: every agency of the policy (the whole MPP)."""
+
+
+def _dev_env_agencies() -> str:
+    for line in DEV_ENV.read_text().splitlines():
+        if line.startswith("IKD_DEMO_AGENCIES="):
+            return line.partition("=")[2]
+    return ""
+
+
+def expand_agencies(value: str, policy_file: Path = DEFAULT_POLICY) -> list[str]:
+    """The agency codes IKD_DEMO_AGENCIES names; `all`: dev.env's demo agencies first (their
+    ports stay those of the small demo, which the walkthrough knows), then the rest of the
+    policy in its order."""
+    if value.strip() != ALL_AGENCIES:
+        return value.split()
+    codes = [agency.code for agency in load_policy(policy_file).agencies]
+    first = [code for code in _dev_env_agencies().split() if code in codes]
+    return [*first, *(code for code in codes if code not in first)]
+
+
 def demo_agencies() -> list[str]:
     value = os.environ.get("IKD_DEMO_AGENCIES")
-    if value is None:
-        dev_env = Path(__file__).resolve().parent.parent / "dev.env"
-        for line in dev_env.read_text().splitlines():
-            if line.startswith("IKD_DEMO_AGENCIES="):
-                value = line.partition("=")[2]
-    return (value or "").split()
+    return expand_agencies(_dev_env_agencies() if value is None else value)
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -174,4 +196,7 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else ".run/dev"))
+    if sys.argv[1:2] == ["--agencies"]:  # services.sh: the codes IKD_DEMO_AGENCIES stands for
+        print(" ".join(demo_agencies()))
+    else:
+        main(Path(sys.argv[1] if len(sys.argv) > 1 else ".run/dev"))

@@ -21,9 +21,11 @@ case "${1:-}" in
     ikdctl kafka acls apply --agencies "$IKD_DEMO_AGENCIES"
     migrate_db identity services/identity/migrations
     migrate_db audit services/audit/src/ikd_audit/migrations
-    for agency in $IKD_DEMO_AGENCIES; do
-      migrate_db "gateway_$agency" services/agency_gateway/migrations
+    for agency in $IKD_DEMO_AGENCIES; do  # a few at once: the whole MPP has 37
+      while (($(jobs -rp | wc -l) >= 4)); do wait -n; done
+      migrate_db "gateway_$agency" services/agency_gateway/migrations &
     done
+    while (($(jobs -rp | wc -l) > 0)); do wait -n; done
     ;;
   stop)
     bash "$scripts/postgres.sh" stop

@@ -6,6 +6,7 @@
 # Usage: deploy/scripts/postgres.sh start|stop|restart|status|version
 #        deploy/scripts/postgres.sh ensure-db NAME | ensure-db --agency CODE
 #        deploy/scripts/postgres.sh psql [PSQL ARGS...]
+#        deploy/scripts/postgres.sh max-connections
 #
 #   start      initdb on first start, start the server on 127.0.0.1:$PG_PORT,
 #              wait until ready, then (idempotently) create the roles and
@@ -17,6 +18,7 @@
 #              ikd_NAME_app (NAME like "identity" or "gateway_dukcapil";
 #              --agency CODE means NAME=gateway_CODE); the server must run
 #   psql       psql as superuser "postgres" over the unix socket
+#   max-connections  print the max_connections start would configure
 #
 # For every NAME in $PG_SERVICES and gateway_<code> for every code in
 # $PG_GATEWAY_AGENCIES ("-" becomes "_"):
@@ -41,6 +43,11 @@
 #   IKD_PG_TEST_PASSWORD        ikd_test's password            (default dev-test-password)
 #   IKD_PG_SUPERUSER_PASSWORD   postgres's password            (default dev-superuser-password)
 #   PG_START_TIMEOUT            seconds to wait for readiness  (default 30)
+#   PG_GATEWAY_CONNECTIONS      connections one agency's gateway may hold (default 22: API and
+#                               worker, a pool of 10 and a relay connection each)
+#   PG_CORE_CONNECTIONS         the other services', migrations' and tools' share (default 100)
+#   PG_MAX_CONNECTIONS          max_connections (default: the core share plus every gateway's,
+#                               at least 200); a running server with fewer is restarted
 #
 # Runtime files: .run/postgres/data, .run/postgres/socket (unix socket),
 # .run/postgres/postgres.log. As root the server runs as OS user "postgres"
@@ -56,6 +63,9 @@ PG_HOST=127.0.0.1
 PG_SERVICES="${PG_SERVICES-identity audit}"
 PG_GATEWAY_AGENCIES="${PG_GATEWAY_AGENCIES-}"
 PG_START_TIMEOUT="${PG_START_TIMEOUT:-30}"
+PG_GATEWAY_CONNECTIONS="${PG_GATEWAY_CONNECTIONS:-22}"
+PG_CORE_CONNECTIONS="${PG_CORE_CONNECTIONS:-100}"
+PG_RESERVED_CONNECTIONS=3
 IKD_PG_OWNER_PASSWORD="${IKD_PG_OWNER_PASSWORD:-dev-owner-password}"
 IKD_PG_APP_PASSWORD="${IKD_PG_APP_PASSWORD:-dev-app-password}"
 IKD_PG_SIGNER_PASSWORD="${IKD_PG_SIGNER_PASSWORD:-dev-signer-password}"
@@ -185,6 +195,19 @@ psql_quote() {
   printf "'%s'" "${s//\'/\'\'}"
 }
 
+# Every gateway's connections and the core share fit under the limit (the whole MPP: 37
+# gateways), so the connection limit is never why a gateway fails to start.
+max_connections() {
+  if [[ -n "${PG_MAX_CONNECTIONS:-}" ]]; then
+    printf '%s\n' "$PG_MAX_CONNECTIONS"
+    return
+  fi
+  local agencies wanted
+  agencies=$(wc -w <<<"$PG_GATEWAY_AGENCIES")
+  wanted=$((PG_RESERVED_CONNECTIONS + PG_CORE_CONNECTIONS + agencies * PG_GATEWAY_CONNECTIONS))
+  printf '%s\n' $((wanted > 200 ? wanted : 200))
+}
+
 # Writes the settings file included from postgresql.conf; rewritten on every
 # start so PG_PORT changes take effect.
 write_config() {
@@ -196,8 +219,8 @@ port = ${PG_PORT}
 unix_socket_directories = '${SOCKET_DIR}'
 unix_socket_permissions = 0700
 
-max_connections = 200
-superuser_reserved_connections = 3
+max_connections = $(max_connections)
+superuser_reserved_connections = ${PG_RESERVED_CONNECTIONS}
 password_encryption = scram-sha-256
 
 # Durability is a product promise: tests run with the production settings.
@@ -352,6 +375,16 @@ cmd_start() {
   if running; then
     wait_for "$PG_START_TIMEOUT" 0.5 ready_or_dead ||
       die "server runs but is not accepting connections on port ${PG_PORT} (see ${LOG_FILE})"
+    local have
+    have=$(su_psql -d postgres -tAc 'SHOW max_connections')
+    if ((have < $(max_connections))); then
+      # Too few for these gateways: restart with the larger limit (services reconnect).
+      log "max_connections ${have} < $(max_connections) for these gateways: restarting"
+      write_config
+      as_pg "${PG_BIN}/pg_ctl" restart -s -m fast -w -t "$PG_START_TIMEOUT" -D "$DATA_DIR" -l "$LOG_FILE" >/dev/null 9>&- ||
+        die "restart failed (see ${LOG_FILE})"
+      wait_for "$PG_START_TIMEOUT" 0.5 ready_or_dead || die "server not ready after restart (see ${LOG_FILE})"
+    fi
     provision "${names[@]}"
     log "already running: postgresql $(server_version) on ${PG_HOST}:${PG_PORT}; databases: ${names[*]/#/ikd_}"
     return 0
@@ -459,6 +492,7 @@ main() {
     ;;
   ensure-db) cmd_ensure_db "$@" ;;
   psql) cmd_psql "$@" ;;
+  max-connections) max_connections ;;
   -h | --help | help) usage ;;
   *)
     usage >&2

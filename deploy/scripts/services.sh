@@ -14,6 +14,29 @@ export IKD_IDENTITY_URL=${IKD_IDENTITY_URL:-http://127.0.0.1:$IDENTITY_PORT}
 export IKD_AUDIT_URL=${IKD_AUDIT_URL:-http://127.0.0.1:$AUDIT_PORT}
 export IKD_GATEWAY_BASE_PORT=${IKD_GATEWAY_BASE_PORT:-$GATEWAY_BASE_PORT}
 
+# IKD_DEMO_AGENCIES=all: the whole MPP of the policy (dev.env's demo agencies first, so their
+# ports stay). Exported expanded, so platform.sh, postgres.sh and ikdctl see the codes.
+if [[ ${IKD_DEMO_AGENCIES:-} == all ]]; then
+  IKD_DEMO_AGENCIES=$(IKD_DEMO_AGENCIES=all python "$IKD_ROOT/deploy/scripts/dev_secrets.py" --agencies)
+  export IKD_DEMO_AGENCIES
+fi
+# Each agency takes one API port below WORKER_METRICS_BASE_PORT and one worker port below
+# RECEIVER_PORT: at most 50 gateways on one port base.
+if (($(wc -w <<<"${IKD_DEMO_AGENCIES:-}") > WORKER_METRICS_BASE_PORT - GATEWAY_BASE_PORT)); then
+  echo "services.sh: more than $((WORKER_METRICS_BASE_PORT - GATEWAY_BASE_PORT)) agencies in IKD_DEMO_AGENCIES" >&2
+  return 1
+fi
+# PostgreSQL connections per gateway process: its pool plus the agency-topic relay's own
+# connection. Many gateways on one server get small pools; postgres.sh sizes max_connections
+# from PG_GATEWAY_CONNECTIONS.
+if (($(wc -w <<<"${IKD_DEMO_AGENCIES:-}") > 8)); then
+  GATEWAY_DB_POOL_MAX=${IKD_GATEWAY_DB_POOL_MAX:-4}
+else
+  GATEWAY_DB_POOL_MAX=${IKD_GATEWAY_DB_POOL_MAX:-10}
+fi
+# API and worker: a pool and a relay connection each.
+export PG_GATEWAY_CONNECTIONS=$((2 * (GATEWAY_DB_POOL_MAX + 1)))
+
 kafka_env() {  # PRINCIPAL: the service's own Kafka credentials (ACLs: ikdctl kafka acls apply)
   echo IKD_KAFKA_USERNAME="$1" IKD_KAFKA_PASSWORD="@$DEV_KEYS/kafka/$1.password"
 }
@@ -98,6 +121,7 @@ gateway_env() {  # AGENCY (its identity client's secret: onboarding writes it, u
     IKD_GATEWAY_PORT="$(gateway_port "$1")" \
     IKD_GATEWAY_WORKER_METRICS_PORT="$(worker_metrics_port "$1")" \
     IKD_GATEWAY_IDENTITY_URL="$IKD_IDENTITY_URL" \
+    IKD_GATEWAY_DB_POOL_MAX="$GATEWAY_DB_POOL_MAX" \
     IKD_GATEWAY_IDENTITY_CLIENT_ID="gateway-$1" \
     IKD_GATEWAY_IDENTITY_CLIENT_SECRET="@$DEV_KEYS/agencies/$1.gateway-secret" \
     "$(kafka_env "gateway-$1")"

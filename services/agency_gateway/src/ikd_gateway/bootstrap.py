@@ -137,7 +137,7 @@ async def bootstrap(
     settings: GatewaySettings,
     *,
     config: Config | None = None,
-    pool_size: int = 10,
+    pool_size: int | None = None,
     keep_sessions: bool = False,
     uow: UnitOfWorkFactory | None = None,
     producer: AIOKafkaProducer | None = None,
@@ -173,7 +173,9 @@ async def bootstrap(
             )
         if uow is None or relay is None:
             extra: dict[str, Any] = {"reset": _keep_session} if keep_sessions else {}
-            pool = await create_pool(str(settings.database_url), max_size=pool_size, **extra)
+            pool = await create_pool(
+                str(settings.database_url), max_size=pool_size or settings.db_pool_max, **extra
+            )
             stack.push_async_callback(pool.close)
             uow = uow or _pg_unit_of_work(pool)
             denial_counters = denial_counters or PgDenialCounters(pool)

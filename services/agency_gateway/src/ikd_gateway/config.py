@@ -34,6 +34,12 @@ class GatewaySettings(ServiceSettings):
     migration_database_url: PostgresDsn | None = Field(
         default=None, description="owner role (<db>_owner); only `ikd-gateway migrate` needs it"
     )
+    db_pool_max: int = Field(
+        default=10,
+        ge=1,
+        description="most pooled connections per process; small when many gateways share a "
+        "server (make up's whole MPP)",
+    )
     token_jwks: str = Field(description="identity's token JWKS: inline JSON or @path")
     token_issuer: str = "ikd-identity"  # noqa: S105 - an issuer name, not a secret
     token_audience: str = "ikd-gateway"  # noqa: S105 - an audience name
