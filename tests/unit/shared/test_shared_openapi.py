@@ -4,6 +4,7 @@ client-credentials scheme with the scope it requires."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,8 +12,13 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi.utils import generate_unique_id
 
+from ikd_audit.witness.app import create_app as witness_app
+from ikd_gateway.adapters.webhooks import generate_secret
+from ikd_gateway.entrypoints.receiver import create_receiver_app
 from ikd_shared.auth import Scope
 from ikd_shared.openapi import OAUTH2, OPERATION_ID
+from tests.unit.audit.test_audit_witness import Log
+from tests.unit.audit.test_audit_witness import settings as witness_settings
 from tests.unit.shared.test_shared_nik_never_in_url import apps, operations
 
 # Operations that take no access token, each for a reason.
@@ -138,3 +144,13 @@ def test_scopes_per_route_are_the_ones_the_gateway_enforces(
     for where, scope in scope_of.items():
         if "/webhooks/" in where:
             assert scope == Scope.WEBHOOKS, where
+
+
+def test_the_witness_and_the_example_receiver_have_clean_ids(tmp_path: Path) -> None:
+    receiver = create_receiver_app(generate_secret())
+    witness = witness_app(witness_settings(Log(), tmp_path), poll=False)
+    for app in (receiver, witness):
+        names = [op["operationId"] for _, _, op in operations(app.openapi())]
+        assert names, app.title
+        assert all(OPERATION_ID.fullmatch(name) for name in names), names
+        assert len(names) == len(set(names)), names
