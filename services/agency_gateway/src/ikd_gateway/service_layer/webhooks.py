@@ -4,6 +4,7 @@ Retries are scheduled in the database (`webhook_messages.next_attempt_at`), so t
 restarts: exponential backoff with jitter, one `webhook_attempts` row per attempt, a dead-letter
 record after the last attempt, and 410 Gone disables the endpoint. The body is built at send time
 from the current view row and consents, so a purged citizen or a revoked consent is never sent.
+A test event and a redelivery are queued messages too, and take the same path.
 """
 
 from __future__ import annotations
