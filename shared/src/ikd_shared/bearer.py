@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, Protocol, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import Counter
 
@@ -94,7 +94,10 @@ class Bearer(Generic[E]):
         # A default, not an annotation: FastAPI resolves string annotations in module globals.
         async def caller(
             request: Request,
-            credentials: HTTPAuthorizationCredentials | None = Depends(self._scheme),  # noqa: B008
+            # Security, not Depends: the OpenAPI document names the scope the route requires.
+            credentials: HTTPAuthorizationCredentials | None = Security(  # noqa: B008
+                self._scheme, scopes=[scope.value]
+            ),
         ) -> Principal:
             principal = self.authenticate(request, credentials)
             if guard is not None:

@@ -111,3 +111,32 @@ class WebhookHostNotAllowed(Forbidden):
 class WebhookEndpointLimit(GatewayError):
     status_code = 409
     code = "webhook_endpoint_limit"
+
+
+class MessageNotFound(NotFound):
+    code = "message_not_found"
+
+
+class EndpointDisabled(GatewayError):
+    status_code = 409
+    code = "endpoint_disabled"
+
+
+class MessagePending(GatewayError):
+    """The message is still scheduled (or being sent): its next attempt comes anyway."""
+
+    status_code = 409
+    code = "message_pending"
+
+
+class NotHeld(GatewayError):
+    """A redelivery of a citizen's data the agency no longer holds for the endpoint's service
+    (purged, erased, consent revoked, relationship ended): refused, never resent stale."""
+
+    status_code = 409
+    code = "citizen_not_held"
+
+    def __init__(self, detail: str, *, service: str, pseudonym: str) -> None:
+        super().__init__(detail)
+        self.service = service
+        self.pseudonym = pseudonym

@@ -17,7 +17,7 @@ import contextlib
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -30,9 +30,11 @@ from ikd_gateway.bootstrap import Gateway, bootstrap, check_or_exit
 from ikd_gateway.config import GatewaySettings
 from ikd_gateway.domain import errors
 from ikd_gateway.entrypoints.registrations import Guard, registrations_router
+from ikd_gateway.entrypoints.webhook_payloads import document_webhooks
 from ikd_gateway.service_layer import prefill as prefills
+from ikd_gateway.service_layer import webhooks
 from ikd_gateway.service_layer.webhooks import register_endpoint
-from ikd_shared import api, kafka_lag, tracing
+from ikd_shared import api, kafka_lag, openapi, tracing
 from ikd_shared.api import PROBLEM_JSON, BodySizeLimit, install_error_handlers, problem
 from ikd_shared.auth import Principal, Scope
 from ikd_shared.bearer import Bearer
@@ -221,6 +223,14 @@ class DeliveryOut(BaseModel):
     next_retry_at: dt.datetime | None = Field(description="when a retry was scheduled")
 
 
+class MessageQueued(BaseModel):
+    webhook_id: uuid.UUID = Field(description="the message's webhook-id")
+    event_type: str
+    status: Literal["pending"] = Field(
+        description="queued: the attempt shows in the endpoint's deliveries once made"
+    )
+
+
 def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> FastAPI:
     """The API on a started `runtime`, or, without one, on its own: the lifespan then enters
     `bootstrap` and runs the access relay beside the requests."""
@@ -251,6 +261,7 @@ def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> 
             "is recorded as an access event for the citizen's audit trail."
         ),
         lifespan=lifespan,
+        generate_unique_id_function=openapi.operation_id,
     )
     install_error_handlers(app)
 
@@ -346,9 +357,12 @@ def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> 
     }
 
     @app.get(
-        "/v1/prefill/{service}", response_model=PrefillResponse, responses=_errors(prefill_errors)
+        "/v1/prefill/{service}",
+        response_model=PrefillResponse,
+        responses=_errors(prefill_errors),
+        tags=["prefill"],
     )
-    async def prefill(
+    async def prefill_by_pseudonym(
         request: Request,
         gateway: Runtime,
         caller: PrefillCaller,
@@ -373,6 +387,7 @@ def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> 
     @app.post(
         "/v1/prefill/{service}/lookup",
         response_model=PrefillResponse,
+        tags=["prefill"],
         responses=_errors(prefill_errors),
     )
     async def prefill_by_nik(
@@ -393,6 +408,7 @@ def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> 
     @app.post(
         "/v1/webhooks/endpoints",
         status_code=201,
+        tags=["webhooks"],
         response_model=EndpointCreated,
         responses=_errors(
             {
@@ -403,7 +419,7 @@ def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> 
             }
         ),
     )
-    async def create_endpoint(
+    async def create_webhook_endpoint(
         gateway: Runtime, principal: WebhooksCaller, body: EndpointIn
     ) -> EndpointCreated:
         """Register a URL to receive signed pushes of one service's fields (Standard Webhooks)."""
@@ -427,8 +443,13 @@ def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> 
             secret=endpoint.secret,
         )
 
-    @app.get("/v1/webhooks/endpoints", response_model=list[EndpointOut], responses=_errors())
-    async def list_endpoints(gateway: Runtime, _: WebhooksCaller) -> list[EndpointOut]:
+    @app.get(
+        "/v1/webhooks/endpoints",
+        response_model=list[EndpointOut],
+        responses=_errors(),
+        tags=["webhooks"],
+    )
+    async def list_webhook_endpoints(gateway: Runtime, _: WebhooksCaller) -> list[EndpointOut]:
         async with gateway.uow() as uow:
             endpoints = await uow.webhooks.endpoints()
         return [
@@ -445,10 +466,11 @@ def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> 
 
     @app.get(
         "/v1/webhooks/endpoints/{endpoint_id}/deliveries",
+        tags=["webhooks"],
         response_model=list[DeliveryOut],
         responses=_errors({404: "no such endpoint"}),
     )
-    async def list_deliveries(
+    async def list_webhook_deliveries(
         gateway: Runtime,
         _: WebhooksCaller,
         endpoint_id: uuid.UUID,
@@ -478,9 +500,10 @@ def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> 
     @app.delete(
         "/v1/webhooks/endpoints/{endpoint_id}",
         status_code=204,
+        tags=["webhooks"],
         responses=_errors({404: "no such endpoint"}),
     )
-    async def disable_endpoint(
+    async def disable_webhook_endpoint(
         gateway: Runtime, principal: WebhooksCaller, endpoint_id: uuid.UUID
     ) -> Response:
         """Disable an endpoint; pending deliveries to it are cancelled."""
@@ -490,4 +513,55 @@ def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> 
             await uow.webhooks.disable_endpoint(endpoint_id, f"disabled by {principal.client_id}")
         return Response(status_code=204)
 
+    @app.post(
+        "/v1/webhooks/endpoints/{endpoint_id}/test",
+        tags=["webhooks"],
+        status_code=202,
+        response_model=MessageQueued,
+        responses=_errors({404: "no such endpoint", 409: "the endpoint is disabled"}),
+    )
+    async def send_webhook_test_event(
+        gateway: Runtime, _: WebhooksCaller, endpoint_id: uuid.UUID
+    ) -> MessageQueued:
+        """Queue a signed `webhook.test` event (no citizen data) for the endpoint: it is sent,
+        retried and listed in the endpoint's deliveries like any other message."""
+        message = await webhooks.send_test_event(gateway.uow, gateway.ctx, endpoint_id)
+        return MessageQueued(webhook_id=message.id, event_type=message.event_type, status="pending")
+
+    @app.post(
+        "/v1/webhooks/endpoints/{endpoint_id}/messages/{webhook_id}/redeliver",
+        tags=["webhooks"],
+        status_code=202,
+        response_model=MessageQueued,
+        responses=_errors(
+            {
+                404: "no such endpoint, or no such message of it",
+                409: "the endpoint is disabled (`endpoint_disabled`), the message is still "
+                "scheduled (`message_pending`), or the agency no longer holds the citizen's "
+                "fields for the service (`citizen_not_held`)",
+            }
+        ),
+    )
+    async def redeliver_webhook_message(
+        gateway: Runtime, principal: WebhooksCaller, endpoint_id: uuid.UUID, webhook_id: uuid.UUID
+    ) -> MessageQueued:
+        """Send a message again (its `webhook_id` from the deliveries), with the same
+        webhook-id. The body is what the agency holds when it is sent, and sending it is
+        recorded as an access like every push; a citizen the agency no longer holds for the
+        service is refused 409 `citizen_not_held` (recorded as a denied access), never resent
+        from an old copy."""
+        try:
+            message = await webhooks.redeliver(gateway.uow, gateway.ctx, endpoint_id, webhook_id)
+        except errors.NotHeld as refused:
+            await _audit_denial(
+                gateway,
+                refused,
+                prefills.Denial(service=refused.service, pseudonym=refused.pseudonym),
+                channel=Channel.WEBHOOK,
+            )
+            raise
+        return MessageQueued(webhook_id=message.id, event_type=message.event_type, status="pending")
+
+    document_webhooks(app)
+    openapi.document_security(app, token_url=openapi.IDENTITY_TOKEN_URL)
     return app

@@ -22,6 +22,8 @@ from fastapi.responses import JSONResponse
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from ikd_shared import openapi
+
 log = logging.getLogger(__name__)
 
 TOLERANCE_SECONDS = 300
@@ -51,7 +53,11 @@ class ReceiverState:
 def create_receiver_app(secret: str) -> FastAPI:
     webhook = Webhook(secret)
     state = ReceiverState()
-    app = FastAPI(title="IKD example webhook receiver", version="1.0.0")
+    app = FastAPI(
+        title="IKD example webhook receiver",
+        version="1.0.0",
+        generate_unique_id_function=openapi.operation_id,
+    )
     app.state.receiver = state
 
     @app.get("/healthz", include_in_schema=False)

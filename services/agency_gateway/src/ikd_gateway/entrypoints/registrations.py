@@ -119,7 +119,7 @@ def registrations_router(
             {400: "invalid NIK", 404: "identity knows no such citizen (citizen_not_found)"}
         ),
     )
-    async def register(
+    async def register_citizen(
         gateway: Runtime, principal: caller, body: RegistrationIn
     ) -> RegistrationOut:
         """Register a citizen for one of the agency's services whose policy allows it (a legal
@@ -147,7 +147,7 @@ def registrations_router(
         response_model=RegistrationOut,
         responses=_errors({404: "no registration of this agency has this id"}),
     )
-    async def end(
+    async def end_registration(
         gateway: Runtime, principal: caller, relationship_id: uuid.UUID
     ) -> RegistrationOut:
         """End one of the agency's registrations: once no other relationship is left, the

@@ -4,6 +4,7 @@ Retries are scheduled in the database (`webhook_messages.next_attempt_at`), so t
 restarts: exponential backoff with jitter, one `webhook_attempts` row per attempt, a dead-letter
 record after the last attempt, and 410 Gone disables the endpoint. The body is built at send time
 from the current view row and consents, so a purged citizen or a revoked consent is never sent.
+A test event and a redelivery are queued messages too, and take the same path.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ikd_gateway import metrics
 from ikd_gateway.domain import errors
 from ikd_gateway.domain.model import answer_fields
 from ikd_gateway.service_layer.context import GatewayContext, UnitOfWorkFactory
-from ikd_gateway.service_layer.unit_of_work import Attempt, Endpoint, WebhookMessage
+from ikd_gateway.service_layer.unit_of_work import Attempt, Endpoint, UnitOfWork, WebhookMessage
 from ikd_shared import codec
 from ikd_shared.events.access_v1 import AccessRecorded, Channel, Outcome
 from ikd_shared.policy import ServicePolicy
@@ -33,6 +34,9 @@ EVENT_NAMES = {
     # A new relationship (a service request, a registration) made more fields visible.
     "id.go.mpp.profile.relationships.v1": "citizen.profile.shared",
 }
+FALLBACK_NAME = "citizen.profile.changed"
+TEST_EVENT = "webhook.test"
+"""A test message's event type (and its `type`): it carries no citizen and discloses nothing."""
 
 
 class Sender(Protocol):
@@ -100,6 +104,94 @@ async def register_endpoint(
     return endpoint
 
 
+async def send_test_event(
+    uow_factory: UnitOfWorkFactory, ctx: GatewayContext, endpoint_id: uuid.UUID
+) -> WebhookMessage:
+    """Queue a `webhook.test` message for the endpoint: the dispatcher signs and sends it, with
+    retries and a logged attempt, like any other."""
+    message = WebhookMessage(
+        id=uuid.uuid4(),
+        endpoint_id=endpoint_id,
+        # A test carries no citizen: the empty pseudonym matches no view row.
+        pseudonym="",
+        version=0,
+        event_type=TEST_EVENT,
+        changed_fields=(),
+    )
+    async with uow_factory() as uow:
+        _usable(await uow.webhooks.endpoint(endpoint_id))
+        await uow.webhooks.enqueue(message)
+    return message
+
+
+async def redeliver(
+    uow_factory: UnitOfWorkFactory,
+    ctx: GatewayContext,
+    endpoint_id: uuid.UUID,
+    message_id: uuid.UUID,
+) -> WebhookMessage:
+    """Schedule one more attempt of a message that is no longer pending, with its webhook-id.
+
+    The body is built at send time from what the agency holds then, never from what was sent
+    before: if the agency no longer holds the citizen's fields for the endpoint's service, the
+    redelivery is refused (NotHeld) rather than resending stale data.
+    """
+    async with uow_factory() as uow:
+        endpoint = _usable(await uow.webhooks.endpoint(endpoint_id))
+        message = await uow.webhooks.message(message_id)
+        if message is None or message.endpoint_id != endpoint.id:
+            raise errors.MessageNotFound("no such message for this endpoint")
+        if message.status == "pending":
+            raise errors.MessagePending("the message is still scheduled: its next attempt comes")
+        if message.event_type != TEST_EVENT and not await _held_fields(
+            uow, ctx, endpoint, message.pseudonym
+        ):
+            raise errors.NotHeld(
+                f"{ctx.agency.code} no longer holds this citizen's fields for service "
+                f"{endpoint.service}: nothing to redeliver",
+                service=endpoint.service,
+                pseudonym=message.pseudonym,
+            )
+        await uow.webhooks.set_status(
+            message.id, "pending", attempts=message.attempts, next_attempt_at=ctx.clock()
+        )
+    return message
+
+
+def _usable(endpoint: Endpoint | None) -> Endpoint:
+    if endpoint is None:
+        raise errors.EndpointNotFound("no such endpoint")
+    if not endpoint.enabled:
+        raise errors.EndpointDisabled("the endpoint is disabled")
+    return endpoint
+
+
+async def _held_fields(
+    uow: UnitOfWork, ctx: GatewayContext, endpoint: Endpoint, pseudonym: str
+) -> dict[str, Any] | None:
+    """The fields of the citizen the endpoint's service may be sent now (None: none)."""
+    service = ctx.agency.service(endpoint.service)
+    view = await uow.views.get(pseudonym)
+    if service is None or view is None or view.erased or view.verified_at is None:
+        return None
+    consent_set = await uow.consents.get(pseudonym)
+    return answer_fields(service, consent_set.consents if consent_set else (), view, ctx.clock())
+
+
+def webhook_test_body(ctx: GatewayContext, message: WebhookMessage, now: dt.datetime) -> bytes:
+    return codec.dumps(
+        {
+            "type": TEST_EVENT,
+            "timestamp": now,
+            "data": {
+                "agency": ctx.agency.code,
+                "endpoint_id": str(message.endpoint_id),
+                "message": "a test event: no citizen data",
+            },
+        }
+    )
+
+
 def webhook_body(
     ctx: GatewayContext,
     message: WebhookMessage,
@@ -113,7 +205,7 @@ def webhook_body(
     assert service is not None
     return codec.dumps(
         {
-            "type": EVENT_NAMES.get(message.event_type, "citizen.profile.changed"),
+            "type": EVENT_NAMES.get(message.event_type, FALLBACK_NAME),
             "timestamp": now,
             "data": {
                 "agency": ctx.agency.code,
@@ -155,6 +247,8 @@ class Dispatcher:
         return len(claimed)
 
     async def deliver(self, message: WebhookMessage) -> str:
+        if message.event_type == TEST_EVENT:
+            return await self._deliver_test(message)
         now = self.ctx.clock()
         async with self.uow_factory() as uow:
             endpoint = await uow.webhooks.endpoint(message.endpoint_id)
@@ -178,6 +272,29 @@ class Dispatcher:
         body = webhook_body(
             self.ctx, message, service.code, fields, view.version, view.verified_at, now
         )
+        return await self._send(message, endpoint, body, now, service, fields)
+
+    async def _deliver_test(self, message: WebhookMessage) -> str:
+        now = self.ctx.clock()
+        async with self.uow_factory() as uow:
+            endpoint = await uow.webhooks.endpoint(message.endpoint_id)
+            if endpoint is None or not endpoint.enabled:
+                await uow.webhooks.set_status(message.id, "cancelled", attempts=message.attempts)
+                return "cancelled"
+        body = webhook_test_body(self.ctx, message, now)
+        return await self._send(message, endpoint, body, now, None, {})
+
+    async def _send(
+        self,
+        message: WebhookMessage,
+        endpoint: Endpoint,
+        body: bytes,
+        now: dt.datetime,
+        service: ServicePolicy | None,
+        fields: dict[str, Any],
+    ) -> str:
+        """One signed attempt, logged; `service` None for a test message (no access event,
+        no dead letter: it carries nothing to record or to replay)."""
         attempt = message.attempts + 1
         try:
             await self.check(endpoint.url)
@@ -225,7 +342,7 @@ class Dispatcher:
                 )
             )
             # A connection that never opened disclosed nothing: no access to record.
-            if disclosed:
+            if disclosed and service is not None:
                 await uow.outbox.add(self._access(message, service, fields, status_code))
             if outcome == "delivered":
                 await uow.webhooks.set_status(message.id, "delivered", attempts=attempt)
@@ -242,22 +359,23 @@ class Dispatcher:
                     await uow.webhooks.disable_endpoint(endpoint.id, "receiver answered 410 Gone")
                 elif outcome == "disabled":
                     await uow.webhooks.disable_endpoint(endpoint.id, disabled_reason)
-                await self.dead_letter(
-                    {
-                        "message_id": str(message.id),
-                        "endpoint_id": str(endpoint.id),
-                        "agency": self.ctx.agency.code,
-                        "service": service.code,
-                        "pseudonym": message.pseudonym,
-                        "version": message.version,
-                        "event_type": message.event_type,
-                        "fields": sorted(fields),
-                        "attempts": attempt,
-                        "last_status": status_code,
-                        "last_error": error,
-                        "reason": outcome,
-                    }
-                )
+                if service is not None:
+                    await self.dead_letter(
+                        {
+                            "message_id": str(message.id),
+                            "endpoint_id": str(endpoint.id),
+                            "agency": self.ctx.agency.code,
+                            "service": service.code,
+                            "pseudonym": message.pseudonym,
+                            "version": message.version,
+                            "event_type": message.event_type,
+                            "fields": sorted(fields),
+                            "attempts": attempt,
+                            "last_status": status_code,
+                            "last_error": error,
+                            "reason": outcome,
+                        }
+                    )
         if outcome == "delivered":
             metrics.WEBHOOK_DELIVERED.inc()
         elif outcome == "retry":

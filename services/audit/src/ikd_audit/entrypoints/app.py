@@ -23,7 +23,7 @@ from ikd_audit.entrypoints import api, console, public_log
 from ikd_audit.entrypoints.consumer import AccessConsumer
 from ikd_audit.entrypoints.observability import SIGNED_TREE_SIZE, TREE_HEAD_AGE, TREE_SIZE
 from ikd_audit.entrypoints.pruner import run_pruner
-from ikd_shared import kafka_lag
+from ikd_shared import kafka_lag, openapi
 from ikd_shared.api import (
     BodySizeLimit,
     Check,
@@ -97,6 +97,7 @@ def create_app(settings: AuditSettings) -> FastAPI:
         "auditor API and console, and each citizen's own processing trail.",
         version="1.0.0",
         lifespan=lifespan,
+        generate_unique_id_function=openapi.operation_id,
     )
     install_error_handlers(app)
     app.include_router(api.router)
@@ -166,4 +167,5 @@ def create_app(settings: AuditSettings) -> FastAPI:
             ProxyHeadersMiddleware, trusted_hosts=proxy_hosts(settings.trusted_proxies)
         )
 
+    openapi.document_security(app, token_url=openapi.IDENTITY_TOKEN_URL)
     return app

@@ -25,7 +25,7 @@ from ikd_audit.witness.config import WitnessSettings
 from ikd_audit.witness.core import Refusal, parse_add_checkpoint
 from ikd_audit.witness.service import Witness, refusal_status
 from ikd_audit.witness.store import WitnessStore
-from ikd_shared import checkpoint
+from ikd_shared import checkpoint, openapi
 from ikd_shared.supervise import supervise
 
 NOTE_TYPE = "text/plain; charset=utf-8"
@@ -78,7 +78,12 @@ def create_app(
                 stack.push_async_callback(_stop, stop, task)
             yield
 
-    app = FastAPI(title="IKD MPP audit log witness", version="1.0.0", lifespan=lifespan)
+    app = FastAPI(
+        title="IKD MPP audit log witness",
+        version="1.0.0",
+        lifespan=lifespan,
+        generate_unique_id_function=openapi.operation_id,
+    )
 
     def current(request: Request) -> Witness:
         found: Witness = request.app.state.witness

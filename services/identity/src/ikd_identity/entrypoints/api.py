@@ -23,7 +23,7 @@ from ikd_identity.domain import commands
 from ikd_identity.domain.errors import Forbidden, OAuthError, TokenThrottled, Unauthenticated
 from ikd_identity.entrypoints import schemas
 from ikd_identity.service_layer import handlers, registrations, tokens
-from ikd_shared import api, kafka_lag
+from ikd_shared import api, kafka_lag, openapi
 from ikd_shared.api import BodySizeLimit, install_error_handlers, problem
 from ikd_shared.auth import Principal, Scope
 from ikd_shared.bearer import Bearer
@@ -147,6 +147,7 @@ def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> 
         description="Verifies IKD credentials, keeps canonical citizen profiles and consents, "
         "and publishes every change through a transactional outbox.",
         lifespan=lifespan,
+        generate_unique_id_function=openapi.operation_id,
     )
     install_error_handlers(app)
 
@@ -423,6 +424,7 @@ def create_app(settings: IdentitySettings, *, run_relay: bool | None = None) -> 
         app.add_middleware(
             ProxyHeadersMiddleware, trusted_hosts=proxy_hosts(settings.trusted_proxies)
         )
+    openapi.document_security(app, token_url=openapi.IDENTITY_TOKEN_URL)
     return app
 
 
