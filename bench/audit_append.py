@@ -33,7 +33,7 @@ from ikd_shared.consumer import SourceRecord
 from ikd_shared.events import to_cloudevent
 from ikd_shared.events.access_v1 import AccessRecorded, Channel, Outcome
 from ikd_shared.events.envelope import to_kafka
-from ikd_shared.policy import LegalBasis
+from ikd_shared.legal import LegalBasis
 
 BATCH = 500  # the audit consumer's batch size
 

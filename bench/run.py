@@ -23,7 +23,18 @@ from typing import Any
 
 import yaml
 
-from bench import bulk, consent, cpu, kafka_ceiling, machine, prefill, relate, report, verify
+from bench import (
+    audit_append,
+    bulk,
+    consent,
+    cpu,
+    kafka_ceiling,
+    machine,
+    prefill,
+    relate,
+    report,
+    verify,
+)
 from bench.common import Context, Gateway, count, wait_until
 from bench.stats import spread, summarize_runs
 from ikd_shared.events.topics import PROFILE
@@ -44,10 +55,12 @@ class Plan:
     consent_repetitions: int
     relationship_repetitions: int
     fanout_repetitions: int
+    audit_entries: int
 
 
+# BENCH_RUNS: how often each measurement is repeated (the tables give the median)
 FULL = Plan(
-    runs=3,
+    runs=int(os.environ.get("BENCH_RUNS", "3")),
     bulk_events=int(os.environ.get("BENCH_BULK_EVENTS", "4000")),
     ceiling_records=300_000,
     prefill_connections=(16, 64),
@@ -57,6 +70,7 @@ FULL = Plan(
     consent_repetitions=20,
     relationship_repetitions=20,
     fanout_repetitions=10,
+    audit_entries=50_000,
 )
 QUICK = Plan(
     runs=1,
@@ -69,6 +83,7 @@ QUICK = Plan(
     consent_repetitions=4,
     relationship_repetitions=4,
     fanout_repetitions=3,
+    audit_entries=10_000,
 )
 FANOUT_SIZES = (1, 2, 3)
 # Citizen ranges (bulk.RUN_STRIDE apart): the related citizens of the bulk runs, the new ones
@@ -366,6 +381,31 @@ async def main(args: argparse.Namespace) -> None:
         return await relate.fanout(ctx, fresh[plan.relationship_repetitions :], sizes=FANOUT_SIZES)
 
     await section("fanout", results, do_fanout)
+
+    async def do_audit() -> dict[str, Any]:
+        # Last: its synthetic entries stay in the bench's log, after everything else measured.
+        runs = []
+        for _ in range(plan.runs):
+            await settle(ctx)
+            batch = await asyncio.to_thread(audit_append.records, plan.audit_entries)
+            one = {
+                "cpu": await asyncio.to_thread(audit_append.cpu_rate, batch[:10_000]),
+                **await audit_append.append_rate(ctx.audit_dsn, batch),
+            }
+            one["cpu_per_second"] = one["cpu"]["per_cpu_second"]
+            print(
+                f"bench:   audit append: {one['per_second']:.0f} entries/s, "
+                f"{one['cpu_per_second']:.0f} per CPU second",
+                flush=True,
+            )
+            runs.append(one)
+        return {
+            "batch": audit_append.BATCH,
+            "runs": runs,
+            "summary": summarize_runs(runs, ["per_second", "cpu_per_second"]),
+        }
+
+    await section("audit", results, do_audit)
 
     results["conditions"]["load_average_after"] = machine.load_average()
     results["measure_seconds"] = time.monotonic() - started

@@ -95,8 +95,13 @@ bench_gateway_env() {  # AGENCY (the secrets below replace gateway_env's: env's 
     IKD_GATEWAY_DATA_DIR="$BENCH_DIR/gateway/$1"
 }
 
+bus_answers() {  # a broker started from another checkout (its pid file names that path)
+  local first=${IKD_KAFKA_BOOTSTRAP_SERVERS%%,*}
+  # shellcheck disable=SC2016 # $1/$2 are expanded by the inner bash
+  [[ $1 == kafka ]] && timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "${first%:*}" "${first##*:}" 2>/dev/null
+}
 for part in kafka postgres; do
-  if ! bash "$scripts/$part.sh" status >/dev/null 2>&1; then
+  if ! bash "$scripts/$part.sh" status >/dev/null 2>&1 && ! bus_answers "$part"; then
     bash "$scripts/$part.sh" start
     platform_started+=("$part")
   fi
