@@ -277,7 +277,10 @@ def markdown(results: dict[str, Any]) -> str:
         "letting polres-cirebon's skck take registrations, as dinsos-cirebon's "
         "social-assistance does, to relate the bench's citizens to two agencies). "
         "Numbers do not depend on demo data; a running demo is left alone.",
-        f"- Each measurement is repeated {plan['runs']} times; tables give the median and, in "
+        f"- API processes per gateway: {results['settings'].get('api_workers_per_gateway', 1)} "
+        "(`BENCH_API_WORKERS`, uvicorn workers on the gateway's one port).",
+        f"- Each measurement is repeated {plan['runs']} times (`BENCH_RUNS`); tables give the "
+        "median and, in "
         "brackets, the lowest and highest run. Between runs the bench waits until nothing "
         "moves (outboxes empty, views and audit log still for a second).",
         "- CPU shares are per cent of one core (200 % = both cores busy), from /proc, for the "

@@ -18,8 +18,9 @@
 #     run's ACLs (granted at the start, deleted at the end); Kafka's producer benchmark with
 #     the same TLS and SCRAM settings (bench/kafka_ceiling.py).
 # Kafka and PostgreSQL are started if they are not running, and stopped again at the end only
-# then. Settings: BENCH_QUICK=1 (short runs to check the harness), BENCH_KEEP=1 (keep the
-# services, databases and topics afterwards), BENCH_OUT (default docs/).
+# then. Settings: BENCH_QUICK=1 (short runs to check the harness), BENCH_RUNS (repeats of each
+# measurement, default 3), BENCH_API_WORKERS (API processes per gateway, default 1), BENCH_KEEP=1
+# (keep the services, databases and topics afterwards), BENCH_OUT (default docs/).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 source "$(dirname "$0")/procs.sh"
@@ -92,7 +93,8 @@ bench_gateway_env() {  # AGENCY (the secrets below replace gateway_env's: env's 
     IKD_KAFKA_PASSWORD="@$BENCH_KAFKA/gateway-$1.password" \
     IKD_GATEWAY_IDENTITY_CLIENT_SECRET="@$BENCH_DIR/gateway-client.secret" \
     IKD_GATEWAY_POLICY_FILE="$BENCH_POLICY" \
-    IKD_GATEWAY_DATA_DIR="$BENCH_DIR/gateway/$1"
+    IKD_GATEWAY_DATA_DIR="$BENCH_DIR/gateway/$1" \
+    IKD_GATEWAY_API_WORKERS="${BENCH_API_WORKERS:-1}"
 }
 
 bus_answers() {  # a broker started from another checkout (its pid file names that path)
@@ -195,5 +197,6 @@ python -m bench.run \
   --bootstrap "$IKD_KAFKA_BOOTSTRAP_SERVERS" \
   --issuer-key "$DEV_KEYS/dukcapil-issuer.pem" \
   --load-before "$load_before" \
+  --api-workers "${BENCH_API_WORKERS:-1}" \
   --setup-seconds "$((SECONDS - started_at))" \
   --out "${BENCH_OUT:-docs}"
