@@ -278,7 +278,9 @@ def markdown(results: dict[str, Any]) -> str:
         "social-assistance does, to relate the bench's citizens to two agencies). "
         "Numbers do not depend on demo data; a running demo is left alone.",
         f"- API processes per gateway: {results['settings'].get('api_workers_per_gateway', 1)} "
-        "(`BENCH_API_WORKERS`, uvicorn workers on the gateway's one port).",
+        "(`BENCH_API_WORKERS`, uvicorn workers on the gateway's one port); identity API "
+        f"processes: {results['settings'].get('identity_workers', 1)} "
+        "(`BENCH_IDENTITY_WORKERS`, one active outbox relay among them).",
         f"- Each measurement is repeated {plan['runs']} times (`BENCH_RUNS`); tables give the "
         "median and, in "
         "brackets, the lowest and highest run. Between runs the bench waits until nothing "

@@ -178,6 +178,7 @@ async def main(args: argparse.Namespace) -> None:
             "topic_prefix": ctx.topic_prefix,
             "gateways": [g.code for g in ctx.gateways],
             "api_workers_per_gateway": args.api_workers,
+            "identity_workers": args.identity_workers,
             "audited_view_writes_per_profile": len(audited),
         },
     }
@@ -445,6 +446,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--issuer-key", required=True)
     parser.add_argument("--load-before", type=float, default=float("nan"))
     parser.add_argument("--api-workers", type=int, default=1)
+    parser.add_argument("--identity-workers", type=int, default=1)
     parser.add_argument("--setup-seconds", type=float, default=float("nan"))
     parser.add_argument("--out", default="docs")
     return parser.parse_args()

@@ -19,7 +19,8 @@
 #     the same TLS and SCRAM settings (bench/kafka_ceiling.py).
 # Kafka and PostgreSQL are started if they are not running, and stopped again at the end only
 # then. Settings: BENCH_QUICK=1 (short runs to check the harness), BENCH_RUNS (repeats of each
-# measurement, default 3), BENCH_API_WORKERS (API processes per gateway, default 1), BENCH_KEEP=1
+# measurement, default 3), BENCH_API_WORKERS (API processes per gateway, default 1),
+# BENCH_IDENTITY_WORKERS (identity API processes, one active relay among them), BENCH_KEEP=1
 # (keep the services, databases and topics afterwards), BENCH_OUT (default docs/).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -80,7 +81,7 @@ drop_db() {  # NAME
 bench_identity_env() {
   # identity decides relationships with the same (renamed) policy as the bench's gateways
   echo "$(identity_env bench_identity)" IKD_IDENTITY_TOKEN_TTL_S=3600 IKD_IDENTITY_LOG_LEVEL=WARNING \
-    IKD_IDENTITY_POLICY_FILE="$BENCH_POLICY"
+    IKD_IDENTITY_POLICY_FILE="$BENCH_POLICY" IKD_IDENTITY_API_WORKERS="${BENCH_IDENTITY_WORKERS:-1}"
 }
 
 bench_audit_env() {
@@ -198,5 +199,6 @@ python -m bench.run \
   --issuer-key "$DEV_KEYS/dukcapil-issuer.pem" \
   --load-before "$load_before" \
   --api-workers "${BENCH_API_WORKERS:-1}" \
+  --identity-workers "${BENCH_IDENTITY_WORKERS:-1}" \
   --setup-seconds "$((SECONDS - started_at))" \
   --out "${BENCH_OUT:-docs}"
