@@ -47,8 +47,8 @@ def classify(cmdline: str, pgid: int, groups: dict[int, str]) -> str | None:
         if name.startswith("gateway-"):
             if "ikd_gateway worker" in cmdline:
                 return f"{name} worker"
-            if "ikd_gateway api" in cmdline:
-                return f"{name} api"
+            if "ikd_gateway api" in cmdline or "multiprocessing" in cmdline:
+                return f"{name} api"  # with BENCH_API_WORKERS > 1, uvicorn's spawned workers
         return name
     if cmdline.startswith("postgres:"):
         return "postgres (bench databases)" if "bench" in cmdline else "postgres (other)"

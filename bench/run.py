@@ -23,7 +23,18 @@ from typing import Any
 
 import yaml
 
-from bench import bulk, consent, cpu, kafka_ceiling, machine, prefill, relate, report, verify
+from bench import (
+    audit_append,
+    bulk,
+    consent,
+    cpu,
+    kafka_ceiling,
+    machine,
+    prefill,
+    relate,
+    report,
+    verify,
+)
 from bench.common import Context, Gateway, count, wait_until
 from bench.stats import spread, summarize_runs
 from ikd_shared.events.topics import PROFILE
@@ -44,10 +55,12 @@ class Plan:
     consent_repetitions: int
     relationship_repetitions: int
     fanout_repetitions: int
+    audit_entries: int
 
 
+# BENCH_RUNS: how often each measurement is repeated (the tables give the median)
 FULL = Plan(
-    runs=3,
+    runs=int(os.environ.get("BENCH_RUNS", "3")),
     bulk_events=int(os.environ.get("BENCH_BULK_EVENTS", "4000")),
     ceiling_records=300_000,
     prefill_connections=(16, 64),
@@ -57,6 +70,7 @@ FULL = Plan(
     consent_repetitions=20,
     relationship_repetitions=20,
     fanout_repetitions=10,
+    audit_entries=50_000,
 )
 QUICK = Plan(
     runs=1,
@@ -69,6 +83,7 @@ QUICK = Plan(
     consent_repetitions=4,
     relationship_repetitions=4,
     fanout_repetitions=3,
+    audit_entries=10_000,
 )
 FANOUT_SIZES = (1, 2, 3)
 # Citizen ranges (bulk.RUN_STRIDE apart): the related citizens of the bulk runs, the new ones
@@ -162,6 +177,8 @@ async def main(args: argparse.Namespace) -> None:
         "settings": {
             "topic_prefix": ctx.topic_prefix,
             "gateways": [g.code for g in ctx.gateways],
+            "api_workers_per_gateway": args.api_workers,
+            "identity_workers": args.identity_workers,
             "audited_view_writes_per_profile": len(audited),
         },
     }
@@ -367,6 +384,31 @@ async def main(args: argparse.Namespace) -> None:
 
     await section("fanout", results, do_fanout)
 
+    async def do_audit() -> dict[str, Any]:
+        # Last: its synthetic entries stay in the bench's log, after everything else measured.
+        runs = []
+        for _ in range(plan.runs):
+            await settle(ctx)
+            batch = await asyncio.to_thread(audit_append.records, plan.audit_entries)
+            one = {
+                "cpu": await asyncio.to_thread(audit_append.cpu_rate, batch[:10_000]),
+                **await audit_append.append_rate(ctx.audit_dsn, batch),
+            }
+            one["cpu_per_second"] = one["cpu"]["per_cpu_second"]
+            print(
+                f"bench:   audit append: {one['per_second']:.0f} entries/s, "
+                f"{one['cpu_per_second']:.0f} per CPU second",
+                flush=True,
+            )
+            runs.append(one)
+        return {
+            "batch": audit_append.BATCH,
+            "runs": runs,
+            "summary": summarize_runs(runs, ["per_second", "cpu_per_second"]),
+        }
+
+    await section("audit", results, do_audit)
+
     results["conditions"]["load_average_after"] = machine.load_average()
     results["measure_seconds"] = time.monotonic() - started
     results["setup_seconds"] = args.setup_seconds
@@ -403,6 +445,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--issuer-key", required=True)
     parser.add_argument("--load-before", type=float, default=float("nan"))
+    parser.add_argument("--api-workers", type=int, default=1)
+    parser.add_argument("--identity-workers", type=int, default=1)
     parser.add_argument("--setup-seconds", type=float, default=float("nan"))
     parser.add_argument("--out", default="docs")
     return parser.parse_args()

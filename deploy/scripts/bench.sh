@@ -18,8 +18,10 @@
 #     run's ACLs (granted at the start, deleted at the end); Kafka's producer benchmark with
 #     the same TLS and SCRAM settings (bench/kafka_ceiling.py).
 # Kafka and PostgreSQL are started if they are not running, and stopped again at the end only
-# then. Settings: BENCH_QUICK=1 (short runs to check the harness), BENCH_KEEP=1 (keep the
-# services, databases and topics afterwards), BENCH_OUT (default docs/).
+# then. Settings: BENCH_QUICK=1 (short runs to check the harness), BENCH_RUNS (repeats of each
+# measurement, default 3), BENCH_API_WORKERS (API processes per gateway, default 1),
+# BENCH_IDENTITY_WORKERS (identity API processes, one active relay among them), BENCH_KEEP=1
+# (keep the services, databases and topics afterwards), BENCH_OUT (default docs/).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 source "$(dirname "$0")/procs.sh"
@@ -79,7 +81,7 @@ drop_db() {  # NAME
 bench_identity_env() {
   # identity decides relationships with the same (renamed) policy as the bench's gateways
   echo "$(identity_env bench_identity)" IKD_IDENTITY_TOKEN_TTL_S=3600 IKD_IDENTITY_LOG_LEVEL=WARNING \
-    IKD_IDENTITY_POLICY_FILE="$BENCH_POLICY"
+    IKD_IDENTITY_POLICY_FILE="$BENCH_POLICY" IKD_IDENTITY_API_WORKERS="${BENCH_IDENTITY_WORKERS:-1}"
 }
 
 bench_audit_env() {
@@ -92,11 +94,17 @@ bench_gateway_env() {  # AGENCY (the secrets below replace gateway_env's: env's 
     IKD_KAFKA_PASSWORD="@$BENCH_KAFKA/gateway-$1.password" \
     IKD_GATEWAY_IDENTITY_CLIENT_SECRET="@$BENCH_DIR/gateway-client.secret" \
     IKD_GATEWAY_POLICY_FILE="$BENCH_POLICY" \
-    IKD_GATEWAY_DATA_DIR="$BENCH_DIR/gateway/$1"
+    IKD_GATEWAY_DATA_DIR="$BENCH_DIR/gateway/$1" \
+    IKD_GATEWAY_API_WORKERS="${BENCH_API_WORKERS:-1}"
 }
 
+bus_answers() {  # a broker started from another checkout (its pid file names that path)
+  local first=${IKD_KAFKA_BOOTSTRAP_SERVERS%%,*}
+  # shellcheck disable=SC2016 # $1/$2 are expanded by the inner bash
+  [[ $1 == kafka ]] && timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "${first%:*}" "${first##*:}" 2>/dev/null
+}
 for part in kafka postgres; do
-  if ! bash "$scripts/$part.sh" status >/dev/null 2>&1; then
+  if ! bash "$scripts/$part.sh" status >/dev/null 2>&1 && ! bus_answers "$part"; then
     bash "$scripts/$part.sh" start
     platform_started+=("$part")
   fi
@@ -190,5 +198,7 @@ python -m bench.run \
   --bootstrap "$IKD_KAFKA_BOOTSTRAP_SERVERS" \
   --issuer-key "$DEV_KEYS/dukcapil-issuer.pem" \
   --load-before "$load_before" \
+  --api-workers "${BENCH_API_WORKERS:-1}" \
+  --identity-workers "${BENCH_IDENTITY_WORKERS:-1}" \
   --setup-seconds "$((SECONDS - started_at))" \
   --out "${BENCH_OUT:-docs}"

@@ -72,8 +72,16 @@ class FakeLog:
                 raise LookupError("the stored Merkle tree state is incomplete")
         return found
 
-    async def add(self, entries: Sequence[Entry], nodes: Sequence[tuple[NodeId, bytes]]) -> None:
+    async def add(
+        self,
+        entries: Sequence[Entry],
+        nodes: Sequence[tuple[NodeId, bytes]],
+        *,
+        leaves: Sequence[bytes] | None = None,
+    ) -> None:
         self.uow.write()
+        if leaves is not None and list(leaves) != [e.leaf_hash() for e in entries]:
+            raise AssertionError("leaf hashes passed along differ from the entries'")
         if not self.uow.locked:
             raise AssertionError("appended without holding the log lock")
         if self.uow.fail_add:

@@ -30,7 +30,11 @@ def format_time(value: dt.datetime) -> str:
     """RFC 3339 UTC with microseconds: the one textual form of a time inside a leaf."""
     if value.tzinfo is None:
         raise ValueError("times in the log are timezone-aware")
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = value if value.tzinfo is dt.UTC else value.astimezone(dt.UTC)
+    if utc.year < 1000:  # strftime's %Y does not pad: keep its form for such years
+        return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is C code and several times faster than strftime: one call per leaf time
+    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_time(value: str) -> dt.datetime:

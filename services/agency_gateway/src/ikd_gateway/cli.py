@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -65,8 +65,26 @@ def check_policy(
         )
 
 
+def api_from_environment() -> Any:
+    """The API of the agency the environment names: each of `api --workers`' processes."""
+    from ikd_gateway.entrypoints.api import create_app
+    from ikd_shared.logs import configure_logging
+
+    configure_logging()
+    return create_app(load_settings(GatewaySettings))
+
+
 @app.command()
-def api() -> None:
+def api(
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            envvar="IKD_GATEWAY_API_WORKERS",
+            help="API processes on the one port (uvicorn workers), each with its own pool",
+        ),
+    ] = 1,
+) -> None:
     """Serve the prefill and webhook API (uvicorn) on IKD_GATEWAY_HOST:IKD_GATEWAY_PORT."""
     import uvicorn
 
@@ -75,6 +93,18 @@ def api() -> None:
 
     settings = load_settings(GatewaySettings)
     configure_logging()
+    if workers > 1:
+        # One process is one core at most; the access relay each one runs is safe beside others.
+        uvicorn.run(
+            "ikd_gateway.cli:api_from_environment",
+            factory=True,
+            workers=workers,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=False,
+        )
+        return
     uvicorn.run(
         create_app(settings),  # its lifespan enters bootstrap
         host=settings.host,

@@ -12,7 +12,7 @@ import secrets
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
 import typer
@@ -70,14 +70,43 @@ def migrate() -> None:
     typer.echo(f"applied {applied} migration(s)")
 
 
+def api_from_environment() -> Any:
+    """The API as the environment configures it: each of `serve --workers`' processes."""
+    from ikd_identity.entrypoints.api import create_app
+
+    return create_app(_settings())
+
+
 @app.command()
-def serve() -> None:
+def serve(
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            envvar="IKD_IDENTITY_API_WORKERS",
+            help="API processes on the one port (uvicorn workers); one relay is active at a time",
+        ),
+    ] = 1,
+) -> None:
     """Run the HTTP API (and the outbox relay unless IKD_IDENTITY_RELAY_ENABLED=false)."""
     import uvicorn
 
     from ikd_identity.entrypoints.api import create_app
 
     settings = _settings()
+    if workers > 1:
+        # Each process runs a relay; the outbox's advisory lock keeps all but one on standby.
+        uvicorn.run(
+            "ikd_identity.cli:api_from_environment",
+            factory=True,
+            workers=workers,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            proxy_headers=False,
+            server_header=False,
+        )
+        return
     uvicorn.run(
         create_app(settings),
         host=settings.host,

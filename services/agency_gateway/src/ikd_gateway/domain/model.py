@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -288,8 +288,18 @@ def changed_fields(before: Fingerprint, after: Fingerprint) -> list[str]:
 
 def _digest(value: Any) -> str:
     # Dates as in JSON: a fresh projection holds date objects, a row read back ISO strings.
-    encoded = json.dumps(value, sort_keys=True, default=_iso, separators=(",", ":"))
+    # Strings and dates (nearly every field) skip json.dumps for its C string encoder: the same
+    # text, so digests already published stay equal.
+    if isinstance(value, str):
+        encoded = _json_string(value)
+    elif isinstance(value, dt.date):
+        encoded = _json_string(value.isoformat())
+    else:
+        encoded = json.dumps(value, sort_keys=True, default=_iso, separators=(",", ":"))
     return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+_json_string: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 
 def _iso(value: Any) -> str:

@@ -134,7 +134,11 @@ class PgLog:
         return await _node_hashes(self.conn, list(nodes))
 
     async def add(
-        self, entries: Sequence[Entry], nodes: Sequence[tuple[merkle.NodeId, bytes]]
+        self,
+        entries: Sequence[Entry],
+        nodes: Sequence[tuple[merkle.NodeId, bytes]],
+        *,
+        leaves: Sequence[bytes] | None = None,
     ) -> None:
         # The runtime role may not INSERT into the log's tables: append_log() (migration 0003)
         # takes the next positions only and raises on anything already there.
@@ -156,7 +160,7 @@ class PgLog:
             [e.channel for e in entries],
             [e.outcome for e in entries],
             [e.reason for e in entries],
-            [e.leaf_hash() for e in entries],
+            list(leaves) if leaves is not None else [e.leaf_hash() for e in entries],
             [node[0] for node, _ in nodes],
             [node[1] for node, _ in nodes],
             [value for _, value in nodes],

@@ -142,13 +142,16 @@ class AuditLog:
             size = await uow.log.size()
             tree = merkle.CompactRange.at(size, await uow.log.node_hashes(merkle.root_nodes(size)))
             rows: list[Entry] = []
+            leaves: list[bytes] = []
             completed: list[tuple[merkle.NodeId, bytes]] = []
             for offset, new in enumerate(fresh):
                 placed = new.at(size + offset, now)
-                completed.extend(tree.append(placed.leaf_hash()))
+                leaf = placed.leaf_hash()
+                completed.extend(tree.append(leaf))
                 rows.append(placed)
+                leaves.append(leaf)
             if rows:
-                await uow.log.add(rows, completed)
+                await uow.log.add(rows, completed, leaves=leaves)
         return AppendResult(len(rows), duplicates + len(unique) - len(rows), tree.size, tree.root())
 
     async def sign_tree_head(self) -> TreeHead:

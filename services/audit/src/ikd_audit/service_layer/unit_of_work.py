@@ -39,8 +39,16 @@ class LogRepository(Protocol):
         """Hashes of leaves (level 0) and stored perfect subtrees; LookupError if any is missing."""
         ...
 
-    async def add(self, entries: Sequence[Entry], nodes: Sequence[tuple[NodeId, bytes]]) -> None:
+    async def add(
+        self,
+        entries: Sequence[Entry],
+        nodes: Sequence[tuple[NodeId, bytes]],
+        *,
+        leaves: Sequence[bytes] | None = None,
+    ) -> None:
         """Insert entries at their positions with the subtrees they completed.
+
+        `leaves`: the entries' leaf hashes when the caller computed them already.
 
         Raises if a position or access id is already taken: the unit of work then rolls back.
         """
