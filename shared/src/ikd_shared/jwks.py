@@ -24,7 +24,8 @@ from typing import Any
 import httpx
 from prometheus_client import Counter, Gauge
 
-from ikd_shared.auth import TokenKeys
+from ikd_shared.auth import TokenKeys, TokenVerifier
+from ikd_shared.settings import TokenKeySettings
 
 log = logging.getLogger(__name__)
 
@@ -153,3 +154,26 @@ async def remote_jwks(keys: RemoteJwks) -> AsyncIterator[RemoteJwks]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await keys.close()
+
+
+def token_keys(settings: TokenKeySettings, static: dict[str, Any] | None) -> TokenKeys:
+    """The keys the settings name: the JWKS URL's, or the static JWKS."""
+    if settings.token_jwks_url is None:
+        return TokenKeys(static or {"keys": []})
+    return RemoteJwks(
+        str(settings.token_jwks_url),
+        ca_file=settings.token_jwks_ca_file,
+        refresh_seconds=settings.token_jwks_refresh_seconds,
+        min_interval=settings.token_jwks_min_interval_seconds,
+    )
+
+
+@contextlib.asynccontextmanager
+async def keep_fresh(verifier: TokenVerifier) -> AsyncIterator[None]:
+    """While the block runs, a verifier on a JWKS URL holds its keys fresh (`remote_jwks`);
+    static keys need nothing."""
+    if isinstance(verifier.keys, RemoteJwks):
+        async with remote_jwks(verifier.keys):
+            yield
+    else:
+        yield
