@@ -1,7 +1,9 @@
 """Service-to-service authentication: short-lived EdDSA-signed access tokens (JWT).
 
 The identity service issues tokens to registered clients (OAuth2 client credentials); every
-service verifies them locally against the issuer's public JWKS, so no call crosses services.
+service verifies them locally against the issuer's public JWKS, so no call crosses services
+per request. The JWKS is either given (tests, offline) or fetched from identity's
+`/.well-known/jwks.json` and kept fresh (ikd_shared.jwks.RemoteJwks).
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ class Principal:
 
 
 class TokenIssuer:
+    """Signs with one key; publishes it with `published` (the next key before it signs, the
+    previous one until the tokens it signed have expired: a rotation with overlap)."""
+
     def __init__(
         self,
         private_key: Ed25519PrivateKey,
@@ -61,11 +66,13 @@ class TokenIssuer:
         kid: str,
         issuer: str,
         ttl: dt.timedelta = DEFAULT_TTL,
+        published: list[dict[str, Any]] | None = None,
     ) -> None:
         self._key = private_key
         self.kid = kid
         self.issuer = issuer
         self.ttl = ttl
+        self.published = list(published or [])
 
     def issue(
         self,
@@ -91,24 +98,71 @@ class TokenIssuer:
             claims["agency"] = agency
         return jwt.encode(claims, self._key, algorithm="EdDSA", headers={"kid": self.kid})
 
-    def jwks(self) -> dict[str, Any]:
-        jwk = json.loads(OKPAlgorithm.to_jwk(self._key.public_key()))
+    def signing_jwk(self) -> dict[str, Any]:
+        """The public JWK of the key that signs."""
+        jwk: dict[str, Any] = json.loads(OKPAlgorithm.to_jwk(self._key.public_key()))
         jwk.update({"kid": self.kid, "use": "sig", "alg": "EdDSA"})
-        return {"keys": [jwk]}
+        return jwk
+
+    def jwks(self) -> dict[str, Any]:
+        """The signing key first, then the published ones (a kid the signing key has is not
+        published twice)."""
+        others = [jwk for jwk in self.published if jwk.get("kid") != self.kid]
+        return {"keys": [self.signing_jwk(), *others]}
+
+
+class TokenKeys:
+    """The keys a verifier accepts, by kid. Static here; ikd_shared.jwks.RemoteJwks replaces
+    them from identity's JWKS URL and answers `refresh` with a fetch."""
+
+    def __init__(self, jwks: dict[str, Any]) -> None:
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self.generation = 0
+        """Counts the changes of the key set (a cache of accepted tokens starts over then)."""
+        self.replace(jwks)
+
+    def get(self, kid: str) -> jwt.PyJWK | None:
+        return self._keys.get(kid)
+
+    @property
+    def kids(self) -> frozenset[str]:
+        return frozenset(self._keys)
+
+    def replace(self, jwks: dict[str, Any]) -> bool:
+        """Accept exactly these keys (ValueError if the set is not a JWKS); True if changed."""
+        try:
+            parsed = jwt.PyJWKSet.from_dict(jwks).keys if jwks.get("keys") else []
+        except jwt.PyJWKSetError as error:
+            raise ValueError(f"not a usable JWKS: {error}") from None
+        # Only keys of the tokens' algorithm: an HMAC key in the set must not crowd them out.
+        keys = {k.key_id: k for k in parsed if k.key_id and k.algorithm_name in TOKEN_ALGORITHMS}
+        if parsed and not keys:
+            raise ValueError(f"no {'/'.join(TOKEN_ALGORITHMS)} key with a kid in the JWKS")
+        changed = set(keys) != set(self._keys)
+        self._keys = keys  # one assignment: a concurrent verify sees the old or the new set
+        self.generation += changed
+        return changed
+
+    async def refresh(self) -> bool:
+        """Look for keys not seen yet (a token with an unknown kid); True if the set changed."""
+        return False
 
 
 class TokenVerifier:
-    def __init__(self, jwks: dict[str, Any], *, issuer: str, audience: str) -> None:
-        self._keys = {key.key_id: key for key in jwt.PyJWKSet.from_dict(jwks).keys if key.key_id}
+    def __init__(self, jwks: dict[str, Any] | TokenKeys, *, issuer: str, audience: str) -> None:
+        self.keys = jwks if isinstance(jwks, TokenKeys) else TokenKeys(jwks)
         self.issuer = issuer
         self.audience = audience
+
+    async def refresh_keys(self) -> bool:
+        return await self.keys.refresh()
 
     def verify(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.DecodeError:
             raise AuthError("malformed_token", "the bearer token is not a JWT") from None
-        key = self._keys.get(str(header.get("kid")))
+        key = self.keys.get(str(header.get("kid")))
         if key is None:
             raise AuthError("unknown_key", "the token was signed by an unknown key")
         try:

@@ -49,6 +49,10 @@ class Verifier(Protocol):
 
     def verify(self, token: str) -> Principal: ...
 
+    async def refresh_keys(self) -> bool:
+        """Look for new token keys (identity rotated); True if there are some."""
+        ...
+
 
 class Bearer(Generic[E]):
     """The callers of one API: who may call it, and the errors that refuse the others.
@@ -99,7 +103,7 @@ class Bearer(Generic[E]):
                 self._scheme, scopes=[scope.value]
             ),
         ) -> Principal:
-            principal = self.authenticate(request, credentials)
+            principal = await self.authenticate_refreshing(request, credentials)
             if guard is not None:
                 await guard(request, principal)
             refusal = self.authorize(request, principal, scope)
@@ -110,6 +114,21 @@ class Bearer(Generic[E]):
             raise refusal
 
         return caller
+
+    async def authenticate_refreshing(
+        self, request: Request, credentials: HTTPAuthorizationCredentials | None
+    ) -> Principal:
+        """`authenticate`, but a token of a key not seen yet first makes the verifier look for
+        new keys (rate-limited there) and is tried once more if it found some."""
+        if credentials is not None:
+            verifier = self._verifier(request)
+            try:
+                return verifier.verify(credentials.credentials)
+            except AuthError as error:
+                if error.code != "unknown_key" or not await verifier.refresh_keys():
+                    UNAUTHENTICATED.labels(unauthenticated_reason(error.code)).inc()
+                    raise self._unauthenticated(str(error), code=error.code) from None
+        return self.authenticate(request, credentials)
 
     def authenticate(
         self, request: Request, credentials: HTTPAuthorizationCredentials | None

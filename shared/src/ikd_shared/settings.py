@@ -17,6 +17,7 @@ from pydantic import (
     AliasChoices,
     BeforeValidator,
     Field,
+    HttpUrl,
     IPvAnyNetwork,
     SecretStr,
     ValidationError,
@@ -208,6 +209,42 @@ Ed25519KeySetting = Annotated[
 
 JwksSetting = Annotated[dict[str, Any], NoDecode, BeforeValidator(_load_jwks)]
 """A JWKS setting: inline JSON or `@path` to a JSON file."""
+
+
+class TokenKeySettings(DeploymentSettings):
+    """Where a service finds identity's access-token keys: the JWKS URL (kept fresh by
+    ikd_shared.jwks), or a static `token_jwks` the subclass declares (tests, offline)."""
+
+    token_jwks_url: HttpUrl | None = Field(
+        default=None,
+        description="identity's /.well-known/jwks.json, fetched, cached and refreshed on an "
+        "unknown kid (https outside development); instead of TOKEN_JWKS",
+    )
+    token_jwks_ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA bundle identity's certificate chains to (default: system CAs)",
+    )
+    token_jwks_refresh_seconds: float = Field(
+        default=300.0, ge=5, le=86_400, description="how often the JWKS is fetched again"
+    )
+    token_jwks_min_interval_seconds: float = Field(
+        default=10.0,
+        ge=0.1,
+        le=3600,
+        description="the least time between two fetches a token with an unknown kid causes",
+    )
+
+    @model_validator(mode="after")
+    def _one_token_key_source(self) -> Self:
+        static = getattr(self, "token_jwks", None)
+        url_name = env_name(type(self), "token_jwks_url")
+        static_name = env_name(type(self), "token_jwks")
+        if (static is None) == (self.token_jwks_url is None):
+            raise ValueError(f"set one of {url_name} and {static_name}")
+        url = self.token_jwks_url
+        if url is not None and url.scheme != "https" and not self.is_development:
+            raise ValueError(f"{url_name} must be https outside development")
+        return self
 
 
 def _split_networks(value: Any) -> Any:

@@ -6,7 +6,9 @@ immutable string: once TokenVerifier accepted it, the same string is accepted ag
 `exp` (the verifier checks no revocation list, and `iat`/`nbf` only become truer with time).
 So the cache maps the exact token string to its Principal and answers from it while the token
 has not expired (without the verifier's clock-skew leeway, so never longer than it would).
-Rejected tokens are not cached: every refusal goes through the verifier.
+Rejected tokens are not cached: every refusal goes through the verifier. When the verifier's
+key set changes (a key withdrawn from identity's JWKS), the cache starts over, so a token of a
+withdrawn key is refused from then on.
 """
 
 from __future__ import annotations
@@ -35,9 +37,16 @@ class CachedTokenVerifier:
         self.max_entries = max_entries
         self._clock = clock
         self._accepted: dict[str, tuple[Principal, float]] = {}
+        self._generation = verifier.keys.generation
+
+    async def refresh_keys(self) -> bool:
+        return await self.verifier.refresh_keys()
 
     def verify(self, token: str) -> Principal:
         """The token's Principal; AuthError exactly when TokenVerifier.verify raises it."""
+        if self.verifier.keys.generation != self._generation:
+            self._accepted.clear()
+            self._generation = self.verifier.keys.generation
         hit = self._accepted.get(token)
         if hit is not None:
             principal, expires = hit

@@ -31,6 +31,7 @@ from ikd_shared.consumer import DeadLetterWriter
 from ikd_shared.db import create_pool
 from ikd_shared.events import topics
 from ikd_shared.events.envelope import CloudEvent
+from ikd_shared.jwks import token_keys
 from ikd_shared.kafka import KafkaConnection
 from ikd_shared.outbox import OrderedRelay
 from ikd_shared.policy import MppPolicy, PolicyError, load_policy
@@ -77,8 +78,9 @@ def check_or_exit(settings: GatewaySettings) -> Config:
         print(f"ikd_gateway: invalid policy: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     try:
+        static = load_jwks(settings.token_jwks) if settings.token_jwks is not None else None
         verifier = TokenVerifier(
-            load_jwks(settings.token_jwks),
+            token_keys(settings, static),
             issuer=settings.token_issuer,
             audience=settings.token_audience,
         )

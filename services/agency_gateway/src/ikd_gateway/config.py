@@ -10,7 +10,7 @@ from pydantic_settings import SettingsConfigDict
 
 from ikd_shared.legal import CODE_PATTERN
 from ikd_shared.policy import DEFAULT_POLICY, REPO_ROOT
-from ikd_shared.settings import ServiceSettings
+from ikd_shared.settings import ServiceSettings, TokenKeySettings
 
 
 def _secret_file(value: Any) -> Any:
@@ -23,7 +23,7 @@ def _secret_file(value: Any) -> Any:
     return value
 
 
-class GatewaySettings(ServiceSettings):
+class GatewaySettings(ServiceSettings, TokenKeySettings):
     model_config = SettingsConfigDict(env_prefix="IKD_GATEWAY_", extra="ignore", frozen=True)
 
     agency: Annotated[str, Field(pattern=CODE_PATTERN)] = Field(
@@ -40,7 +40,9 @@ class GatewaySettings(ServiceSettings):
         description="most pooled connections per process; small when many gateways share a "
         "server (make up's whole MPP)",
     )
-    token_jwks: str = Field(description="identity's token JWKS: inline JSON or @path")
+    token_jwks: str | None = Field(
+        default=None, description="identity's token JWKS: inline JSON or @path (static)"
+    )
     token_issuer: str = "ikd-identity"  # noqa: S105 - an issuer name, not a secret
     token_audience: str = "ikd-gateway"  # noqa: S105 - an audience name
     host: str = "127.0.0.1"

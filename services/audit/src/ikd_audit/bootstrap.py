@@ -21,6 +21,7 @@ from ikd_audit.service_layer.unit_of_work import UnitOfWorkFactory
 from ikd_shared.auth import TokenVerifier
 from ikd_shared.credentials import CredentialVerifier
 from ikd_shared.db import create_pool
+from ikd_shared.jwks import keep_fresh, token_keys
 from ikd_shared.throttle import FailureThrottle, Limit, PgThrottleStore, ThrottleStore
 
 
@@ -91,8 +92,11 @@ async def bootstrap(
             witnesses=settings.witness_verifiers(),
         )
         tokens = TokenVerifier(
-            settings.token_jwks, issuer=settings.token_issuer, audience=settings.token_audience
+            token_keys(settings, settings.token_jwks),
+            issuer=settings.token_issuer,
+            audience=settings.token_audience,
         )
+        await stack.enter_async_context(keep_fresh(tokens))
         yield AuditRuntime(
             settings=settings,
             uow=uow,

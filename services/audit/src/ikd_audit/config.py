@@ -17,6 +17,7 @@ from ikd_shared.settings import (
     Ed25519KeySetting,
     JwksSetting,
     ServiceSettings,
+    TokenKeySettings,
     TrustedProxiesSetting,
 )
 
@@ -43,7 +44,7 @@ VkeySetting = Annotated[str, BeforeValidator(_read_vkey)]
 """The log's verifier key (c2sp.org/signed-note), inline or `@path`."""
 
 
-class AuditSettings(ServiceSettings):
+class AuditSettings(ServiceSettings, TokenKeySettings):
     model_config = SettingsConfigDict(env_prefix="IKD_AUDIT_", extra="ignore", frozen=True)
 
     database_url: str = Field(
@@ -66,8 +67,9 @@ class AuditSettings(ServiceSettings):
         le=120,
         description="how long a request for entries no tree head covers yet waits for the signer",
     )
-    token_jwks: JwksSetting = Field(
-        description="identity's access-token JWKS (inline JSON or @path)",
+    token_jwks: JwksSetting | None = Field(
+        default=None,
+        description="identity's access-token JWKS (inline JSON or @path), static",
     )
     token_issuer: str = Field(default="ikd-identity")
     token_audience: str = Field(default="ikd-audit")

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from ikd_identity.adapters.keys import thumbprint
+from ikd_identity.adapters.keys import published_keys, thumbprint
 from ikd_identity.adapters.postgres import OutboxRow, PgClients, PgUnitOfWork, notify_outbox
 from ikd_identity.adapters.relay import OutboxRelay, ProducerFactory, RelayHooks, outbox_relay
 from ikd_identity.adapters.secrets import Argon2Hasher
@@ -80,8 +80,9 @@ def token_issuer(settings: IdentitySettings) -> TokenIssuer:
         kid="pending",
         issuer=settings.token_issuer,
         ttl=dt.timedelta(seconds=settings.token_ttl_s),
+        published=published_keys(settings.token_published_keys),
     )
-    issuer.kid = settings.token_key_id or thumbprint(issuer.jwks()["keys"][0])
+    issuer.kid = settings.token_key_id or thumbprint(issuer.signing_jwk())
     return issuer
 
 

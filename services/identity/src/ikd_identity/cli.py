@@ -1,4 +1,4 @@
-"""The `ikd-identity` command: migrate, serve, relay, clients, prune.
+"""The `ikd-identity` command: migrate, serve, relay, clients, keys, prune.
 
 The development issuer is `ikdctl dev-issuer`; synthetic citizens load with `ikdctl bulk-load`.
 """
@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
+import json
+import os
 import re
 import secrets
 import signal
@@ -19,6 +22,7 @@ import typer
 from pydantic import Field, PostgresDsn, ValidationError
 from pydantic_settings import SettingsConfigDict
 
+from ikd_identity.adapters.keys import published_keys, thumbprint
 from ikd_identity.adapters.postgres import PgClients
 from ikd_identity.adapters.secrets import Argon2Hasher
 from ikd_identity.config import (
@@ -26,6 +30,7 @@ from ikd_identity.config import (
 )
 from ikd_identity.domain.clients import KNOWN_SCOPES, Client
 from ikd_shared import logs
+from ikd_shared.auth import TokenIssuer, load_ed25519_private_key
 from ikd_shared.db import migrate as run_migrations
 from ikd_shared.legal import CODE_PATTERN
 from ikd_shared.policy import DEFAULT_POLICY, PolicyError, load_policy
@@ -38,6 +43,8 @@ CLIENT_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{1,63}$"
 app = typer.Typer(help="IKD identity service", no_args_is_help=True, add_completion=False)
 clients_app = typer.Typer(help="API clients (OAuth2 client credentials)", no_args_is_help=True)
 app.add_typer(clients_app, name="clients")
+keys_app = typer.Typer(help="access-token signing keys (see docs/runbooks/key-rotation.md)")
+app.add_typer(keys_app, name="keys")
 
 
 class AdminSettings(DeploymentSettings):
@@ -237,6 +244,146 @@ def clients_disable(client_id: Annotated[str, typer.Option("--id", help="client 
             await connection.close()
 
     typer.echo(f"client {client_id}: {asyncio.run(main())}")
+
+
+@clients_app.command("list")
+def clients_list(
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+) -> None:
+    """Every registered client: scopes, agency, whether it is disabled, a previous secret's
+    grace period. Never a secret or its hash."""
+    dsn = str(_admin_settings().migration_database_url)
+
+    async def main() -> list[Client]:
+        connection = await asyncpg.connect(dsn)
+        try:
+            return await PgClients(connection).all()
+        finally:
+            await connection.close()
+
+    now = dt.datetime.now(dt.UTC)
+    for client in asyncio.run(main()):
+        previous = client.previous_secret_expires
+        overlap = previous.isoformat() if previous is not None and previous > now else None
+        row = {
+            "client_id": client.client_id,
+            "status": "disabled" if client.disabled else "enabled",
+            "agency": client.agency,
+            "scopes": sorted(client.scopes),
+            "serves": sorted(client.serves),
+            "previous_secret_valid_until": overlap,
+        }
+        if as_json:
+            typer.echo(json.dumps(row))
+            continue
+        typer.echo(
+            f"{client.client_id}\t{row['status']}\tagency={client.agency or '-'}"
+            f"\tscopes={','.join(sorted(client.scopes))}"
+            + (f"\tserves={','.join(sorted(client.serves))}" if client.serves else "")
+            + (f"\tprevious secret valid until {overlap}" if overlap else "")
+        )
+
+
+@clients_app.command("rotate-secret")
+def clients_rotate_secret(
+    client_id: Annotated[str, typer.Option("--id", help="client id")],
+    secret_file: Annotated[
+        Path | None,
+        typer.Option(help="read the new secret from this file; - reads standard input"),
+    ] = None,
+    grace_minutes: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=30 * 24 * 60,
+            help="how long the old secret keeps working beside the new one; 0 (the default) "
+            "replaces it at once, as after a leak",
+        ),
+    ] = 0,
+) -> None:
+    """Give a client a new secret; without --secret-file, prints a new random one.
+
+    With a grace period both secrets work until it ends, so the client's deployments switch
+    over one by one; tokens already issued stay valid until they expire either way."""
+    settings = _admin_settings()
+    try:
+        secret = secret_option(None, secret_file, development=settings.is_development)
+    except ValueError as error:
+        typer.echo(f"ikd_identity: {error}", err=True)
+        raise typer.Exit(2) from None
+    generated = secret is None
+    secret = secret or secrets.token_urlsafe(32)
+    new_hash = Argon2Hasher().hash(secret)
+    dsn = str(settings.migration_database_url)
+
+    async def main() -> Client | None:
+        connection = await asyncpg.connect(dsn)
+        try:
+            clients = PgClients(connection)
+            client = await clients.get(client_id)
+            if client is None:
+                return None
+            until = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=grace_minutes)
+            rotated = dataclasses.replace(
+                client,
+                secret_hash=new_hash,
+                previous_secret_hash=client.secret_hash if grace_minutes else None,
+                previous_secret_expires=until if grace_minutes else None,
+            )
+            await clients.put(rotated)
+            return rotated
+        finally:
+            await connection.close()
+
+    rotated = asyncio.run(main())
+    if rotated is None:
+        typer.echo(f"ikd_identity: client {client_id} is not registered", err=True)
+        raise typer.Exit(1)
+    expires = rotated.previous_secret_expires
+    old = f"works until {expires.isoformat()}" if expires else "no longer works"
+    typer.echo(f"client {client_id}: new secret; the old one {old}")
+    if generated:
+        typer.echo(f"secret: {secret}")
+
+
+@keys_app.command("generate")
+def keys_generate(
+    out: Annotated[Path, typer.Option(help="write the new private key here (PEM, mode 0600)")],
+) -> None:
+    """A new Ed25519 token key; prints its public JWK (publish it before it signs)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        message = f"{out} exists (keys are never overwritten)"
+        raise typer.BadParameter(message, param_hint="--out") from None
+    with os.fdopen(fd, "wb") as file:
+        file.write(pem)
+    typer.echo(json.dumps(_public_jwk(pem.decode())))
+
+
+@keys_app.command("public")
+def keys_public(
+    key_file: Annotated[Path, typer.Option(help="the private key (PEM) of a token key")],
+) -> None:
+    """The public JWK of a token key (kid: its RFC 7638 thumbprint), to publish it."""
+    try:
+        jwk = _public_jwk(key_file.read_text())
+    except (OSError, ValueError) as error:
+        raise typer.BadParameter(str(error), param_hint="--key-file") from None
+    typer.echo(json.dumps(jwk))
+
+
+def _public_jwk(pem: str) -> dict[str, object]:
+    issuer = TokenIssuer(load_ed25519_private_key(pem), kid="", issuer="")
+    public = published_keys({"keys": [issuer.signing_jwk()]})[0]
+    public["kid"] = thumbprint(public)
+    return public
 
 
 @app.command()

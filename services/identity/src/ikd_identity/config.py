@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Self
+from typing import Annotated, Any, Self
 
-from pydantic import Field, PostgresDsn, model_validator
+from pydantic import AfterValidator, Field, PostgresDsn, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from ikd_identity.adapters.keys import published_keys
 from ikd_shared.credentials import DEFAULT_AUDIENCES, Purpose
 from ikd_shared.policy import DEFAULT_POLICY
 from ikd_shared.settings import (
@@ -18,6 +19,11 @@ from ikd_shared.settings import (
 )
 
 DEFAULT_CREDENTIAL_ISSUER = "https://dukcapil.kemendagri.go.id/ikd"
+
+
+def _publishable(jwks: dict[str, Any]) -> dict[str, Any]:
+    published_keys(jwks)  # raises ValueError naming what may not be published
+    return jwks
 
 
 class IdentitySettings(ServiceSettings):
@@ -51,6 +57,12 @@ class IdentitySettings(ServiceSettings):
     token_signing_key: Ed25519KeySetting = Field(description="Ed25519 private key (PEM or @path)")
     token_key_id: str | None = Field(
         default=None, description="kid of the token key; default: its RFC 7638 thumbprint"
+    )
+    token_published_keys: Annotated[JwksSetting, AfterValidator(_publishable)] = Field(
+        default_factory=lambda: {"keys": []},
+        description="public Ed25519 JWKs published beside the signing key, which they never "
+        "sign with: the next key before it signs, the previous one until its tokens expired "
+        "(inline JSON or @path; a key without kid gets its RFC 7638 thumbprint)",
     )
     token_issuer: str = Field(default="ikd-identity", min_length=1)
     token_ttl_s: int = Field(default=300, ge=30, le=3600)

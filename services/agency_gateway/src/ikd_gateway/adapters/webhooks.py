@@ -230,9 +230,17 @@ class SignedRequest:
     body: bytes
 
 
-def sign(secret: str, message_id: str, timestamp: dt.datetime, body: bytes) -> SignedRequest:
-    """Standard Webhooks headers for one delivery attempt."""
-    signature = Webhook(secret).sign(message_id, timestamp, body.decode())
+def sign(
+    secret: str, message_id: str, timestamp: dt.datetime, body: bytes, *rolling: str
+) -> SignedRequest:
+    """Standard Webhooks headers for one delivery attempt.
+
+    `rolling`: further secrets during a secret rollover. Standard Webhooks lets the signature
+    header carry several space-separated signatures, and a receiver accepts the request if any
+    matches a secret it holds, so it can switch secrets without missing a delivery."""
+    signature = " ".join(
+        Webhook(each).sign(message_id, timestamp, body.decode()) for each in (secret, *rolling)
+    )
     return SignedRequest(
         headers={
             "webhook-id": message_id,

@@ -40,6 +40,7 @@ from ikd_shared.auth import Principal, Scope
 from ikd_shared.bearer import Bearer
 from ikd_shared.events import topics
 from ikd_shared.events.access_v1 import Channel
+from ikd_shared.jwks import keep_fresh
 from ikd_shared.kafka import KafkaConnection
 from ikd_shared.legal import LegalBasis
 from ikd_shared.token_cache import CachedTokenVerifier
@@ -242,7 +243,10 @@ def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> 
         if runtime is not None:
             yield
             return
-        async with bootstrap(settings, config=config, keep_sessions=True) as gateway:
+        async with (
+            bootstrap(settings, config=config, keep_sessions=True) as gateway,
+            keep_fresh(config.verifier),
+        ):
             app.state.gateway = gateway
             relay_task = asyncio.create_task(gateway.relay.run(), name="access-relay")
             try:

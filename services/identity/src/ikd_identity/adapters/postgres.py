@@ -465,14 +465,26 @@ class PgClients:
     def __init__(self, pool_or_connection: asyncpg.Pool | asyncpg.Connection) -> None:
         self._db = pool_or_connection
 
+    _COLUMNS = (
+        "client_id, secret_hash, scopes, agency, disabled, serves, previous_secret_hash, "
+        "previous_secret_expires_at"
+    )
+
     async def get(self, client_id: str) -> Client | None:
         row = await self._db.fetchrow(
-            "SELECT client_id, secret_hash, scopes, agency, disabled, serves FROM clients "
-            "WHERE client_id = $1",
+            f"SELECT {self._COLUMNS} FROM clients WHERE client_id = $1",  # noqa: S608 - constant
             client_id,
         )
-        if row is None:
-            return None
+        return None if row is None else self._client(row)
+
+    async def all(self) -> list[Client]:
+        rows = await self._db.fetch(
+            f"SELECT {self._COLUMNS} FROM clients ORDER BY client_id"  # noqa: S608 - constant
+        )
+        return [self._client(row) for row in rows]
+
+    @staticmethod
+    def _client(row: asyncpg.Record) -> Client:
         return Client(
             client_id=row["client_id"],
             secret_hash=row["secret_hash"],
@@ -480,16 +492,22 @@ class PgClients:
             agency=row["agency"],
             disabled=row["disabled"],
             serves=frozenset(row["serves"]),
+            previous_secret_hash=row["previous_secret_hash"],
+            previous_secret_expires=row["previous_secret_expires_at"],
         )
 
     async def put(self, client: Client) -> None:
         await self._db.execute(
             """
-            INSERT INTO clients (client_id, secret_hash, scopes, agency, disabled, serves)
-            VALUES ($1, $2, $3, $4, $5, $6)
+            INSERT INTO clients (client_id, secret_hash, scopes, agency, disabled, serves,
+                                 previous_secret_hash, previous_secret_expires_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
             ON CONFLICT (client_id) DO UPDATE SET secret_hash = EXCLUDED.secret_hash,
                 scopes = EXCLUDED.scopes, agency = EXCLUDED.agency,
-                disabled = EXCLUDED.disabled, serves = EXCLUDED.serves, updated_at = now()
+                disabled = EXCLUDED.disabled, serves = EXCLUDED.serves,
+                previous_secret_hash = EXCLUDED.previous_secret_hash,
+                previous_secret_expires_at = EXCLUDED.previous_secret_expires_at,
+                updated_at = now()
             """,
             client.client_id,
             client.secret_hash,
@@ -497,6 +515,8 @@ class PgClients:
             client.agency,
             client.disabled,
             sorted(client.serves),
+            client.previous_secret_hash,
+            client.previous_secret_expires,
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -57,6 +58,9 @@ async def issue_token(
         raise TokenThrottled(throttled.retry_after_seconds) from None
     client = await clients.get(client_id)
     valid = await asyncio.to_thread(hasher.verify, client.secret_hash if client else None, secret)
+    if client is not None and not valid:  # the previous secret, while its grace period lasts
+        for previous in client.secret_hashes(dt.datetime.now(dt.UTC))[1:]:
+            valid = await asyncio.to_thread(hasher.verify, previous, secret)
     if client is None or not valid or client.disabled:
         raise OAuthError("invalid_client", "unknown client or wrong secret", status_code=401)
     await throttle.succeeded(attempt)
