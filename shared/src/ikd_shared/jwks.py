@@ -168,6 +168,14 @@ def token_keys(settings: TokenKeySettings, static: dict[str, Any] | None) -> Tok
     )
 
 
+async def keys_loaded(verifier: TokenVerifier) -> None:
+    """A readiness check: fails while a verifier on a JWKS URL holds no keys yet (identity not
+    reached since start), when every token would be refused; static keys always pass."""
+    keys = verifier.keys
+    if isinstance(keys, RemoteJwks) and not keys.loaded:
+        raise RuntimeError(f"no token keys fetched yet from {keys.url}")
+
+
 @contextlib.asynccontextmanager
 async def keep_fresh(verifier: TokenVerifier) -> AsyncIterator[None]:
     """While the block runs, a verifier on a JWKS URL holds its keys fresh (`remote_jwks`);

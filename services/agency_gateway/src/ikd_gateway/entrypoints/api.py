@@ -40,7 +40,7 @@ from ikd_shared.auth import Principal, Scope
 from ikd_shared.bearer import Bearer
 from ikd_shared.events import topics
 from ikd_shared.events.access_v1 import Channel
-from ikd_shared.jwks import keep_fresh
+from ikd_shared.jwks import keep_fresh, keys_loaded
 from ikd_shared.kafka import KafkaConnection
 from ikd_shared.legal import LegalBasis
 from ikd_shared.token_cache import CachedTokenVerifier
@@ -302,6 +302,7 @@ def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> 
                     KafkaConnection.from_settings(settings),
                     config.topic(topics.agency_topic(agency.code)),
                 ),
+                "token-keys": lambda: keys_loaded(config.verifier),
             },
             refresh=[
                 refresh_backlog,

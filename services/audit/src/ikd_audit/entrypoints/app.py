@@ -33,6 +33,7 @@ from ikd_shared.api import (
     operations_router,
 )
 from ikd_shared.events.topics import ACCESS
+from ikd_shared.jwks import keys_loaded
 from ikd_shared.kafka import KafkaConnection
 from ikd_shared.settings import proxy_hosts
 from ikd_shared.supervise import supervise
@@ -139,6 +140,7 @@ def create_app(settings: AuditSettings) -> FastAPI:
         found: dict[str, Check] = {
             "postgresql": lambda: runtime().ping(),
             "kafka": lambda: kafka_lag.kafka_reachable(KafkaConnection.from_settings(settings)),
+            "token-keys": lambda: keys_loaded(runtime().tokens),
         }
         if app.state.consumer is not None:
             found["consumer"] = consumer_running
