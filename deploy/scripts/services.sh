@@ -13,6 +13,10 @@ RECEIVER_PORT=$((IKD_PORT_BASE + 200))
 export IKD_IDENTITY_URL=${IKD_IDENTITY_URL:-http://127.0.0.1:$IDENTITY_PORT}
 export IKD_AUDIT_URL=${IKD_AUDIT_URL:-http://127.0.0.1:$AUDIT_PORT}
 export IKD_GATEWAY_BASE_PORT=${IKD_GATEWAY_BASE_PORT:-$GATEWAY_BASE_PORT}
+# Gateways and audit fetch identity's token keys from its JWKS (plain HTTP on loopback: allowed
+# in development only; elsewhere the URL must be https). Until the first fetch works they retry
+# every IKD_*_TOKEN_JWKS_MIN_INTERVAL_SECONDS and their /readyz fails on token-keys.
+TOKEN_JWKS_URL="$IKD_IDENTITY_URL/.well-known/jwks.json"
 
 # IKD_DEMO_AGENCIES=all: the whole MPP of the policy (dev.env's demo agencies first, so their
 # ports stay). Exported expanded, so platform.sh, postgres.sh and ikdctl see the codes.
@@ -69,7 +73,7 @@ audit_env() {  # [DATABASE NAME, default audit]
   echo IKD_AUDIT_DATABASE_URL="$(pg_url app "$db")" \
     IKD_AUDIT_MIGRATION_DATABASE_URL="$(pg_url owner "$db")" \
     IKD_AUDIT_LOG_VKEY="@$DEV_KEYS/log.vkey" \
-    IKD_AUDIT_TOKEN_JWKS="@$DEV_KEYS/token-jwks.json" \
+    IKD_AUDIT_TOKEN_JWKS_URL="$TOKEN_JWKS_URL" \
     IKD_AUDIT_TRUST_JWKS="@$DEV_KEYS/dukcapil-jwks.json" \
     IKD_AUDIT_SESSION_SECRET=dev-console-session-secret-for-local-use \
     IKD_AUDIT_PORT=$AUDIT_PORT \
@@ -116,7 +120,7 @@ gateway_env() {  # AGENCY (its identity client's secret: onboarding writes it, u
   echo IKD_GATEWAY_AGENCY="$1" \
     IKD_GATEWAY_DATABASE_URL="$(pg_url app "gateway_$1")" \
     IKD_GATEWAY_MIGRATION_DATABASE_URL="$(pg_url owner "gateway_$1")" \
-    IKD_GATEWAY_TOKEN_JWKS="@$DEV_KEYS/token-jwks.json" \
+    IKD_GATEWAY_TOKEN_JWKS_URL="$TOKEN_JWKS_URL" \
     IKD_GATEWAY_WEBHOOK_ALLOW_PRIVATE_TARGETS=true \
     IKD_GATEWAY_PORT="$(gateway_port "$1")" \
     IKD_GATEWAY_WORKER_METRICS_PORT="$(worker_metrics_port "$1")" \
