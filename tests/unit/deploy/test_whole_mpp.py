@@ -102,3 +102,25 @@ def test_the_small_demo_keeps_its_pools_and_limit() -> None:
     assert list(gateways) == AGENCIES
     assert pool == 10
     assert limit == 200
+
+
+def test_every_gateway_and_audit_fetch_the_token_keys_from_identitys_jwks_url() -> None:
+    gateways, _ = expansion(" ".join(AGENCIES))
+    identity = f"http://127.0.0.1:{LOCAL_PORTS['IDENTITY_PORT']}"
+    url = f"{identity}/.well-known/jwks.json"
+    for env in gateways.values():
+        assert env["IKD_GATEWAY_TOKEN_JWKS_URL"] == url
+        assert "IKD_GATEWAY_TOKEN_JWKS" not in env  # exactly one key source
+    script = "source deploy/scripts/env.sh && source deploy/scripts/services.sh && audit_env"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IKD_", "PG_"))}
+    out = subprocess.run(  # noqa: S603
+        ["bash", "-c", script],  # noqa: S607
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    audit = dict(word.split("=", 1) for word in out.split() if "=" in word)
+    assert audit["IKD_AUDIT_TOKEN_JWKS_URL"] == url
+    assert "IKD_AUDIT_TOKEN_JWKS" not in audit
