@@ -15,6 +15,8 @@
 # broker's and the controller's PEM keystores and one SCRAM password per principal (admin,
 # broker, identity, audit, gateway-<agency> and agency-<agency>) go into the file as
 # IKD_KAFKA_*; hand an agency backend its IKD_KAFKA_AGENCY_<AGENCY>_PASSWORD and ca.pem.
+# The same CA signs IKD_IDENTITY_TLS_KEYSTORE, the certificate (DNS:identity-tls) under which
+# the gateways and audit fetch identity's token keys over https.
 # An existing file is never overwritten: the databases and the Kafka volume were initialised
 # with the old values, and a new IKD_PSEUDONYM_KEY changes every citizen's pseudonym. An
 # existing Kafka CA is kept.
@@ -35,7 +37,7 @@ while (($#)); do
     --out) out="$2"; shift 2 ;;
     --trust-jwks) trust_jwks="$2"; shift 2 ;;
     --log-origin) log_origin="$2"; shift 2 ;;
-    -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "make-secrets: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -103,6 +105,8 @@ kafka_ca "$kafka"
 # controller's certificate is both ends of the controller listener (client authentication).
 broker_keystore="$(kafka_keystore "$kafka" kafka DNS:kafka,DNS:localhost,IP:127.0.0.1 serverAuth)"
 controller_keystore="$(kafka_keystore "$kafka" controller DNS:kafka serverAuth,clientAuth)"
+# identity's token JWKS over TLS (the identity-tls container), from the same CA
+identity_tls_keystore="$(kafka_keystore "$kafka" identity-tls DNS:identity-tls serverAuth)"
 principals=(admin broker identity audit)
 for agency in "${agencies[@]}"; do
   principals+=("gateway-$agency" "agency-$agency")
@@ -134,6 +138,7 @@ done
   echo "IKD_KAFKA_CA_HOST_FILE=$kafka/ca.pem"
   printf 'IKD_KAFKA_BROKER_KEYSTORE="%s"\n' "$broker_keystore"
   printf 'IKD_KAFKA_CONTROLLER_KEYSTORE="%s"\n' "$controller_keystore"
+  printf 'IKD_IDENTITY_TLS_KEYSTORE="%s"\n' "$identity_tls_keystore"
   for principal in "${principals[@]}"; do
     # hex: never mistaken for a placeholder, and safe inside the broker's JAAS settings
     echo "IKD_KAFKA_$(upper "$principal")_PASSWORD=$(hex 24)"

@@ -204,6 +204,10 @@ def stack(
         [str(BIN / "ikd-audit"), "vkey"], env=signer_env, check=True, capture_output=True
     ).stdout
     (keys / "log.vkey").write_bytes(vkey)
+    # Audit and the gateways know identity's token keys only from its JWKS URL, as deployed.
+    # They start beside identity, so their first fetch may find it not yet listening: they
+    # retry (every second here) and are ready only once they hold the keys.
+    jwks_url = f"{endpoints.identity}/.well-known/jwks.json"
     try:
         stack.start("identity", [str(BIN / "ikd-identity"), "serve"], identity_env)
         stack.start("signer", [str(BIN / "ikd-audit"), "signer"], signer_env)
@@ -215,7 +219,8 @@ def stack(
                 "IKD_AUDIT_DATABASE_URL": audit_db.app_dsn,
                 "IKD_AUDIT_MIGRATION_DATABASE_URL": audit_db.owner_dsn,
                 "IKD_AUDIT_LOG_VKEY": f"@{keys}/log.vkey",
-                "IKD_AUDIT_TOKEN_JWKS": f"@{keys}/token-jwks.json",
+                "IKD_AUDIT_TOKEN_JWKS_URL": jwks_url,
+                "IKD_AUDIT_TOKEN_JWKS_MIN_INTERVAL_SECONDS": "1",
                 "IKD_AUDIT_TRUST_JWKS": f"@{keys}/dukcapil-jwks.json",
                 "IKD_AUDIT_SESSION_SECRET": "e2e-console-session-secret-0123456789",
                 "IKD_AUDIT_PORT": str(ports["audit"]),
@@ -232,7 +237,8 @@ def stack(
                     "IKD_GATEWAY_AGENCY": agency,
                     "IKD_GATEWAY_DATABASE_URL": gateway_dbs[agency].app_dsn,
                     "IKD_GATEWAY_MIGRATION_DATABASE_URL": gateway_dbs[agency].owner_dsn,
-                    "IKD_GATEWAY_TOKEN_JWKS": f"@{keys}/token-jwks.json",
+                    "IKD_GATEWAY_TOKEN_JWKS_URL": jwks_url,
+                    "IKD_GATEWAY_TOKEN_JWKS_MIN_INTERVAL_SECONDS": "1",
                     "IKD_GATEWAY_DATA_DIR": str(tmp_path / "gateway" / agency),
                     "IKD_GATEWAY_PORT": str(ports[agency]),
                     **principal_env(kafka_security.gateway_principal(agency)),

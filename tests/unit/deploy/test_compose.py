@@ -11,9 +11,11 @@ import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import typer
@@ -81,6 +83,9 @@ APPLIED_PRINCIPALS = [
 ]
 KAFKA_CA_SOURCE = "${IKD_KAFKA_CA_HOST_FILE:-./.secrets/kafka/ca.pem}"
 KAFKA_CA_TARGET = "/etc/ikd/kafka-ca.pem"
+IDENTITY_JWKS_URL = "https://identity-tls:18443/.well-known/jwks.json"
+IDENTITY_TLS_CONF = REPO / "deploy/compose/identity-tls.conf"
+IDENTITY_TLS_START = REPO / "deploy/compose/identity-tls-start.sh"
 KAFKA_CLIENTS = ["init", *(app.name for app in SERVICE_APPS)]
 
 
@@ -103,7 +108,7 @@ def command_line(service: dict[str, Any]) -> str:
 
 
 def test_the_file_runs_the_stack_of_make_up() -> None:
-    assert set(SERVICES) == {"kafka", "postgres", *APPS}
+    assert set(SERVICES) == {"kafka", "postgres", "identity-tls", *APPS}
     assert [name.removeprefix("gateway-") for name in SERVICES if name.startswith("gateway-")] == [
         *AGENCIES
     ]
@@ -140,7 +145,8 @@ def test_every_long_running_service_has_a_health_check(name: str) -> None:
     assert isinstance(test, list), name
     assert test[0] in ("CMD", "CMD-SHELL"), name
     assert len(test) > 1, name
-    assert not {"curl", "wget"} & set(" ".join(test).split()), "slim images have neither"
+    if "build" in SERVICES[name]:
+        assert not {"curl", "wget"} & set(" ".join(test).split()), "slim images have neither"
 
 
 @pytest.mark.parametrize("app", HTTP_APPS, ids=[app.name for app in HTTP_APPS])
@@ -218,11 +224,17 @@ def test_depends_on_names_services_and_waits_for_them(name: str) -> None:
 
 @pytest.mark.parametrize("app", SERVICE_APPS, ids=[app.name for app in SERVICE_APPS])
 def test_services_start_after_kafka_postgres_and_the_topics(app: AppService) -> None:
-    assert SERVICES[app.name]["depends_on"] == {
+    platform = {
         "kafka": {"condition": "service_healthy"},
         "postgres": {"condition": "service_healthy"},
         "init": {"condition": "service_completed_successfully"},
     }
+    if app.name != "identity":  # and once identity serves the token keys they fetch
+        platform |= {
+            "identity": {"condition": "service_healthy"},
+            "identity-tls": {"condition": "service_healthy"},
+        }
+    assert SERVICES[app.name]["depends_on"] == platform
 
 
 @pytest.mark.parametrize("app", SERVICE_APPS, ids=[app.name for app in SERVICE_APPS])
@@ -411,21 +423,60 @@ def test_postgres_creates_exactly_the_databases_the_services_use() -> None:
     assert "IKD_PG_${name^^}_${role}_PASSWORD" in POSTGRES_INIT.read_text()
 
 
-def test_consumers_share_one_token_key_and_one_set_of_trust_anchors() -> None:
-    """Gateways and audit verify identity's tokens; identity and audit trust the same issuer."""
+def test_consumers_fetch_identitys_token_keys_over_tls_and_share_its_trust_anchors() -> None:
+    """Gateways and audit verify identity's tokens with the keys identity publishes, fetched
+    over https from identity-tls (the compose CA); identity and audit trust the same issuer."""
 
     def variable(service: str, setting: str) -> str:
         match = REQUIRED_REFERENCE.fullmatch(environment(SERVICES[service])[setting])
         assert match, setting
         return str(match["name"])
 
-    token_jwks = {variable("audit", "IKD_AUDIT_TOKEN_JWKS")} | {
-        variable(f"gateway-{agency}", "IKD_GATEWAY_TOKEN_JWKS") for agency in AGENCIES
-    }
-    assert len(token_jwks) == 1
+    consumers = {"audit": "IKD_AUDIT_", **{f"gateway-{a}": "IKD_GATEWAY_" for a in AGENCIES}}
+    for name, prefix in consumers.items():
+        env = environment(SERVICES[name])
+        assert env[f"{prefix}TOKEN_JWKS_URL"] == IDENTITY_JWKS_URL, name
+        assert env[f"{prefix}TOKEN_JWKS_CA_FILE"] == KAFKA_CA_TARGET, name
+        assert f"{prefix}TOKEN_JWKS" not in env, f"{name}: one key source, the URL"
+        assert KAFKA_CA_TARGET in volume_targets(SERVICES[name]), name
     assert variable("identity", "IKD_IDENTITY_TRUST_JWKS") == variable(
         "audit", "IKD_AUDIT_TRUST_JWKS"
     )
+
+
+def volume_targets(service: dict[str, Any]) -> set[str]:
+    return {volume_source_target(volume)[1] for volume in service.get("volumes", [])}
+
+
+def test_identity_tls_passes_only_the_jwks_to_identity_under_the_urls_name() -> None:
+    proxy = SERVICES["identity-tls"]
+    url = urlsplit(IDENTITY_JWKS_URL)
+    conf = IDENTITY_TLS_CONF.read_text()
+    assert re.search(rf"listen {url.port} ssl;", conf)
+    # exactly one location reaches identity over the TLS listener: the JWKS, GET only
+    tls_server = conf[conf.index(f"listen {url.port} ssl;") : conf.index("# The health check")]
+    assert re.findall(r"location (= )?(\S+)", tls_server) == [("= ", url.path), ("", "/")]
+    assert "limit_except GET" in tls_server
+    assert f"set $identity http://identity:{effective_port(APPS['identity'])};" in tls_server
+    assert "return 404;" in tls_server
+    assert re.search(r"ssl_protocols TLSv1\.2 TLSv1\.3;", conf)
+    # its key comes from the environment, never from a file on the host
+    assert REQUIRED_REFERENCE.fullmatch(environment(proxy)["IKD_IDENTITY_TLS_KEYSTORE"])
+    start = IDENTITY_TLS_START.read_text()
+    written = "/tmp/tls/identity-tls.pem"  # noqa: S108 - the container's own tmpfs
+    assert written in start
+    assert written in conf
+    assert "umask 077" in start
+    mounts = dict(volume_source_target(volume) for volume in proxy["volumes"])
+    assert mounts == {
+        f"./{IDENTITY_TLS_START.relative_to(REPO)}": "/opt/ikd/identity-tls-start.sh",
+        f"./{IDENTITY_TLS_CONF.relative_to(REPO)}": "/etc/ikd/identity-tls.conf",
+    }
+    assert all(str(volume).endswith(":ro") for volume in proxy["volumes"])
+    assert proxy["read_only"] is True
+    assert proxy["cap_drop"] == ["ALL"]
+    assert "ports" not in proxy, "on the compose network only"
+    assert proxy["depends_on"] == {"identity": {"condition": "service_healthy"}}
 
 
 # ------------------------------------------------------------ the audit log's keys --
@@ -635,12 +686,40 @@ def test_make_secrets_writes_every_required_variable_with_working_keys(
     )
     assert variables["IKD_WITNESS_VKEY"] == witness_key.verifier.vkey
     assert variables["IKD_TREE_HEAD_SIGNING_KEY"] != variables["IKD_WITNESS_SIGNING_KEY"]
+    # identity-tls's certificate is good for the JWKS URL's host under the compose CA
+    keystore = tmp_path / "identity-tls.pem"
+    keystore.write_text(variables["IKD_IDENTITY_TLS_KEYSTORE"] + "\n")
+    host = urlsplit(IDENTITY_JWKS_URL).hostname
+    tls_handshake(keystore, tmp_path / ".secrets/kafka/ca.pem", host)
     # the trial issuer's key matches the trust anchors, and a second run keeps the file
     trial = (tmp_path / ".secrets" / "dukcapil-jwks.json").read_text()
     assert json.loads(trial) == json.loads(variables["IKD_TRUST_JWKS"])
     again = subprocess.run(["bash", str(MAKE_SECRETS), "--out", str(out)], capture_output=True)  # noqa: S603, S607
     assert again.returncode != 0
     assert read_env_file(out) == variables
+
+
+def tls_handshake(keystore: Path, ca_file: Path, hostname: str | None) -> None:
+    """A TLS handshake in memory: a server on `keystore` (key, certificate, CA in one PEM,
+    as nginx reads it), a client trusting `ca_file` alone and checking `hostname`."""
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(keystore, keystore)
+    client_context = ssl.create_default_context(cafile=str(ca_file))
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = client_context.wrap_bio(to_client, to_server, server_hostname=hostname)
+    server = server_context.wrap_bio(to_server, to_client, server_side=True)
+    done = {"client": False, "server": False}
+    for _ in range(10):
+        for name, end in (("client", client), ("server", server)):
+            if not done[name]:
+                try:
+                    end.do_handshake()
+                    done[name] = True
+                except ssl.SSLWantReadError:
+                    pass
+        if all(done.values()):
+            return
+    raise AssertionError("the TLS handshake did not finish")
 
 
 def _compose_command() -> list[str] | None:
