@@ -118,6 +118,8 @@ done
   echo "IKD_PSEUDONYM_KEY=$(hex 32)"
   echo "IKD_TOKEN_KEY_ID=$token_kid"
   printf 'IKD_TOKEN_SIGNING_KEY="%s\n"\n' "$token_key"
+  # the token key's public JWKS, for a record and off-line tools: the services in compose fetch
+  # identity's published keys instead
   echo "IKD_TOKEN_JWKS='$token_jwks'"
   echo "IKD_TRUST_JWKS='$trust'"
   printf 'IKD_TREE_HEAD_SIGNING_KEY="%s\n"\n' "$tree_head_key"
