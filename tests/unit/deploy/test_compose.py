@@ -6,17 +6,22 @@ when a Compose v2 binary is installed (it needs no daemon).
 
 from __future__ import annotations
 
+import http.server
 import inspect
 import json
 import os
 import re
 import shutil
+import socket
 import ssl
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import typer
 from cryptography import x509
@@ -1019,3 +1024,78 @@ def test_make_secrets_writes_the_kafka_ca_keystores_and_passwords(tmp_path: Path
     assert (kafka / "ca.key").read_bytes() == ca_key
     certificate, _ = _chain(read_env_file(out)["IKD_KAFKA_BROKER_KEYSTORE"])
     certificate.verify_directly_issued_by(ca)
+
+
+@pytest.mark.skipif(
+    shutil.which("nginx") is None or shutil.which("openssl") is None,
+    reason="needs nginx and openssl",
+)
+def test_identity_tls_serves_identitys_jwks_and_nothing_else(tmp_path: Path) -> None:
+    """identity-tls.conf run by a real nginx in front of a stand-in identity, with a
+    certificate as make-secrets.sh makes it (identity and the listeners on loopback here)."""
+    ca = tmp_path / "ca"
+    pki = f"source {REPO}/deploy/compose/kafka-pki.sh && kafka_ca {ca} && "
+    pki += f"kafka_keystore {ca} identity-tls DNS:identity-tls serverAuth"
+    keystore = subprocess.run(  # noqa: S603
+        ["bash", "-c", pki],  # noqa: S607
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    (tmp_path / "tls").mkdir()
+    (tmp_path / "tls/identity-tls.pem").write_text(keystore)
+    jwks = {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "A" * 43, "kid": "k1"}]}
+
+    class Identity(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(jwks if self.path == "/.well-known/jwks.json" else {}).encode()
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    identity = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Identity)
+    threading.Thread(target=identity.serve_forever, daemon=True).start()
+    tls_port, health_port = free_ports(2)
+    conf = IDENTITY_TLS_CONF.read_text()
+    conf = conf.replace("http://identity:18000", f"http://127.0.0.1:{identity.server_port}")
+    conf = conf.replace("listen 18443 ssl", f"listen 127.0.0.1:{tls_port} ssl")
+    conf = conf.replace("127.0.0.1:18444", f"127.0.0.1:{health_port}")
+    conf = conf.replace("/tmp/", f"{tmp_path}/")  # noqa: S108 - the container's tmpfs
+    (tmp_path / "nginx.conf").write_text(conf)
+    command = ["nginx", "-e", str(tmp_path / "error.log"), "-c", str(tmp_path / "nginx.conf")]
+    nginx = subprocess.Popen([*command, "-g", "daemon off;"])  # noqa: S603
+    try:
+        context = ssl.create_default_context(cafile=str(ca / "ca.pem"))
+        context.check_hostname = False  # the name: the handshake test of make-secrets.sh
+        base = f"https://127.0.0.1:{tls_port}"
+        with httpx.Client(verify=context, timeout=5) as client:
+            for _ in range(100):
+                try:
+                    answer = client.get(f"{base}/.well-known/jwks.json")
+                    break
+                except httpx.ConnectError:
+                    time.sleep(0.05)
+            assert answer.json() == jwks
+            assert client.get(f"{base}/healthz").status_code == 404
+            assert client.post(f"{base}/.well-known/jwks.json").status_code == 403
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            httpx.get(f"{base}/.well-known/jwks.json", timeout=5)  # not without the compose CA
+        assert httpx.get(f"http://127.0.0.1:{health_port}/healthz").status_code == 200
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=10)
+        identity.shutdown()
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
