@@ -230,7 +230,7 @@ async def test_traceparent_flows_from_a_verification_to_the_profile_event_and_ac
                 await check_operations(
                     gw,
                     "ikd_gateway_access_outbox_backlog 1.0",
-                    checks=("postgresql", "kafka", "agency-topic"),
+                    checks=("postgresql", "kafka", "agency-topic", "token-keys"),
                 )
             assert await gateway.relay.publish_batch() == 1
             records = await read_all(kafka_bootstrap, ACCESS.full_name(topic_prefix), 2)
