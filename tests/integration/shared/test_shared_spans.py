@@ -39,7 +39,7 @@ from tests.integration.shared.test_shared_trace_context import (
     read_one,
 )
 from tests.integration.shared.test_shared_trace_context import (
-    identity as identity,  # noqa: PLC0414 (the fixture, re-exported for this module)
+    identity as identity,  # the fixture, used by name below
 )
 
 
