@@ -184,7 +184,7 @@ class RequestObservability:
             await send(message)
 
         started = time.perf_counter()
-        span = telemetry.server_span(method, scope.get("path", ""), incoming, request_id)
+        span = telemetry.server_span(method, incoming, request_id)
         try:
             with span as current:
                 try:

@@ -228,14 +228,17 @@ def _as_trace_context(otel_span: Span, parent: TraceContext | None) -> TraceCont
 
 
 def server_span(
-    method: str, path: str, incoming: TraceContext | None, request_id: str
+    method: str, incoming: TraceContext | None, request_id: str
 ) -> contextlib.AbstractContextManager[Span | None]:
-    """The span of one HTTP request; off, the request's span is `incoming.child()` as before."""
+    """The span of one HTTP request; off, the request's span is `incoming.child()` as before.
+
+    No path or query: a path may name a citizen's pseudonym; the route template names the span.
+    """
     return span(
         method,
         kind=SERVER,
         parent=incoming,
-        attributes={"http.request.method": method, "url.path": path},
+        attributes={"http.request.method": method},
         request_id=request_id,
         bind_when_off=incoming.child() if incoming is not None else TraceContext.new(),
     )

@@ -28,6 +28,7 @@ from ikd_shared import telemetry
 from ikd_shared.auth import TokenIssuer
 from ikd_shared.credentials import Purpose
 from ikd_shared.events.topics import ACCESS, PROFILE
+from ikd_shared.pseudonym import pseudonymize
 from ikd_shared.tracing import TraceContext, from_kafka_headers
 from tests.integration.shared.test_shared_trace_context import (
     AGENCY,
@@ -72,6 +73,7 @@ async def test_one_trace_from_an_http_request_through_kafka_to_the_gateway(
 ) -> None:
     settings, app, client, issuer_key = identity
     incoming = TraceContext.new(sampled=True)
+    profile = citizen(22, 0)
     token = app.state.container.token_issuer.issue(
         "counter", {"identity:verify"}, ["ikd-identity"], agency="disdukcapil-cirebon"
     )
@@ -81,7 +83,7 @@ async def test_one_trace_from_an_http_request_through_kafka_to_the_gateway(
         issuer=ISSUER,
         purpose=Purpose.VERIFICATION,
         audience=AUDIENCE,
-        profile=citizen(22, 0),
+        profile=profile,
     )
     response = await client.post(
         "/v1/verifications",
@@ -155,3 +157,10 @@ async def test_one_trace_from_an_http_request_through_kafka_to_the_gateway(
     assert _parent(view_send) == receive.context.span_id, "the gateway's effects continue it"
     services = {s.resource.attributes["service.name"] for s in in_trace}
     assert services == {"ikd-test"}
+
+    # Spans name routes, topics and SQL text, never a citizen: no NIK, no pseudonym.
+    pseudonym = pseudonymize(profile.nik, settings.pseudonym_key.get_secret_value().encode())
+    for span in finished:
+        for value in (span.attributes or {}).values():
+            assert profile.nik not in str(value), span.name
+            assert pseudonym not in str(value), span.name

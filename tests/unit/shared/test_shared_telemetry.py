@@ -69,7 +69,7 @@ def test_nothing_is_set_up_without_otel_variables() -> None:
 def test_off_helpers_keep_the_former_trace_context() -> None:
     assert not telemetry.enabled()
     incoming = TraceContext.new(sampled=True)
-    with telemetry.server_span("GET", "/x", incoming, "r1") as span:
+    with telemetry.server_span("GET", incoming, "r1") as span:
         assert span is None
         bound = current_trace()
         assert bound is not None
