@@ -180,11 +180,6 @@ def span(
         yield otel_span
 
 
-def set_attributes(current: Span | None, attributes: Mapping[str, Any]) -> None:
-    if current is not None:
-        current.set_attributes(dict(attributes))
-
-
 def _kind(kind: str) -> Any:
     from opentelemetry.trace import SpanKind
 
@@ -192,15 +187,11 @@ def _kind(kind: str) -> Any:
 
 
 def _context(parent: TraceContext | None) -> Any:
-    """An OpenTelemetry context whose span is `parent` (remote), or the current one."""
+    """An OpenTelemetry context whose span is `parent`, else the bound trace context (ours
+    bind their span; a unit of work may bind an event's), else none: a new trace."""
+    parent = parent or tracing.current_trace()
     if parent is None:
-        # A trace context bound without a span of ours (none current) still parents the span.
-        bound = tracing.current_trace()
-        from opentelemetry import trace
-
-        if trace.get_current_span().get_span_context().is_valid or bound is None:
-            return None
-        parent = bound
+        return None
     from opentelemetry import trace
     from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
