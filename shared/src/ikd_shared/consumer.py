@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from prometheus_client import Counter
+
 from ikd_shared.events.envelope import CloudEvent, to_kafka
 from ikd_shared.supervise import retry
 
@@ -83,6 +85,11 @@ def dead_letter_headers(
     return headers
 
 
+DEAD_LETTERS = Counter(
+    "ikd_dead_letters_total", "Records and events sent to a dead-letter topic", ["topic"]
+)
+
+
 @dataclass(frozen=True)
 class DeadLetterWriter:
     """Sends to one dead-letter topic: either a consumed record unchanged (its CloudEvents
@@ -98,6 +105,7 @@ class DeadLetterWriter:
         await self.producer.send_and_wait(
             self.topic, value=source.value, key=source.key, headers=headers
         )
+        DEAD_LETTERS.labels(self.topic).inc()
 
     async def event(self, event: CloudEvent, reason: str) -> None:
         record = to_kafka(event)
@@ -105,6 +113,7 @@ class DeadLetterWriter:
         await self.producer.send_and_wait(
             self.topic, value=record.value, key=record.key, headers=headers
         )
+        DEAD_LETTERS.labels(self.topic).inc()
 
 
 async def consume_batch(

@@ -18,6 +18,7 @@ from ikd_audit.config import AuditSettings, SignerSettings
 from ikd_audit.service_layer.checkpoints import CheckpointSigner, SignerClient, TreeHeadSigner
 from ikd_audit.service_layer.services import AuditLog, Auditors, Clock, utc_now
 from ikd_audit.service_layer.unit_of_work import UnitOfWorkFactory
+from ikd_shared import telemetry
 from ikd_shared.auth import TokenVerifier
 from ikd_shared.credentials import CredentialVerifier
 from ikd_shared.db import create_pool
@@ -61,6 +62,7 @@ async def bootstrap(
 ) -> AsyncIterator[AuditRuntime]:
     """The runtime; `database_url` connects as another role; `uow`, `throttle_store` and
     `signer` replace the database and the signer process (all three are needed then)."""
+    telemetry.setup("ikd-audit")
     async with contextlib.AsyncExitStack() as stack:
         if uow is None:
             pool = await create_pool(database_url or settings.database_url, min_size=1, max_size=10)
@@ -134,6 +136,7 @@ class SignerRuntime:
 async def bootstrap_signer(
     settings: SignerSettings, *, uow: UnitOfWorkFactory | None = None, clock: Clock = utc_now
 ) -> AsyncIterator[SignerRuntime]:
+    telemetry.setup("ikd-audit-signer")
     async with contextlib.AsyncExitStack() as stack:
         if uow is None:
             pool = await create_pool(settings.database_url, min_size=1, max_size=2)
