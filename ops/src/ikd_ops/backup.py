@@ -33,6 +33,12 @@ from typing import Any
 from urllib.parse import quote
 
 import asyncpg
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaException,
+    TopicPartition,
+)
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported, not in __all__
     AclBinding,
     AclBindingFilter,
@@ -162,6 +168,7 @@ async def backup_databases(
             await asyncio.to_thread(
                 server.run, "pg_dump", "--format=custom", f"--file={file}", f"--dbname={name}"
             )
+            file.chmod(0o600)
             entry |= {"file": file.name, "sha256": sha256(file), "bytes": file.stat().st_size}
             say(f"{name}: {entry['bytes']} bytes in {time.perf_counter() - started:.1f} s")
             entries.append(entry)
@@ -310,6 +317,43 @@ def _restore_topics(
     return [t["name"] for t in missing], differing
 
 
+def rewind_group(conn: KafkaConnection, group: str, since: dt.datetime) -> int:
+    """Move a consumer group's committed offsets back to the first record at or after `since`,
+    never forward; returns how many partitions moved. The group's consumers must be stopped.
+
+    After a database is restored, its consumers read again what they had consumed since the
+    backup began; their idempotence (the log's access ids, the views' versions) absorbs the rest.
+    """
+    admin = conn.confluent_admin()
+    [listed] = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)]).values()
+    committed = [tp for tp in listed.result().topic_partitions if tp.offset >= 0]
+    if not committed:
+        return 0
+    since_ms = int(since.timestamp() * 1000)
+    lookup = Consumer({**conn.confluent_config(), "group.id": "ikdctl-rewind"})
+    try:
+        found = lookup.offsets_for_times(
+            [TopicPartition(tp.topic, tp.partition, since_ms) for tp in committed], timeout=30
+        )
+    finally:
+        lookup.close()
+    at = {(tp.topic, tp.partition): tp.offset for tp in found}
+    moved = [
+        TopicPartition(tp.topic, tp.partition, at[(tp.topic, tp.partition)])
+        for tp in committed
+        # -1: no record since then, nothing to read again.
+        if 0 <= at[(tp.topic, tp.partition)] < tp.offset
+    ]
+    if moved:
+        request = [ConsumerGroupTopicPartitions(group, moved)]
+        try:
+            for future in admin.alter_consumer_group_offsets(request).values():
+                future.result()
+        except KafkaException as error:
+            raise BackupError(f"group {group}: {error} (stop its consumers first)") from None
+    return len(moved)
+
+
 # --- the whole backup ---------------------------------------------------------------------
 
 
@@ -339,9 +383,11 @@ async def backup(
 
 
 def _empty_folder(out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+    # The dumps hold personal data: readable by the operator only.
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
     if any(out.iterdir()):
         raise BackupError(f"{out} is not empty")
+    out.chmod(0o700)
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -364,6 +410,8 @@ async def restore(
     rename: dict[str, str] | None = None,
     only: Iterable[str] | None = None,
     replication_factor: int | None = None,
+    rewind_groups: Iterable[str] = (),
+    rewind_margin: dt.timedelta = dt.timedelta(minutes=5),
     say: Callable[[str], None] = print,
 ) -> dict[str, float]:
     """Restore a backup; returns the seconds each part took (the recovery time's parts)."""
@@ -388,4 +436,13 @@ async def restore(
         await restore_database(server, entry, folder, target)
         timings[target] = time.perf_counter() - started
         say(f"{entry['name']} -> {target}: restored in {timings[target]:.1f} s")
+    groups = list(rewind_groups)
+    if groups:
+        if kafka is None:
+            raise BackupError("rewinding consumer groups needs the bus")
+        # From a little before the backup began: clocks of brokers and this host may differ.
+        since = dt.datetime.fromisoformat(manifest["started_at"]) - rewind_margin
+        for group in groups:
+            moved = await asyncio.to_thread(rewind_group, kafka, group, since)
+            say(f"group {group}: {moved} partitions rewound to {since.isoformat()}")
     return timings

@@ -8,6 +8,7 @@ topics and ACLs).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 from pathlib import Path
 from typing import Annotated
@@ -69,6 +70,13 @@ def restore(
         typer.Option(help="NAME=NEW: restore database NAME as NEW (repeatable)"),
     ] = None,
     topics: Annotated[bool, typer.Option(help="also create missing topics and apply ACLs")] = True,
+    rewind_group: Annotated[
+        list[str] | None,
+        typer.Option(help="a consumer group to re-read from the backup's start (repeatable)"),
+    ] = None,
+    rewind_margin_seconds: Annotated[
+        int, typer.Option(min=0, help="rewind this much before the backup began")
+    ] = 300,
     replication_factor: Annotated[
         int | None, typer.Option(min=1, help="for created topics (default: as recorded)")
     ] = None,
@@ -84,6 +92,8 @@ def restore(
                 rename=renames,
                 only=database,
                 replication_factor=replication_factor,
+                rewind_groups=rewind_group or (),
+                rewind_margin=dt.timedelta(seconds=rewind_margin_seconds),
                 say=typer.echo,
             )
         )

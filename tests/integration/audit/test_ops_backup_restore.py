@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import json
 import time
 import uuid
@@ -14,6 +15,8 @@ from typing import Any
 
 import asyncpg
 from aiokafka import TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions
+from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported
     AclOperation,
     ConfigResource,
@@ -23,10 +26,11 @@ from typer.testing import CliRunner
 
 from ikd_audit.bootstrap import AuditRuntime, bootstrap
 from ikd_identity.adapters.relay import outbox_relay
+from ikd_ops import backup as backups
 from ikd_ops import kafka_security
 from ikd_ops.cli import app
 from ikd_shared import transparency
-from ikd_shared.events.topics import CONSENT, PROFILE
+from ikd_shared.events.topics import ACCESS, CONSENT, PROFILE
 from tests.support.audit import Keys, access, audit_env, make_settings
 from tests.support.databases import Database
 from tests.support.gateway import MIGRATIONS as GATEWAY_MIGRATIONS
@@ -252,3 +256,42 @@ async def test_backup_restores_fresh_databases_a_verifying_log_the_outbox_and_to
                 await superuser.execute(f'DROP DATABASE IF EXISTS "{name}_r" WITH (FORCE)')
         finally:
             await superuser.close()
+
+
+async def test_a_rewound_group_reads_again_from_the_backup_on_and_is_never_moved_forward(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    topic = ACCESS.full_name(topic_prefix)
+    now = dt.datetime.now(dt.UTC)
+    stamps = [now - dt.timedelta(minutes=m) for m in (30, 20, 10, 0)]
+    producer = kafka_connection(kafka_bootstrap).producer()
+    await producer.start()
+    try:
+        for stamp in stamps:
+            await producer.send_and_wait(
+                topic, b"{}", key=b"k", partition=0, timestamp_ms=int(stamp.timestamp() * 1000)
+            )
+    finally:
+        await producer.stop()
+    group = f"{topic_prefix}rewound"
+    conn = kafka_connection(kafka_bootstrap)
+    admin = conn.confluent_admin()
+    done = admin.alter_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions(group, [KafkaTopicPartition(topic, 0, 4)])]
+    )
+    for future in done.values():
+        future.result()
+
+    def committed() -> int:
+        [listed] = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)]).values()
+        return {tp.partition: tp.offset for tp in listed.result().topic_partitions}[0]
+
+    # A backup begun 15 minutes ago: the last two records are read again.
+    since = now - dt.timedelta(minutes=15)
+    assert await asyncio.to_thread(backups.rewind_group, conn, group, since) == 1
+    assert committed() == 2
+    # Never forward: a later point leaves the group where it is.
+    assert await asyncio.to_thread(backups.rewind_group, conn, group, now) == 0
+    assert committed() == 2
+    for future in admin.delete_consumer_groups([group]).values():
+        future.result()
