@@ -25,11 +25,13 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported
 from typer.testing import CliRunner
 
 from ikd_audit.bootstrap import AuditRuntime, bootstrap
+from ikd_gateway.adapters.relay import AccessRelay
 from ikd_identity.adapters.relay import outbox_relay
 from ikd_ops import backup as backups
 from ikd_ops import kafka_security
 from ikd_ops.cli import app
 from ikd_shared import transparency
+from ikd_shared.db import create_pool
 from ikd_shared.events.topics import ACCESS, CONSENT, PROFILE
 from tests.support.audit import Keys, access, audit_env, make_settings
 from tests.support.databases import Database
@@ -133,6 +135,16 @@ async def test_backup_restores_fresh_databases_a_verifying_log_the_outbox_and_to
     published = await add_outbox_rows(identity_db.app_dsn, 4)
     await relay_until_sent(identity_db.app_dsn, kafka_bootstrap, topic_prefix)
     pending = await add_outbox_rows(identity_db.app_dsn, 6)
+    # The gateway's access outbox: 3 access events not yet published.
+    accesses = [access(citizens[i], agency="polres-cirebon") for i in range(3)]
+    gateway = await asyncpg.connect(gateway_db.app_dsn)
+    try:
+        await gateway.executemany(
+            "INSERT INTO access_outbox (access_id, record_key, payload) VALUES ($1, $2, $3)",
+            [(a.access_id, "k", a.model_dump_json()) for a in accesses],
+        )
+    finally:
+        await gateway.close()
     # Topics and an ACL of a principal of this test only.
     consent = CONSENT.full_name(topic_prefix)
     grants = [
@@ -239,6 +251,23 @@ async def test_backup_restores_fresh_databases_a_verifying_log_the_outbox_and_to
         records = await read_topic(kafka_bootstrap, profile, expect=10)
         assert sorted(r.headers["ce_id"].decode() for r in records) == sorted(published + pending)
         assert await topic_size(kafka_bootstrap, profile) == 10
+        gateway_restored = restored(gateway_db, renames[gateway_db.name])
+        access_topic = ACCESS.full_name(topic_prefix)
+        pool = await create_pool(gateway_restored.app_dsn, max_size=1)
+        producer = kafka_connection(kafka_bootstrap).producer()
+        await producer.start()
+        try:
+            relay = AccessRelay(pool, producer, topic=access_topic, source="/test")
+            await relay.drain()
+            assert await relay.backlog() == 0
+        finally:
+            await producer.stop()
+            await pool.close()
+        records = await read_topic(kafka_bootstrap, access_topic, expect=3)
+        assert sorted(r.headers["ce_id"].decode() for r in records) == sorted(
+            str(a.access_id) for a in accesses
+        )
+        assert await topic_size(kafka_bootstrap, access_topic) == 3
 
         # A damaged backup is refused before anything is restored.
         dump = backup / f"{identity_db.name}.dump"
