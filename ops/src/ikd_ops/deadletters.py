@@ -100,13 +100,19 @@ class DeadLetters:
 
 async def read(conn: KafkaConnection, topic: str) -> DeadLetters:
     """Every record of the topic up to its current end (no consumer group, nothing committed)."""
+    # A consumer subscribed to a missing topic would wait for it: look first.
+    admin = conn.admin()
+    await admin.start()
+    try:
+        if topic not in await admin.list_topics():
+            raise LookupError(f"no topic {topic}")
+    finally:
+        await admin.close()
     # Subscribed, not assigned: aiokafka 0.14's group-less consumer fails to stop after assign().
     consumer = conn.consumer(topic, group=None, auto_offset_reset="earliest")
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)  # known once started (subscribed)
-        if not partitions:
-            raise LookupError(f"no topic {topic}")
+        partitions = consumer.partitions_for_topic(topic) or set()
         ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
         found: list[DeadLetter] = []
         pending = {tp for tp, end in ends.items() if end > 0}

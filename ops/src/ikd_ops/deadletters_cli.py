@@ -55,8 +55,13 @@ def list_(prefix: PrefixOption = PREFIX, topic: TopicOption = None) -> None:
         conn = _conn()
         return [await deadletters.read(conn, name) for name in _topics(prefix, topic)]
 
+    try:
+        found = asyncio.run(run())
+    except LookupError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
     total = 0
-    for letters in asyncio.run(run()):
+    for letters in found:
         for record in letters.records:
             total += 1
             replayed = letters.replayed.get(record.ref)
@@ -86,8 +91,8 @@ def show(
     """One dead letter with every header and its value."""
     [name] = _topics(prefix, topic)
     partition, offset = _parse_ref(ref)
-    letters = asyncio.run(deadletters.read(_conn(), name))
     try:
+        letters = asyncio.run(deadletters.read(_conn(), name))
         record = letters.find(partition, offset)
     except LookupError as error:
         typer.echo(str(error), err=True)
