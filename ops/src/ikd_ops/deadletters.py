@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
 
 from ikd_shared.events.topics import (
     AUDIT_DEAD_LETTER,
@@ -134,19 +135,16 @@ async def read(conn: KafkaConnection, topic: str) -> DeadLetters:
     return DeadLetters(topic, records, replayed)
 
 
-def _dead_letter(message: object) -> DeadLetter:
-    headers = tuple(
-        (name, raw)
-        for name, raw in (getattr(message, "headers", None) or ())
-        if raw is not None  # a null header value carries nothing to show or replay
-    )
+def _dead_letter(message: ConsumerRecord[bytes, bytes]) -> DeadLetter:
+    # A null header value carries nothing to show or replay.
+    headers = tuple((name, raw) for name, raw in message.headers or () if raw is not None)
     return DeadLetter(
-        topic=message.topic,  # type: ignore[attr-defined]
-        partition=message.partition,  # type: ignore[attr-defined]
-        offset=message.offset,  # type: ignore[attr-defined]
-        timestamp_ms=message.timestamp,  # type: ignore[attr-defined]
-        key=message.key,  # type: ignore[attr-defined]
-        value=message.value,  # type: ignore[attr-defined]
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        timestamp_ms=message.timestamp,
+        key=message.key,
+        value=message.value,
         headers=headers,
     )
 
