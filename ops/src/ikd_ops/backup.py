@@ -230,12 +230,11 @@ def _topic_manifest(conn: KafkaConnection, prefix: str) -> dict[str, Any]:
     metadata = admin.list_topics(timeout=30)
     names = sorted(n for n in metadata.topics if n.startswith(f"{prefix}ikd."))
     topics = []
-    if names:
-        resources = [ConfigResource(ResourceType.TOPIC, name) for name in names]
-        described = admin.describe_configs(resources)
+    resources = [ConfigResource(ResourceType.TOPIC, name) for name in names]
+    described = {r.name: f for r, f in admin.describe_configs(resources).items()} if names else {}
     for name in names:
         partitions = metadata.topics[name].partitions
-        configs = described[next(r for r in resources if r.name == name)].result()
+        configs = described[name].result()
         topics.append(
             {
                 "name": name,
