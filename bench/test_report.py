@@ -40,7 +40,7 @@ def test_splice_of_a_new_page_is_the_markers_around_the_report() -> None:
     ["# Benchmarks\nno markers\n", f"{END}\n{BEGIN}\n", f"{BEGIN}\n{END}\n{BEGIN}\n{END}\n"],
 )
 def test_splice_refuses_a_page_without_one_ordered_pair_of_markers(page: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="markers"):
         splice(page, "# Benchmarks\n")
 
 
