@@ -443,12 +443,16 @@ async def main(args: argparse.Namespace) -> None:
 
     async def do_purge_backlog() -> dict[str, Any]:
         per_run = plan.purge_backlog_ended
-        purged = bulk.niks(PURGED, per_run * plan.runs, first)
+        # per run: per_run registrations at dinsos to end, one consent at bank-bjb to revoke
+        people = bulk.citizens(PURGED, (per_run + 1) * plan.runs, first)
+        purged = [p.nik for p in people[: per_run * plan.runs]]
+        consenting = people[per_run * plan.runs :]
         await settle(ctx)
         await bulk.run_once(
-            ctx, run=PURGED, n=len(purged), audited_per_event=0, pids=pids, first=first
+            ctx, run=PURGED, n=len(people), audited_per_event=0, pids=pids, first=first
         )
         ids = await backlog.prepare(ctx, purged)
+        consents = await backlog.prepare_consents(ctx, consenting)
         runs = []
         for run in range(plan.runs):
             await settle(ctx)
@@ -459,10 +463,12 @@ async def main(args: argparse.Namespace) -> None:
                 n=plan.bulk_events,
                 first=first + run * plan.bulk_events,
                 ended=chosen,
+                revoked=[(consenting[run], consents[run])],
             )
             print(
                 f"bench:   purge under a backlog of {one['backlog_at_end']}: median "
-                f"{one['median_s'] * 1000:.0f} ms, max {one['max_s'] * 1000:.0f} ms",
+                f"{one['median_s'] * 1000:.0f} ms, max {one['max_s'] * 1000:.0f} ms; "
+                f"consent revoked: {one['consent_max_s'] * 1000:.0f} ms",
                 flush=True,
             )
             runs.append(one)
@@ -472,7 +478,7 @@ async def main(args: argparse.Namespace) -> None:
             "poll_ms": backlog.POLL * 1000,
             "runs": runs,
             "summary": summarize_runs(
-                runs, ["median_s", "max_s", "backlog_at_end", "feed_seconds"]
+                runs, ["median_s", "max_s", "consent_max_s", "backlog_at_end", "feed_seconds"]
             ),
         }
 

@@ -67,7 +67,8 @@ def test_summary_rows_judge_the_backfill_and_the_purge_under_a_backlog() -> None
     assert row[1].startswith("1,100 citizens/s")  # the median, not the best run
     assert row[2] == "**not met**"
     purges = [
-        {"median_s": m, "max_s": x, "backlog_at_end": 3000} for m, x in ((1.0, 2.0), (2.0, 6.0))
+        {"median_s": m, "max_s": x, "backlog_at_end": 3000, "consent_max_s": 0.5}
+        for m, x in ((1.0, 2.0), (2.0, 6.0))
     ]
     purge = {
         "agency": "dinsos-cirebon",
@@ -75,5 +76,9 @@ def test_summary_rows_judge_the_backfill_and_the_purge_under_a_backlog() -> None
         "summary": summarize_runs(purges, ["median_s", "backlog_at_end"]),
     }
     assert purge_backlog_row(purge)[2] == "**not met**"  # one run's worst purge took 6 s
+    purges[1]["max_s"] = 2.0
+    assert purge_backlog_row(purge)[2] == "**met**"
+    purges[1]["consent_max_s"] = 5.5  # a revocation's purge counts as much as an end's
+    assert purge_backlog_row(purge)[2] == "**not met**"
     assert backfill_row({"failed": "TimeoutError: x"})[1] == "TimeoutError: x"
     assert purge_backlog_row(None)[1] == "not run"
