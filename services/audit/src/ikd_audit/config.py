@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -176,6 +177,15 @@ class AuditSettings(ServiceSettings):
     @classmethod
     def _opening_hours_parse(cls, value: str) -> str:
         OpeningHours.parse(value)
+        return value
+
+    @field_validator("opening_hours_zone")
+    @classmethod
+    def _zone_known(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
         return value
 
     @property

@@ -36,7 +36,11 @@ def _group(value: str) -> str:
 async def _chart(runtime: AuditRuntime, search: SearchFilter, bucket: str, group_by: str) -> Chart:
     width = parse_bucket(bucket)
     end = search.until or runtime.log.clock()
-    start = search.since or end - DEFAULT_PERIOD
+    try:
+        start = search.since or end - DEFAULT_PERIOD
+        bucket_start(end, width) + width  # the last bucket's end must be a time too
+    except OverflowError:
+        raise BadFilter("the period lies outside the calendar", code="invalid_time") from None
     return await runtime.patterns.chart(
         search, start=start, end=end, width=width, group_by=_group(group_by)
     )
