@@ -13,7 +13,7 @@ import datetime as dt
 import re
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from zoneinfo import ZoneInfo
@@ -378,10 +378,3 @@ def count_windows(
         cell[2] += e.outcome == "denied" and e.reason == NOT_FOUND
         cell[3] += e.channel in STAFF_CHANNELS and not hours.is_open(e.occurred_at)
     return [AgencyWindow(a, s, *counts) for (a, s), counts in sorted(found.items())]
-
-
-def alert_counts(alerts: Sequence[Alert]) -> Mapping[AnomalyKind, int]:
-    counts: dict[AnomalyKind, int] = defaultdict(int)
-    for alert in alerts:
-        counts[alert.kind] += 1
-    return counts
