@@ -89,8 +89,10 @@ def svg(
         f'<text x="{left - 6}" y="{top + plot_h}" text-anchor="end" font-size="11">0</text>',
     ]
     for i in sorted({0, n // 2, n - 1}) if n else ():
+        # the first label starts at the axis and the last ends at the edge: none is cut off
+        anchor = "start" if i == 0 and n > 1 else "end" if i == n - 1 and n > 1 else "middle"
         parts.append(
-            f'<text x="{x(i):.1f}" y="{height - 8}" text-anchor="middle" font-size="11">'
+            f'<text x="{x(i):.1f}" y="{height - 8}" text-anchor="{anchor}" font-size="11">'
             f"{escape(_label(chart.buckets[i], chart.width))}</text>"
         )
     index = {b: i for i, b in enumerate(chart.buckets)}
