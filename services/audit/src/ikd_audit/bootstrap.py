@@ -13,9 +13,11 @@ import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from ikd_audit.adapters.patterns import PgPatternQueries
 from ikd_audit.adapters.repository import PgUnitOfWorkFactory, request_tree_head
 from ikd_audit.config import AuditSettings, SignerSettings
 from ikd_audit.service_layer.checkpoints import CheckpointSigner, SignerClient, TreeHeadSigner
+from ikd_audit.service_layer.patterns import AccessPatterns, EntryPatternQueries, PatternQueries
 from ikd_audit.service_layer.services import AuditLog, Auditors, Clock, utc_now
 from ikd_audit.service_layer.unit_of_work import UnitOfWorkFactory
 from ikd_shared import telemetry
@@ -38,6 +40,8 @@ class AuditRuntime:
     login_throttle: FailureThrottle
     """Failed console sign-ins, counted in the database for every replica."""
     throttle_store: ThrottleStore
+    patterns: AccessPatterns
+    """Charts, anomaly alerts and agency reports."""
 
     async def ping(self) -> None:
         """Readiness: a transaction can be opened (the database answers)."""
@@ -64,10 +68,12 @@ async def bootstrap(
     `signer` replace the database and the signer process (all three are needed then)."""
     telemetry.setup("ikd-audit")
     async with contextlib.AsyncExitStack() as stack:
+        queries: PatternQueries | None = None
         if uow is None:
             pool = await create_pool(database_url or settings.database_url, min_size=1, max_size=10)
             stack.push_async_callback(pool.close)
             uow = PgUnitOfWorkFactory(pool)
+            queries = PgPatternQueries(pool)
             throttle_store = throttle_store or PgThrottleStore(pool)
             if signer is None:
                 signer = SignerClient(
@@ -107,6 +113,13 @@ async def bootstrap(
             tokens=tokens,
             login_throttle=login_throttle(settings, throttle_store),
             throttle_store=throttle_store,
+            patterns=AccessPatterns(
+                queries or EntryPatternQueries(uow),
+                log,
+                thresholds=settings.thresholds,
+                hours=settings.hours,
+                clock=clock,
+            ),
         )
 
 
