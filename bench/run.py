@@ -25,6 +25,8 @@ import yaml
 
 from bench import (
     audit_append,
+    backfill,
+    backlog,
     bulk,
     consent,
     cpu,
@@ -41,6 +43,7 @@ from ikd_shared.events.topics import PROFILE
 
 REPO = Path(__file__).resolve().parent.parent
 POLICY = REPO / "deploy" / "policies" / "mpp-kabupaten-cirebon.yaml"
+SERVICES = REPO / ".run" / "bench" / "services"  # procs.sh's pid files and logs of the bench
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +59,8 @@ class Plan:
     relationship_repetitions: int
     fanout_repetitions: int
     audit_entries: int
+    backfill_citizens: int
+    purge_backlog_ended: int
 
 
 # BENCH_RUNS: how often each measurement is repeated (the tables give the median)
@@ -71,6 +76,8 @@ FULL = Plan(
     relationship_repetitions=20,
     fanout_repetitions=10,
     audit_entries=50_000,
+    backfill_citizens=int(os.environ.get("BENCH_BACKFILL_CITIZENS", "4000")),
+    purge_backlog_ended=4,
 )
 QUICK = Plan(
     runs=1,
@@ -84,11 +91,14 @@ QUICK = Plan(
     relationship_repetitions=4,
     fanout_repetitions=3,
     audit_entries=10_000,
+    backfill_citizens=1000,
+    purge_backlog_ended=2,
 )
 FANOUT_SIZES = (1, 2, 3)
 # Citizen ranges (bulk.RUN_STRIDE apart): the related citizens of the bulk runs, the new ones
-# nobody holds, and fresh ones for the relationship and fan-out measurements.
-RELATED, UNRELATED, FRESH = 0, 1, 2
+# nobody holds, fresh ones for the relationship and fan-out measurements, the backfill's, the
+# backlog feed's of the purge under a backlog, and the citizens it purges.
+RELATED, UNRELATED, FRESH, BACKFILL, BACKLOG, PURGED = 0, 1, 2, 3, 4, 5
 AUDITED_PER_RELATIONSHIP = 2
 """Access events of one stored update at one agency: its view write, its agency-topic record."""
 
@@ -147,6 +157,9 @@ async def section(
 async def main(args: argparse.Namespace) -> None:
     quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
     plan = QUICK if quick else FULL
+    page = Path(args.out) / "BENCHMARKS.md"
+    if page.exists() and not report.has_markers(page.read_text()):  # before minutes of work
+        raise SystemExit(f"bench: {page} lacks the markers between which the report goes")
     gateways = []
     for item in args.gateways.split():
         code, url = item.split("=", 1)
@@ -165,7 +178,7 @@ async def main(args: argparse.Namespace) -> None:
         pseudonym_key=os.environ["IKD_PSEUDONYM_KEY"].encode(),
         quick=quick,
     )
-    pids = cpu.service_pids(REPO / ".run" / "bench" / "services")
+    pids = cpu.service_pids(SERVICES)
     audited = [g for g in ctx.gateways if holds_without_consent(g.name)]
     started = time.monotonic()
     results: dict[str, Any] = {
@@ -384,6 +397,93 @@ async def main(args: argparse.Namespace) -> None:
 
     await section("fanout", results, do_fanout)
 
+    async def do_backfill() -> dict[str, Any]:
+        size = plan.backfill_citizens
+        agency = ctx.gateway(backlog.AGENCY)
+        # known to identity first (held by nobody), then registered per run while it is down
+        await settle(ctx)
+        await bulk.run_once(
+            ctx, run=BACKFILL, n=size * plan.runs, audited_per_event=0, pids=pids, first=first
+        )
+        everyone = bulk.niks(BACKFILL, size * plan.runs, first)
+        runs = []
+        for run in range(plan.runs):
+            await settle(ctx)
+            one = await backfill.run_once(
+                ctx,
+                gateway=agency,
+                service=relate.REGISTRABLE[agency.name],
+                niks=everyone[run * size : (run + 1) * size],
+                services=SERVICES,
+                pids=pids,
+            )
+            print(
+                f"bench:   backfill run {run + 1}: {one['citizens_per_second']:.0f} citizens/s, "
+                f"all held {one['seen_complete_after_start_s']:.1f} s after the start",
+                flush=True,
+            )
+            runs.append(one)
+        keys = [
+            "citizens_per_second",
+            "citizens_per_second_write_window",
+            "citizens_per_second_from_start",
+            "first_write_after_start_s",
+            "seen_complete_after_start_s",
+            "registering_seconds",
+        ]
+        return {
+            "agency": agency.name,
+            "service": relate.REGISTRABLE[agency.name],
+            "citizens": size,
+            "runs": runs,
+            "summary": summarize_runs(runs, keys),
+        }
+
+    await section("backfill", results, do_backfill)
+
+    async def do_purge_backlog() -> dict[str, Any]:
+        per_run = plan.purge_backlog_ended
+        # per run: per_run registrations at dinsos to end, one consent at bank-bjb to revoke
+        people = bulk.citizens(PURGED, (per_run + 1) * plan.runs, first)
+        purged = [p.nik for p in people[: per_run * plan.runs]]
+        consenting = people[per_run * plan.runs :]
+        await settle(ctx)
+        await bulk.run_once(
+            ctx, run=PURGED, n=len(people), audited_per_event=0, pids=pids, first=first
+        )
+        ids = await backlog.prepare(ctx, purged)
+        consents = await backlog.prepare_consents(ctx, consenting)
+        runs = []
+        for run in range(plan.runs):
+            await settle(ctx)
+            chosen = list(zip(purged, ids, strict=True))[run * per_run : (run + 1) * per_run]
+            one = await backlog.run_once(
+                ctx,
+                run=BACKLOG,
+                n=plan.bulk_events,
+                first=first + run * plan.bulk_events,
+                ended=chosen,
+                revoked=[(consenting[run], consents[run])],
+            )
+            print(
+                f"bench:   purge under a backlog of {one['backlog_at_end']}: median "
+                f"{one['median_s'] * 1000:.0f} ms, max {one['max_s'] * 1000:.0f} ms; "
+                f"consent revoked: {one['consent_max_s'] * 1000:.0f} ms",
+                flush=True,
+            )
+            runs.append(one)
+        return {
+            "agency": backlog.AGENCY,
+            "ended_per_run": per_run,
+            "poll_ms": backlog.POLL * 1000,
+            "runs": runs,
+            "summary": summarize_runs(
+                runs, ["median_s", "max_s", "consent_max_s", "backlog_at_end", "feed_seconds"]
+            ),
+        }
+
+    await section("purge_backlog", results, do_purge_backlog)
+
     async def do_audit() -> dict[str, Any]:
         # Last: its synthetic entries stay in the bench's log, after everything else measured.
         runs = []
@@ -418,7 +518,9 @@ async def main(args: argparse.Namespace) -> None:
 def write(out: Path, results: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "benchmarks.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    (out / "BENCHMARKS.md").write_text(report.markdown(results))
+    page = out / "BENCHMARKS.md"
+    existing = page.read_text() if page.exists() else None
+    page.write_text(report.splice(existing, report.markdown(results)))
     print(f"bench: wrote {out / 'BENCHMARKS.md'} and {out / 'benchmarks.json'}")
 
 

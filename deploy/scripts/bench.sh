@@ -21,7 +21,9 @@
 # then. Settings: BENCH_QUICK=1 (short runs to check the harness), BENCH_RUNS (repeats of each
 # measurement, default 3), BENCH_API_WORKERS (API processes per gateway, default 1),
 # BENCH_IDENTITY_WORKERS (identity API processes, one active relay among them), BENCH_KEEP=1
-# (keep the services, databases and topics afterwards), BENCH_OUT (default docs/).
+# (keep the services, databases and topics afterwards), BENCH_OUT (default docs/; the report
+# replaces only the part of BENCHMARKS.md between its marker comments), BENCH_ONLY=a,b (only
+# these sections, see bench/README.md), BENCH_BACKFILL_CITIZENS (citizens per backfill run).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 source "$(dirname "$0")/procs.sh"

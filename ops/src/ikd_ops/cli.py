@@ -17,6 +17,8 @@ from ikd_ops import kafka_security
 from ikd_ops import status as status_module
 from ikd_ops.agencies import onboarded_clients
 from ikd_ops.agencies_cli import agencies_app
+from ikd_ops.backup_cli import backup, restore
+from ikd_ops.deadletters_cli import deadletters_app
 from ikd_ops.demo import Walkthrough, seed
 from ikd_ops.docs_cli import docs_app
 from ikd_ops.platform import Endpoints, Platform, PlatformError
@@ -42,6 +44,9 @@ app.add_typer(demo_app, name="demo")
 app.add_typer(docs_app, name="docs")
 app.add_typer(agencies_app, name="agencies")
 app.add_typer(dev_issuer_app, name="dev-issuer")
+app.add_typer(deadletters_app, name="deadletters")
+app.command()(backup)
+app.command()(restore)
 
 ROOT = Path(__file__).resolve().parents[3]
 DEV_KEYS = Path(os.environ.get("IKD_DEV_KEYS", ROOT / ".run" / "dev"))

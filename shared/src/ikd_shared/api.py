@@ -28,12 +28,11 @@ from prometheus_client import generate_latest as _generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ikd_shared import telemetry
 from ikd_shared.errors import ApiError
 from ikd_shared.tracing import (
     TRACEPARENT,
     TRACESTATE,
-    TraceContext,
-    bound,
     new_request_id,
     parse_traceparent,
 )
@@ -166,7 +165,7 @@ class RequestObservability:
         given = headers.get(REQUEST_ID_HEADER)
         request_id = given if given and _REQUEST_ID.fullmatch(given) else new_request_id()
         incoming = parse_traceparent(headers.get(TRACEPARENT), headers.get(TRACESTATE))
-        server_span = incoming.child() if incoming is not None else TraceContext.new()
+        method = scope.get("method", "")
         status = 500
         raw_id = request_id.encode()
 
@@ -185,13 +184,17 @@ class RequestObservability:
             await send(message)
 
         started = time.perf_counter()
+        span = telemetry.server_span(method, incoming, request_id)
         try:
-            with bound(trace_context=server_span, request_id=request_id):
-                await self.app(scope, receive, send_with_id)
+            with span as current:
+                try:
+                    await self.app(scope, receive, send_with_id)
+                finally:
+                    telemetry.finish_server_span(current, method, _route_template(scope), status)
         finally:
-            REQUEST_SECONDS.labels(
-                scope.get("method", ""), _route_template(scope), str(status)
-            ).observe(time.perf_counter() - started)
+            REQUEST_SECONDS.labels(method, _route_template(scope), str(status)).observe(
+                time.perf_counter() - started
+            )
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from prometheus_client import Counter
+
 from ikd_shared.events.envelope import CloudEvent, to_kafka
 from ikd_shared.supervise import retry
 
@@ -69,11 +71,25 @@ class Producer(Protocol):
     ) -> Any: ...
 
 
+APPLY_FAILED = "apply: "
+
+
+def reason_code(reason: str, source: SourceRecord | None) -> str:
+    """The machine-readable kind of a dead letter (`dlq_reason_code`), for tools and alerts."""
+    if source is None:
+        return "failed-event"  # a CloudEvent describing a failure (a webhook delivery's)
+    return "apply-failed" if reason.startswith(APPLY_FAILED) else "undecodable"
+
+
 def dead_letter_headers(
     reason: str, *, service: str, source: SourceRecord | None = None
 ) -> list[tuple[str, bytes]]:
     """Why and where from: the `dlq_*` headers of a dead-lettered record."""
-    headers = [("dlq_reason", reason[:1000].encode()), ("dlq_service", service.encode())]
+    headers = [
+        ("dlq_reason", reason[:1000].encode()),
+        ("dlq_reason_code", reason_code(reason, source).encode()),
+        ("dlq_service", service.encode()),
+    ]
     if source is not None:
         headers += [
             ("dlq_source_topic", source.topic.encode()),
@@ -81,6 +97,11 @@ def dead_letter_headers(
             ("dlq_offset", str(source.offset).encode()),
         ]
     return headers
+
+
+DEAD_LETTERS = Counter(
+    "ikd_dead_letters_total", "Records and events sent to a dead-letter topic", ["topic"]
+)
 
 
 @dataclass(frozen=True)
@@ -98,6 +119,7 @@ class DeadLetterWriter:
         await self.producer.send_and_wait(
             self.topic, value=source.value, key=source.key, headers=headers
         )
+        DEAD_LETTERS.labels(self.topic).inc()
 
     async def event(self, event: CloudEvent, reason: str) -> None:
         record = to_kafka(event)
@@ -105,6 +127,7 @@ class DeadLetterWriter:
         await self.producer.send_and_wait(
             self.topic, value=record.value, key=record.key, headers=headers
         )
+        DEAD_LETTERS.labels(self.topic).inc()
 
 
 async def consume_batch(
@@ -149,7 +172,9 @@ async def consume_batch(
         try:
             [result] = await retry(alone(record), what=what, retry_on=transient)
         except Exception as error:
-            await _dead_letter(dead_letter, source, f"apply: {type(error).__name__}: {error}")
+            await _dead_letter(
+                dead_letter, source, f"{APPLY_FAILED}{type(error).__name__}: {error}"
+            )
         else:
             applied.append((record, result))
     return applied

@@ -9,6 +9,7 @@ AdminClient, configured here too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ssl
 from collections.abc import Iterable
@@ -21,6 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 from pydantic import SecretStr
 
+from ikd_shared import telemetry
 from ikd_shared.events.envelope import CloudEvent, KafkaHeaders, to_kafka
 from ikd_shared.events.topics import ALL_TOPICS, TopicSpec
 
@@ -254,9 +256,10 @@ async def ensure_topics(
 async def send_event(producer: AIOKafkaProducer, topic: str, event: CloudEvent) -> Any:
     """Send one CloudEvent and wait for the broker's acknowledgement."""
     record = to_kafka(event)
-    return await producer.send_and_wait(
-        topic, value=record.value, key=record.key, headers=record.headers
-    )
+    with telemetry.kafka_send(topic, record.headers) as headers:
+        return await producer.send_and_wait(
+            topic, value=record.value, key=record.key, headers=headers
+        )
 
 
 async def send_events(producer: AIOKafkaProducer, events: Iterable[tuple[str, CloudEvent]]) -> None:
@@ -266,12 +269,14 @@ async def send_events(producer: AIOKafkaProducer, events: Iterable[tuple[str, Cl
     producer keeps the order per partition. Any failed acknowledgement fails the call.
     """
     futures = []
-    for topic, event in events:
-        record = to_kafka(event)
-        futures.append(
-            await producer.send(topic, value=record.value, key=record.key, headers=record.headers)
-        )
-    await asyncio.gather(*futures)
+    with contextlib.ExitStack() as spans:  # each record's producer span ends with the acks
+        for topic, event in events:
+            record = to_kafka(event)
+            headers = spans.enter_context(telemetry.kafka_send(topic, record.headers))
+            futures.append(
+                await producer.send(topic, value=record.value, key=record.key, headers=headers)
+            )
+        await asyncio.gather(*futures)
 
 
 def dead_letter_headers(

@@ -167,6 +167,10 @@ async def audit_service(
         "IKD_AUDIT_SESSION_SECRET": "dev-audit-session-secret-for-e2e-only",
         "IKD_AUDIT_PORT": str(port),
         "IKD_AUDIT_CONSUMER_GROUP": f"{topic_prefix}audit",
+        # The detectors every second; open around the clock, so only the burst below alerts.
+        "IKD_AUDIT_ANOMALY_INTERVAL_SECONDS": "1",
+        "IKD_AUDIT_ANOMALY_NOT_FOUND_BURST": "5",
+        "IKD_AUDIT_OPENING_HOURS": "mon-sun 00:00-24:00",
     }
     log, signer_log = tmp_path / "audit.log", tmp_path / "signer.log"
     signer = start_signer(signer_env, signer_log)
@@ -185,11 +189,10 @@ async def audit_service(
 
 async def produce_accesses(bootstrap: str, prefix: str, niks: list[str]) -> None:
     key = os.environ["IKD_PSEUDONYM_KEY"].encode()
-    producer = kafka_connection(bootstrap).producer()
-    await producer.start()
-    try:
-        for i, nik in enumerate(niks * 3):
-            event = AccessRecorded(
+    events = []
+    for i, nik in enumerate(niks * 3):
+        events.append(
+            AccessRecorded(
                 access_id=uuid.uuid4(),
                 occurred_at=dt.datetime.now(dt.UTC),
                 agency=("bpjs-kesehatan", "dinas-kependudukan")[i % 2],
@@ -202,6 +205,15 @@ async def produce_accesses(bootstrap: str, prefix: str, niks: list[str]) -> None
                 outcome=Outcome.DENIED if i == 4 else Outcome.SERVED,
                 reason="not_in_policy" if i == 4 else None,
             )
+        )
+    await send_accesses(bootstrap, prefix, events)
+
+
+async def send_accesses(bootstrap: str, prefix: str, events: list[AccessRecorded]) -> None:
+    producer = kafka_connection(bootstrap).producer()
+    await producer.start()
+    try:
+        for event in events:
             cloud = to_cloudevent(
                 event,
                 source="/ikd/gateway/e2e",
@@ -287,5 +299,122 @@ async def test_auditor_signs_in_searches_and_sees_a_verified_proof(
             await page.goto(f"{base}/console/integrity")
             assert await page.get_attribute("#integrity-status", "data-status") == "ok"
             assert errors == []
+        finally:
+            await browser.close()
+
+
+async def test_a_burst_of_lookups_without_a_relationship_is_charted_and_alerted(
+    audit_service: dict[str, Any], kafka_bootstrap: str
+) -> None:
+    """Synthetic look-ups of citizens the agency has no relationship with, through Kafka:
+    the service's own detector appends an alert to the log, and the console charts the
+    accesses and denials and lists the alert, whose proof the browser verifies."""
+    from playwright.async_api import async_playwright
+
+    now = dt.datetime.now(dt.UTC)
+    served = [
+        AccessRecorded(
+            access_id=uuid.uuid4(),
+            occurred_at=now,
+            agency="bank-bjb",
+            service="kredit-usaha",
+            pseudonym=pseudonymize(citizen(12, i).nik, os.environ["IKD_PSEUDONYM_KEY"].encode()),
+            fields=["full_name"],
+            purpose="credit",
+            legal_basis=LegalBasis.CONSENT,
+            channel=Channel.PREFILL,
+            outcome=Outcome.SERVED,
+        )
+        for i in range(4)
+    ]
+    burst = [
+        event.model_copy(
+            update={
+                "access_id": uuid.uuid4(),
+                "pseudonym": None,
+                "fields": [],
+                "outcome": Outcome.DENIED,
+                "reason": "citizen_not_found",
+            }
+        )
+        for event in served * 2
+    ]
+    await send_accesses(kafka_bootstrap, audit_service["prefix"], served + burst)
+    base = audit_service["base"]
+    token = audit_service["tokens"].issue("e2e", {"audit:read"}, ["ikd-audit"])
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {token}"}
+    ) as http:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while not (alerts := (await http.get("/v1/anomalies")).json()["items"]):
+            assert loop.time() < deadline, audit_service["log"].read_text()[-3000:]
+            await asyncio.sleep(0.3)
+        metrics = (await http.get("/metrics")).text
+    assert [(a["agency"], a["purpose"]) for a in alerts] == [("bank-bjb", "not_found_burst")]
+    assert alerts[0]["reason"].startswith("8 in 15m")
+    assert 'ikd_audit_anomalies_total{kind="not_found_burst"} 1.0' in metrics
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            page = await browser.new_page()
+            problems: list[str] = []
+            page.on("pageerror", lambda error: problems.append(str(error)))
+            # A CSP refusal (an inline style, a script from elsewhere) shows as a console error.
+            page.on(
+                "console",
+                lambda message: (
+                    problems.append(message.text)
+                    if message.type == "error" and "Failed to load resource" not in message.text
+                    else None
+                ),
+            )
+            page.on(
+                "response",
+                lambda response: (
+                    problems.append(f"{response.status} {response.url}")
+                    if response.status >= 400 and not response.url.endswith("/favicon.ico")
+                    else None
+                ),
+            )
+            await page.goto(f"{base}/console/login")
+            await page.fill("#client_id", AUDITOR_ID)
+            await page.fill("#secret", AUDITOR_SECRET)
+            await page.click("#sign-in")
+            await page.wait_for_url(f"{base}/console/search")
+            await page.click("header nav >> text=Patterns")
+            await page.wait_for_url(f"{base}/console/patterns")
+
+            accesses = page.locator("#chart-accesses")
+            assert await accesses.get_attribute("data-total") == "12"
+            lines = page.locator("#chart-accesses polyline.series")
+            assert await lines.count() == 1
+            assert await lines.first.get_attribute("data-key") == "bank-bjb"
+            assert await page.get_attribute("#chart-denials", "data-total") == "8"
+            assert await page.locator("#chart-accesses .alert-marker").count() == 1
+            box = await accesses.bounding_box()
+            assert box is not None
+            assert box["width"] > 300  # drawn, not an empty element
+
+            row = page.locator("#alerts .alert-row")
+            assert await row.count() == 1
+            assert await row.get_attribute("data-kind") == "not_found_burst"
+            assert await row.get_attribute("data-agency") == "bank-bjb"
+
+            await page.select_option("#p-group-by", "outcome")
+            await page.click("#patterns-button")
+            await page.wait_for_selector("#chart-accesses polyline.series[data-key='denied']")
+            keys = await page.locator("#chart-accesses polyline.series").evaluate_all(
+                "lines => lines.map(l => l.dataset.key + ':' + l.dataset.total)"
+            )
+            assert sorted(keys) == ["denied:8", "served:4"]
+
+            await page.click("#alerts .entry-link >> nth=0")
+            await page.wait_for_selector("#browser-verdict[data-status='verified']", timeout=10_000)
+            assert await page.text_content("[data-field='channel']") == "anomaly"
+            assert problems == []
         finally:
             await browser.close()

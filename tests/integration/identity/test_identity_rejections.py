@@ -24,7 +24,11 @@ from tests.support.identity import (
 )
 
 NOTHING = {"profiles": 0, "outbox": 0, "seen_credentials": 0, "consents": 0, "relationships": 0}
-NOW = dt.datetime.now(dt.UTC)
+
+
+def _now() -> dt.datetime:
+    """Taken per credential, not at collection: a long suite must not age these out."""
+    return dt.datetime.now(dt.UTC)
 
 
 def _b64(data: bytes) -> str:
@@ -33,12 +37,13 @@ def _b64(data: bytes) -> str:
 
 def _claims(**changes: Any) -> dict[str, Any]:
     profile = person(20)
+    now = _now()
     claims = {
         "iss": ISSUER,
         "aud": AUDIENCE,
-        "iat": NOW,
-        "nbf": NOW,
-        "exp": NOW + dt.timedelta(minutes=10),
+        "iat": now,
+        "nbf": now,
+        "exp": now + dt.timedelta(minutes=10),
         "jti": "jti-1",
         "nik": profile.nik,
         "profile": profile.model_dump(mode="json"),
@@ -80,10 +85,11 @@ def _wrong_signature(issuer: DevIssuer) -> str:
 
 def _tampered(issuer: DevIssuer) -> str:
     header, _, signature = issuer.mint(person(20)).split(".")
+    now = int(_now().timestamp())
     claims = _claims(
-        iat=int(NOW.timestamp()),
-        nbf=int(NOW.timestamp()),
-        exp=int(NOW.timestamp()) + 600,
+        iat=now,
+        nbf=now,
+        exp=now + 600,
         jti="tampered",
     )
     return f"{header}.{_b64(json.dumps(claims).encode())}.{signature}"
@@ -113,13 +119,13 @@ CASES: list[CredentialCase] = [
     ("wrong audience", lambda i: i.mint(person(20), audience="another-app"), 403, "wrong_audience"),
     (
         "expired",
-        lambda i: i.mint(person(20), issued_at=NOW - dt.timedelta(hours=2)),
+        lambda i: i.mint(person(20), issued_at=_now() - dt.timedelta(hours=2)),
         403,
         "credential_expired",
     ),
     (
         "not yet valid",
-        lambda i: i.mint(person(20), issued_at=NOW + dt.timedelta(hours=1)),
+        lambda i: i.mint(person(20), issued_at=_now() + dt.timedelta(hours=1)),
         403,
         "credential_not_yet_valid",
     ),
@@ -243,7 +249,7 @@ async def test_rejected_body_writes_nothing(api, db, body, status, code) -> None
 def _auth_cases(api: Any) -> dict[str, tuple[dict[str, str], int, str]]:
     other_key = generate_issuer_key("EdDSA")
     foreign = jwt.encode({"sub": "x"}, other_key, algorithm="EdDSA", headers={"kid": "nope"})
-    expired = api.token("identity:verify", now=NOW - dt.timedelta(hours=1))
+    expired = api.token("identity:verify", now=_now() - dt.timedelta(hours=1))
     return {
         "no token": ({}, 401, "missing_token"),
         "not a JWT": ({"Authorization": "Bearer nonsense"}, 401, "malformed_token"),

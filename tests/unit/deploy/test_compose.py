@@ -66,7 +66,10 @@ from tests.support.deploy import (
 )
 
 COMPOSE = load_compose()
-SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+# the stack itself; the optional profiles' services are checked in test_observability.py
+SERVICES: dict[str, dict[str, Any]] = {
+    name: service for name, service in COMPOSE["services"].items() if not service.get("profiles")
+}
 APPS = app_services()
 HTTP_APPS = [app for app in APPS.values() if app.local_port is not None]
 SETTINGS_APPS = [app for app in APPS.values() if app.settings is not None]
@@ -311,7 +314,7 @@ def test_kafka_is_a_single_kraft_node_without_automatic_topics() -> None:
 def test_named_volumes_are_declared_and_hold_the_data() -> None:
     declared = set(COMPOSE.get("volumes") or {})
     used = set()
-    for name, service in SERVICES.items():
+    for name, service in COMPOSE["services"].items():  # the profiles' volumes too
         for volume in service.get("volumes", []):
             source = volume_source_target(volume)[0]
             if source == KAFKA_CA_SOURCE:

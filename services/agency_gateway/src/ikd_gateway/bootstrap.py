@@ -25,7 +25,7 @@ from ikd_gateway.service_layer.registrations import Registrar
 from ikd_gateway.service_layer.throttle import ClientThrottle, DenialCounters
 from ikd_gateway.service_layer.unit_of_work import UnitOfWork
 from ikd_gateway.service_layer.webhooks import Dispatcher, RetryPolicy, Sender
-from ikd_shared import codec
+from ikd_shared import codec, telemetry
 from ikd_shared.auth import TokenVerifier, load_jwks
 from ikd_shared.consumer import DeadLetterWriter
 from ikd_shared.db import create_pool
@@ -157,6 +157,7 @@ async def bootstrap(
     the relay needs one (then `denial_counters` must be given).
     """
     config = config or check_or_exit(settings)
+    telemetry.setup(f"ikd-gateway-{settings.agency}")
     agency_publisher = None
     async with contextlib.AsyncExitStack() as stack:
         if producer is None:

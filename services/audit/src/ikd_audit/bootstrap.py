@@ -13,11 +13,14 @@ import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from ikd_audit.adapters.patterns import PgPatternQueries
 from ikd_audit.adapters.repository import PgUnitOfWorkFactory, request_tree_head
 from ikd_audit.config import AuditSettings, SignerSettings
 from ikd_audit.service_layer.checkpoints import CheckpointSigner, SignerClient, TreeHeadSigner
+from ikd_audit.service_layer.patterns import AccessPatterns, EntryPatternQueries, PatternQueries
 from ikd_audit.service_layer.services import AuditLog, Auditors, Clock, utc_now
 from ikd_audit.service_layer.unit_of_work import UnitOfWorkFactory
+from ikd_shared import telemetry
 from ikd_shared.auth import TokenVerifier
 from ikd_shared.credentials import CredentialVerifier
 from ikd_shared.db import create_pool
@@ -37,6 +40,8 @@ class AuditRuntime:
     login_throttle: FailureThrottle
     """Failed console sign-ins, counted in the database for every replica."""
     throttle_store: ThrottleStore
+    patterns: AccessPatterns
+    """Charts, anomaly alerts and agency reports."""
 
     async def ping(self) -> None:
         """Readiness: a transaction can be opened (the database answers)."""
@@ -61,11 +66,14 @@ async def bootstrap(
 ) -> AsyncIterator[AuditRuntime]:
     """The runtime; `database_url` connects as another role; `uow`, `throttle_store` and
     `signer` replace the database and the signer process (all three are needed then)."""
+    telemetry.setup("ikd-audit")
     async with contextlib.AsyncExitStack() as stack:
+        queries: PatternQueries | None = None
         if uow is None:
             pool = await create_pool(database_url or settings.database_url, min_size=1, max_size=10)
             stack.push_async_callback(pool.close)
             uow = PgUnitOfWorkFactory(pool)
+            queries = PgPatternQueries(pool)
             throttle_store = throttle_store or PgThrottleStore(pool)
             if signer is None:
                 signer = SignerClient(
@@ -105,6 +113,13 @@ async def bootstrap(
             tokens=tokens,
             login_throttle=login_throttle(settings, throttle_store),
             throttle_store=throttle_store,
+            patterns=AccessPatterns(
+                queries or EntryPatternQueries(uow),
+                log,
+                thresholds=settings.thresholds,
+                hours=settings.hours,
+                clock=clock,
+            ),
         )
 
 
@@ -134,6 +149,7 @@ class SignerRuntime:
 async def bootstrap_signer(
     settings: SignerSettings, *, uow: UnitOfWorkFactory | None = None, clock: Clock = utc_now
 ) -> AsyncIterator[SignerRuntime]:
+    telemetry.setup("ikd-audit-signer")
     async with contextlib.AsyncExitStack() as stack:
         if uow is None:
             pool = await create_pool(settings.database_url, min_size=1, max_size=2)

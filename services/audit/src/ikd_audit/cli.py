@@ -25,6 +25,12 @@ app = typer.Typer(help="IKD MPP audit service: tamper-evident access log.", no_a
 auditors = typer.Typer(help="Console sign-in for auditors.", no_args_is_help=True)
 app.add_typer(auditors, name="auditors")
 app.add_typer(witness_app, name="witness")
+report_app = typer.Typer(
+    help="Signed per-agency reports, anchored in a checkpoint.", no_args_is_help=True
+)
+app.add_typer(report_app, name="report")
+anomalies_app = typer.Typer(help="Access-pattern alerts.", no_args_is_help=True)
+app.add_typer(anomalies_app, name="anomalies")
 
 
 def _settings() -> Any:
@@ -252,6 +258,171 @@ def add_auditor(
     typer.echo(f"auditor {client_id} saved")
     if generated:
         typer.echo(f"secret (shown once): {secret}")
+
+
+def _time_option(value: str) -> Any:
+    import datetime as dt
+
+    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        raise typer.BadParameter("give a timezone (Z or +07:00)")
+    return parsed
+
+
+def _read_vkey(value: str) -> Any:
+    from ikd_shared import checkpoint
+
+    text = Path(value[1:]).read_text() if value.startswith("@") else value
+    return checkpoint.parse_vkey(text.strip())
+
+
+def _report_signer(key_file: Path | None, name: str | None) -> Any:
+    """The report key from --key-file, or from IKD_REPORT_SIGNING_KEY (never serve's settings)."""
+    from ikd_audit.config import ReportSettings
+    from ikd_shared import checkpoint
+    from ikd_shared.settings import load_settings
+
+    if key_file is not None:
+        return checkpoint.signer_from_pem(name or "ikd-audit-report", key_file.read_bytes())
+    settings = load_settings(ReportSettings)
+    if name is not None:
+        return checkpoint.signer_from_pem(name, settings.signing_key.get_secret_value())
+    return settings.note_signer
+
+
+@report_app.command("make")
+def make_report(
+    since: Annotated[str, typer.Option("--from", help="period start, ISO 8601 with zone")],
+    until: Annotated[str, typer.Option("--to", help="period end (exclusive)")],
+    out: Annotated[Path, typer.Option(help="a file for one agency, a directory for all")],
+    agency: Annotated[str | None, typer.Option(help="one agency; default: every agency")] = None,
+    key_file: Annotated[
+        Path | None, typer.Option(help="report key (PEM); default IKD_REPORT_SIGNING_KEY")
+    ] = None,
+    key_name: Annotated[str | None, typer.Option(help="the report key's note name")] = None,
+) -> None:
+    """Count each agency's entries in a period from a fresh checkpoint, and sign the counts.
+
+    Run it after each period (a monthly timer, say); `report verify` checks a report offline.
+    """
+    from ikd_audit.bootstrap import bootstrap
+
+    signer = _report_signer(key_file, key_name)
+    settings = _settings()
+    start, end = _time_option(since), _time_option(until)
+    if start >= end:
+        typer.echo("--from must be before --to", err=True)
+        raise typer.Exit(2)
+
+    async def run() -> list[str]:
+        written = []
+        async with bootstrap(settings) as runtime:
+            names = [agency] if agency else await runtime.patterns.agencies(start=start, end=end)
+            for name in names:
+                signed = await runtime.patterns.report(name, start=start, end=end, signer=signer)
+                target = out / f"{name}.report.json" if agency is None else out
+                if agency is None:
+                    out.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(codec.dumps(signed.document()) + b"\n")
+                written.append(
+                    f"{target}: {name}, {signed.report.total} entries, "
+                    f"tree {signed.report.tree_size}"
+                )
+        return written
+
+    for line in asyncio.run(run()):
+        typer.echo(line)
+
+
+@report_app.command("vkey")
+def report_vkey(
+    key_file: Annotated[Path | None, typer.Option(help="report key (PEM)")] = None,
+    key_name: Annotated[str | None, typer.Option(help="the report key's note name")] = None,
+) -> None:
+    """Print the report key's verifier key, for `report verify --report-vkey`."""
+    typer.echo(_report_signer(key_file, key_name).verifier.vkey)
+
+
+@report_app.command("verify")
+def verify_report(
+    report: Annotated[Path, typer.Argument(help="a report written by `report make`")],
+    report_vkey: Annotated[str, typer.Option(help="the report key's vkey, or @file")],
+    log_vkey: Annotated[str, typer.Option(help="the log's vkey, or @file")],
+    witness_vkey: Annotated[
+        list[str] | None, typer.Option(help="a witness's vkey (repeatable): must have cosigned")
+    ] = None,
+    log: Annotated[
+        Path | None, typer.Option(help="an export of the log (JSON lines): recount from it")
+    ] = None,
+) -> None:
+    """Check a report offline: its signature, its checkpoint's, and (with --log) its counts."""
+    from ikd_audit.domain import report as reports
+    from ikd_audit.domain.patterns import count_report
+    from ikd_shared.transparency import Entry, TreeHead
+
+    try:
+        document = codec.loads(report.read_bytes())
+        witnesses = [_read_vkey(v) for v in witness_vkey or []]
+        checked = reports.verify(
+            document["report"],
+            document["checkpoint"],
+            report_key=_read_vkey(report_vkey),
+            log_key=_read_vkey(log_vkey),
+            witnesses=witnesses,
+        )
+    except (reports.ReportError, KeyError, TypeError, ValueError) as error:
+        typer.echo(f"FAILED: {error}")
+        raise typer.Exit(1) from None
+    cosigners = {v.verifier.name for v in checked.checkpoint.cosignatures}
+    missing = [w.name for w in witnesses if w.name not in cosigners]
+    if missing:
+        typer.echo(f"FAILED: not cosigned by {', '.join(missing)}")
+        raise typer.Exit(1)
+    found = checked.report
+    if log is not None:
+        with log.open("rb") as stream:
+            records = [codec.loads(line) for line in stream if line.strip()]
+        # The log's own key from the trusted vkey, never the one the export names.
+        checked_log = verify_log(records, _read_vkey(log_vkey).public_key)
+        heads = [TreeHead.from_document(r) for r in records if r["type"] == "tree_head"]
+        anchored = any(
+            (h.tree_size, h.root_hash) == (found.tree_size, found.root_hash) for h in heads
+        )
+        if not checked_log.ok or not anchored:
+            typer.echo("FAILED: the export does not verify up to the report's tree")
+            raise typer.Exit(1)
+        entries = [Entry.from_document(r) for r in records if r["type"] == "entry"]
+        recount = count_report(
+            entries,
+            agency=found.agency,
+            start=found.start,
+            end=found.end,
+            tree_size=found.tree_size,
+        )
+        if tuple(recount) != found.rows:
+            typer.echo("FAILED: the log's entries give other counts than the report")
+            raise typer.Exit(1)
+    typer.echo(
+        f"OK: report of {found.agency}, {found.total} entries from "
+        f"{found.start.isoformat()} to {found.end.isoformat()}, tree {found.tree_size} "
+        f"signed by the log{' and ' + ', '.join(sorted(cosigners)) if cosigners else ''}"
+        f"{', recounted from the export' if log else ''}"
+    )
+
+
+@anomalies_app.command("check")
+def check_anomalies() -> None:
+    """Run the access-pattern detectors once (as `serve` does every interval)."""
+    from ikd_audit.bootstrap import bootstrap
+    from ikd_audit.entrypoints.anomalies import check_once
+
+    settings = _settings()
+
+    async def run() -> int:
+        async with bootstrap(settings) as runtime:
+            return await check_once(runtime.patterns)
+
+    typer.echo(f"{asyncio.run(run())} new alert(s)")
 
 
 if __name__ == "__main__":

@@ -3,12 +3,15 @@ signer's (prefix IKD_SIGNER_). Only the signer's hold the tree-head signing key.
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from ikd_audit.domain.patterns import OpeningHours, Thresholds
 from ikd_audit.service_layer.checkpoints import DEFAULT_ORIGIN
 from ikd_shared import checkpoint
 from ikd_shared.credentials import DEFAULT_AUDIENCES, Purpose
@@ -129,6 +132,36 @@ class AuditSettings(ServiceSettings, TokenKeySettings):
         default=3600.0, ge=0, description="how often `serve` prunes; 0 turns it off"
     )
 
+    # Access-pattern alerts (docs/auditor-guide.md): `serve` checks every interval.
+    anomaly_interval_seconds: float = Field(
+        default=60.0, ge=0, description="how often `serve` looks for anomalies; 0 turns it off"
+    )
+    anomaly_window_seconds: int = Field(
+        default=900, ge=60, le=86400, description="the detection window (aligned to UTC)"
+    )
+    anomaly_baseline_windows: int = Field(
+        default=672, ge=1, le=10000, description="windows before it that give the usual rate"
+    )
+    anomaly_rate_factor: float = Field(
+        default=5.0, gt=1, description="alert when a window holds this many times the usual"
+    )
+    anomaly_min_lookups: int = Field(
+        default=30, ge=1, description="never a look-up rate alert below this many in a window"
+    )
+    anomaly_min_denials: int = Field(
+        default=10, ge=1, description="never a denial rate alert below this many in a window"
+    )
+    anomaly_not_found_burst: int = Field(
+        default=10, ge=1, description="citizen_not_found denials of one agency in one window"
+    )
+    anomaly_off_hours_min: int = Field(
+        default=1, ge=1, description="look-ups or registrations while closed, in one window"
+    )
+    opening_hours: str = Field(
+        default="mon-fri 08:00-16:00; sat 08:00-12:00",
+        description="when the MPP's counters are open, local time ('mon-fri 08:00-16:00; ...')",
+    )
+    opening_hours_zone: str = Field(default="Asia/Jakarta")
     witness_keys: str = Field(
         default="",
         description="verifier keys (vkeys) of the witnesses whose cosignatures are kept and "
@@ -141,6 +174,37 @@ class AuditSettings(ServiceSettings, TokenKeySettings):
         for vkey in value.split():
             checkpoint.parse_vkey(vkey)
         return value
+
+    @field_validator("opening_hours")
+    @classmethod
+    def _opening_hours_parse(cls, value: str) -> str:
+        OpeningHours.parse(value)
+        return value
+
+    @field_validator("opening_hours_zone")
+    @classmethod
+    def _zone_known(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return Thresholds(
+            window=dt.timedelta(seconds=self.anomaly_window_seconds),
+            baseline_windows=self.anomaly_baseline_windows,
+            rate_factor=self.anomaly_rate_factor,
+            min_lookups=self.anomaly_min_lookups,
+            min_denials=self.anomaly_min_denials,
+            not_found_burst=self.anomaly_not_found_burst,
+            off_hours_min=self.anomaly_off_hours_min,
+        )
+
+    @property
+    def hours(self) -> OpeningHours:
+        return OpeningHours.parse(self.opening_hours, self.opening_hours_zone)
 
     def witness_verifiers(self) -> list[checkpoint.Verifier]:
         return [checkpoint.parse_vkey(vkey) for vkey in self.witness_keys.split()]
@@ -189,3 +253,26 @@ class SignerSettings(DeploymentSettings):
     @property
     def note_signer(self) -> checkpoint.Signer:
         return checkpoint.signer_from_pem(self.log_origin, self.signing_key.get_secret_value())
+
+
+class ReportSettings(DeploymentSettings):
+    """`ikd-audit report make` only: the key that signs agency reports (prefix IKD_REPORT_).
+
+    Not the tree-head key, and not given to `serve`: a report names the checkpoint it was
+    counted from, so a false one is caught by recounting, and the log's key signs nothing else.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="IKD_REPORT_", extra="ignore", frozen=True)
+
+    signing_key: Ed25519KeySetting = Field(
+        description="Ed25519 private key (PKCS8 PEM, or @path to one) that signs agency reports",
+    )
+    key_name: str = Field(
+        default="ikd-audit-report",
+        pattern=r"^[^\s+]{1,255}$",
+        description="the report key's name in its signed notes and vkey",
+    )
+
+    @property
+    def note_signer(self) -> checkpoint.Signer:
+        return checkpoint.signer_from_pem(self.key_name, self.signing_key.get_secret_value())

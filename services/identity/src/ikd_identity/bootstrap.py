@@ -20,6 +20,7 @@ from ikd_identity.adapters.relay import OutboxRelay, ProducerFactory, RelayHooks
 from ikd_identity.adapters.secrets import Argon2Hasher
 from ikd_identity.config import IdentitySettings
 from ikd_identity.service_layer.handlers import Deps
+from ikd_shared import telemetry
 from ikd_shared.auth import TokenIssuer, TokenVerifier, load_ed25519_private_key
 from ikd_shared.credentials import CredentialVerifier, Purpose
 from ikd_shared.db import create_pool
@@ -126,6 +127,7 @@ async def bootstrap(
 
     `relay_hooks` and `producer_factory` replace the relay's crash seams and Kafka producer.
     """
+    telemetry.setup("ikd-identity")
     pool = await create_pool(
         settings.app_dsn, min_size=1, max_size=settings.db_pool_max, reset=_keep_session
     )

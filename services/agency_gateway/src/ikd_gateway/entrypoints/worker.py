@@ -40,7 +40,7 @@ from ikd_gateway.service_layer.stream import (
     sweep_retention,
 )
 from ikd_gateway.service_layer.unit_of_work import UnitOfWork
-from ikd_shared import logs, tracing
+from ikd_shared import logs, telemetry
 from ikd_shared.consumer import DeadLetterWriter, Poison, SourceRecord, consume_batch
 from ikd_shared.events import decode, topics
 from ikd_shared.events.consent_v1 import EVENTS as CONSENT_EVENTS
@@ -138,8 +138,10 @@ class StreamProcessor:
         def read(source: SourceRecord) -> ProfileRecord:
             position = SourcePosition(source.partition, source.offset)
             record = read_profile_record(source.key, source.value, source.headers, position)
-            incoming = tracing.from_kafka_headers(source.headers)
-            return replace(record, trace=incoming.child() if incoming else None)
+            trace = telemetry.kafka_received(
+                source.topic, source.partition, source.offset, source.headers
+            )
+            return replace(record, trace=trace)
 
         await self._process_batch("profile", messages, read, apply_profiles)
 

@@ -22,7 +22,7 @@ from ikd_gateway.domain import errors
 from ikd_gateway.domain.model import answer_fields
 from ikd_gateway.service_layer.context import GatewayContext, UnitOfWorkFactory
 from ikd_gateway.service_layer.unit_of_work import Attempt, Endpoint, UnitOfWork, WebhookMessage
-from ikd_shared import codec
+from ikd_shared import codec, telemetry
 from ikd_shared.events.access_v1 import AccessRecorded, Channel, Outcome
 from ikd_shared.policy import ServicePolicy
 
@@ -241,7 +241,8 @@ class Dispatcher:
             claimed = await uow.webhooks.claim_due(self.ctx.clock(), limit, self.lease)
         for message in claimed:
             try:
-                await self.deliver(message)
+                with telemetry.webhook_delivery(message.id, message.endpoint_id):
+                    await self.deliver(message)
             except Exception:
                 log.exception("webhook delivery %s failed unexpectedly", message.id)
         return len(claimed)

@@ -11,6 +11,8 @@ import re
 from dataclasses import asdict, dataclass
 
 from ikd_audit.domain.errors import BadCursor, BadFilter, PageTooLarge
+from ikd_audit.domain.model import AUDITOR_CHANNEL
+from ikd_audit.domain.patterns import ALERT_OUTCOME, ANOMALY_CHANNEL
 from ikd_shared import codec
 from ikd_shared.events.access_v1 import Channel, Outcome
 from ikd_shared.legal import CODE_PATTERN
@@ -18,6 +20,9 @@ from ikd_shared.nik import InvalidNik, parse_nik
 from ikd_shared.pseudonym import is_pseudonym, pseudonymize
 
 _CODE = re.compile(CODE_PATTERN)
+# Besides agencies' channels and outcomes: auditors' look-ups and the log's own alerts.
+CHANNELS = (*(c.value for c in Channel), AUDITOR_CHANNEL, ANOMALY_CHANNEL)
+OUTCOMES = (*(o.value for o in Outcome), ALERT_OUTCOME)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,14 +99,10 @@ def build_filter(
         if value is not None and not _CODE.fullmatch(value):
             raise BadFilter(f"{name} is not a valid code", code=f"invalid_{name}")
     channel, outcome = _blank(channel), _blank(outcome)
-    if channel is not None and channel not in {c.value for c in Channel}:
-        raise BadFilter(
-            f"channel must be one of {[c.value for c in Channel]}", code="invalid_channel"
-        )
-    if outcome is not None and outcome not in {o.value for o in Outcome}:
-        raise BadFilter(
-            f"outcome must be one of {[o.value for o in Outcome]}", code="invalid_outcome"
-        )
+    if channel is not None and channel not in CHANNELS:
+        raise BadFilter(f"channel must be one of {list(CHANNELS)}", code="invalid_channel")
+    if outcome is not None and outcome not in OUTCOMES:
+        raise BadFilter(f"outcome must be one of {list(OUTCOMES)}", code="invalid_outcome")
     start, end = _time("from", since), _time("to", until)
     if start is not None and end is not None and start > end:
         raise BadFilter("from is after to", code="invalid_time_range")

@@ -19,7 +19,8 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from ikd_audit.bootstrap import AuditRuntime, bootstrap, derive_key
 from ikd_audit.config import AuditSettings
-from ikd_audit.entrypoints import api, console, public_log
+from ikd_audit.entrypoints import api, console, patterns, public_log
+from ikd_audit.entrypoints.anomalies import run_detector
 from ikd_audit.entrypoints.consumer import AccessConsumer
 from ikd_audit.entrypoints.observability import SIGNED_TREE_SIZE, TREE_HEAD_AGE, TREE_SIZE
 from ikd_audit.entrypoints.pruner import run_pruner
@@ -72,6 +73,13 @@ def create_app(settings: AuditSettings) -> FastAPI:
                         prune_throttle=store.prune if isinstance(store, PgThrottleStore) else None,
                     ),
                 )
+            if settings.anomaly_interval_seconds > 0:
+                keep_running(
+                    "anomaly detector",
+                    lambda: run_detector(
+                        runtime.patterns, interval=settings.anomaly_interval_seconds
+                    ),
+                )
             consumer: AccessConsumer | None = None
             if settings.run_consumer:
                 consumer = AccessConsumer(
@@ -104,6 +112,8 @@ def create_app(settings: AuditSettings) -> FastAPI:
     app.include_router(api.router)
     app.include_router(public_log.router)
     app.include_router(console.router)
+    app.include_router(patterns.router)
+    app.include_router(patterns.console_router)
     app.mount("/console/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(
         SessionMiddleware,

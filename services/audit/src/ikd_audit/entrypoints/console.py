@@ -28,11 +28,10 @@ from fastapi.templating import Jinja2Templates
 from ikd_audit.bootstrap import AuditRuntime
 from ikd_audit.domain.errors import AuditError
 from ikd_audit.domain.model import LookupAction
-from ikd_audit.domain.search import SearchFilter, build_filter, check_limit
+from ikd_audit.domain.search import CHANNELS, OUTCOMES, SearchFilter, build_filter, check_limit
 from ikd_audit.entrypoints.api import RuntimeDep, csv_stream
 from ikd_audit.entrypoints.lookups import looked_up
 from ikd_shared import merkle, transparency
-from ikd_shared.events.access_v1 import Channel, Outcome
 from ikd_shared.throttle import Throttled
 
 HERE = Path(__file__).resolve().parent.parent
@@ -114,8 +113,8 @@ def search_page(
     """search.html: no results unless `context` gives them."""
     page: dict[str, Any] = {
         "params": {k: v or "" for k, v in params.items()},
-        "channels": [c.value for c in Channel],
-        "outcomes": [o.value for o in Outcome],
+        "channels": CHANNELS,
+        "outcomes": OUTCOMES,
         "entries": [],
         "next_url": None,
         "counts": [],

@@ -23,7 +23,7 @@ from ikd_audit.entrypoints.observability import (
     TREE_SIZE,
 )
 from ikd_audit.service_layer.services import AppendResult, AuditLog
-from ikd_shared import tracing
+from ikd_shared import telemetry, tracing
 from ikd_shared.consumer import DeadLetterWriter, Poison, SourceRecord, consume_batch
 from ikd_shared.events import InvalidEventData, decode
 from ikd_shared.events.access_v1 import EVENTS, AccessRecorded
@@ -131,6 +131,9 @@ class AccessConsumer:
         )
 
     def decode(self, record: SourceRecord) -> AccessRecorded:
+        telemetry.kafka_received(
+            record.topic, record.partition, record.offset, record.headers, group=self.group_id
+        )
         try:
             access = parse_record(record)
         except EnvelopeError as error:

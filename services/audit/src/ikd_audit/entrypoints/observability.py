@@ -16,3 +16,11 @@ SIGNED_TREE_SIZE = Gauge("ikd_audit_signed_tree_size", "Entries covered by the l
 TREE_HEAD_AGE = Gauge(
     "ikd_audit_tree_head_age_seconds", "Seconds since the latest signed tree head was signed"
 )
+ANOMALIES = Counter(
+    "ikd_audit_anomalies_total",
+    "Access-pattern alerts appended to the log, by kind",
+    ["kind"],
+)
+ANOMALY_CHECKS = Counter(
+    "ikd_audit_anomaly_checks_total", "Runs of the access-pattern detectors, by result", ["result"]
+)

@@ -25,7 +25,7 @@ from ikd_audit.witness.config import WitnessSettings
 from ikd_audit.witness.core import Refusal, parse_add_checkpoint
 from ikd_audit.witness.service import Witness, refusal_status
 from ikd_audit.witness.store import WitnessStore
-from ikd_shared import checkpoint, openapi
+from ikd_shared import checkpoint, openapi, telemetry
 from ikd_shared.supervise import supervise
 
 NOTE_TYPE = "text/plain; charset=utf-8"
@@ -48,6 +48,7 @@ def create_app(
 ) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        telemetry.setup("ikd-audit-witness")
         async with contextlib.AsyncExitStack() as stack:
             nonlocal witness
             if witness is None:
