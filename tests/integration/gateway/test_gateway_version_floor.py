@@ -116,6 +116,14 @@ async def test_a_purge_leaves_only_a_floor_that_refuses_a_suffix_sent_again(
     assert await pool.fetchval("SELECT count(*) FROM citizen_view WHERE data <> '{}'") == 0
     assert await written(pool) == before, "nothing stored, audited, published or pushed"
 
+    # A newer version that does not relate the citizen raises the floor, keeping its end.
+    clock.now = NOW + dt.timedelta(days=1)
+    newer = RelationshipsChanged.model_validate(records[2].event.model_dump() | {"version": 5})
+    await apply_profiles(PgUnitOfWork(pool), ctx, [ProfileRecord("v5", pseudonym, newer)])
+    raised = await pool.fetchrow("SELECT version, next_expiry FROM citizen_view")
+    assert tuple(raised) == (5, NOW + ctx.version_floor)
+    assert await written(pool) == before
+
     clock.now = NOW + ctx.version_floor - dt.timedelta(seconds=1)
     assert await sweep_retention(PgUnitOfWork(pool), ctx) == 0
     clock.now = NOW + ctx.version_floor

@@ -173,6 +173,24 @@ async def test_batches_leave_what_one_by_one_leaves(
     for row in batched.views.values():
         if row.is_floor:
             assert_only_a_floor(row)
+        elif not row.erased:
+            assert row.version == newest_since_held(records)[row.pseudonym], "no older version"
+
+
+def newest_since_held(records: list[ProfileRecord]) -> dict[str, int]:
+    """Per citizen, the newest version delivered since its first version that the agency could
+    hold (no older one may be held after a newer one: a purge leaves a floor)."""
+    newest: dict[str, int] = {}
+    seen: set[str] = set()
+    for record in records:
+        event = record.event
+        if record.event_id in seen or event is None:
+            continue
+        seen.add(record.event_id)
+        related = isinstance(event, ProfileUpdated | RelationshipsChanged) and event.relationships
+        if related or record.pseudonym in newest:
+            newest[record.pseudonym] = max(newest.get(record.pseudonym, 0), event.version)
+    return newest
 
 
 async def test_a_purge_after_an_older_verification_in_the_same_batch_wins() -> None:

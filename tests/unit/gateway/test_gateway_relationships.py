@@ -344,7 +344,7 @@ async def test_a_floor_refuses_older_versions_after_a_death_too() -> None:
     )
     assert [r.reason for r in results] == ["stored", "purged", "not held", "stale"]
     assert_only_a_floor(store.views.get(first.pseudonym))
-    assert store.views[first.pseudonym].version == 3, "the death of one not held adds nothing"
+    assert store.views[first.pseudonym].version == 4, "the death only raises the floor"
 
 
 async def test_a_newer_version_relating_the_citizen_again_replaces_the_floor() -> None:
@@ -367,3 +367,23 @@ async def test_a_citizen_never_held_gets_no_floor() -> None:
     [result] = await apply_profiles(FakeUnitOfWork(store), ctx, [rec(ended)])
     assert result.reason == "not related"
     assert store.views == {}, "a floor only where the agency held the citizen"
+
+
+async def test_a_floor_rises_with_newer_versions_and_keeps_its_end() -> None:
+    """An older version delivered after a newer one is refused however far the floor is below
+    the newest; the floor still goes when its time after the purge is up."""
+    store = Store()
+    clock = Clock()
+    ctx = context("polres-cirebon", clock=clock)
+    first, _, ended = _suffix(17)
+    await apply_profiles(FakeUnitOfWork(store), ctx, [rec(first), rec(ended, 1)])
+    clock.now = NOW + dt.timedelta(days=1)
+    later = changed(first, 5, [relationship("dinsos-cirebon", "social-assistance")])
+    [result] = await apply_profiles(FakeUnitOfWork(store), ctx, [rec(later, 2)])
+    assert result.reason == "not related"
+    back = changed(first, 4, [relationship("polres-cirebon", "skck")])
+    [result] = await apply_profiles(FakeUnitOfWork(store), ctx, [rec(back, 3)])
+    assert result.reason == "stale"
+    floor = store.views[first.pseudonym]
+    assert_only_a_floor(floor)
+    assert (floor.version, floor.floor_until) == (5, NOW + ctx.version_floor)

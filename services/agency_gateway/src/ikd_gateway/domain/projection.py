@@ -6,17 +6,17 @@ nothing). A version whose relationships name none of the agency's services purge
 as if erased: of a citizen the agency held only a version floor is left (the pseudonym and that
 version, for a bounded time: `model.version_floor`), so that an older version delivered again
 is refused; of a citizen it never held, nothing at all. A floor counts as no row, except that it
-refuses versions not newer than its own. What the fold leaves says what to write: the final
-row, whether to cancel the citizen's pending webhook messages and drop their consents, and
-which record's projection the row now is (its access event and webhook messages).
-Re-projecting a version the row already has, after a consent granted fields the row lacks, is
-one more case of the same fold.
+refuses versions not newer than its own (and rises with newer ones it sees). What the fold
+leaves says what to write: the final row, whether to cancel the citizen's pending webhook
+messages and drop their consents, and which record's projection the row now is (its access
+event and webhook messages). Re-projecting a version the row already has, after a consent
+granted fields the row lacks, is one more case of the same fold.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ikd_gateway.domain.model import (
@@ -123,6 +123,8 @@ def fold(
             state.baseline = dict(current.data) if not current.erased else {}
             return Step(False, "stale")
         if current is None or current.is_floor:  # not held: nothing kept of the death
+            if current is not None:
+                state.row = _raised(current, event.version)
             state.cancel = True
             state.delete_consents = True
             state.consents = ()
@@ -165,17 +167,25 @@ def _store(
 
 def _drop(state: CitizenFold, floor: CitizenView) -> Step:
     """No reason left to hold the citizen: a row gives way to `floor` (a floor already there
-    stays: versions up to its own were refused, the rest were not held either), pending
-    messages are cancelled; the consents stay (they are the consent topic's, which says when
-    they end)."""
-    held = state.row is not None and not state.row.is_floor
+    only rises to its version), pending messages are cancelled; the consents stay (they are the
+    consent topic's, which says when they end)."""
+    current = state.row
+    held = current is not None and not current.is_floor
     if held:
         state.row = floor
+    elif current is not None:
+        state.row = _raised(current, floor.version)
     state.stored = None
     state.announce = False
     state.cancel = True
     state.baseline = {}
     return Step(held, "purged" if held else "not related")
+
+
+def _raised(floor: CitizenView, version: int) -> CitizenView:
+    """The floor refusing versions up to `version` too (the caller checked it is newer), until
+    the same end: a floor is kept for a bounded time after the purge, whatever follows."""
+    return replace(floor, version=version)
 
 
 def _erase(state: CitizenFold, view: CitizenView) -> Step:
