@@ -99,7 +99,8 @@ async def relate(ctx: Context, niks: Sequence[str]) -> dict[str, Any]:
             deadline = time.time() + max(120.0, len(niks) / 20)
             while True:
                 held = await connection.fetchval(
-                    "SELECT count(*) FROM citizen_view WHERE pseudonym = ANY($1::text[])",
+                    "SELECT count(*) FROM citizen_view WHERE pseudonym = ANY($1::text[])"
+                    " AND verified_at IS NOT NULL",  # a version floor holds no one
                     pseudonyms,
                 )
                 if held == len(pseudonyms):
@@ -118,7 +119,11 @@ async def relate(ctx: Context, niks: Sequence[str]) -> dict[str, Any]:
 
 
 async def _row(connection: Any, pseudonym: str) -> dict[str, Any] | None:
-    raw = await connection.fetchval("SELECT data FROM citizen_view WHERE pseudonym = $1", pseudonym)
+    raw = await connection.fetchval(  # a version floor (no verification, not erased) is no row
+        "SELECT data FROM citizen_view"
+        " WHERE pseudonym = $1 AND (verified_at IS NOT NULL OR erased)",
+        pseudonym,
+    )
     if raw is None:
         return None
     return dict(json.loads(raw) if isinstance(raw, str) else raw)

@@ -144,6 +144,20 @@ async def running_gateway(
         yield gateway
 
 
+async def only_a_floor(db: asyncpg.Connection, pseudonym: str) -> bool:
+    """Whether all that is left of a citizen no longer held is a version floor: the pseudonym,
+    the last version and the floor's end, no personal data."""
+    return bool(
+        await db.fetchval(
+            """SELECT data = '{}' AND expires = '{}' AND relationships = '[]'
+                 AND verified_at IS NULL AND NOT erased AND source_partition IS NULL
+                 AND source_offset IS NULL AND next_expiry IS NOT NULL
+               FROM citizen_view WHERE pseudonym = $1""",
+            pseudonym,
+        )
+    )
+
+
 async def view_row(db: asyncpg.Connection, pseudonym: str) -> dict[str, Any] | None:
     """A citizen's row of the agency's view, JSON decoded (None: nothing held)."""
     row = await db.fetchrow(

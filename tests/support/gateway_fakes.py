@@ -55,6 +55,16 @@ def _clone(store: Store) -> Store:
     return new
 
 
+def assert_only_a_floor(row: CitizenView | None) -> None:
+    """What may remain of a citizen no longer held: a version floor with the pseudonym, the last
+    version and its end, and no personal data."""
+    assert row is not None, "a version floor"
+    assert row.is_floor, "a version floor"
+    assert (dict(row.data), dict(row.expires), row.verified_at) == ({}, {}, None)
+    assert (row.relationships, row.source, row.erased) == ((), None, False)
+    assert row.next_expiry == row.floor_until, "it ends"
+
+
 class FakeViews(u.ViewRepository):
     def __init__(self, s: Store) -> None:
         self.s = s

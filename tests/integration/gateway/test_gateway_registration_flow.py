@@ -33,7 +33,13 @@ from ikd_identity.domain.clients import Client
 from ikd_identity.entrypoints.api import create_app as identity_app
 from ikd_shared.events.profile_v1 import CitizenProfile
 from tests.support.environment import REPO
-from tests.support.gateway import gateway_env, prefill_by_nik, running_gateway, view_row
+from tests.support.gateway import (
+    gateway_env,
+    only_a_floor,
+    prefill_by_nik,
+    running_gateway,
+    view_row,
+)
 from tests.support.gateway_factories import POLICY, Tokens, profile, pseudonym_of
 from tests.support.polling import eventually
 
@@ -177,7 +183,7 @@ async def test_a_registration_through_the_gateway_makes_the_agency_hold_the_citi
             assert ended.status_code == 200, ended.text
 
             async def purged() -> bool:
-                return await view_row(db, pseudonym) is None
+                return await only_a_floor(db, pseudonym)
 
             await eventually(purged, timeout=30)
             again = await client.post(

@@ -24,6 +24,7 @@ from ikd_shared.events.envelope import from_kafka
 from ikd_shared.events.topics import ACCESS, PROFILE, agency_topic
 from tests.support.gateway import (
     gateway_env,
+    only_a_floor,
     prefill_by_nik,
     read_topic,
     running_gateway,
@@ -124,7 +125,7 @@ async def test_only_a_citizen_related_to_the_agency_is_held_and_only_while_relat
     await producer.send(profiles, to_cloudevent(ended, source="/test", key=ended.pseudonym))
 
     async def purged() -> bool:
-        return await view_row(db, came.pseudonym) is None
+        return await only_a_floor(db, came.pseudonym)
 
     try:
         await eventually(purged, timeout=20)
@@ -187,7 +188,7 @@ async def test_a_relationship_running_out_purges_the_row_in_the_retention_loop(
         assert set(row["data"]) == set(SKCK.fields)
 
         async def purged() -> bool:
-            return await view_row(db, event.pseudonym) is None
+            return await only_a_floor(db, event.pseudonym)
 
         await eventually(purged, timeout=60)
     except AssertionError:

@@ -8,7 +8,7 @@ import itertools
 import uuid
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ikd_gateway.domain.model import SourcePosition
@@ -36,7 +36,7 @@ from tests.support.gateway_factories import (
     pseudonym_of,
     related_everywhere,
 )
-from tests.support.gateway_fakes import FakeUnitOfWork, Store
+from tests.support.gateway_fakes import FakeUnitOfWork, Store, assert_only_a_floor
 
 CITIZENS = [pseudonym_of(profile(serial)) for serial in (1, 2, 3)]
 ops = st.tuples(
@@ -141,6 +141,10 @@ def pending(store: Store) -> dict[str, int]:
     cuts=st.lists(st.integers(1, 30), max_size=6),
     agency=st.sampled_from(["polres-cirebon", "bank-bjb"]),
 )
+# A purge deleted the row and its version with it: the older v1 was then stored as new.
+@example(
+    stream=[("store", 0, 2), ("unrelated", 0, 3), ("store", 0, 1)], cuts=[1], agency="bank-bjb"
+)
 async def test_batches_leave_what_one_by_one_leaves(
     stream: list[tuple[str, int, int]], cuts: list[int], agency: str
 ) -> None:
@@ -166,6 +170,27 @@ async def test_batches_leave_what_one_by_one_leaves(
     assert batched.disclosed == one_by_one.disclosed, "the agency topic ends the same"
     assert pending(batched) == pending(one_by_one)
     assert all(not row.erased or not row.data for row in batched.views.values())
+    for row in batched.views.values():
+        if row.is_floor:
+            assert_only_a_floor(row)
+        elif not row.erased:
+            assert row.version == newest_since_held(records)[row.pseudonym], "no older version"
+
+
+def newest_since_held(records: list[ProfileRecord]) -> dict[str, int]:
+    """Per citizen, the newest version delivered since its first version that the agency could
+    hold (no older one may be held after a newer one: a purge leaves a floor)."""
+    newest: dict[str, int] = {}
+    seen: set[str] = set()
+    for record in records:
+        event = record.event
+        if record.event_id in seen or event is None:
+            continue
+        seen.add(record.event_id)
+        related = isinstance(event, ProfileUpdated | RelationshipsChanged) and event.relationships
+        if related or record.pseudonym in newest:
+            newest[record.pseudonym] = max(newest.get(record.pseudonym, 0), event.version)
+    return newest
 
 
 async def test_a_purge_after_an_older_verification_in_the_same_batch_wins() -> None:

@@ -53,7 +53,7 @@ from ikd_shared.events.profile_v1 import (
 )
 from ikd_shared.legal import LegalBasis
 from tests.support.gateway_factories import NOW, POLICY, PSEUDONYM_KEY, profile, pseudonym_of
-from tests.support.gateway_fakes import FakeUnitOfWork, Store
+from tests.support.gateway_fakes import FakeUnitOfWork, Store, assert_only_a_floor
 
 AGENCIES = ("polres-cirebon", "dinsos-cirebon", "bank-bjb", "pos-indonesia-cirebon")
 SERVICES = [(a, s) for a in AGENCIES for s in POLICY.agency(a).services]
@@ -363,11 +363,13 @@ async def check(gateways: Gateways, identity: Identity, what: str) -> None:
     for agency in AGENCIES:
         store, ctx = gateways.stores[agency], gateways.ctx[agency]
         want = expected(identity, agency)
-        rows = {p: row for p, row in store.views.items() if not row.erased}
+        rows = {p: row for p, row in store.views.items() if not row.erased and not row.is_floor}
         assert set(rows) == set(want), f"{agency} after {what}: holds exactly the related"
         for pseudonym, row in store.views.items():
-            assert row.erased or pseudonym in want
+            assert row.erased or row.is_floor or pseudonym in want
             assert not row.erased or not row.data
+            if row.is_floor:
+                assert_only_a_floor(row)
             assert all(r.agency == agency for r in row.relationships), "only its own"
         for pseudonym, per_service in want.items():
             names = frozenset().union(*per_service.values())

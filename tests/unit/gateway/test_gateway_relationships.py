@@ -7,6 +7,8 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
+import pytest
+
 from ikd_gateway.domain.model import SourcePosition, agency_relationships, project_profile
 from ikd_gateway.service_layer.stream import (
     ConsentRecord,
@@ -37,7 +39,7 @@ from tests.support.gateway_factories import (
     relationship,
     verified,
 )
-from tests.support.gateway_fakes import FakeUnitOfWork, Store
+from tests.support.gateway_fakes import FakeUnitOfWork, Store, assert_only_a_floor
 
 POLRES = POLICY.agency("polres-cirebon")
 SKCK = POLRES.service("skck")
@@ -114,7 +116,8 @@ async def test_the_last_relationship_ending_purges_the_row_like_a_revoked_consen
     ended = changed(event, 2, [relationship("dinsos-cirebon", "social-assistance")])
     [result] = await apply_profiles(FakeUnitOfWork(store), ctx, [rec(ended, 1)])
     assert (result.applied, result.reason) == (True, "purged")
-    assert event.pseudonym not in store.views
+    assert_only_a_floor(store.views.get(event.pseudonym))
+    assert store.views[event.pseudonym].version == 2
     assert [m.status for m in store.messages.values()] == ["cancelled"]
     assert store.agency_records[-1].event is None, "the agency topic says: purged"
     assert store.disclosed == {}
@@ -157,8 +160,16 @@ async def test_an_expired_relationship_is_purged_by_the_retention_sweep() -> Non
 
     clock.now = NOW + dt.timedelta(days=6)
     assert await sweep_retention(FakeUnitOfWork(store), ctx) == 1
-    assert event.pseudonym not in store.views
+    assert_only_a_floor(store.views.get(event.pseudonym))
     assert store.agency_records[-1].event is None
+    published = len(store.agency_records)
+
+    clock.now += ctx.version_floor - dt.timedelta(seconds=1)
+    assert await sweep_retention(FakeUnitOfWork(store), ctx) == 0, "the floor's time not yet up"
+    clock.now += dt.timedelta(seconds=1)
+    assert await sweep_retention(FakeUnitOfWork(store), ctx) == 1
+    assert store.views == {}, "the floor's time is up: nothing of the citizen is left"
+    assert len(store.agency_records) == published, "the purge was already published"
 
 
 async def test_a_registration_holds_its_services_fields_until_it_expires() -> None:
@@ -178,7 +189,7 @@ async def test_a_registration_holds_its_services_fields_until_it_expires() -> No
     assert set(store.views[event.pseudonym].data) == set(service.fields)
     clock.now = NOW + dt.timedelta(days=1)
     await sweep_retention(FakeUnitOfWork(store), ctx)
-    assert store.views == {}
+    assert_only_a_floor(store.views.get(event.pseudonym))
 
 
 async def test_a_consent_relationship_grants_nothing_until_the_consent_arrives() -> None:
@@ -282,3 +293,97 @@ async def test_another_agencys_consent_leaves_no_trace_of_the_citizen() -> None:
     revoked = consent_event(pseudonym, 2, [], revoked=given)
     await apply_consents(FakeUnitOfWork(store), bank, ConsentRecord("c-3", pseudonym, revoked))
     assert store.consents == {}
+
+
+def _suffix(serial: int) -> list[ProfileVerified | RelationshipsChanged]:
+    """v1 and v2 relate the citizen to polres-cirebon, v3 ends that (only another agency's)."""
+    first = verified(profile(serial), relationships=[relationship("polres-cirebon", "skck")])
+    second = changed(first, 2, [relationship("polres-cirebon", "skck")])
+    return [first, second, changed(first, 3, [relationship("dinsos-cirebon", "social-assistance")])]
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["one by one", "in one batch"])
+async def test_a_suffix_sent_again_after_the_relationship_ended_stores_nothing(
+    batched: bool,
+) -> None:
+    """identity's relay re-sending v1 v2 v3 after a takeover (new offsets, new ids): the older
+    versions find the floor v3 left and are refused, not stored, audited or pushed again."""
+    store = Store()
+    ctx = context("polres-cirebon")
+    endpoint = Endpoint(uuid.uuid4(), "https://polres.example/hook", "skck", "whsec_x", True)
+    store.endpoints[endpoint.id] = endpoint
+    events = _suffix(13)
+    pseudonym = events[0].pseudonym
+    for offset, event in enumerate(events):
+        await apply_profile(FakeUnitOfWork(store), ctx, rec(event, offset))
+    assert_only_a_floor(store.views.get(pseudonym))
+    before = (list(store.outbox), list(store.agency_records), dict(store.messages))
+
+    again = [rec(event, 3 + offset) for offset, event in enumerate(events)]
+    if batched:
+        results = await apply_profiles(FakeUnitOfWork(store), ctx, again)
+    else:
+        results = [await apply_profile(FakeUnitOfWork(store), ctx, r) for r in again]
+
+    assert [r.reason for r in results] == ["stale", "stale", "stale"]
+    assert_only_a_floor(store.views.get(pseudonym))
+    assert store.views[pseudonym].version == 3
+    assert (store.outbox, store.agency_records, store.messages) == before, "nothing served"
+    assert store.disclosed == {}
+
+
+async def test_a_floor_refuses_older_versions_after_a_death_too() -> None:
+    store = Store()
+    ctx = context("polres-cirebon")
+    first, second, ended = _suffix(14)
+    died = CitizenDied(
+        pseudonym=first.pseudonym, version=4, date_of_death=NOW.date(), recorded_at=NOW
+    )
+    results = await apply_profiles(
+        FakeUnitOfWork(store), ctx, [rec(first), rec(ended, 1), rec(died, 2), rec(second, 3)]
+    )
+    assert [r.reason for r in results] == ["stored", "purged", "not held", "stale"]
+    assert_only_a_floor(store.views.get(first.pseudonym))
+    assert store.views[first.pseudonym].version == 4, "the death only raises the floor"
+
+
+async def test_a_newer_version_relating_the_citizen_again_replaces_the_floor() -> None:
+    store = Store()
+    ctx = context("polres-cirebon")
+    first, _, ended = _suffix(15)
+    await apply_profiles(FakeUnitOfWork(store), ctx, [rec(first), rec(ended, 1)])
+    assert_only_a_floor(store.views.get(first.pseudonym))
+    back = changed(first, 4, [relationship("polres-cirebon", "skck")])
+    [result] = await apply_profiles(FakeUnitOfWork(store), ctx, [rec(back, 2)])
+    assert result.reason == "stored"
+    row = store.views[first.pseudonym]
+    assert (row.version, row.is_floor, set(row.data)) == (4, False, set(SKCK.fields))
+
+
+async def test_a_citizen_never_held_gets_no_floor() -> None:
+    store = Store()
+    ctx = context("polres-cirebon")
+    _, _, ended = _suffix(16)
+    [result] = await apply_profiles(FakeUnitOfWork(store), ctx, [rec(ended)])
+    assert result.reason == "not related"
+    assert store.views == {}, "a floor only where the agency held the citizen"
+
+
+async def test_a_floor_rises_with_newer_versions_and_keeps_its_end() -> None:
+    """An older version delivered after a newer one is refused however far the floor is below
+    the newest; the floor still goes when its time after the purge is up."""
+    store = Store()
+    clock = Clock()
+    ctx = context("polres-cirebon", clock=clock)
+    first, _, ended = _suffix(17)
+    await apply_profiles(FakeUnitOfWork(store), ctx, [rec(first), rec(ended, 1)])
+    clock.now = NOW + dt.timedelta(days=1)
+    later = changed(first, 5, [relationship("dinsos-cirebon", "social-assistance")])
+    [result] = await apply_profiles(FakeUnitOfWork(store), ctx, [rec(later, 2)])
+    assert result.reason == "not related"
+    back = changed(first, 4, [relationship("polres-cirebon", "skck")])
+    [result] = await apply_profiles(FakeUnitOfWork(store), ctx, [rec(back, 3)])
+    assert result.reason == "stale"
+    floor = store.views[first.pseudonym]
+    assert_only_a_floor(floor)
+    assert (floor.version, floor.floor_until) == (5, NOW + ctx.version_floor)

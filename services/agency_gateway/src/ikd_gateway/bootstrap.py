@@ -66,6 +66,7 @@ def load_agency_policy(settings: GatewaySettings) -> tuple[MppPolicy, GatewayCon
         pseudonym_key=settings.pseudonym_key.get_secret_value().encode(),
         consumer=settings.consumer_group,
         clock=utcnow,
+        version_floor=dt.timedelta(seconds=settings.version_floor_seconds),
     )
     return policy, ctx
 

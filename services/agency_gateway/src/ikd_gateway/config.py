@@ -80,6 +80,12 @@ class GatewaySettings(ServiceSettings, TokenKeySettings):
     )
     relay_interval_seconds: float = Field(default=0.2, gt=0, le=60)
     retention_check_seconds: float = Field(default=60.0, gt=0)
+    version_floor_seconds: float = Field(
+        default=7 * 24 * 3600.0,
+        gt=0,
+        description="how long a citizen no longer held keeps a version floor (pseudonym and "
+        "last version only) that refuses older versions delivered again",
+    )
     webhook_max_attempts: int = Field(default=8, ge=1, le=30)
     webhook_backoff_base_seconds: float = Field(default=2.0, gt=0)
     webhook_backoff_max_seconds: float = Field(default=3600.0, gt=0)

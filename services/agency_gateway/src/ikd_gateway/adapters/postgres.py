@@ -77,6 +77,9 @@ def _view_from(row: asyncpg.Record | Mapping[str, Any]) -> CitizenView:
     source = None
     if row["source_partition"] is not None:
         source = SourcePosition(row["source_partition"], row["source_offset"])
+    # A version floor is the one row that is neither verified nor erased (migration 0008
+    # checks it holds nothing and has an end); its end is the row's next_expiry.
+    floor = row["verified_at"] is None and not row["erased"]
     return CitizenView(
         pseudonym=row["pseudonym"],
         version=row["version"],
@@ -86,6 +89,7 @@ def _view_from(row: asyncpg.Record | Mapping[str, Any]) -> CitizenView:
         erased=row["erased"],
         source=source,
         relationships=tuple(Relationship.model_validate(r) for r in row["relationships"]),
+        floor_until=row["next_expiry"] if floor else None,
     )
 
 

@@ -53,11 +53,20 @@ class CitizenView:
     relationships: tuple[Relationship, ...] = ()
     """The agency's own relationships with the citizen (never another agency's): the reasons
     the row exists, kept to decide again as time passes."""
+    floor_until: dt.datetime | None = None
+    """Set on a version floor (`version_floor`): when the retention sweep deletes it."""
+
+    @property
+    def is_floor(self) -> bool:
+        return self.floor_until is not None
 
     @property
     def next_expiry(self) -> dt.datetime | None:
-        """When the row must be decided again: a field or a relationship runs out."""
+        """When the row must be decided again: a field or a relationship runs out, or a
+        floor's time is up."""
         times = [*self.expires.values(), *(r.expires_at for r in self.relationships)]
+        if self.floor_until is not None:
+            times.append(self.floor_until)
         return min(times) if times else None
 
     def live_fields(self, now: dt.datetime) -> frozenset[str]:
@@ -230,6 +239,25 @@ def erased(pseudonym: str, version: int) -> CitizenView:
     """What remains of a citizen after death, revocation or erasure: the version, no data."""
     return CitizenView(
         pseudonym=pseudonym, version=version, data={}, expires={}, verified_at=None, erased=True
+    )
+
+
+def version_floor(pseudonym: str, version: int, until: dt.datetime) -> CitizenView:
+    """What remains of a citizen the agency held and no longer may: the pseudonym and the last
+    version, nothing else, until `until`.
+
+    Without it an older version delivered again (identity's relay re-sending a suffix after a
+    takeover, a re-read of the compacted topic before it dropped the older versions) would find
+    no row to be older than, and be stored as new. A newer version that relates the citizen
+    again replaces it; the retention sweep deletes it once its time is up.
+    """
+    return CitizenView(
+        pseudonym=pseudonym,
+        version=version,
+        data={},
+        expires={},
+        verified_at=None,
+        floor_until=until,
     )
 
 

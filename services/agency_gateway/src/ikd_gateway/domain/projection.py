@@ -2,9 +2,12 @@
 
 A batch of profile records is applied citizen by citizen: each record is folded, in order,
 over the citizen's row in memory (versions guard, erasures purge, stale events change
-nothing). A version whose relationships name none of the agency's services leaves no row at
-all: the citizen is purged as if erased, but no trace of them is kept. What the fold leaves says
-what to write: the final row (None: delete it), whether to cancel the citizen's pending webhook
+nothing). A version whose relationships name none of the agency's services purges the citizen
+as if erased: of a citizen the agency held only a version floor is left (the pseudonym and that
+version, for a bounded time: `model.version_floor`), so that an older version delivered again
+is refused; of a citizen it never held, nothing at all. A floor counts as no row, except that it
+refuses versions not newer than its own (and rises with newer ones it sees). What the fold
+leaves says what to write: the final row, whether to cancel the citizen's pending webhook
 messages and drop their consents, and which record's projection the row now is (its access
 event and webhook messages). Re-projecting a version the row already has, after a consent
 granted fields the row lacks, is one more case of the same fold.
@@ -13,10 +16,16 @@ granted fields the row lacks, is one more case of the same fold.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from ikd_gateway.domain.model import CitizenView, SourcePosition, erased, project_profile
+from ikd_gateway.domain.model import (
+    CitizenView,
+    SourcePosition,
+    erased,
+    project_profile,
+    version_floor,
+)
 from ikd_shared.events.consent_v1 import Consent
 from ikd_shared.events.profile_v1 import (
     CitizenDied,
@@ -80,9 +89,15 @@ class CitizenFold:
 
 
 def fold(
-    state: CitizenFold, index: int, change: Change, agency: AgencyPolicy, now: dt.datetime
+    state: CitizenFold,
+    index: int,
+    change: Change,
+    agency: AgencyPolicy,
+    now: dt.datetime,
+    floor_until: dt.datetime,
 ) -> Step:
-    """Fold one record (the `index`-th of its batch) over the citizen's row."""
+    """Fold one record (the `index`-th of its batch) over the citizen's row; a purge leaves a
+    floor until `floor_until`."""
     event = change.event
     current = state.row
     if change.reapply:
@@ -90,12 +105,13 @@ def fold(
             isinstance(event, ProfileVerified | ProfileUpdated | RelationshipsChanged)
             and current is not None
             and not current.erased
+            and not current.is_floor
             and current.version == event.version
         ):
-            return _store(state, index, change, event, agency, now)
+            return _store(state, index, change, event, agency, now, floor_until)
         return Step(False, "stale")
     if event is None:  # a tombstone: erase whatever version is there
-        if current is None or current.erased:
+        if current is None or current.erased or current.is_floor:
             state.delete_consents = True
             state.consents = ()
             return Step(False, "nothing to erase")
@@ -106,7 +122,9 @@ def fold(
             state.announce = False
             state.baseline = dict(current.data) if not current.erased else {}
             return Step(False, "stale")
-        if current is None:  # never held: no trace of the citizen, not even of the death
+        if current is None or current.is_floor:  # not held: nothing kept of the death
+            if current is not None:
+                state.row = _raised(current, event.version)
             state.cancel = True
             state.delete_consents = True
             state.consents = ()
@@ -115,7 +133,7 @@ def fold(
     if isinstance(event, ProfileVerified | ProfileUpdated | RelationshipsChanged):
         if current is not None and current.version >= event.version:
             return Step(False, "stale")
-        return _store(state, index, change, event, agency, now)
+        return _store(state, index, change, event, agency, now, floor_until)
     return Step(False, "ignored")  # pragma: no cover - decode() yields only the above
 
 
@@ -126,6 +144,7 @@ def _store(
     event: ProfileVerified | ProfileUpdated | RelationshipsChanged,
     agency: AgencyPolicy,
     now: dt.datetime,
+    floor_until: dt.datetime,
 ) -> Step:
     row = project_profile(
         agency=agency,
@@ -139,23 +158,34 @@ def _store(
         source=change.source,
     )
     if row is None:
-        return _drop(state)
+        return _drop(state, version_floor(change.pseudonym, event.version, floor_until))
     state.row = row
     state.stored = index
     state.announce = True
     return Step(True, "stored")
 
 
-def _drop(state: CitizenFold) -> Step:
-    """No reason left to hold the citizen: no row, pending messages cancelled; the consents
-    stay (they are the consent topic's, which says when they end)."""
-    held = state.row is not None
-    state.row = None
+def _drop(state: CitizenFold, floor: CitizenView) -> Step:
+    """No reason left to hold the citizen: a row gives way to `floor` (a floor already there
+    only rises to its version), pending messages are cancelled; the consents stay (they are the
+    consent topic's, which says when they end)."""
+    current = state.row
+    held = current is not None and not current.is_floor
+    if held:
+        state.row = floor
+    elif current is not None:
+        state.row = _raised(current, floor.version)
     state.stored = None
     state.announce = False
     state.cancel = True
     state.baseline = {}
     return Step(held, "purged" if held else "not related")
+
+
+def _raised(floor: CitizenView, version: int) -> CitizenView:
+    """The floor refusing versions up to `version` too (the caller checked it is newer), until
+    the same end: a floor is kept for a bounded time after the purge, whatever follows."""
+    return replace(floor, version=version)
 
 
 def _erase(state: CitizenFold, view: CitizenView) -> Step:

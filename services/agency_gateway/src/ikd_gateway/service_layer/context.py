@@ -28,6 +28,10 @@ class GatewayContext:
     pseudonym_key: bytes
     consumer: str
     clock: Clock = utcnow
+    version_floor: dt.timedelta = dt.timedelta(days=7)
+    """How long a purged citizen's version floor refuses older versions (`model.version_floor`):
+    the profile topic's older versions of a key can be read again until compaction drops them,
+    which Kafka's default segment roll (7 days) bounds; a relay's re-sent suffix comes sooner."""
 
     def access(self, **fields: Any) -> AccessRecorded:
         return AccessRecorded(

@@ -2,8 +2,10 @@
 
 Each use case is one unit of work. Stream use cases are idempotent: the event id is recorded
 in the same transaction as the write, and writes are version-guarded, so a redelivered or stale
-event changes nothing. Whatever changes what the agency may hold of a citizen also queues, in
-the same transaction, a record for the agency topic and its access events.
+event changes nothing; a citizen no longer held leaves a version floor for that
+(`model.version_floor`), so an older version delivered again is not stored as new either.
+Whatever changes what the agency may hold of a citizen also queues, in the same transaction, a
+record for the agency topic and its access events.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ikd_gateway.domain.model import (
     fingerprint,
     missing_fields,
     restrict,
+    version_floor,
 )
 from ikd_gateway.domain.projection import Change, CitizenFold, fold
 from ikd_gateway.service_layer.context import GatewayContext
@@ -117,12 +120,12 @@ async def _apply_folded(
     reapply: bool,
 ) -> None:
     now = ctx.clock()
+    floor_until = now + ctx.version_floor
     citizens = sorted(by_citizen)
     rows = await uow.views.get_many(citizens, for_update=True)
     consent_sets = await uow.consents.get_many(citizens)
     newer: list[CitizenView] = []
     same_version: list[CitizenView] = []
-    dropped: list[str] = []
     cancel: list[str] = []
     delete_consents: list[str] = []
     stored: list[tuple[CitizenFold, ProfileRecord]] = []
@@ -134,7 +137,7 @@ async def _apply_folded(
         for index in by_citizen[pseudonym]:
             record = records[index]
             change = Change(pseudonym, record.event, record.source, reapply=reapply)
-            step = fold(state, index, change, ctx.agency, now)
+            step = fold(state, index, change, ctx.agency, now, floor_until)
             results[index] = StreamResult(
                 step.applied, step.reason, view=state.row if step.reason == "stored" else None
             )
@@ -142,9 +145,7 @@ async def _apply_folded(
             cancel.append(pseudonym)
         if state.delete_consents:
             delete_consents.append(pseudonym)
-        row = state.row
-        if row is None and before is not None:
-            dropped.append(pseudonym)
+        row = state.row  # None only if there was none: a purge leaves a floor
         if row is not None and row is not before:
             if before is None or row.version > before.version:
                 newer.append(row)
@@ -154,7 +155,6 @@ async def _apply_folded(
             stored.append((state, records[state.stored]))
         last = records[by_citizen[pseudonym][-1]]
         settled.append(Settled(pseudonym, row, state.consents, last.trace))
-    await uow.views.delete_many(dropped)
     await uow.views.upsert_newer_many(newer)
     await uow.views.replace_same_version_many(same_version)
     await uow.webhooks.cancel_pending_many(cancel)
@@ -297,18 +297,14 @@ async def apply_consent_batch(
                 restricted = restrict(view, ctx.agency, mine, now)
                 if restricted is None:
                     dropped.append(pseudonym)
-                elif restricted != view:
+                    restricted = version_floor(pseudonym, view.version, now + ctx.version_floor)
+                if restricted != view:
                     restricted_rows.append(restricted)
-                if (
-                    restricted is not None
-                    and missing_fields(restricted, ctx.agency, mine, now)
-                    and view.source is not None
-                ):
+                if missing_fields(restricted, ctx.agency, mine, now) and view.source is not None:
                     refetch = view.source
                 view = restricted
             settled.append(Settled(pseudonym, view, mine))
             results[index] = StreamResult(True, "consents replaced", refetch=refetch)
-        await uow.views.delete_many(dropped)
         await uow.webhooks.cancel_pending_many(dropped)
         await uow.views.replace_same_version_many(restricted_rows)
         await publish_changes(uow, ctx, settled, now)
@@ -317,7 +313,8 @@ async def apply_consent_batch(
 
 async def sweep_retention(uow: UnitOfWork, ctx: GatewayContext, *, limit: int = 500) -> int:
     """Purge fields whose relationship, retention or consent has run out, and the whole row
-    when the last relationship has; return how many rows changed."""
+    (leaving a version floor) when the last relationship has; delete floors whose time is up;
+    return how many rows changed."""
     async with uow:
         now = ctx.clock()
         changed = 0
@@ -328,14 +325,18 @@ async def sweep_retention(uow: UnitOfWork, ctx: GatewayContext, *, limit: int = 
             view = await uow.views.get(due.pseudonym, for_update=True)
             if view is None:
                 continue
+            if view.is_floor:  # nothing to publish: the purge that left it already did
+                if view.next_expiry is not None and view.next_expiry <= now:
+                    await uow.views.delete_many([view.pseudonym])
+                    changed += 1
+                continue
             consent_set = await uow.consents.get(view.pseudonym)
             consents = consent_set.consents if consent_set else ()
             restricted = restrict(view, ctx.agency, consents, now)
             if restricted is None:
-                await uow.views.delete_many([view.pseudonym])
+                restricted = version_floor(view.pseudonym, view.version, now + ctx.version_floor)
                 await uow.webhooks.cancel_pending_many([view.pseudonym])
-            else:
-                await uow.views.replace_same_version(restricted)
+            await uow.views.replace_same_version(restricted)
             settled.append(Settled(view.pseudonym, restricted, consents))
             changed += 1
         await publish_changes(uow, ctx, settled, now)
