@@ -166,13 +166,6 @@ async def test_a_relationship_running_out_purges_the_row_in_the_retention_loop(
     tmp_path: Path,
     worker_factory: Any,
 ) -> None:
-    now = dt.datetime.now(dt.UTC)
-    citizen = profile(74)
-    short = relationship(AGENCY, "skck", starts_at=now, expires_at=now + dt.timedelta(seconds=8))
-    event = verified(citizen, 1, now, relationships=[short])
-    await producer.send(
-        PROFILE.full_name(topic_prefix), to_cloudevent(event, source="/test", key=event.pseudonym)
-    )
     env = gateway_env(
         AGENCY,
         gateway_db,
@@ -183,6 +176,27 @@ async def test_a_relationship_running_out_purges_the_row_in_the_retention_loop(
     )
     worker = worker_factory(env)
     worker.start()
+
+    async def send(event: Any) -> None:
+        await producer.send(
+            PROFILE.full_name(topic_prefix),
+            to_cloudevent(event, source="/test", key=event.pseudonym),
+        )
+
+    # The short relationship starts once the worker consumes, so a slow start-up on a loaded
+    # machine cannot let it run out before the worker ever sees it.
+    started = dt.datetime.now(dt.UTC)
+    lasting = relationship(AGENCY, "skck", starts_at=started)
+    warm_up = verified(profile(75), 1, started, relationships=[lasting])
+    await send(warm_up)
+    try:
+        await eventually(lambda: view_row(db, warm_up.pseudonym), timeout=120)
+    except AssertionError:
+        raise AssertionError(worker.log()) from None
+    now = dt.datetime.now(dt.UTC)
+    short = relationship(AGENCY, "skck", starts_at=now, expires_at=now + dt.timedelta(seconds=5))
+    event = verified(profile(74), 1, now, relationships=[short])
+    await send(event)
     try:
         row = await eventually(lambda: view_row(db, event.pseudonym), timeout=60)
         assert set(row["data"]) == set(SKCK.fields)
@@ -196,7 +210,7 @@ async def test_a_relationship_running_out_purges_the_row_in_the_retention_loop(
     late = dt.datetime.now(dt.UTC) - short.expires_at
     print(f"\nrelationship expired: row purged within {late.total_seconds() * 1000:.0f} ms")
     records = await read_topic(
-        kafka_bootstrap, agency_topic(AGENCY).full_name(topic_prefix), 2, wait_seconds=20
+        kafka_bootstrap, agency_topic(AGENCY).full_name(topic_prefix), 3, wait_seconds=20
     )
     mine = [r for r in records if r.key == event.pseudonym.encode()]
     assert [from_kafka(r.key, r.value, r.headers).is_tombstone for r in mine] == [False, True]
