@@ -190,6 +190,17 @@ class FakeWebhooks(u.WebhookRepository):
             self.s.endpoints[endpoint_id], enabled=False, disabled_reason=reason
         )
 
+    async def rotate_secret(
+        self, endpoint_id: uuid.UUID, secret: str, previous_expires_at: dt.datetime | None
+    ) -> None:
+        endpoint = self.s.endpoints[endpoint_id]
+        self.s.endpoints[endpoint_id] = replace(
+            endpoint,
+            secret=secret,
+            previous_secret=endpoint.secret if previous_expires_at else None,
+            previous_secret_expires_at=previous_expires_at,
+        )
+
     async def endpoint_failed(self, endpoint_id: uuid.UUID, now: dt.datetime) -> dt.datetime:
         endpoint = self.s.endpoints[endpoint_id]
         since = endpoint.failing_since or now

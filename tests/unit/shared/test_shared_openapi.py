@@ -56,6 +56,7 @@ GATEWAY_IDS = {
     "DELETE /v1/webhooks/endpoints/{endpoint_id}": "disableWebhookEndpoint",
     "GET /v1/webhooks/endpoints/{endpoint_id}/deliveries": "listWebhookDeliveries",
     "POST /v1/webhooks/endpoints/{endpoint_id}/test": "sendWebhookTestEvent",
+    "POST /v1/webhooks/endpoints/{endpoint_id}/rotate-secret": "rotateWebhookSecret",
     "POST /v1/webhooks/endpoints/{endpoint_id}/messages/{webhook_id}/redeliver": (
         "redeliverWebhookMessage"
     ),

@@ -321,6 +321,8 @@ def _endpoint_from(row: asyncpg.Record | Mapping[str, Any]) -> Endpoint:
         disabled_reason=row["disabled_reason"],
         created_at=row["created_at"],
         failing_since=row["failing_since"],
+        previous_secret=row["previous_secret"],
+        previous_secret_expires_at=row["previous_secret_expires_at"],
     )
 
 
@@ -380,6 +382,21 @@ class PgWebhooks(uow_types.WebhookRepository):
             """UPDATE webhook_messages SET status = 'cancelled', updated_at = now()
                WHERE endpoint_id = $1 AND status = 'pending'""",
             endpoint_id,
+        )
+
+    async def rotate_secret(
+        self, endpoint_id: uuid.UUID, secret: str, previous_expires_at: dt.datetime | None
+    ) -> None:
+        # One statement: a concurrent rotation waits on the row lock and then replaces this
+        # one's secret, so no answered secret is lost.
+        await self.conn.execute(
+            """UPDATE webhook_endpoints SET secret = $2,
+                 previous_secret = CASE WHEN $3::timestamptz IS NULL THEN NULL ELSE secret END,
+                 previous_secret_expires_at = $3, updated_at = now()
+               WHERE id = $1""",
+            endpoint_id,
+            secret,
+            previous_expires_at,
         )
 
     async def endpoint_failed(self, endpoint_id: uuid.UUID, now: dt.datetime) -> dt.datetime:

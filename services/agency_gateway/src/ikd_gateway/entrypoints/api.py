@@ -212,6 +212,25 @@ class EndpointCreated(EndpointOut):
     secret: str = Field(description="whsec_... signing secret; shown only once")
 
 
+class RotateSecretIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    grace_seconds: int = Field(
+        default=86400,
+        ge=0,
+        le=int(webhooks.MAX_GRACE.total_seconds()),
+        description="how long deliveries are also signed with the replaced secret (0: not at "
+        "all); at most 7 days",
+    )
+
+
+class SecretRotated(BaseModel):
+    secret: str = Field(description="the new whsec_... signing secret; shown only once")
+    previous_secret_expires_at: dt.datetime = Field(
+        description="until when deliveries also carry a signature with the replaced secret"
+    )
+
+
 class DeliveryOut(BaseModel):
     webhook_id: uuid.UUID = Field(description="the message's webhook-id, the same on retries")
     event_type: str
@@ -517,6 +536,32 @@ def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> 
                 raise errors.EndpointNotFound("no such endpoint")
             await uow.webhooks.disable_endpoint(endpoint_id, f"disabled by {principal.client_id}")
         return Response(status_code=204)
+
+    @app.post(
+        "/v1/webhooks/endpoints/{endpoint_id}/rotate-secret",
+        tags=["webhooks"],
+        response_model=SecretRotated,
+        responses=_errors({404: "no such endpoint", 409: "the endpoint is disabled"}),
+    )
+    async def rotate_webhook_secret(
+        gateway: Runtime,
+        _: WebhooksCaller,
+        endpoint_id: uuid.UUID,
+        body: RotateSecretIn | None = None,
+    ) -> SecretRotated:
+        """Replace the endpoint's signing secret. Until `previous_secret_expires_at` every
+        delivery carries two signatures in `webhook-signature`, one per secret, so the receiver
+        keeps verifying while it switches to the new secret; after it, only the new one."""
+        rotated = await webhooks.rotate_secret(
+            gateway.uow,
+            gateway.ctx,
+            endpoint_id,
+            secret=generate_secret(),
+            grace=dt.timedelta(seconds=(body or RotateSecretIn()).grace_seconds),
+        )
+        return SecretRotated(
+            secret=rotated.secret, previous_secret_expires_at=rotated.previous_secret_expires_at
+        )
 
     @app.post(
         "/v1/webhooks/endpoints/{endpoint_id}/test",

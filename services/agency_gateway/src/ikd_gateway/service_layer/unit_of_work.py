@@ -34,6 +34,20 @@ class Endpoint:
     created_at: dt.datetime | None = None
     failing_since: dt.datetime | None = None
     """Since when every attempt failed (None after a success)."""
+    previous_secret: str | None = None
+    """The secret a rotation replaced, still signing until `previous_secret_expires_at`."""
+    previous_secret_expires_at: dt.datetime | None = None
+
+    def signing_secrets(self, now: dt.datetime) -> tuple[str, ...]:
+        """The secrets a delivery at `now` is signed with: the current one first, then the
+        replaced one while its grace period lasts."""
+        if (
+            self.previous_secret is not None
+            and self.previous_secret_expires_at is not None
+            and now < self.previous_secret_expires_at
+        ):
+            return (self.secret, self.previous_secret)
+        return (self.secret,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +218,13 @@ class WebhookRepository(abc.ABC):
 
     @abc.abstractmethod
     async def disable_endpoint(self, endpoint_id: uuid.UUID, reason: str) -> None: ...
+
+    @abc.abstractmethod
+    async def rotate_secret(
+        self, endpoint_id: uuid.UUID, secret: str, previous_expires_at: dt.datetime | None
+    ) -> None:
+        """Make `secret` the endpoint's secret; the one it replaces keeps signing until
+        `previous_expires_at` (None: it stops at once). Any older replaced secret is dropped."""
 
     @abc.abstractmethod
     async def endpoint_failed(self, endpoint_id: uuid.UUID, now: dt.datetime) -> dt.datetime:

@@ -43,7 +43,12 @@ class Sender(Protocol):
     async def post(self, url: str, request: Any) -> Any: ...
 
 
-Signer = Callable[[str, str, dt.datetime, bytes], Any]
+class Signer(Protocol):
+    def __call__(
+        self, secret: str, message_id: str, timestamp: dt.datetime, body: bytes, *rolling: str
+    ) -> Any: ...
+
+
 TargetCheck = Callable[[str], Awaitable[str]]
 DeadLetter = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -156,6 +161,35 @@ async def redeliver(
             message.id, "pending", attempts=message.attempts, next_attempt_at=ctx.clock()
         )
     return message
+
+
+MAX_GRACE = dt.timedelta(days=7)
+
+
+@dataclass(frozen=True, slots=True)
+class Rotated:
+    secret: str
+    previous_secret_expires_at: dt.datetime
+
+
+async def rotate_secret(
+    uow_factory: UnitOfWorkFactory,
+    ctx: GatewayContext,
+    endpoint_id: uuid.UUID,
+    *,
+    secret: str,
+    grace: dt.timedelta,
+) -> Rotated:
+    """Give the endpoint a new secret. Until `grace` has passed deliveries carry a signature
+    with each secret, so the receiver verifies with either while it switches; then only the
+    new one. Rotating again within a grace period drops the oldest secret at once."""
+    if not dt.timedelta(0) <= grace <= MAX_GRACE:
+        raise ValueError(f"grace must be between 0 and {MAX_GRACE}")
+    expires_at = ctx.clock() + grace
+    async with uow_factory() as uow:
+        _usable(await uow.webhooks.endpoint(endpoint_id))
+        await uow.webhooks.rotate_secret(endpoint_id, secret, expires_at if grace else None)
+    return Rotated(secret=secret, previous_secret_expires_at=expires_at)
 
 
 def _usable(endpoint: Endpoint | None) -> Endpoint:
@@ -299,8 +333,9 @@ class Dispatcher:
         attempt = message.attempts + 1
         try:
             await self.check(endpoint.url)
+            secret, *rolling = endpoint.signing_secrets(now)
             result = await self.sender.post(
-                endpoint.url, self.signer(endpoint.secret, str(message.id), now, body)
+                endpoint.url, self.signer(secret, str(message.id), now, body, *rolling)
             )
             status_code, error, duration = result.status_code, result.error, result.duration_ms
             disclosed = status_code is not None or getattr(result, "disclosed", True)
