@@ -13,6 +13,8 @@ out=.run/mpp-check
 mkdir -p "$out"
 
 python deploy/scripts/dev_secrets.py .run/dev  # a Kafka password for every gateway
+# Stopped however the check ends, a failed start included, unless MPP_KEEP=1.
+trap '[[ ${MPP_KEEP:-0} == 1 ]] || bash deploy/scripts/down.sh' EXIT
 started=$SECONDS
 bash deploy/scripts/up.sh 2>&1 | tee "$out/up.log"
 up_seconds=$((SECONDS - started))
@@ -32,7 +34,4 @@ printf '\n### ikdctl demo walkthrough\n' >>"$out/report.md"
 ikdctl demo walkthrough 2>&1 | tee -a "$out/report.md" || rc=1
 printf '\n### a citizen at agencies of every kind\n' >>"$out/report.md"
 python deploy/scripts/mpp_check.py walk 2>&1 | tee -a "$out/report.md" || rc=1
-if [[ ${MPP_KEEP:-0} != 1 ]]; then
-  bash deploy/scripts/down.sh
-fi
 exit "$rc"

@@ -121,10 +121,11 @@ sv_shutdown() {
   local pid
   pid=$(sv_pid) || return 0
   sv_ctl shutdown >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
-  # supervisord stops every program (TERM to its group, KILL after stopwaitsecs), then exits.
-  for _ in $(seq 1 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  # supervisord stops every program (TERM to its group, KILL after stopwaitsecs), then exits;
+  # the whole MPP's 80 programs on a loaded machine take more than a minute.
+  for _ in $(seq 1 1800); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   if kill -0 "$pid" 2>/dev/null; then
-    echo "supervisord (pid $pid) still runs after 60 s; killing it" >&2
+    echo "supervisord (pid $pid) still runs after 180 s; killing it" >&2
     kill -KILL "$pid" 2>/dev/null || true
   fi
   rm -f "$SV_PIDFILE"

@@ -53,19 +53,25 @@ sv_program audit env $(audit_env) ikd-audit serve
 # the signer: its own role and key file, and none of the scripts' admin credentials
 sv_program signer env -u IKD_KAFKA_USERNAME -u IKD_KAFKA_PASSWORD $(signer_env) ikd-audit signer
 sv_program witness env $(witness_env) ikd-audit witness serve
-for agency in $IKD_DEMO_AGENCIES; do
-  # API and worker as two programs: either restarts alone while the other keeps running.
-  sv_program "gateway-$agency-api" env $(gateway_env "$agency") ikd-gateway api
-  sv_program "gateway-$agency-worker" env $(gateway_env "$agency") ikd-gateway worker
-done
+# The core first: the gateways fetch identity's token keys, and with the whole MPP's 74
+# gateway processes starting beside it identity would take minutes to answer on two cores.
 sv_apply
 sv_wait_http identity "http://127.0.0.1:$IDENTITY_PORT/healthz"
 sv_wait_http audit "http://127.0.0.1:$AUDIT_PORT/healthz"
 sv_wait_http signer "http://127.0.0.1:$SIGNER_PORT/healthz"
 sv_wait_http witness "http://127.0.0.1:$WITNESS_PORT/healthz"
 for agency in $IKD_DEMO_AGENCIES; do
-  sv_wait_http "gateway-$agency-api" "http://127.0.0.1:$(gateway_port "$agency")/readyz" 180
-  sv_wait_http "gateway-$agency-worker" "http://127.0.0.1:$(worker_metrics_port "$agency")/metrics" 180
+  # API and worker as two programs: either restarts alone while the other keeps running.
+  sv_program "gateway-$agency-api" env $(gateway_env "$agency") ikd-gateway api
+  sv_program "gateway-$agency-worker" env $(gateway_env "$agency") ikd-gateway worker
+done
+sv_apply
+# They all start at once and share two cores: the first may answer only once most have started.
+gateway_wait=$((120 + 6 * $(wc -w <<<"$IKD_DEMO_AGENCIES")))
+for agency in $IKD_DEMO_AGENCIES; do
+  sv_wait_http "gateway-$agency-api" "http://127.0.0.1:$(gateway_port "$agency")/readyz" "$gateway_wait"
+  sv_wait_http "gateway-$agency-worker" "http://127.0.0.1:$(worker_metrics_port "$agency")/metrics" \
+    "$gateway_wait"
 done
 echo "ready: $(wc -w <<<"$IKD_DEMO_AGENCIES") gateways and the core services $((SECONDS - services_started)) s" \
   "after their start, $((SECONDS - started)) s after make up began"
