@@ -339,8 +339,13 @@ async def test_the_leading_broker_killed_during_the_feed(
     started = time.monotonic()
     await feed.revisions(kill_leader)
     relay_resumed_s = await first_sent_after(platform, killed_at[0])
-    leaders = await cluster.leaders(topic)
-    assert victim[0] not in leaders.values(), "the killed broker still leads"
+
+    async def led_by_others() -> bool:
+        # Leadership moves once the controller fences the dead broker (its session timeout),
+        # which a short feed on a quiet machine can finish before.
+        return victim[0] not in (await cluster.leaders(topic)).values()
+
+    await eventually(led_by_others, timeout=60, interval=0.5)
     figures = await assert_exact(platform, feed)
     await asyncio.to_thread(cluster.start, victim[0])  # back, as an operator would
     print(
