@@ -78,7 +78,14 @@ class GatewaySettings(ServiceSettings, TokenKeySettings):
         le=5,
         description="how long the worker waits to fill a batch before applying what it has",
     )
-    relay_interval_seconds: float = Field(default=0.2, gt=0, le=60)
+    relay_interval_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="fallback poll of the access and agency-topic outboxes: a commit in the "
+        "same process wakes its relay at once, so the poll only picks up rows another process "
+        "left behind; every poll is a transaction, which 37 idle gateways pay for",
+    )
     retention_check_seconds: float = Field(default=60.0, gt=0)
     version_floor_seconds: float = Field(
         default=7 * 24 * 3600.0,
@@ -96,7 +103,13 @@ class GatewaySettings(ServiceSettings, TokenKeySettings):
         description="disable an endpoint whose attempts have all failed for this long "
         "(Standard Webhooks providers use days); its pending messages are cancelled",
     )
-    webhook_poll_seconds: float = Field(default=0.2, gt=0, le=60)
+    webhook_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="how often an idle worker looks for due webhook messages (new ones and "
+        "retries); each look is a transaction",
+    )
     webhook_allow_private_targets: bool = Field(
         default=False,
         description="development only: no webhook target checks (loopback/private URLs, any "
