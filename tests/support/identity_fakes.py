@@ -63,6 +63,16 @@ class FakeSeenCredentials:
         self.state.jtis.add(jti)
         return True
 
+    async def record_many(self, entries: Sequence[tuple[str, str, dt.datetime]]) -> set[str]:
+        return {
+            jti
+            for jti, pseudonym, expires_at in entries
+            if await self.record(jti, pseudonym, expires_at)
+        }
+
+    async def seen(self, jtis: Sequence[str]) -> set[str]:
+        return set(jtis) & self.state.jtis
+
 
 class FakeConsents:
     def __init__(self, state: FakeState) -> None:

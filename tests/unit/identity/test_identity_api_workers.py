@@ -33,6 +33,9 @@ def test_several_workers_serve_the_factory_on_the_one_port(
     assert options["workers"] == 2
     assert options["factory"] is True
     assert import_from_string(target) is cli.api_from_environment
+    # a worker slow to import the app on a busy machine is not killed after uvicorn's 5 s
+    assert options["timeout_worker_healthcheck"] >= 30
+    assert (options["loop"], options["http"]) == ("uvloop", "httptools")
 
 
 def test_one_worker_serves_the_app_in_this_process(

@@ -8,7 +8,9 @@ The API's lifespan, the relay process and the CLI commands only enter it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
+import functools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,7 +21,13 @@ from ikd_identity.adapters.postgres import OutboxRow, PgClients, PgUnitOfWork, n
 from ikd_identity.adapters.relay import OutboxRelay, ProducerFactory, RelayHooks, outbox_relay
 from ikd_identity.adapters.secrets import Argon2Hasher
 from ikd_identity.config import IdentitySettings
-from ikd_identity.service_layer.handlers import Deps
+from ikd_identity.service_layer.group_commit import GroupCommit
+from ikd_identity.service_layer.handlers import (
+    Deps,
+    PreparedVerification,
+    ProfileResult,
+    verify_batch,
+)
 from ikd_shared import telemetry
 from ikd_shared.auth import TokenIssuer, TokenVerifier, load_ed25519_private_key
 from ikd_shared.credentials import CredentialVerifier, Purpose
@@ -87,6 +95,18 @@ def token_issuer(settings: IdentitySettings) -> TokenIssuer:
     return issuer
 
 
+def verification_groups(
+    settings: IdentitySettings, deps: Deps
+) -> GroupCommit[PreparedVerification, ProfileResult]:
+    """Concurrent verifications share a transaction (handlers.verify_batch)."""
+    return GroupCommit(
+        functools.partial(verify_batch, deps=deps),
+        key=lambda item: item.pseudonym,
+        max_batch=settings.verify_group_max,
+        max_in_flight=settings.verify_groups_in_flight,
+    )
+
+
 def token_throttle(settings: IdentitySettings, pool: Any) -> FailureThrottle:
     window = dt.timedelta(seconds=settings.token_throttle_window_s)
     return FailureThrottle(
@@ -139,17 +159,18 @@ async def bootstrap(
             else None
         )
         wakeup = OutboxWakeup(pool, outbox)
+        deps = Deps(
+            uow=lambda: PgUnitOfWork(pool, on_outbox=wakeup),
+            verifier=credential_verifier(settings),
+            consent_verifier=credential_verifier(settings, Purpose.CONSENT),
+            pseudonym_key=settings.pseudonym_key.get_secret_value().encode(),
+            credential_max_age=dt.timedelta(seconds=settings.credential_max_age_s),
+            policy=load_policy(settings.policy_file),
+        )
         runtime = Runtime(
             settings=settings,
             pool=pool,
-            deps=Deps(
-                uow=lambda: PgUnitOfWork(pool, on_outbox=wakeup),
-                verifier=credential_verifier(settings),
-                consent_verifier=credential_verifier(settings, Purpose.CONSENT),
-                pseudonym_key=settings.pseudonym_key.get_secret_value().encode(),
-                credential_max_age=dt.timedelta(seconds=settings.credential_max_age_s),
-                policy=load_policy(settings.policy_file),
-            ),
+            deps=dataclasses.replace(deps, verifications=verification_groups(settings, deps)),
             clients=PgClients(pool),
             hasher=Argon2Hasher(),
             token_throttle=token_throttle(settings, pool),

@@ -84,6 +84,18 @@ def api_from_environment() -> Any:
     return create_app(_settings())
 
 
+WORKER_HEALTHCHECK_S = 60
+# uvloop and httptools named, not "auto": a missing one fails the start instead of silently
+# falling back to the pure-Python loop and parser.
+_SERVER_OPTIONS: dict[str, Any] = {
+    "loop": "uvloop",
+    "http": "httptools",
+    "log_config": None,
+    "proxy_headers": False,
+    "server_header": False,
+}
+
+
 @app.command()
 def serve(
     workers: Annotated[
@@ -109,19 +121,14 @@ def serve(
             workers=workers,
             host=settings.host,
             port=settings.port,
-            log_config=None,
-            proxy_headers=False,
-            server_header=False,
+            # A worker answers the supervisor's ping only once it has imported the app; on a
+            # busy machine that takes longer than uvicorn's 5 s, and it would be killed and
+            # restarted forever.
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
+            **_SERVER_OPTIONS,
         )
         return
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        proxy_headers=False,
-        server_header=False,
-    )
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, **_SERVER_OPTIONS)
 
 
 @app.command()

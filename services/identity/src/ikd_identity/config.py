@@ -87,6 +87,15 @@ class IdentitySettings(ServiceSettings):
     port: int = Field(default=18000, ge=1, le=65535)
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     db_pool_max: int = Field(default=10, ge=1)
+    verify_group_max: int = Field(
+        default=64,
+        ge=1,
+        le=1000,
+        description="verifications committed together at most (group commit; 1: one each)",
+    )
+    verify_groups_in_flight: int = Field(
+        default=2, ge=1, description="verification transactions open at once (group commit)"
+    )
     relay_enabled: bool = Field(default=True, description="run the outbox relay inside `serve`")
     relay_batch_size: int = Field(default=1000, ge=1, le=10000)
     relay_poll_interval_s: float = Field(default=1.0, gt=0)

@@ -58,29 +58,6 @@ class PgProfiles:
         )
         return _profile_record(row) if row else None
 
-    async def lock_for_credential(
-        self, pseudonym: str, jti: str, expires_at: dt.datetime
-    ) -> tuple[bool, ProfileRecord | None]:
-        row = await self._db.fetchrow(
-            """
-            WITH seen AS (
-                INSERT INTO seen_credentials (jti, pseudonym, expires_at) VALUES ($2, $1, $3)
-                ON CONFLICT (jti) DO NOTHING RETURNING true
-            )
-            SELECT EXISTS (SELECT FROM seen) AS first_use, p.*
-            FROM (SELECT) AS one
-            LEFT JOIN LATERAL (
-                SELECT pseudonym, version, status, profile, verified_at, updated_at, revoked_at
-                FROM profiles WHERE pseudonym = $1 FOR UPDATE
-            ) AS p ON true
-            """,
-            pseudonym,
-            jti,
-            expires_at,
-        )
-        assert row is not None
-        return row["first_use"], _profile_record(row) if row["pseudonym"] else None
-
     async def get_many_for_update(self, pseudonyms: Sequence[str]) -> dict[str, ProfileRecord]:
         rows = await self._db.fetch(
             _SELECT_PROFILE + "WHERE pseudonym = ANY($1::text[]) ORDER BY pseudonym FOR UPDATE",
@@ -214,6 +191,27 @@ class PgSeenCredentials:
             expires_at,
         )
         return bool(inserted)
+
+    async def record_many(self, entries: Sequence[tuple[str, str, dt.datetime]]) -> set[str]:
+        if not entries:
+            return set()
+        # Sorted: two transactions inserting the same ids take them in the same order.
+        jtis, pseudonyms, expiries = zip(*sorted(entries), strict=True)
+        rows = await self._db.fetch(
+            "INSERT INTO seen_credentials (jti, pseudonym, expires_at) "
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]) "
+            "ON CONFLICT (jti) DO NOTHING RETURNING jti",
+            list(jtis),
+            list(pseudonyms),
+            list(expiries),
+        )
+        return {row[0] for row in rows}
+
+    async def seen(self, jtis: Sequence[str]) -> set[str]:
+        rows = await self._db.fetch(
+            "SELECT jti FROM seen_credentials WHERE jti = ANY($1::text[])", list(jtis)
+        )
+        return {row[0] for row in rows}
 
 
 class PgConsents:
@@ -385,33 +383,37 @@ class PgOutbox:
         self.added = True
         # The W3C trace context of the request that caused the events: the relay puts it on
         # each record as the CloudEvents distributed-tracing extension (ce_traceparent).
-        trace = tracing.current_trace()
-        traceparent = trace.traceparent if trace is not None else None
-        tracestate = trace.tracestate if trace is not None else None
-        return [
-            (
-                m.event_id,
-                m.topic,
-                m.key,
-                m.ce_type,
-                m.ce_source,
-                m.dataschema,
-                m.payload,
-                traceparent,
-                tracestate,
+        # A message may carry its own (a verification committed in a group of several).
+        current = tracing.current_trace()
+        rows = []
+        for m in messages:
+            trace = m.trace or current
+            rows.append(
+                (
+                    m.event_id,
+                    m.topic,
+                    m.key,
+                    m.ce_type,
+                    m.ce_source,
+                    m.dataschema,
+                    m.payload,
+                    trace.traceparent if trace is not None else None,
+                    trace.tracestate if trace is not None else None,
+                )
             )
-            for m in messages
-        ]
+        return rows
 
     async def add(self, messages: Sequence[OutboxMessage]) -> None:
         records = self.rows(messages)
         if not records:
             return
-        if len(records) < 50:
-            await self._db.executemany(
+        if len(records) < 50:  # one statement, one round trip (executemany sends one per row)
+            await self._db.execute(
                 "INSERT INTO outbox (event_id, topic, key, ce_type, ce_source, dataschema, "
-                "payload, traceparent, tracestate) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                records,
+                "payload, traceparent, tracestate) SELECT * FROM unnest($1::uuid[], $2::text[], "
+                "$3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::text[], "
+                "$9::text[])",
+                *_transposed(records),
             )
         else:
             await self._db.copy_records_to_table(

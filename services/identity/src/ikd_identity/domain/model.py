@@ -14,6 +14,7 @@ from ikd_shared.events import event_type_of
 from ikd_shared.events.consent_v1 import Consent, ConsentStatus
 from ikd_shared.events.profile_v1 import SOURCE, TOMBSTONE_TYPE, CitizenProfile, flatten
 from ikd_shared.events.topics import PROFILE, TopicSpec
+from ikd_shared.tracing import TraceContext
 
 
 class ProfileStatus(StrEnum):
@@ -68,9 +69,13 @@ class OutboxMessage:
     event_id: uuid.UUID = field(default_factory=uuid.uuid4)
     ce_source: str = SOURCE
     dataschema: str | None = None
+    # the W3C trace context of the request that caused it (None: the writer's current one)
+    trace: TraceContext | None = None
 
 
-def event_message(event: BaseModel, *, topic: TopicSpec, key: str) -> OutboxMessage:
+def event_message(
+    event: BaseModel, *, topic: TopicSpec, key: str, trace: TraceContext | None = None
+) -> OutboxMessage:
     ce_type = event_type_of(type(event))
     return OutboxMessage(
         topic=topic.name,
@@ -78,6 +83,7 @@ def event_message(event: BaseModel, *, topic: TopicSpec, key: str) -> OutboxMess
         ce_type=ce_type,
         payload=event.model_dump_json().encode(),
         dataschema=f"urn:ikd:schema:{ce_type}",
+        trace=trace,
     )
 
 

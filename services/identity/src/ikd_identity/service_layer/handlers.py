@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -32,9 +32,17 @@ from ikd_identity.domain.model import (
     merge_changes,
     tombstone_message,
 )
-from ikd_identity.domain.relationships import in_force, requested_services, start_or_renew
+from ikd_identity.domain.relationships import (
+    OfferedService,
+    RelationshipRecord,
+    in_force,
+    requested_services,
+    start_or_renew,
+)
+from ikd_identity.service_layer.group_commit import GroupCommit
 from ikd_identity.service_layer.relationships import publish_relationships, stored_relationships
 from ikd_identity.service_layer.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from ikd_shared import tracing
 from ikd_shared.credentials import (
     CredentialError,
     CredentialVerifier,
@@ -77,6 +85,8 @@ class Deps:
     credential_max_age: dt.timedelta
     policy: MppPolicy
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    # Group commit of verifications (None: each in its own transaction)
+    verifications: GroupCommit[PreparedVerification, ProfileResult] | None = None
 
     def pseudonym(self, nik: str) -> str:
         return pseudonymize(nik, self.pseudonym_key)
@@ -147,80 +157,185 @@ def _result(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedVerification:
+    """A verification with everything that needs no database done (before any transaction)."""
+
+    cmd: commands.VerifyCredential
+    credential: VerifiedCredential
+    services: list[OfferedService]
+    pseudonym: str
+    trace: tracing.TraceContext | None  # the request's, for its outbox row
+
+
+class _NothingToCommit(Exception):  # control flow: every command of the batch was rejected
+    def __init__(self, outcomes: list[ProfileResult | Exception]) -> None:
+        self.outcomes = outcomes
+
+
+def prepare_verification(cmd: commands.VerifyCredential, deps: Deps) -> PreparedVerification:
+    credential = _verify(deps, cmd.credential)
+    return PreparedVerification(
+        cmd=cmd,
+        credential=credential,
+        services=requested_services(deps.policy, cmd.agency, cmd.services),
+        pseudonym=deps.pseudonym(credential.nik),
+        trace=tracing.current_trace(),
+    )
+
+
 async def verify_credential(cmd: commands.VerifyCredential, deps: Deps) -> ProfileResult:
     """Verify an IKD credential at a counter for the services the citizen came for.
 
     Starts (or renews) a service request for each service and publishes the next version of
     the citizen's record with the relationships in force, even when the profile is unchanged.
+    The signature, the claims and the services are checked before any transaction; with
+    `deps.verifications` concurrent verifications share one (group commit).
     """
-    credential = _verify(deps, cmd.credential)
-    services = requested_services(deps.policy, cmd.agency, cmd.services)
-    pseudonym = deps.pseudonym(credential.nik)
+    prepared = prepare_verification(cmd, deps)
+    if deps.verifications is not None:
+        return await deps.verifications.submit(prepared)
+    (outcome,) = await verify_batch([prepared], deps)
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
-    async def work(uow: UnitOfWork) -> ProfileResult:
-        first_use, current = await uow.profiles.lock_for_credential(
-            pseudonym, credential.jti, credential.expires_at
-        )
-        if not first_use:
-            raise CredentialRejected("credential_replayed", "this credential was already used")
-        if current is not None:
-            if current.status is ProfileStatus.DECEASED:
-                raise CitizenInactive("the citizen is recorded as deceased")
-            if (
-                current.status is ProfileStatus.REVOKED
-                and current.revoked_at is not None
-                and credential.issued_at <= current.revoked_at
-            ):
-                raise CredentialRejected("credential_revoked", "Dukcapil revoked this credential")
-        now = deps.clock()
-        stored = await stored_relationships(uow, pseudonym, now)
-        started = [
-            start_or_renew(
-                stored,
-                offered,
-                pseudonym=pseudonym,
-                kind=RelationshipKind.SERVICE_REQUEST,
-                now=now,
-                recorded_by=cmd.client_id or cmd.agency,
-            )
-            for offered in services
+
+def _status_rejection(
+    current: ProfileRecord | None, credential: VerifiedCredential
+) -> Exception | None:
+    if current is None:
+        return None
+    if current.status is ProfileStatus.DECEASED:
+        return CitizenInactive("the citizen is recorded as deceased")
+    if (
+        current.status is ProfileStatus.REVOKED
+        and current.revoked_at is not None
+        and credential.issued_at <= current.revoked_at
+    ):
+        return CredentialRejected("credential_revoked", "Dukcapil revoked this credential")
+    return None
+
+
+def _replayed() -> CredentialRejected:
+    return CredentialRejected("credential_replayed", "this credential was already used")
+
+
+async def verify_batch(
+    items: Sequence[PreparedVerification], deps: Deps
+) -> list[ProfileResult | Exception]:
+    """Verifications of distinct citizens in one transaction, one outcome per item.
+
+    Set-based: one statement each to lock the profiles, record the credential ids, read the
+    relationships, write profiles, outbox rows and service requests, whatever the batch's
+    size. A rejected item (replayed, deceased, revoked) writes nothing and spends no
+    credential; the others commit. Any other error fails the whole batch.
+    """
+    if len({item.pseudonym for item in items}) != len(items):
+        raise ValueError("a batch holds each citizen once")
+
+    async def work(uow: UnitOfWork) -> list[ProfileResult | Exception]:
+        existing = await uow.profiles.get_many_for_update(sorted(i.pseudonym for i in items))
+        outcomes: list[ProfileResult | Exception | None] = [
+            _status_rejection(existing.get(i.pseudonym), i.credential) for i in items
         ]
-        profile_changed = (
-            current is None
-            or current.status is not ProfileStatus.ACTIVE
-            or current.profile != credential.profile
+        # A replayed credential is refused as replayed, whatever else is wrong with it.
+        refused = [i.credential.jti for i, o in zip(items, outcomes, strict=True) if o]
+        if refused:
+            seen = await uow.credentials.seen(refused)
+            outcomes = [
+                _replayed() if o is not None and i.credential.jti in seen else o
+                for i, o in zip(items, outcomes, strict=True)
+            ]
+        passing = [n for n, o in enumerate(outcomes) if o is None]
+        fresh = await uow.credentials.record_many(
+            [
+                (items[n].credential.jti, items[n].pseudonym, items[n].credential.expires_at)
+                for n in passing
+            ]
         )
-        changed = (
-            changed_fields(current.profile if current else None, credential.profile)
-            if profile_changed
-            else []
-        )
-        record = ProfileRecord(
-            pseudonym=pseudonym,
-            version=current.version + 1 if current else 1,
-            profile=credential.profile,
-            status=ProfileStatus.ACTIVE,
-            verified_at=now,
-            updated_at=now,
-        )
-        event = ProfileVerified(
-            pseudonym=pseudonym,
-            version=record.version,
-            profile=record.profile,
-            verified_at=now,
-            verified_by=cmd.agency,
-            changed_fields=changed,
-            relationships=in_force(stored, now, changed=started),
-        )
-        await uow.profiles.save(record, [event_message(event, topic=PROFILE, key=pseudonym)])
-        await uow.relationships.save(started)
-        return _result(
-            record,
-            changed if profile_changed else None,
-            [r.relationship for r in started],
-        )
+        accepted = []
+        for n in passing:
+            jti = items[n].credential.jti
+            if jti in fresh:
+                fresh.discard(jti)  # the same credential twice in one batch: once only
+                accepted.append(n)
+            else:
+                outcomes[n] = _replayed()
+        if not accepted:
+            raise _NothingToCommit([o for o in outcomes if o is not None])
+        now = deps.clock()
+        related = await uow.relationships.current([items[n].pseudonym for n in accepted], now)
+        records: list[ProfileRecord] = []
+        messages: list[OutboxMessage] = []
+        all_started: list[RelationshipRecord] = []
+        for n in accepted:
+            item = items[n]
+            record, message, started, result = _verified(
+                item, existing.get(item.pseudonym), related.get(item.pseudonym, []), now
+            )
+            records.append(record)
+            messages.append(message)
+            all_started.extend(started)
+            outcomes[n] = result
+        await uow.profiles.save_many(records)
+        await uow.outbox.add(messages)
+        await uow.relationships.save(all_started)
+        return [o for o in outcomes if o is not None]
 
-    return await _with_retries(deps, work)
+    try:
+        return await _with_retries(deps, work)
+    except _NothingToCommit as nothing:  # rolled back: no credential id was recorded
+        return nothing.outcomes
+
+
+def _verified(
+    item: PreparedVerification,
+    current: ProfileRecord | None,
+    stored: list[RelationshipRecord],
+    now: dt.datetime,
+) -> tuple[ProfileRecord, OutboxMessage, list[RelationshipRecord], ProfileResult]:
+    """The next version of a verified citizen's record, its event, and what it started."""
+    cmd, profile, pseudonym = item.cmd, item.credential.profile, item.pseudonym
+    started = [
+        start_or_renew(
+            stored,
+            offered,
+            pseudonym=pseudonym,
+            kind=RelationshipKind.SERVICE_REQUEST,
+            now=now,
+            recorded_by=cmd.client_id or cmd.agency,
+        )
+        for offered in item.services
+    ]
+    profile_changed = (
+        current is None or current.status is not ProfileStatus.ACTIVE or current.profile != profile
+    )
+    changed = (
+        changed_fields(current.profile if current else None, profile) if profile_changed else []
+    )
+    record = ProfileRecord(
+        pseudonym=pseudonym,
+        version=current.version + 1 if current else 1,
+        profile=profile,
+        status=ProfileStatus.ACTIVE,
+        verified_at=now,
+        updated_at=now,
+    )
+    event = ProfileVerified(
+        pseudonym=pseudonym,
+        version=record.version,
+        profile=profile,
+        verified_at=now,
+        verified_by=cmd.agency,
+        changed_fields=changed,
+        relationships=in_force(stored, now, changed=started),
+    )
+    message = event_message(event, topic=PROFILE, key=pseudonym, trace=item.trace)
+    result = _result(
+        record, changed if profile_changed else None, [r.relationship for r in started]
+    )
+    return record, message, started, result
 
 
 async def _active_profile(uow: UnitOfWork, pseudonym: str) -> ProfileRecord:

@@ -22,15 +22,6 @@ class Profiles(Protocol):
 
     async def get_many_for_update(self, pseudonyms: Sequence[str]) -> dict[str, ProfileRecord]: ...
 
-    async def lock_for_credential(
-        self, pseudonym: str, jti: str, expires_at: dt.datetime
-    ) -> tuple[bool, ProfileRecord | None]:
-        """Remember a credential id and lock the citizen's profile (one round trip).
-
-        Returns (False if the id was seen before, the profile if there is one).
-        """
-        ...
-
     async def save(self, record: ProfileRecord, events: Sequence[OutboxMessage] = ()) -> None:
         """Insert or update one profile; `events` go to the outbox with it (one round trip)."""
         ...
@@ -41,6 +32,14 @@ class Profiles(Protocol):
 class SeenCredentials(Protocol):
     async def record(self, jti: str, pseudonym: str, expires_at: dt.datetime) -> bool:
         """Remember a credential id; False if it was seen before."""
+        ...
+
+    async def record_many(self, entries: Sequence[tuple[str, str, dt.datetime]]) -> set[str]:
+        """Remember (jti, pseudonym, expires_at) entries in one statement; the ids new here."""
+        ...
+
+    async def seen(self, jtis: Sequence[str]) -> set[str]:
+        """Those of the credential ids recorded before."""
         ...
 
 
