@@ -83,7 +83,8 @@ async def prepare(ctx: Context, niks: Sequence[str]) -> list[str]:
     deadline = time.time() + 120
     while await count(
         gateway.dsn,
-        "SELECT count(*) FROM citizen_view WHERE pseudonym = ANY($1::text[])",
+        "SELECT count(*) FROM citizen_view WHERE pseudonym = ANY($1::text[])"
+        " AND (verified_at IS NOT NULL OR erased)",  # a version floor holds no one
         pseudonyms,
     ) < len(niks):
         if time.time() > deadline:
@@ -103,7 +104,10 @@ async def _purged(
         while time.time() < deadline:
             issued = time.time()
             raw = await connection.fetchval(
-                "SELECT data FROM citizen_view WHERE pseudonym = $1", pseudonym
+                # the version floor an ended relationship leaves (no data) is no row
+                "SELECT data FROM citizen_view"
+                " WHERE pseudonym = $1 AND (verified_at IS NOT NULL OR erased)",
+                pseudonym,
             )
             data = {} if raw is None else dict(json.loads(raw) if isinstance(raw, str) else raw)
             if row:
