@@ -109,7 +109,12 @@ async def restarted(
     services: Path, name: str, env: dict[str, str], ready_url: str, pids: dict[str, int]
 ) -> AsyncIterator[None]:
     """The service restarted with `env` added for the block, then as it ran before; `pids`
-    (the CPU accounting's process groups) follows the new processes."""
+    (the CPU accounting's process groups) follows the new processes. Left alone if it already
+    runs with `env`."""
+    _, running = backfill._read_process(services, name)
+    if all(running.env.get(key) == value for key, value in env.items()):
+        yield
+        return
     before = await backfill.stop(services, name)
     backfill.start(services, backfill.Process(name, before.argv, {**before.env, **env}, before.log))
     try:
