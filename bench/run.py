@@ -570,42 +570,48 @@ async def main(args: argparse.Namespace) -> None:
                 "verify_seconds": plan.scaling_verify_seconds,
             }
         }
-        out["bulk_workers"] = await scaling.measure(
-            scaling.PROCESS_COUNTS,
-            lambda k: scaling.workers(ctx, SERVICES, k, pids),
-            bulk_once,
-            runs=plan.runs,
-            keys=["events_per_second"],
-            label="bulk, workers per agency",
+        out["bulk_workers"] = await scaling.attempt(
+            scaling.measure(
+                scaling.PROCESS_COUNTS,
+                lambda k: scaling.workers(ctx, SERVICES, k, pids),
+                bulk_once,
+                runs=plan.runs,
+                keys=["events_per_second"],
+                label="bulk, workers per agency",
+            )
         )
         if prefill.have_wrk():
-            out["prefill_api"] = await scaling.measure(
+            out["prefill_api"] = await scaling.attempt(
+                scaling.measure(
+                    scaling.PROCESS_COUNTS,
+                    lambda k: scaling.restarted(
+                        SERVICES,
+                        f"gateway-{polres.code}",
+                        {"IKD_GATEWAY_API_WORKERS": str(k)},
+                        f"{polres.url}/readyz",
+                        pids,
+                    ),
+                    prefill_once,
+                    runs=plan.runs,
+                    keys=["requests_per_second", "p99_ms"],
+                    label="prefill, API processes",
+                )
+            )
+        out["verify_identity"] = await scaling.attempt(
+            scaling.measure(
                 scaling.PROCESS_COUNTS,
                 lambda k: scaling.restarted(
                     SERVICES,
-                    f"gateway-{polres.code}",
-                    {"IKD_GATEWAY_API_WORKERS": str(k)},
-                    f"{polres.url}/readyz",
+                    "identity",
+                    {"IKD_IDENTITY_API_WORKERS": str(k)},
+                    f"{ctx.identity_url}/healthz",
                     pids,
                 ),
-                prefill_once,
+                verify_once,
                 runs=plan.runs,
-                keys=["requests_per_second", "p99_ms"],
-                label="prefill, API processes",
+                keys=["achieved_rate", "p99_ms"],
+                label="verification, identity processes",
             )
-        out["verify_identity"] = await scaling.measure(
-            scaling.PROCESS_COUNTS,
-            lambda k: scaling.restarted(
-                SERVICES,
-                "identity",
-                {"IKD_IDENTITY_API_WORKERS": str(k)},
-                f"{ctx.identity_url}/healthz",
-                pids,
-            ),
-            verify_once,
-            runs=plan.runs,
-            keys=["achieved_rate", "p99_ms"],
-            label="verification, identity processes",
         )
         return out
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ import httpx
 
 from bench import backfill, cpu
 from bench.cleanup import _kafka
-from bench.common import Context, Gateway, wait_until
+from bench.common import Context, wait_until
 from bench.stats import summarize_runs
 
 PROCESS_COUNTS = (1, 2)
@@ -147,16 +148,21 @@ async def measure(
     for count in counts:
         started = time.monotonic()
         rows = []
-        async with setup(count):
-            for _ in range(runs):
-                one = await once()
-                one["machine_busy_percent"] = busy(one)
-                print(
-                    f"bench:   {label} x{count}: "
-                    + ", ".join(f"{k} {one[k]:.0f}" for k in (*keys, "machine_busy_percent")),
-                    flush=True,
-                )
-                rows.append(one)
+        try:
+            async with setup(count):
+                for _ in range(runs):
+                    one = await once()
+                    one["machine_busy_percent"] = busy(one)
+                    print(
+                        f"bench:   {label} x{count}: "
+                        + ", ".join(f"{k} {one[k]:.0f}" for k in (*keys, "machine_busy_percent")),
+                        flush=True,
+                    )
+                    rows.append(one)
+        except Exception as error:  # the other count's figures still stand
+            traceback.print_exc()
+            out[str(count)] = {"failed": f"{type(error).__name__}: {error}"}
+            continue
         out[str(count)] = {
             "runs": rows,
             "summary": summarize_runs(rows, [*keys, "machine_busy_percent"]),
@@ -165,5 +171,10 @@ async def measure(
     return out
 
 
-def gateway_ready(gateway: Gateway) -> str:
-    return f"{gateway.url}/readyz"
+async def attempt(work: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """One kind's figures, or why it failed: the other kinds are still measured."""
+    try:
+        return await work
+    except Exception as error:
+        traceback.print_exc()
+        return {"failed": f"{type(error).__name__}: {error}"}

@@ -22,6 +22,8 @@ def _median(entry: dict[str, Any], key: str) -> float | None:
 def _cell(entry: dict[str, Any] | None, key: str) -> str:
     if entry is None:
         return "–"
+    if "failed" in entry:
+        return f"failed: {entry['failed']}"
     value = _median(entry, key)
     if value is None:
         return "–"
@@ -51,13 +53,18 @@ def section(scaling: dict[str, Any] | None) -> list[str]:
         "relay)."
     )
     out.append("")
-    counts = sorted({c for kind, *_ in KINDS for c in scaling.get(kind, {})}, key=int)
+    counts = sorted(
+        {c for kind, *_ in KINDS for c in scaling.get(kind, {}) if c.isdigit()}, key=int
+    )
     header = ["processes", *(f"{title} ({unit})" for _, title, _, unit in KINDS)]
     out += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for count in counts:
         cells = [_cell(scaling.get(kind, {}).get(count), key) for kind, _, key, _ in KINDS]
         out.append("| " + " | ".join([count, *cells]) + " |")
     out.append("")
+    for kind, title, _, _ in KINDS:
+        if "failed" in scaling.get(kind, {}):
+            out += [f"Failed ({title}): {scaling[kind]['failed']}", ""]
     return out
 
 

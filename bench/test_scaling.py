@@ -76,3 +76,14 @@ def test_the_scaling_table_and_what_limits_it() -> None:
     assert "both cores were already busy with one process" in limits
     assert "the second process used CPU the first left idle" in limits
     assert scaling_report.limits({"failed": "x"}) == []
+
+
+def test_a_failed_count_or_kind_is_reported_not_hidden() -> None:
+    figures = {
+        "bulk_workers": {"1": _entry(1000, 190), "2": {"failed": "TimeoutError: readyz"}},
+        "prefill_api": {"failed": "TimeoutError: group"},
+    }
+    page = "\n".join(scaling_report.section(figures))
+    assert "| 2 | failed: TimeoutError: readyz |" in page
+    assert "Failed (prefill, API processes of one gateway): TimeoutError: group" in page
+    assert scaling_report.limits(figures) == []
