@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import Context, Gateway, connect, count, wait_until
+from bench.common import LIMITS, Context, Gateway, connect, count, wait_until
 
 POLL = 0.1
 IN_FLIGHT = 16
@@ -105,7 +105,10 @@ async def register_at_identity(
         queue.put_nowait(nik)
     started = time.monotonic()
     async with httpx.AsyncClient(
-        base_url=ctx.identity_url, timeout=60, headers={"Authorization": f"Bearer {token}"}
+        base_url=ctx.identity_url,
+        timeout=60,
+        limits=LIMITS,
+        headers={"Authorization": f"Bearer {token}"},
     ) as http:
 
         async def worker() -> None:

@@ -26,7 +26,7 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 
 from bench import bulk
-from bench.common import CLIENTS, Context, connect, count
+from bench.common import CLIENTS, LIMITS, Context, connect, count
 from bench.consent import FIELDS, PURPOSES
 from bench.relate import backend, register
 from bench.stats import latency_summary
@@ -52,7 +52,9 @@ async def prepare_consents(ctx: Context, profiles: Sequence[CitizenProfile]) -> 
     bank = ctx.gateway(BANK)
     token = await ctx.token(CLIENTS["officer"], fresh=True)
     ids = []
-    async with httpx.AsyncClient(timeout=30, headers={"Authorization": f"Bearer {token}"}) as http:
+    async with httpx.AsyncClient(
+        timeout=30, limits=LIMITS, headers={"Authorization": f"Bearer {token}"}
+    ) as http:
         for profile in profiles:
             response = await http.post(
                 f"{ctx.identity_url}/v1/consents",
@@ -81,7 +83,8 @@ async def prepare(ctx: Context, niks: Sequence[str]) -> list[str]:
     deadline = time.time() + 120
     while await count(
         gateway.dsn,
-        "SELECT count(*) FROM citizen_view WHERE pseudonym = ANY($1::text[])",
+        "SELECT count(*) FROM citizen_view WHERE pseudonym = ANY($1::text[])"
+        " AND (verified_at IS NOT NULL OR erased)",  # a version floor holds no one
         pseudonyms,
     ) < len(niks):
         if time.time() > deadline:
@@ -101,7 +104,10 @@ async def _purged(
         while time.time() < deadline:
             issued = time.time()
             raw = await connection.fetchval(
-                "SELECT data FROM citizen_view WHERE pseudonym = $1", pseudonym
+                # the version floor an ended relationship leaves (no data) is no row
+                "SELECT data FROM citizen_view"
+                " WHERE pseudonym = $1 AND (verified_at IS NOT NULL OR erased)",
+                pseudonym,
             )
             data = {} if raw is None else dict(json.loads(raw) if isinstance(raw, str) else raw)
             if row:
@@ -137,7 +143,7 @@ async def run_once(
     officer = await ctx.token(CLIENTS["officer"], fresh=True)
     bank = ctx.gateway(BANK)
     within = max(120.0, n / 20)
-    async with httpx.AsyncClient(timeout=30) as http:
+    async with httpx.AsyncClient(timeout=30, limits=LIMITS) as http:
 
         async def end(nik: str, relationship: str) -> float:
             # first poll only after the end is committed: the row is there until then

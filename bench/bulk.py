@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from bench import cpu
-from bench.common import CLIENTS, SEED, Context, connect, count, wait_until
+from bench.common import CLIENTS, LIMITS, SEED, Context, connect, count, wait_until
 from bench.waits import WaitSampler
 from ikd_dev.synthetic import iter_citizens
 from ikd_shared import codec
@@ -72,6 +72,7 @@ async def _feed(ctx: Context, payloads: list[bytes]) -> float:
         queue.put_nowait(payload)
     async with httpx.AsyncClient(
         timeout=120,
+        limits=LIMITS,
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     ) as http:
 

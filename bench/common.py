@@ -14,6 +14,9 @@ import httpx
 from ikd_shared.pseudonym import pseudonymize
 
 SEED = 7  # synthetic citizens of the bench (the demo uses seed 0)
+# Idle connections are dropped before the services' uvicorn closes them (5 s keep-alive): a
+# request sent just as the server closes its connection fails with a ReadError.
+LIMITS = httpx.Limits(keepalive_expiry=2.0)
 CLIENTS = {
     "counter": "counter-polres",
     "feed": "dukcapil-feed",

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives import serialization
 
-from bench.common import CLIENTS, Context, Gateway, connect
+from bench.common import CLIENTS, LIMITS, Context, Gateway, connect
 from bench.stats import latency_summary
 from bench.verify import ISSUER, KID
 from ikd_dev.issuer import mint_credential
@@ -59,7 +59,10 @@ async def register(
     for index in range(len(niks)):
         queue.put_nowait(index)
     async with httpx.AsyncClient(
-        base_url=gateway.url, timeout=60, headers={"Authorization": f"Bearer {token}"}
+        base_url=gateway.url,
+        timeout=60,
+        limits=LIMITS,
+        headers={"Authorization": f"Bearer {token}"},
     ) as http:
 
         async def worker() -> None:

@@ -7,6 +7,8 @@ import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from bench import scaling_report
+
 TARGETS = {
     "bulk": 10_000.0,  # profile events/s end to end
     "verify_rate": 1000,  # verifications/s ...
@@ -654,6 +656,7 @@ def markdown(results: dict[str, Any]) -> str:
 
     out += backfill_section(results.get("backfill"))
     out += purge_backlog_section(results.get("purge_backlog"))
+    out += scaling_report.section(results.get("scaling"))
 
     audit = results.get("audit")
     out += ["## Audit append alone", ""]
@@ -845,6 +848,7 @@ def limits(results: dict[str, Any]) -> list[str]:
             "relationship that runs out by time is purged by the worker's retention sweep "
             "instead (every IKD_GATEWAY_RETENTION_CHECK_SECONDS, 60 s by default).",
         ]
+    out += scaling_report.limits(results.get("scaling"))
     if results.get("quick"):
         out += ["- This was a QUICK run (BENCH_QUICK=1): one short run each, for the harness."]
     out.append("")

@@ -35,6 +35,7 @@ from bench import (
     prefill,
     relate,
     report,
+    scaling,
     verify,
 )
 from bench.common import Context, Gateway, count, wait_until
@@ -61,6 +62,10 @@ class Plan:
     audit_entries: int
     backfill_citizens: int
     purge_backlog_ended: int
+    scaling_bulk_events: int  # shorter runs than the bulk section's
+    scaling_prefill_connections: int
+    scaling_verify_rate: int
+    scaling_verify_seconds: float
 
 
 # BENCH_RUNS: how often each measurement is repeated (the tables give the median)
@@ -78,6 +83,10 @@ FULL = Plan(
     audit_entries=50_000,
     backfill_citizens=int(os.environ.get("BENCH_BACKFILL_CITIZENS", "4000")),
     purge_backlog_ended=4,
+    scaling_bulk_events=2000,
+    scaling_prefill_connections=64,
+    scaling_verify_rate=1000,
+    scaling_verify_seconds=5,
 )
 QUICK = Plan(
     runs=1,
@@ -93,14 +102,40 @@ QUICK = Plan(
     audit_entries=10_000,
     backfill_citizens=1000,
     purge_backlog_ended=2,
+    scaling_bulk_events=1000,
+    scaling_prefill_connections=16,
+    scaling_verify_rate=200,
+    scaling_verify_seconds=3,
 )
 FANOUT_SIZES = (1, 2, 3)
 # Citizen ranges (bulk.RUN_STRIDE apart): the related citizens of the bulk runs, the new ones
 # nobody holds, fresh ones for the relationship and fan-out measurements, the backfill's, the
-# backlog feed's of the purge under a backlog, and the citizens it purges.
-RELATED, UNRELATED, FRESH, BACKFILL, BACKLOG, PURGED = 0, 1, 2, 3, 4, 5
+# backlog feed's of the purge under a backlog, the citizens it purges, the verifications' and
+# the scaling verifications'. Disjoint (citizen_ranges), so that every feed brings new citizens.
+RELATED, UNRELATED, FRESH, BACKFILL, BACKLOG, PURGED, VERIFIED, SCALED = range(8)
+SCALING_REVISION = 100  # the scaling runs' refreshes, after the bulk runs' revisions 1..runs
 AUDITED_PER_RELATIONSHIP = 2
 """Access events of one stored update at one agency: its view write, its agency-topic record."""
+
+
+def citizen_ranges(plan: Plan) -> dict[int, range]:
+    """The citizen indexes (after the run's first) each range's sections use."""
+    sizes = {
+        RELATED: plan.bulk_events,
+        UNRELATED: plan.bulk_events,
+        FRESH: plan.relationship_repetitions + plan.fanout_repetitions * len(FANOUT_SIZES),
+        BACKFILL: plan.backfill_citizens * plan.runs,
+        BACKLOG: plan.bulk_events * plan.runs,
+        PURGED: (plan.purge_backlog_ended + 1) * plan.runs,
+        VERIFIED: int(sum(plan.verify_rates) * plan.verify_seconds) * plan.runs,
+        SCALED: int(plan.scaling_verify_rate * plan.scaling_verify_seconds)
+        * plan.runs
+        * len(scaling.PROCESS_COUNTS),
+    }
+    return {
+        index: range(index * bulk.RUN_STRIDE, index * bulk.RUN_STRIDE + size)
+        for index, size in sizes.items()
+    }
 
 
 def holds_without_consent(agency: str) -> bool:
@@ -332,7 +367,7 @@ async def main(args: argparse.Namespace) -> None:
 
     async def do_verify() -> dict[str, Any]:
         # new citizens only, also when the harness is run again on the same databases
-        minter = verify.Minter(ctx, first_index=verify.FIRST_INDEX + first)
+        minter = verify.Minter(ctx, first_index=VERIFIED * bulk.RUN_STRIDE + first)
         by_rate: dict[str, Any] = {}
         for rate in plan.verify_rates:
             runs = []
@@ -483,6 +518,104 @@ async def main(args: argparse.Namespace) -> None:
         }
 
     await section("purge_backlog", results, do_purge_backlog)
+
+    async def do_scaling() -> dict[str, Any]:
+        # bulk runs refresh the bulk section's related citizens (BENCH_ONLY: needs bulk)
+        n = min(plan.scaling_bulk_events, plan.bulk_events)
+        revisions = iter(range(SCALING_REVISION, SCALING_REVISION + 1000))
+        minter = verify.Minter(ctx, first_index=SCALED * bulk.RUN_STRIDE + first)
+        polres = ctx.gateway("polres-cirebon")
+
+        async def bulk_once() -> dict[str, Any]:
+            await settle(ctx)
+            return await bulk.run_once(
+                ctx,
+                run=RELATED,
+                n=n,
+                audited_per_event=AUDITED_PER_RELATIONSHIP * len(relate.REGISTRABLE),
+                pids=pids,
+                first=first,
+                revision=next(revisions),
+            )
+
+        async def prefill_once() -> dict[str, Any]:
+            await settle(ctx)
+            return await prefill.run_once(
+                ctx,
+                agency=polres.name,
+                service="skck",
+                niks=niks,
+                connections=plan.scaling_prefill_connections,
+                seconds=plan.prefill_seconds,
+                pids=pids,
+            )
+
+        async def verify_once() -> dict[str, Any]:
+            await settle(ctx)
+            return await verify.run_once(
+                ctx,
+                minter,
+                rate=plan.scaling_verify_rate,
+                seconds=plan.scaling_verify_seconds,
+                audited_agencies=frozenset(g.code for g in audited),
+                pids=pids,
+                waits_dsn=ctx.identity_dsn,
+            )
+
+        out: dict[str, Any] = {
+            "settings": {
+                "bulk_events": n,
+                "prefill_connections": plan.scaling_prefill_connections,
+                "verify_rate": plan.scaling_verify_rate,
+                "verify_seconds": plan.scaling_verify_seconds,
+            }
+        }
+        out["bulk_workers"] = await scaling.attempt(
+            scaling.measure(
+                scaling.PROCESS_COUNTS,
+                lambda k: scaling.workers(ctx, SERVICES, k, pids),
+                bulk_once,
+                runs=plan.runs,
+                keys=["events_per_second"],
+                label="bulk, workers per agency",
+            )
+        )
+        if prefill.have_wrk():
+            out["prefill_api"] = await scaling.attempt(
+                scaling.measure(
+                    scaling.PROCESS_COUNTS,
+                    lambda k: scaling.restarted(
+                        SERVICES,
+                        f"gateway-{polres.code}",
+                        {"IKD_GATEWAY_API_WORKERS": str(k)},
+                        f"{polres.url}/readyz",
+                        pids,
+                    ),
+                    prefill_once,
+                    runs=plan.runs,
+                    keys=["requests_per_second", "p99_ms"],
+                    label="prefill, API processes",
+                )
+            )
+        out["verify_identity"] = await scaling.attempt(
+            scaling.measure(
+                scaling.PROCESS_COUNTS,
+                lambda k: scaling.restarted(
+                    SERVICES,
+                    "identity",
+                    {"IKD_IDENTITY_API_WORKERS": str(k)},
+                    f"{ctx.identity_url}/healthz",
+                    pids,
+                ),
+                verify_once,
+                runs=plan.runs,
+                keys=["achieved_rate", "p99_ms"],
+                label="verification, identity processes",
+            )
+        )
+        return out
+
+    await section("scaling", results, do_scaling)
 
     async def do_audit() -> dict[str, Any]:
         # Last: its synthetic entries stay in the bench's log, after everything else measured.

@@ -40,7 +40,7 @@ from ikd_shared.policy import DEFAULT_POLICY, load_policy
 
 ISSUER = "https://dukcapil.kemendagri.go.id/ikd"
 KID = "dev-dukcapil-1"
-FIRST_INDEX = 500_000  # far from the bulk runs' citizens (bulk.RUN_STRIDE)
+FIRST_INDEX = 600_000  # a range of its own beside bench/run.py's (bulk.RUN_STRIDE apart)
 MAX_IN_FLIGHT = 128
 DRAIN_SECONDS = 60
 

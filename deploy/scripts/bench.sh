@@ -24,6 +24,8 @@
 # (keep the services, databases and topics afterwards), BENCH_OUT (default docs/; the report
 # replaces only the part of BENCHMARKS.md between its marker comments), BENCH_ONLY=a,b (only
 # these sections, see bench/README.md), BENCH_BACKFILL_CITIZENS (citizens per backfill run).
+# The scaling section (bench/scaling.py) starts extra worker processes and restarts a gateway and
+# identity with more API processes itself, each under a pid file here, so the clean-up stops them.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 source "$(dirname "$0")/procs.sh"

@@ -23,6 +23,9 @@ from ikd_shared.supervise import backoff
 
 TOKEN_MARGIN_SECONDS = 30.0
 """A token this close to its expiry is renewed first (clock skew, time in flight)."""
+KEEPALIVE_EXPIRY_SECONDS = 2.0
+"""An idle connection is not reused after this; below identity's keep-alive timeout (uvicorn's
+5 s), else a request sent on a connection identity is just closing fails with a ReadError."""
 
 # Only failures where the request never reached identity are retried: a registration sent
 # twice could register twice.
@@ -43,11 +46,17 @@ class IdentityClient:
         *,
         timeout: float = 10.0,
         attempts: int = 3,
+        keepalive_expiry: float = KEEPALIVE_EXPIRY_SECONDS,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"), timeout=timeout, transport=transport
+            base_url=base_url.rstrip("/"),
+            timeout=timeout,
+            limits=httpx.Limits(
+                max_connections=100, max_keepalive_connections=20, keepalive_expiry=keepalive_expiry
+            ),
+            transport=transport,
         )
         self._client_id = client_id
         self._client_secret = client_secret
