@@ -2,11 +2,14 @@
 
 Two parts, timed separately:
 - `cpu`: the audit consumer's per-entry Python work for N Kafka records of AccessRecorded
-  (decode the CloudEvent, the entry, its canonical leaf, its hash, the tree's new nodes), in
+  (check the record and validate the event, the entries' canonical leaves and hashes, the
+  tree's new nodes, a batch of BATCH at a time), in
   this process without a database; reported as entries per CPU second of this process, which a
   busy machine disturbs little (it is the figure to compare before/after a change).
-- `append`: the same entries through `AuditLog.append` into an audit database (the bench's
-  own), in transactions of BATCH entries one after the other, as the consumer does; wall time.
+- `append`: the same entries through `AuditLog.record` into an audit database (the bench's
+  own), in transactions of BATCH entries one after the other, as the consumer does; wall time,
+  the appender's CPU and, where /proc shows it (same machine), its PostgreSQL backend's CPU:
+  `per_cpu_second_with_database` is entries per CPU second of both together.
 
 Run alone: `.venv/bin/python -m bench.audit_append [--dsn postgresql://...] [-n 50000]`.
 """
