@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
+from ikd_audit.domain.batch import EntryBatch, NewNodes
 from ikd_audit.domain.model import Cosignature
 from ikd_audit.domain.search import AgencyCount, SearchFilter
 from ikd_shared.merkle import NodeId
@@ -72,15 +73,11 @@ class FakeLog:
                 raise LookupError("the stored Merkle tree state is incomplete")
         return found
 
-    async def add(
-        self,
-        entries: Sequence[Entry],
-        nodes: Sequence[tuple[NodeId, bytes]],
-        *,
-        leaves: Sequence[bytes] | None = None,
-    ) -> None:
+    async def add(self, batch: EntryBatch, nodes: NewNodes) -> None:
         self.uow.write()
-        if leaves is not None and list(leaves) != [e.leaf_hash() for e in entries]:
+        entries = batch.entries()
+        # the batch's own leaf hashes must be the reference definition's, byte for byte
+        if batch.leaves != [e.leaf_hash() for e in entries]:
             raise AssertionError("leaf hashes passed along differ from the entries'")
         if not self.uow.locked:
             raise AssertionError("appended without holding the log lock")
@@ -91,7 +88,7 @@ class FakeLog:
         first = max(self.state.entries, default=-1) + 1
         if [e.position for e in entries] != list(range(first, first + len(entries))):
             raise ValueError(f"entries must continue the log at position {first}")
-        for (level, idx), _ in nodes:
+        for (level, idx), _ in nodes.pairs():
             if not first <= (idx + 1) * (1 << level) - 1 < first + len(entries):
                 raise ValueError("a tree node outside the appended entries")
         for entry in entries:
@@ -99,7 +96,7 @@ class FakeLog:
                 raise ValueError(f"position {entry.position} or its access id is taken")
             self.state.entries[entry.position] = entry
             ids.add(entry.access_id)
-        for node, value in nodes:
+        for node, value in nodes.pairs():
             if node in self.state.nodes:
                 raise ValueError(f"Merkle node {node} is already stored")
             self.state.nodes[node] = value

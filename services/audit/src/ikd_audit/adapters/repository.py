@@ -13,9 +13,10 @@ from typing import Any
 
 import asyncpg
 
+from ikd_audit.domain.batch import EntryBatch, NewNodes
 from ikd_audit.domain.model import Cosignature
 from ikd_audit.domain.search import AgencyCount, SearchFilter
-from ikd_shared import codec, db, merkle
+from ikd_shared import db, merkle
 from ikd_shared.transparency import Entry, TreeHead
 
 # The database errors of an outage or of contention: retried until they pass. Any other error
@@ -133,13 +134,7 @@ class PgLog:
     async def node_hashes(self, nodes: Iterable[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
         return await _node_hashes(self.conn, list(nodes))
 
-    async def add(
-        self,
-        entries: Sequence[Entry],
-        nodes: Sequence[tuple[merkle.NodeId, bytes]],
-        *,
-        leaves: Sequence[bytes] | None = None,
-    ) -> None:
+    async def add(self, batch: EntryBatch, nodes: NewNodes) -> None:
         # The runtime role may not INSERT into the log's tables: append_log() (migration 0003)
         # takes the next positions only and raises on anything already there.
         await self.conn.fetchval(
@@ -147,23 +142,23 @@ class PgLog:
             "$5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], "
             "$11::text[], $12::text[], $13::text[], $14::bytea[], $15::smallint[], "
             "$16::bigint[], $17::bytea[])",
-            [e.position for e in entries],
-            [e.access_id for e in entries],
-            [e.occurred_at for e in entries],
-            [e.recorded_at for e in entries],
-            [e.agency for e in entries],
-            [e.service for e in entries],
-            [e.pseudonym for e in entries],
-            [codec.dumps(list(e.fields)).decode() for e in entries],
-            [e.purpose for e in entries],
-            [e.legal_basis for e in entries],
-            [e.channel for e in entries],
-            [e.outcome for e in entries],
-            [e.reason for e in entries],
-            list(leaves) if leaves is not None else [e.leaf_hash() for e in entries],
-            [node[0] for node, _ in nodes],
-            [node[1] for node, _ in nodes],
-            [value for _, value in nodes],
+            list(batch.positions),
+            batch.access_ids,
+            batch.occurred_at,
+            [batch.recorded_at] * len(batch),
+            batch.agencies,
+            batch.services,
+            batch.pseudonyms,
+            batch.fields_json,
+            batch.purposes,
+            batch.legal_bases,
+            batch.channels,
+            batch.outcomes,
+            batch.reasons,
+            batch.leaves,
+            nodes.levels,
+            nodes.idxs,
+            nodes.hashes,
         )
 
     async def add_tree_head(self, head: TreeHead) -> None:

@@ -7,9 +7,6 @@ import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ikd_shared.events.access_v1 import AccessRecorded
-from ikd_shared.transparency import Entry
-
 AUDITOR_CHANNEL = "auditor"  # an auditor's look-up, not an agency's access
 AUDITOR_PREFIX = "auditor:"  # the accessor of a look-up: auditor:<client id>
 
@@ -37,22 +34,6 @@ class NewEntry:
     reason: str | None
 
     @classmethod
-    def from_event(cls, event: AccessRecorded) -> NewEntry:
-        return cls(
-            access_id=event.access_id,
-            occurred_at=event.occurred_at,
-            agency=event.agency,
-            service=event.service,
-            pseudonym=event.pseudonym,
-            fields=tuple(event.fields),
-            purpose=event.purpose,
-            legal_basis=event.legal_basis.value if event.legal_basis else None,
-            channel=event.channel.value,
-            outcome=event.outcome.value,
-            reason=event.reason,
-        )
-
-    @classmethod
     def lookup(
         cls, auditor: str, pseudonym: str, action: LookupAction, at: dt.datetime
     ) -> NewEntry:
@@ -69,24 +50,6 @@ class NewEntry:
             channel=AUDITOR_CHANNEL,
             outcome="served",
             reason=None,
-        )
-
-    def at(self, position: int, recorded_at: dt.datetime) -> Entry:
-        # spelled out: dataclasses.fields() per entry was a visible share of appending
-        return Entry(
-            position=position,
-            access_id=self.access_id,
-            occurred_at=self.occurred_at,
-            recorded_at=recorded_at,
-            agency=self.agency,
-            service=self.service,
-            pseudonym=self.pseudonym,
-            fields=self.fields,
-            purpose=self.purpose,
-            legal_basis=self.legal_basis,
-            channel=self.channel,
-            outcome=self.outcome,
-            reason=self.reason,
         )
 
 

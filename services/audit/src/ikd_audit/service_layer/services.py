@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ikd_audit.domain.batch import EntryBatch, extend_tree
 from ikd_audit.domain.errors import BadProofRequest, NotFound, Unauthenticated
 from ikd_audit.domain.model import NewEntry
 from ikd_audit.domain.search import AgencyCount, CursorCodec, SearchFilter
@@ -126,33 +127,40 @@ class AuditLog:
 
     async def record(self, events: Sequence[AccessRecorded]) -> AppendResult:
         """Append the accesses not yet in the log, in one transaction, at the next positions."""
-        unique: dict[uuid.UUID, NewEntry] = {}
-        for event in events:
-            unique.setdefault(event.access_id, NewEntry.from_event(event))
-        return await self.append(list(unique.values()), duplicates=len(events) - len(unique))
+        ordered: Sequence[AccessRecorded] = events
+        if len({e.access_id for e in events}) != len(events):
+            seen: set[uuid.UUID] = set()
+            ordered = []  # the first event of each access id, in order
+            for event in events:
+                if event.access_id not in seen:
+                    seen.add(event.access_id)
+                    ordered.append(event)
+        return await self._append(ordered, EntryBatch.of_events, len(events) - len(ordered))
 
     async def append(self, entries: Sequence[NewEntry], *, duplicates: int = 0) -> AppendResult:
         """Append entries whose access ids are not in the log yet, at the next positions."""
-        unique = {e.access_id: e for e in entries}
+        unique = list({e.access_id: e for e in entries}.values())
+        return await self._append(unique, EntryBatch.of_entries, duplicates)
+
+    async def _append(
+        self,
+        items: Sequence[Any],
+        columns: Callable[[Sequence[Any], int, dt.datetime], EntryBatch],
+        duplicates: int,
+    ) -> AppendResult:
+        """One transaction: the items (distinct access ids) not in the log yet, appended."""
         now = self.clock()
         async with self.uow() as uow:
             await uow.log.lock()
-            known = await uow.log.known_access_ids(list(unique))
-            fresh = [e for e in unique.values() if e.access_id not in known]
+            known = await uow.log.known_access_ids([e.access_id for e in items])
+            fresh = [e for e in items if e.access_id not in known] if known else items
             size = await uow.log.size()
             tree = merkle.CompactRange.at(size, await uow.log.node_hashes(merkle.root_nodes(size)))
-            rows: list[Entry] = []
-            leaves: list[bytes] = []
-            completed: list[tuple[merkle.NodeId, bytes]] = []
-            for offset, new in enumerate(fresh):
-                placed = new.at(size + offset, now)
-                leaf = placed.leaf_hash()
-                completed.extend(tree.append(leaf))
-                rows.append(placed)
-                leaves.append(leaf)
-            if rows:
-                await uow.log.add(rows, completed, leaves=leaves)
-        return AppendResult(len(rows), duplicates + len(unique) - len(rows), tree.size, tree.root())
+            batch = columns(fresh, size, now)
+            nodes = extend_tree(tree, batch.leaves)
+            if fresh:
+                await uow.log.add(batch, nodes)
+        return AppendResult(len(fresh), duplicates + len(known), tree.size, tree.root())
 
     async def sign_tree_head(self) -> TreeHead:
         """A signed head covering the log as it is now, from the signer (a new one if needed)."""

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from types import TracebackType
 from typing import Protocol, Self
 
+from ikd_audit.domain.batch import EntryBatch, NewNodes
 from ikd_audit.domain.model import Cosignature
 from ikd_audit.domain.search import AgencyCount, SearchFilter
 from ikd_shared.merkle import NodeId
@@ -39,16 +40,8 @@ class LogRepository(Protocol):
         """Hashes of leaves (level 0) and stored perfect subtrees; LookupError if any is missing."""
         ...
 
-    async def add(
-        self,
-        entries: Sequence[Entry],
-        nodes: Sequence[tuple[NodeId, bytes]],
-        *,
-        leaves: Sequence[bytes] | None = None,
-    ) -> None:
-        """Insert entries at their positions with the subtrees they completed.
-
-        `leaves`: the entries' leaf hashes when the caller computed them already.
+    async def add(self, batch: EntryBatch, nodes: NewNodes) -> None:
+        """Insert the batch at its positions with the perfect subtrees it completed.
 
         Raises if a position or access id is already taken: the unit of work then rolls back.
         """
