@@ -33,6 +33,8 @@ def test_several_workers_serve_the_factory_on_the_one_port(
     assert options["factory"] is True
     assert (options["host"], options["port"]) == ("127.0.0.1", 18123)
     assert import_from_string(target) is cli.api_from_environment
+    # a worker slow to import the app on a busy machine is not killed after uvicorn's 5 s
+    assert options["timeout_worker_healthcheck"] >= 30
 
 
 def test_one_worker_serves_the_app_in_this_process(

@@ -86,32 +86,22 @@ def api(
     ] = 1,
 ) -> None:
     """Serve the prefill and webhook API (uvicorn) on IKD_GATEWAY_HOST:IKD_GATEWAY_PORT."""
-    import uvicorn
-
     from ikd_gateway.entrypoints.api import create_app
     from ikd_shared.logs import configure_logging
+    from ikd_shared.serving import serve, serve_workers
 
     settings = load_settings(GatewaySettings)
     configure_logging()
     if workers > 1:
         # One process is one core at most; the access relay each one runs is safe beside others.
-        uvicorn.run(
+        serve_workers(
             "ikd_gateway.cli:api_from_environment",
-            factory=True,
-            workers=workers,
             host=settings.host,
             port=settings.port,
-            log_config=None,
-            access_log=False,
+            workers=workers,
         )
         return
-    uvicorn.run(
-        create_app(settings),  # its lifespan enters bootstrap
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-    )
+    serve(create_app(settings), host=settings.host, port=settings.port)  # lifespan: bootstrap
 
 
 @app.command()

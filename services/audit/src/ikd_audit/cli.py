@@ -66,21 +66,13 @@ def serve(
     port: Annotated[int | None, typer.Option(help="default IKD_AUDIT_PORT")] = None,
 ) -> None:
     """Run the API, console and access-event consumer (tree heads: `ikd-audit signer`)."""
-    import uvicorn
-
     from ikd_audit.entrypoints.app import create_app
     from ikd_shared.logs import configure_logging
+    from ikd_shared.serving import serve
 
     settings = _settings()
     configure_logging()
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.host,
-        port=port or settings.port,
-        log_config=None,
-        access_log=False,
-        proxy_headers=False,
-    )
+    serve(create_app(settings), host=host or settings.host, port=port or settings.port)
 
 
 @app.command()
@@ -89,21 +81,13 @@ def signer(
     port: Annotated[int | None, typer.Option(help="default IKD_SIGNER_PORT")] = None,
 ) -> None:
     """Run the tree-head signer: the one process with the signing key (IKD_SIGNER_*)."""
-    import uvicorn
-
     from ikd_audit.entrypoints.signer import create_signer_app
     from ikd_shared.logs import configure_logging
+    from ikd_shared.serving import serve
 
     settings = _signer_settings()
     configure_logging()
-    uvicorn.run(
-        create_signer_app(settings),
-        host=host or settings.host,
-        port=port or settings.port,
-        log_config=None,
-        access_log=False,
-        proxy_headers=False,
-    )
+    serve(create_signer_app(settings), host=host or settings.host, port=port or settings.port)
 
 
 def _read_json(path: Path) -> Any:

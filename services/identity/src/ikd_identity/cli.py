@@ -84,18 +84,6 @@ def api_from_environment() -> Any:
     return create_app(_settings())
 
 
-WORKER_HEALTHCHECK_S = 60
-# uvloop and httptools named, not "auto": a missing one fails the start instead of silently
-# falling back to the pure-Python loop and parser.
-_SERVER_OPTIONS: dict[str, Any] = {
-    "loop": "uvloop",
-    "http": "httptools",
-    "log_config": None,
-    "proxy_headers": False,
-    "server_header": False,
-}
-
-
 @app.command()
 def serve(
     workers: Annotated[
@@ -108,27 +96,20 @@ def serve(
     ] = 1,
 ) -> None:
     """Run the HTTP API (and the outbox relay unless IKD_IDENTITY_RELAY_ENABLED=false)."""
-    import uvicorn
-
     from ikd_identity.entrypoints.api import create_app
+    from ikd_shared.serving import serve, serve_workers
 
     settings = _settings()
     if workers > 1:
         # Each process runs a relay; the outbox's advisory lock keeps all but one on standby.
-        uvicorn.run(
+        serve_workers(
             "ikd_identity.cli:api_from_environment",
-            factory=True,
-            workers=workers,
             host=settings.host,
             port=settings.port,
-            # A worker answers the supervisor's ping only once it has imported the app; on a
-            # busy machine that takes longer than uvicorn's 5 s, and it would be killed and
-            # restarted forever.
-            timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
-            **_SERVER_OPTIONS,
+            workers=workers,
         )
         return
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, **_SERVER_OPTIONS)
+    serve(create_app(settings), host=settings.host, port=settings.port)
 
 
 @app.command()

@@ -36,20 +36,13 @@ def serve(
     port: Annotated[int | None, typer.Option(help="default IKD_WITNESS_PORT")] = None,
 ) -> None:
     """Poll the log, cosign what extends the last cosigned checkpoint, serve cosignatures."""
-    import uvicorn
-
     from ikd_audit.witness.app import create_app
     from ikd_shared.logs import configure_logging
+    from ikd_shared.serving import serve
 
     settings = _settings()
     configure_logging()
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.host,
-        port=port or settings.port,
-        log_config=None,
-        access_log=False,
-    )
+    serve(create_app(settings), host=host or settings.host, port=port or settings.port)
 
 
 @app.command()
