@@ -58,7 +58,12 @@ def _gateway(request: Request) -> Gateway:
     return found
 
 
-Runtime = Annotated[Gateway, Depends(_gateway)]
+async def _runtime(request: Request) -> Gateway:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per request.
+    return _gateway(request)
+
+
+Runtime = Annotated[Gateway, Depends(_runtime)]
 
 
 def _token_verifier(request: Request) -> CachedTokenVerifier:
@@ -367,7 +372,7 @@ def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> 
         correlation = _correlation()
         try:
             found = await prefills.prefill(
-                gateway.uow(),
+                (gateway.reads or gateway.uow)(),
                 gateway.ctx,
                 service_code=service,
                 nik=nik,
