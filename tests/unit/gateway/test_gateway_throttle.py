@@ -12,7 +12,7 @@ import httpx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ikd_gateway.domain.throttle import ThrottleRules
+from ikd_gateway.domain.throttle import DenialCounter, ThrottleRules
 from ikd_gateway.service_layer.throttle import ClientThrottle
 from ikd_shared.events.access_v1 import Outcome
 from tests.support.gateway_factories import Tokens, profile, pseudonym_of
@@ -227,3 +227,39 @@ async def test_the_api_answers_429_after_the_limit_and_audits_only_the_first(
         (Outcome.DENIED, "too_many_denials"),
         (Outcome.SERVED, None),
     ]
+
+
+async def test_concurrent_requests_after_the_recheck_time_share_one_read() -> None:
+    clock, counters = Clock(), FakeDenialCounters()
+    reads = 0
+    release = asyncio.Event()
+    get = counters.get
+
+    async def slow_get(client_id: str) -> DenialCounter | None:
+        nonlocal reads
+        reads += 1
+        await release.wait()
+        return await get(client_id)
+
+    counters.get = slow_get  # type: ignore[method-assign]
+    throttle = ClientThrottle(
+        counters,
+        ThrottleRules(limit=2, window=dt.timedelta(seconds=60), block=dt.timedelta(seconds=60)),
+        clock,
+    )
+    asking = [asyncio.create_task(throttle.refusal("c")) for _ in range(20)]
+    await asyncio.sleep(0)
+    release.set()
+    assert await asyncio.gather(*asking) == [None] * 20
+    assert reads == 1
+    # Blocked meanwhile: one read again, and only one of the requests audits the refusal.
+    for _ in range(2):
+        await throttle.denied("c")
+    clock.advance(2)
+    release.clear()
+    asking = [asyncio.create_task(throttle.refusal("c")) for _ in range(5)]
+    await asyncio.sleep(0)
+    release.set()
+    refusals = await asyncio.gather(*asking)
+    assert all(r is not None for r in refusals)
+    assert sum(r.first for r in refusals if r is not None) == 1

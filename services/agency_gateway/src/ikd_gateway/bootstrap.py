@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 
 from ikd_gateway.adapters import webhooks as webhook_adapters
 from ikd_gateway.adapters.identity import IdentityClient
-from ikd_gateway.adapters.postgres import PgUnitOfWork
+from ikd_gateway.adapters.postgres import PgReadOnlyWork, PgUnitOfWork
 from ikd_gateway.adapters.relay import AccessRelay, AgencyRow, agency_relay
 from ikd_gateway.adapters.throttle import PgDenialCounters
 from ikd_gateway.config import GatewaySettings
@@ -105,6 +105,8 @@ class Gateway:
     """Publishes the agency topic (the worker runs it); None on injected units of work."""
     registrar: Registrar | None = None
     """identity's registration API; None where registrations are not configured."""
+    reads: UnitOfWorkFactory | None = None
+    """Units of work for reads only, without a transaction (prefill); None: `uow`."""
 
     @property
     def settings(self) -> GatewaySettings:
@@ -160,6 +162,7 @@ async def bootstrap(
     config = config or check_or_exit(settings)
     telemetry.setup(f"ikd-gateway-{settings.agency}")
     agency_publisher = None
+    reads = None
     async with contextlib.AsyncExitStack() as stack:
         if producer is None:
             producer = KafkaConnection.from_settings(settings).producer()
@@ -181,6 +184,8 @@ async def bootstrap(
                 str(settings.database_url), max_size=pool_size or settings.db_pool_max, **extra
             )
             stack.push_async_callback(pool.close)
+            if uow is None:
+                reads = _pg_reads(pool)
             uow = uow or _pg_unit_of_work(pool)
             denial_counters = denial_counters or PgDenialCounters(pool)
             relay = relay or AccessRelay(
@@ -257,6 +262,7 @@ async def bootstrap(
             throttle=throttle,
             agency_relay=agency_publisher,
             registrar=registrar,
+            reads=reads,
         )
 
 
@@ -265,6 +271,10 @@ def _pg_unit_of_work(pool: asyncpg.Pool) -> Callable[[], UnitOfWork]:
         return PgUnitOfWork(pool)
 
     return make
+
+
+def _pg_reads(pool: asyncpg.Pool) -> Callable[[], UnitOfWork]:
+    return lambda: PgReadOnlyWork(pool)
 
 
 async def _keep_session(_: Any) -> None:

@@ -554,3 +554,20 @@ class PgUnitOfWork(db.PgUnitOfWork, UnitOfWork):
                  FROM unnest($1::text[]) AS pseudonym ORDER BY key) AS keys""",
             list(set(pseudonyms)),
         )
+
+
+class PgReadOnlyWork(PgUnitOfWork):
+    """The repositories on a pooled connection outside a transaction, for reads only (a
+    prefill's, whose access event is group-committed elsewhere): each statement sees what is
+    committed when it runs, as in a READ COMMITTED transaction, without the BEGIN and COMMIT
+    round trips. Nothing written through it would be atomic: do not write."""
+
+    async def __aenter__(self) -> PgReadOnlyWork:
+        connection: Any = await self._pool.acquire()
+        self._bind(connection)
+        self._connection = connection
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        connection, self._connection = self._connection, None
+        await self._pool.release(connection)

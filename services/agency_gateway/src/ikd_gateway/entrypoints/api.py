@@ -33,8 +33,13 @@ from ikd_gateway.entrypoints.registrations import Guard, registrations_router
 from ikd_gateway.entrypoints.webhook_payloads import document_webhooks
 from ikd_gateway.service_layer import prefill as prefills
 from ikd_gateway.service_layer import webhooks
+from ikd_gateway.service_layer.group_commit import (
+    AccessCommitter,
+    AccessNotRecorded,
+    outbox_store,
+)
 from ikd_gateway.service_layer.webhooks import register_endpoint
-from ikd_shared import api, kafka_lag, openapi, tracing
+from ikd_shared import api, codec, kafka_lag, openapi, tracing
 from ikd_shared.api import PROBLEM_JSON, BodySizeLimit, install_error_handlers, problem
 from ikd_shared.auth import Principal, Scope
 from ikd_shared.bearer import Bearer
@@ -53,7 +58,12 @@ def _gateway(request: Request) -> Gateway:
     return found
 
 
-Runtime = Annotated[Gateway, Depends(_gateway)]
+async def _runtime(request: Request) -> Gateway:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per request.
+    return _gateway(request)
+
+
+Runtime = Annotated[Gateway, Depends(_runtime)]
 
 
 def _token_verifier(request: Request) -> CachedTokenVerifier:
@@ -91,6 +101,11 @@ async def deny(
     """An authenticated request refused: audited, and counted towards its client's throttle."""
     await _audit_denial(gateway, error, denial)
     await gateway.throttle.denied(caller.client_id)
+
+
+def access_committer(gateway: Gateway) -> AccessCommitter:
+    """Group commit of the served prefill answers' access events into the outbox."""
+    return AccessCommitter(outbox_store(gateway.uow))
 
 
 def throttle_on(channel: Channel) -> Guard:
@@ -267,10 +282,12 @@ def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> 
             keep_fresh(config.verifier),
         ):
             app.state.gateway = gateway
+            app.state.committer = access_committer(gateway)
             relay_task = asyncio.create_task(gateway.relay.run(), name="access-relay")
             try:
                 yield
             finally:
+                await app.state.committer.close()
                 relay_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await relay_task
@@ -298,6 +315,13 @@ def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> 
     app.add_middleware(BodySizeLimit, max_bytes=16 * 1024)
     if runtime is not None:
         app.state.gateway = runtime
+        app.state.committer = access_committer(runtime)
+
+    async def on_not_recorded(_: Request, exc: Exception) -> JSONResponse:
+        # The fields were read but their access event is not durable: nothing is served.
+        return problem(503, "access_not_recorded", "the access could not be recorded; retry")
+
+    app.add_exception_handler(AccessNotRecorded, on_not_recorded)
     # Backends send the same token with every request: its signature is checked once.
     app.state.token_verifier = CachedTokenVerifier(config.verifier)
 
@@ -344,16 +368,17 @@ def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> 
         *,
         nik: str | None = None,
         pseudonym: str | None = None,
-    ) -> PrefillResponse:
+    ) -> Response:
         correlation = _correlation()
         try:
             found = await prefills.prefill(
-                gateway.uow(),
+                (gateway.reads or gateway.uow)(),
                 gateway.ctx,
                 service_code=service,
                 nik=nik,
                 pseudonym=pseudonym,
                 correlation_id=correlation,
+                committer=app.state.committer,
             )
         except (errors.GatewayError, prefills.DeniedRequest) as failure:
             if isinstance(failure, prefills.DeniedRequest):
@@ -363,15 +388,25 @@ def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> 
             await deny(gateway, caller, error, denial)
             raise error from None
         gateway.relay.wake()
-        return PrefillResponse(
-            agency=agency.code,
-            service=found.service.code,
-            pseudonym=found.pseudonym,
-            version=found.version,
-            verified_at=found.verified_at,
-            purpose=PurposeOut(code=found.service.purpose.code, text=found.service.purpose.text),
-            legal_basis=found.service.legal_basis,
-            fields=found.fields,
+        # PrefillResponse's shape (OpenAPI), written by orjson directly: FastAPI's validation
+        # and encoding of the returned model cost more CPU than the rest of the answer.
+        return Response(
+            codec.dumps(
+                {
+                    "agency": agency.code,
+                    "service": found.service.code,
+                    "pseudonym": found.pseudonym,
+                    "version": found.version,
+                    "verified_at": found.verified_at,
+                    "purpose": {
+                        "code": found.service.purpose.code,
+                        "text": found.service.purpose.text,
+                    },
+                    "legal_basis": found.service.legal_basis,
+                    "fields": found.fields,
+                }
+            ),
+            media_type="application/json",
         )
 
     prefill_errors = {
@@ -392,7 +427,7 @@ def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> 
         caller: PrefillCaller,
         service: Annotated[str, Path(max_length=64)],
         pseudonym: Annotated[str | None, Query(max_length=128)] = None,
-    ) -> PrefillResponse:
+    ) -> Response:
         """One citizen's fields for one of the agency's services, by the citizen's pseudonym:
         exactly what the service is granted. (By NIK: `POST /v1/prefill/{service}/lookup`.)
 
@@ -419,7 +454,7 @@ def create_app(settings: GatewaySettings, *, runtime: Gateway | None = None) -> 
         caller: PrefillCaller,
         service: Annotated[str, Path(max_length=64)],
         body: NikLookup,
-    ) -> PrefillResponse:
+    ) -> Response:
         """One citizen's fields for one of the agency's services, by the citizen's NIK (only
         where the service is granted the NIK), in the body so that no URL carries it.
 

@@ -14,6 +14,7 @@ from typing import Any
 from ikd_gateway.domain import errors
 from ikd_gateway.domain.model import answer_fields, holds
 from ikd_gateway.service_layer.context import GatewayContext
+from ikd_gateway.service_layer.group_commit import AccessCommitter
 from ikd_gateway.service_layer.unit_of_work import UnitOfWork
 from ikd_shared.events.access_v1 import Channel, Outcome
 from ikd_shared.legal import CODE_PATTERN
@@ -83,8 +84,11 @@ async def prefill(
     nik: str | None,
     pseudonym: str | None,
     correlation_id: str | None = None,
+    committer: AccessCommitter | None = None,
 ) -> PrefillAnswer:
-    """Exactly one service's granted fields for one citizen, audited in the same transaction.
+    """Exactly one service's granted fields for one citizen, audited before it is returned:
+    in the transaction that read the view, or, with a `committer`, in the group commit it
+    shares with concurrent requests once the view is read (AccessNotRecorded if that fails).
 
     Raises a GatewayError on refusal; `DeniedRequest.denial` tells what was asked for.
     """
@@ -108,19 +112,19 @@ async def prefill(
                 )
             if not answer:
                 raise errors.CitizenNotFound(NOT_ON_RECORD)
-            await uow.outbox.add(
-                ctx.access(
-                    service=service.code,
-                    pseudonym=citizen,
-                    fields=sorted(answer),
-                    purpose=service.purpose.code,
-                    legal_basis=service.legal_basis,
-                    channel=Channel.PREFILL,
-                    outcome=Outcome.SERVED,
-                    correlation_id=correlation_id,
-                )
+            served = ctx.access(
+                service=service.code,
+                pseudonym=citizen,
+                fields=sorted(answer),
+                purpose=service.purpose.code,
+                legal_basis=service.legal_basis,
+                channel=Channel.PREFILL,
+                outcome=Outcome.SERVED,
+                correlation_id=correlation_id,
             )
-            return PrefillAnswer(
+            if committer is None:
+                await uow.outbox.add(served)
+            found = PrefillAnswer(
                 service=service,
                 pseudonym=citizen,
                 version=view.version,
@@ -129,6 +133,9 @@ async def prefill(
             )
     except errors.GatewayError as error:
         raise DeniedRequest(error, denial) from error
+    if committer is not None:
+        await committer.commit(served)
+    return found
 
 
 class DeniedRequest(Exception):

@@ -9,6 +9,7 @@ takes effect here within that time (at once on the replica that counted the last
 from __future__ import annotations
 
 import abc
+import asyncio
 import datetime as dt
 from collections.abc import Callable
 from typing import TypeVar
@@ -54,6 +55,7 @@ class ClientThrottle:
         # Per client id (only verified tokens get here, so registered clients only).
         self._clear_until: dict[str, dt.datetime] = {}
         self._refusing_until: dict[str, dt.datetime] = {}
+        self._looking: dict[str, asyncio.Future[Refusal | None]] = {}
 
     async def refusal(self, client_id: str) -> Refusal | None:
         """Whether the client's request is refused now, and if so whether it is the block's
@@ -66,6 +68,18 @@ class ClientThrottle:
         clear = self._clear_until.get(client_id)
         if clear is not None and now < clear:
             return None
+        # One look per client at a time: when the recheck time ends, the requests already in
+        # flight wait for that one read instead of each reading the counter.
+        looking = self._looking.get(client_id)
+        if looking is not None:
+            seen = await asyncio.shield(looking)
+            return None if seen is None else Refusal(seen.until, first=False)
+        looking = asyncio.ensure_future(self._look(client_id, now))
+        self._looking[client_id] = looking
+        looking.add_done_callback(lambda _: self._looking.pop(client_id, None))
+        return await asyncio.shield(looking)
+
+    async def _look(self, client_id: str, now: dt.datetime) -> Refusal | None:
         counter = await self.counters.get(client_id)
         if blocked(counter, now):
             refusal = await self.counters.update(client_id, lambda c: _refuse(c, now))
