@@ -7,6 +7,8 @@ import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from bench import profile
+
 TARGETS = {
     "bulk": 10_000.0,  # profile events/s end to end
     "verify_rate": 1000,  # verifications/s ...
@@ -697,6 +699,7 @@ def markdown(results: dict[str, Any]) -> str:
             rows,
         )
 
+    out += profile.report_section(results.get("profiles"))
     out += limits(results)
     return "\n".join(out).rstrip() + "\n"
 

@@ -1,0 +1,132 @@
+"""Unit tests of py-spy output → top functions and flame graph (run: .venv/bin/pytest
+bench/test_profile.py)."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from bench.profile import (
+    flamegraph_svg,
+    parse_collapsed,
+    report_section,
+    slug,
+    top_functions,
+    wanted,
+)
+
+# py-spy record --format raw --nolineno: one line per distinct stack, root first
+TRUNK = (
+    "<module> (ikd_gateway/__main__.py);run (asyncio/runners.py);_run_once (asyncio/base_events.py)"
+)
+RAW = "".join(
+    f"{TRUNK};{rest} {samples}\n"
+    for rest, samples in [
+        ("apply (ikd_gateway/worker.py);model_validate_json (pydantic/main.py)", 30),
+        ("apply (ikd_gateway/worker.py);needs_consent (ikd_shared/policy.py)", 20),
+        ("apply (ikd_gateway/worker.py)", 10),
+        ("send (aiokafka/conn.py)", 40),
+    ]
+)
+
+
+def test_parse_collapsed_counts_each_stack() -> None:
+    stacks = parse_collapsed(RAW + RAW.splitlines()[3] + "\n")  # a stack twice: added up
+    assert sum(stacks.values()) == 140
+    leaf = (
+        "<module> (ikd_gateway/__main__.py)",
+        "run (asyncio/runners.py)",
+        "_run_once (asyncio/base_events.py)",
+        "send (aiokafka/conn.py)",
+    )
+    assert stacks[leaf] == 80
+
+
+@pytest.mark.parametrize("line", ["", "   ", "a;b;c", "a;b;c 1x", "a;b 12 cut"])
+def test_parse_collapsed_skips_lines_cut_short(line: str) -> None:
+    stacks = parse_collapsed(f"{line}\nx;y 3\n")
+    assert stacks == {("x", "y"): 3}
+
+
+def test_top_self_is_the_leaf_frame_as_share_of_samples() -> None:
+    tops = top_functions(parse_collapsed(RAW), n=3)
+    assert tops["self"] == [
+        ("send (aiokafka/conn.py)", 40.0),
+        ("model_validate_json (pydantic/main.py)", 30.0),
+        ("needs_consent (ikd_shared/policy.py)", 20.0),
+    ]
+
+
+def test_top_inclusive_is_anywhere_on_the_stack() -> None:
+    tops = top_functions(parse_collapsed(RAW), n=10)
+    inclusive = dict(tops["inclusive"])
+    assert inclusive["<module> (ikd_gateway/__main__.py)"] == 100.0
+    assert inclusive["apply (ikd_gateway/worker.py)"] == 60.0
+    assert inclusive["send (aiokafka/conn.py)"] == 40.0
+    shares = [share for _, share in tops["inclusive"]]
+    assert shares == sorted(shares, reverse=True)
+
+
+def test_recursion_counts_once_inclusive_and_ties_sort_by_name() -> None:
+    stacks = parse_collapsed("main;walk;walk;walk 5\nmain;b 5\n")
+    tops = top_functions(stacks, n=3)
+    assert dict(tops["inclusive"])["walk"] == 50.0  # not 150 %
+    assert tops["self"] == [("b", 50.0), ("walk", 50.0)]
+
+
+def test_no_samples_no_rows() -> None:
+    assert top_functions(parse_collapsed("")) == {"self": [], "inclusive": []}
+
+
+def test_flamegraph_is_valid_svg_with_a_frame_per_function_and_widths_by_samples() -> None:
+    svg = flamegraph_svg(parse_collapsed(RAW), "bulk: <worker> & co")
+    root = ET.fromstring(svg)  # noqa: S314 - our own SVG; well-formed despite <module> and & in names
+    ns = "{http://www.w3.org/2000/svg}"
+    widths = {
+        g.findtext(f"{ns}title"): float(g.find(f"{ns}rect").attrib["width"])  # type: ignore[union-attr]
+        for g in root.iter(f"{ns}g")
+    }
+    assert "apply (ikd_gateway/worker.py) (60 samples, 60.00 %)" in widths
+    whole = widths["all (100 samples, 100.00 %)"]
+    send = widths["send (aiokafka/conn.py) (40 samples, 40.00 %)"]
+    assert send == pytest.approx(0.4 * whole, abs=0.2)
+
+
+def test_stage_processes_are_chosen_by_their_cpu_component_name() -> None:
+    assert wanted("gateway-bench-polres-cirebon worker", ("worker",))
+    assert wanted("identity", ("identity", "worker"))
+    assert not wanted("gateway-bench-polres-cirebon api", ("worker", "audit"))
+    assert not wanted("postgres (bench databases)", ("identity", "audit", "worker", "api"))
+    assert slug("gateway-bench-polres-cirebon worker") == "gateway-bench-polres-cirebon-worker"
+
+
+def test_report_links_each_flame_graph_and_lists_idle_and_failed() -> None:
+    tops = top_functions(parse_collapsed(RAW))
+    profiles = {
+        "bulk": {
+            "seconds": 12.0,
+            "rate_hz": 50,
+            "processes": {
+                "identity": {"pid": 1, "samples": 3, "busy_percent": 0.5, "note": "idle"},
+                "gateway-bench-polres-cirebon worker": {
+                    "pid": 2,
+                    "samples": 100,
+                    "busy_percent": 16.7,
+                    "svg": "flamegraphs/bulk-gateway-bench-polres-cirebon-worker.svg",
+                    "top_self": tops["self"],
+                    "top_inclusive": tops["inclusive"],
+                },
+            },
+        },
+        "audit": {"failed": "py-spy is not installed"},
+    }
+    text = "\n".join(report_section(profiles))
+    assert (
+        "[gateway-bench-polres-cirebon worker]"
+        "(flamegraphs/bulk-gateway-bench-polres-cirebon-worker.svg)"
+    ) in text
+    assert "40.0 % `send (conn.py)`" in text
+    assert "| identity | 0 % | idle |" in text
+    assert "Not profiled: py-spy is not installed" in text
+    assert report_section(None) == []
