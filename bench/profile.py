@@ -78,11 +78,21 @@ def parse_collapsed(text: str) -> Counter[tuple[str, ...]]:
     return stacks
 
 
+# The event loop's and threads' dispatch frames: on (nearly) every sample of an asyncio
+# service, so they would fill the inclusive list and say nothing about where the time goes.
+DISPATCH = ("(asyncio/", "(threading.py)", "(concurrent/futures/thread.py)", "(runpy.py)")
+
+
+def dispatch(frame: str) -> bool:
+    return frame.startswith("<module> ") or any(where in frame for where in DISPATCH)
+
+
 def top_functions(
     stacks: Mapping[tuple[str, ...], int], n: int = TOP
 ) -> dict[str, list[tuple[str, float]]]:
     """The n functions with the most self time and with the most inclusive time, as % of
-    samples. Inclusive counts a function once per sample even when it recurses."""
+    samples. Inclusive counts a function once per sample even when it recurses and leaves
+    out the dispatch frames (DISPATCH)."""
     total = sum(stacks.values())
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
@@ -91,7 +101,8 @@ def top_functions(
             continue
         own[stack[-1]] += samples
         for frame in set(stack):
-            inclusive[frame] += samples
+            if not dispatch(frame):
+                inclusive[frame] += samples
     if not total:
         return {"self": [], "inclusive": []}
 
@@ -345,9 +356,13 @@ class Profiler:
                 "busy_percent": 100 * samples / max(RATE_HZ * seconds, 1),
                 "py_spy_cpu_seconds": round(sampler.cpu_seconds, 3),
             }
+            reported = re.search(r"Errors: (\d+)", errors[pid])
+            if reported:
+                row["py_spy_errors"] = int(reported.group(1))  # torn stacks (nonblocking)
             if samples < MIN_SAMPLES:
                 error = errors[pid].strip().splitlines()
-                row["note"] = error[-1] if error and not samples else "idle in this stage"
+                failed = error and not samples and "Errors" not in error[-1]
+                row["note"] = error[-1] if failed else "idle in this stage"
             else:
                 svg = f"{section}-{slug(name)}.svg"
                 title = f"{section}: {name} (pid {pid}), {samples} samples in {seconds:.0f} s"
@@ -387,8 +402,9 @@ def report_section(profiles: Mapping[str, Any] | None, n: int = 5) -> list[str]:
         "now and then torn; it costs each process nothing but its share of the two cores "
         "with the sampler). Idle threads are left out: *busy* is the share of wall time "
         "the process had a thread on the CPU (about its CPU share of one core). *Self*: the "
-        "function was the innermost frame; *inclusive*: anywhere on the stack; both as % of "
-        "the process's samples. Each flame graph is linked (SVG, hover a frame for its "
+        "function was the innermost frame; *inclusive*: anywhere on the stack (without the "
+        "event loop's and threads' dispatch frames, which are on nearly every sample); both "
+        "as % of the process's samples. Each flame graph is linked (SVG, hover a frame for its "
         "samples).",
         "",
     ]
