@@ -2,8 +2,8 @@
 
 After a section's timed runs (so their medians are not disturbed), `Profiler.record` runs the
 section's work once more while py-spy samples each platform process of that stage (processes
-found as bench/cpu.py finds them: the bench services' process groups and command lines; polled
-every half second, so a gateway restarted by the backfill is followed). py-spy runs with
+found as bench/cpu.py finds them: the bench services' process groups and command lines; once
+restarted, as the backfill's gateway is, looked for every second). py-spy runs with
 `--nonblocking` (it reads the process's memory without stopping it) at RATE_HZ, and without
 idle threads; from its raw output (collapsed stacks, one line per distinct stack) come an SVG
 flame graph per process, `<out>/flamegraphs/<section>-<process>.svg`, and the top functions by
@@ -36,7 +36,7 @@ from bench import cpu
 
 RATE_HZ = 50  # low: py-spy's own CPU and its reads of the services' memory stay small
 TOP = 8
-POLL_S = 0.5
+POLL_S = 1.0  # how often new processes of the stage are looked for
 MIN_SAMPLES = 20  # fewer: the process was idle in this stage; listed, no flame graph
 STOP_WITHIN_S = 20.0
 
@@ -202,13 +202,16 @@ def processes(service_pids: Mapping[str, int], kinds: Iterable[str]) -> dict[int
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
+        try:  # the process group first: a command line is read only for the bench services'
+            pgid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[2])
+        except (OSError, IndexError, ValueError):
+            continue
+        if pgid not in groups:
+            continue
         read = cpu._read(entry)
         if read is None:
             continue
-        pgid, _, cmdline = read
-        if "py-spy" in cmdline:
-            continue
-        component = cpu.classify(cmdline, pgid, groups)
+        component = cpu.classify(read[2], read[0], groups)
         if component is not None and wanted(component, kinds):
             found[int(entry)] = component
     return found
@@ -317,15 +320,22 @@ class Profiler:
                     if pid not in samplers:
                         samplers[pid] = await _start(binary, pid, component, folder)
 
-            await attach()
-            began = time.monotonic()
-            task = asyncio.ensure_future(work())
-            while not task.done():
-                await asyncio.wait({task}, timeout=POLL_S)
-                if not task.done():
-                    await attach()  # a process (re)started during the run
-            seconds = time.monotonic() - began
-            errors = {pid: await _stop(s) for pid, s in samplers.items()}
+            errors: dict[int, str] = {}
+            try:
+                await attach()
+                began = time.monotonic()
+                task = asyncio.ensure_future(work())
+                services = dict(self.service_pids)
+                while not task.done():
+                    await asyncio.wait({task}, timeout=POLL_S)
+                    # a service restarted during the run (the backfill's gateway): its new
+                    # processes; /proc is not scanned otherwise (a scan costs ~20 ms of CPU)
+                    if not task.done() and self.service_pids != services:
+                        await attach()
+                seconds = time.monotonic() - began
+            finally:  # no sampler outlives the run, whatever failed
+                for pid, sampler in samplers.items():
+                    errors[pid] = await _stop(sampler)
             task.result()  # the work's own failure fails the profile too
             return self._tables(section, samplers, errors, seconds)
 

@@ -3,13 +3,21 @@ bench/test_profile.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import time
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
 from bench.profile import (
+    MIN_SAMPLES,
+    Profiler,
     flamegraph_svg,
     parse_collapsed,
+    py_spy,
     report_section,
     slug,
     top_functions,
@@ -131,3 +139,36 @@ def test_report_links_each_flame_graph_and_lists_idle_and_failed() -> None:
     assert "| identity | 0 % | idle |" in text
     assert "Not profiled: py-spy is not installed" in text
     assert report_section(None) == []
+
+
+def spin(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        json.dumps(list(range(200)))
+
+
+@pytest.mark.skipif(
+    py_spy() is None or os.geteuid() != 0, reason="needs py-spy and ptrace rights (root)"
+)
+def test_profiler_samples_the_stage_and_writes_its_flame_graph(tmp_path: Path) -> None:
+    profiler = Profiler(tmp_path, {}, on=True)
+    # the "audit" stage is this process (the append runs in the bench)
+    asyncio.run(profiler.record("audit", lambda: asyncio.to_thread(spin, 3.0)))
+    row = profiler.results["audit"]["processes"]["bench"]
+    assert row["samples"] >= MIN_SAMPLES
+    svg = (tmp_path / row["svg"]).read_text()
+    assert "spin (" in svg
+    assert any(name.startswith("spin ") for name, _ in row["top_inclusive"])
+
+
+def test_profiler_off_runs_nothing(tmp_path: Path) -> None:
+    called = []
+
+    async def work() -> None:
+        called.append(1)
+
+    profiler = Profiler(tmp_path, {}, on=False)
+    asyncio.run(profiler.record("bulk", work))
+    assert called == []
+    assert profiler.results == {}
+    assert not (tmp_path / "flamegraphs").exists()
