@@ -87,31 +87,61 @@ def dispatch(frame: str) -> bool:
     return frame.startswith("<module> ") or any(where in frame for where in DISPATCH)
 
 
-def top_functions(
-    stacks: Mapping[tuple[str, ...], int], n: int = TOP
-) -> dict[str, list[tuple[str, float]]]:
-    """The n functions with the most self time and with the most inclusive time, as % of
-    samples. Inclusive counts a function once per sample even when it recurses and leaves
-    out the dispatch frames (DISPATCH)."""
-    total = sum(stacks.values())
+def waiting(leaf: str) -> bool:
+    """The sample's innermost Python frame is a wait in native code: the event loop's poll
+    (epoll, or uvloop's loop, which has no Python frames), a lock, a queue. py-spy's
+    `--nonblocking` mode cannot tell idle threads by their OS state, so they are sampled."""
+    name, _, where = leaf.partition(" (")
+    module = where.rstrip(")").rsplit("/", 1)[-1]
+    return (
+        module in WAIT_MODULES
+        or (module == "runners.py" and name in ("Runner.run", "run"))
+        or (module == "base_events.py" and name.endswith(("run_forever", "run_until_complete")))
+        or (module == "thread.py" and name == "_worker")
+    )
+
+
+WAIT_MODULES = ("selectors.py", "threading.py", "queue.py")
+
+
+def top_functions(stacks: Mapping[tuple[str, ...], int], n: int = TOP) -> dict[str, Any]:
+    """The n functions with the most self time and with the most inclusive time, as % of the
+    working samples (those not `waiting`). Inclusive counts a function once per sample even
+    when it recurses, and leaves out dispatch frames (DISPATCH) and pass-through frames (no
+    self time, always the same callee: a command line's or server's trunk), which only
+    repeat the share of what they call."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    callees: dict[str, set[str | None]] = {}
+    waits = 0
     for stack, samples in stacks.items():
         if not stack:
             continue
+        if waiting(stack[-1]):
+            waits += samples
+            continue
         own[stack[-1]] += samples
+        for i, frame in enumerate(stack):
+            callees.setdefault(frame, set()).add(stack[i + 1] if i + 1 < len(stack) else None)
         for frame in set(stack):
             if not dispatch(frame):
                 inclusive[frame] += samples
-    if not total:
-        return {"self": [], "inclusive": []}
+    working = sum(own.values())
+    total = working + waits
+    for frame, below in callees.items():
+        if len(below) == 1 and None not in below:
+            inclusive.pop(frame, None)
 
     def ranked(counter: Counter[str]) -> list[tuple[str, float]]:
         # ties by name, so the table is the same for the same samples
         best = sorted(counter.items(), key=lambda item: (-item[1], item[0]))[:n]
-        return [(name, 100 * count / total) for name, count in best]
+        return [(name, 100 * count / working) for name, count in best]
 
-    return {"self": ranked(own), "inclusive": ranked(inclusive)}
+    return {
+        "waiting_percent": 100 * waits / total if total else 0.0,
+        "self": ranked(own) if working else [],
+        "inclusive": ranked(inclusive) if working else [],
+    }
 
 
 # -- flame graph -----------------------------------------------------------------------------
@@ -229,7 +259,9 @@ class _Sampler:
     raw: Path
     process: asyncio.subprocess.Process
     started: float
+    target_cpu: float  # CPU seconds of the sampled process when the sampler started
     cpu_seconds: float = 0.0
+    busy_percent: float = 0.0
 
 
 async def _start(binary: str, pid: int, component: str, folder: Path) -> _Sampler:
@@ -251,7 +283,7 @@ async def _start(binary: str, pid: int, component: str, folder: Path) -> _Sample
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    return _Sampler(pid, component, raw, process, time.monotonic())
+    return _Sampler(pid, component, raw, process, time.monotonic(), _cpu_seconds(pid))
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -265,6 +297,8 @@ def _cpu_seconds(pid: int) -> float:
 async def _stop(sampler: _Sampler) -> str:
     """SIGINT: py-spy writes what it sampled and exits. Its stderr (errors) is returned."""
     sampler.cpu_seconds = _cpu_seconds(sampler.process.pid)
+    took = max(time.monotonic() - sampler.started, 1e-3)
+    sampler.busy_percent = 100 * (_cpu_seconds(sampler.pid) - sampler.target_cpu) / took
     if sampler.process.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             sampler.process.send_signal(signal.SIGINT)
@@ -361,9 +395,8 @@ class Profiler:
             row: dict[str, Any] = {
                 "pid": pid,
                 "samples": samples,
-                # share of the process's own sampled time (after it was attached) with a
-                # thread running Python or native code: roughly its CPU share of one core
-                "busy_percent": 100 * samples / max(RATE_HZ * seconds, 1),
+                # its CPU time while sampled (/proc), as % of one core
+                "busy_percent": sampler.busy_percent,
                 "py_spy_cpu_seconds": round(sampler.cpu_seconds, 3),
             }
             reported = re.search(r"Errors: (\d+)", errors[pid])
@@ -379,6 +412,7 @@ class Profiler:
                 (graphs / svg).write_text(flamegraph_svg(stacks, title))
                 row["svg"] = f"flamegraphs/{svg}"
                 tops = top_functions(stacks)
+                row["waiting_percent"] = tops["waiting_percent"]
                 row["top_self"] = tops["self"]
                 row["top_inclusive"] = tops["inclusive"]
             by_process[name] = row
@@ -410,12 +444,14 @@ def report_section(profiles: Mapping[str, Any] | None, n: int = 5) -> list[str]:
         f"disturbed), every process of the stage sampled by py-spy at {RATE_HZ} Hz with "
         "`--nonblocking` (it reads the process's memory without pausing it, so a stack is "
         "now and then torn; it costs each process nothing but its share of the two cores "
-        "with the sampler). Idle threads are left out: *busy* is the share of wall time "
-        "the process had a thread on the CPU (about its CPU share of one core). *Self*: the "
-        "function was the innermost frame; *inclusive*: anywhere on the stack (without the "
-        "event loop's and threads' dispatch frames, which are on nearly every sample); both "
-        "as % of the process's samples. Each flame graph is linked (SVG, hover a frame for its "
-        "samples).",
+        "with the sampler). *CPU*: the process's CPU time while sampled (from /proc), as % "
+        "of one core. In this mode py-spy samples waiting threads too: a sample whose "
+        "innermost frame is the event loop's poll (epoll, or uvloop's native loop), a lock or "
+        "a queue counts as *waiting*; the flame graphs keep them, the tables leave them out. "
+        "*Self*: the function was the innermost frame; *inclusive*: anywhere on the stack "
+        "(without the event loop's dispatch frames and pass-through frames such as the "
+        "command line's, which only repeat what they call); both as % of the working "
+        "samples. Each flame graph is linked (SVG; hover a frame for its samples).",
         "",
     ]
     for section, data in profiles.items():
@@ -432,12 +468,16 @@ def report_section(profiles: Mapping[str, Any] | None, n: int = 5) -> list[str]:
             rows.append(
                 [
                     f"[{name}]({row['svg']})",
-                    f"{row['busy_percent']:.0f} % ({row['samples']} samples)",
+                    f"{row['busy_percent']:.0f} % CPU; {row['waiting_percent']:.0f} % of "
+                    f"{row['samples']} samples waiting",
                     _cell(row["top_self"], n),
                     _cell(row["top_inclusive"], n),
                 ]
             )
-        out += ["| process | busy | top self time | top inclusive time |", "|---|---|---|---|"]
+        out += [
+            "| process | CPU, samples | top self time | top inclusive time |",
+            "|---|---|---|---|",
+        ]
         out += ["| " + " | ".join(cells) + " |" for cells in rows]
         out.append("")
     return out

@@ -85,7 +85,36 @@ def test_recursion_counts_once_inclusive_and_ties_sort_by_name() -> None:
 
 
 def test_no_samples_no_rows() -> None:
-    assert top_functions(parse_collapsed("")) == {"self": [], "inclusive": []}
+    assert top_functions(parse_collapsed("")) == {
+        "waiting_percent": 0.0,
+        "self": [],
+        "inclusive": [],
+    }
+
+
+def test_waits_in_the_event_loop_are_counted_apart_and_shares_are_of_working_samples() -> None:
+    loop = "run (asyncio/runners.py);Runner.run (asyncio/runners.py)"
+    stacks = parse_collapsed(
+        f"{loop};BaseEventLoop._run_once (asyncio/base_events.py);"
+        "EpollSelector.select (selectors.py) 60\n"
+        f"{loop} 20\n"  # uvloop: its loop is native, the wait shows as Runner.run
+        f"{loop};Handle._run (asyncio/events.py);apply (ikd_gateway/worker.py) 15\n"
+        "_bootstrap (threading.py);Thread.run (threading.py);_worker (concurrent/futures/"
+        "thread.py) 5\n"
+    )
+    tops = top_functions(stacks)
+    assert tops["waiting_percent"] == 85.0
+    assert tops["self"] == [("apply (ikd_gateway/worker.py)", 100.0)]
+
+
+def test_pass_through_frames_are_left_out_of_the_inclusive_list() -> None:
+    tops = top_functions(
+        parse_collapsed("app;Command.main;serve;a 5\napp;Command.main;serve;b 5\n")
+    )
+    inclusive = dict(tops["inclusive"])
+    assert "app" not in inclusive
+    assert "Command.main" not in inclusive
+    assert inclusive["serve"] == 100.0  # it branches: the root of the work
 
 
 def test_flamegraph_is_valid_svg_with_a_frame_per_function_and_widths_by_samples() -> None:
@@ -122,6 +151,7 @@ def test_report_links_each_flame_graph_and_lists_idle_and_failed() -> None:
                     "pid": 2,
                     "samples": 100,
                     "busy_percent": 16.7,
+                    "waiting_percent": 40.0,
                     "svg": "flamegraphs/bulk-gateway-bench-polres-cirebon-worker.svg",
                     "top_self": tops["self"],
                     "top_inclusive": tops["inclusive"],
