@@ -468,7 +468,7 @@ def report_section(profiles: Mapping[str, Any] | None, n: int = 5) -> list[str]:
             rows.append(
                 [
                     f"[{name}]({row['svg']})",
-                    f"{row['busy_percent']:.0f} % CPU; {row['waiting_percent']:.0f} % of "
+                    f"{row['busy_percent']:.0f} % CPU; {row.get('waiting_percent', 0):.0f} % of "
                     f"{row['samples']} samples waiting",
                     _cell(row["top_self"], n),
                     _cell(row["top_inclusive"], n),
