@@ -7,7 +7,7 @@ import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from bench import scaling_report
+from bench import profile, scaling_report
 
 TARGETS = {
     "bulk": 10_000.0,  # profile events/s end to end
@@ -700,6 +700,7 @@ def markdown(results: dict[str, Any]) -> str:
             rows,
         )
 
+    out += profile.report_section(results.get("profiles"))
     out += limits(results)
     return "\n".join(out).rstrip() + "\n"
 

@@ -33,6 +33,7 @@ from bench import (
     kafka_ceiling,
     machine,
     prefill,
+    profile,
     relate,
     report,
     scaling,
@@ -124,10 +125,12 @@ def citizen_ranges(plan: Plan) -> dict[int, range]:
         RELATED: plan.bulk_events,
         UNRELATED: plan.bulk_events,
         FRESH: plan.relationship_repetitions + plan.fanout_repetitions * len(FANOUT_SIZES),
-        BACKFILL: plan.backfill_citizens * plan.runs,
+        # the timed runs, then the one profiled run (bench/profile.py)
+        BACKFILL: plan.backfill_citizens * (plan.runs + 1),
         BACKLOG: plan.bulk_events * plan.runs,
         PURGED: (plan.purge_backlog_ended + 1) * plan.runs,
-        VERIFIED: int(sum(plan.verify_rates) * plan.verify_seconds) * plan.runs,
+        VERIFIED: int(sum(plan.verify_rates) * plan.verify_seconds) * plan.runs
+        + int(plan.verify_rates[-1] * plan.verify_seconds),
         SCALED: int(plan.scaling_verify_rate * plan.scaling_verify_seconds)
         * plan.runs
         * len(scaling.PROCESS_COUNTS),
@@ -214,6 +217,7 @@ async def main(args: argparse.Namespace) -> None:
         quick=quick,
     )
     pids = cpu.service_pids(SERVICES)
+    profiler = profile.Profiler(Path(args.out), pids)  # BENCH_PROFILE=0: off
     audited = [g for g in ctx.gateways if holds_without_consent(g.name)]
     started = time.monotonic()
     results: dict[str, Any] = {
@@ -263,6 +267,19 @@ async def main(args: argparse.Namespace) -> None:
                 f"bench:   bulk run {run + 1}: {one['events_per_second']:.0f} events/s", flush=True
             )
             runs.append(one)
+        await profiler.record(
+            "bulk",
+            lambda: bulk.run_once(
+                ctx,
+                run=RELATED,
+                n=n,
+                audited_per_event=AUDITED_PER_RELATIONSHIP * len(relate.REGISTRABLE),
+                pids=pids,
+                first=first,
+                revision=plan.runs + 1,
+            ),
+            prepare=lambda: settle(ctx),
+        )
         keys = ["events_per_second", "seconds", "identity_commit_per_second"]
         summary = summarize_runs(runs, keys)
         stages: dict[str, Any] = {}
@@ -361,6 +378,19 @@ async def main(args: argparse.Namespace) -> None:
                     ],
                 ),
             }
+        await profiler.record(
+            "prefill",
+            lambda: prefill.run_once(
+                ctx,
+                agency="polres-cirebon",
+                service="skck",
+                niks=niks,
+                connections=plan.prefill_connections[-1],
+                seconds=plan.prefill_seconds,
+                pids=pids,
+            ),
+            prepare=lambda: settle(ctx),
+        )
         return {"agency": "polres-cirebon", "service": "skck", "by_connections": by_connections}
 
     await section("prefill", results, do_prefill)
@@ -392,6 +422,19 @@ async def main(args: argparse.Namespace) -> None:
                 "runs": runs,
                 "summary": summarize_runs(runs, ["achieved_rate", "p50_ms", "p95_ms", "p99_ms"]),
             }
+        await profiler.record(
+            "verification",
+            lambda: verify.run_once(
+                ctx,
+                minter,
+                rate=plan.verify_rates[-1],
+                seconds=plan.verify_seconds,
+                audited_agencies=frozenset(g.code for g in audited),
+                pids=pids,
+                waits_dsn=ctx.identity_dsn,
+            ),
+            prepare=lambda: settle(ctx),
+        )
         return {"by_rate": by_rate}
 
     await section("verification", results, do_verify)
@@ -458,6 +501,32 @@ async def main(args: argparse.Namespace) -> None:
                 flush=True,
             )
             runs.append(one)
+        extra = bulk.niks(BACKFILL, size, first + size * plan.runs)  # the profiled run's
+
+        async def feed_extra() -> None:
+            await settle(ctx)
+            await bulk.run_once(
+                ctx,
+                run=BACKFILL,
+                n=size,
+                audited_per_event=0,
+                pids=pids,
+                first=first + size * plan.runs,
+            )
+            await settle(ctx)
+
+        await profiler.record(
+            "backfill",
+            lambda: backfill.run_once(
+                ctx,
+                gateway=agency,
+                service=relate.REGISTRABLE[agency.name],
+                niks=extra,
+                services=SERVICES,
+                pids=pids,
+            ),
+            prepare=feed_extra,
+        )
         keys = [
             "citizens_per_second",
             "citizens_per_second_write_window",
@@ -634,6 +703,18 @@ async def main(args: argparse.Namespace) -> None:
                 flush=True,
             )
             runs.append(one)
+
+        again: list[Any] = []  # the profiled run's entries, made before sampling starts
+
+        async def make_batch() -> None:
+            await settle(ctx)
+            again.extend(await asyncio.to_thread(audit_append.records, plan.audit_entries))
+
+        async def append_again() -> None:
+            await asyncio.to_thread(audit_append.cpu_rate, again[:10_000])
+            await audit_append.append_rate(ctx.audit_dsn, again)
+
+        await profiler.record("audit", append_again, prepare=make_batch)
         return {
             "batch": audit_append.BATCH,
             "runs": runs,
@@ -643,6 +724,8 @@ async def main(args: argparse.Namespace) -> None:
     await section("audit", results, do_audit)
 
     results["conditions"]["load_average_after"] = machine.load_average()
+    if profiler.results:
+        results["profiles"] = profiler.results
     results["measure_seconds"] = time.monotonic() - started
     results["setup_seconds"] = args.setup_seconds
     await asyncio.to_thread(write, Path(args.out), results)
