@@ -15,6 +15,7 @@ the fields its consents name, while a consent relationship for it is in force.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
@@ -397,12 +398,17 @@ def _digest(value: Any) -> str:
     # Strings and dates (nearly every field) skip json.dumps for its C string encoder: the same
     # text, so digests already published stay equal.
     if isinstance(value, str):
-        encoded = _json_string(value)
-    elif isinstance(value, dt.date):
-        encoded = _json_string(value.isoformat())
-    else:
-        encoded = json.dumps(value, sort_keys=True, default=_iso, separators=(",", ":"))
+        return _string_digest(value)
+    if isinstance(value, dt.date):
+        return _string_digest(value.isoformat())
+    encoded = json.dumps(value, sort_keys=True, default=_iso, separators=(",", ":"))
     return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _string_digest(value: str) -> str:
+    # Many values recur across citizens (a city, a religion, an occupation): hashed once each.
+    return hashlib.sha256(_json_string(value).encode()).hexdigest()
 
 
 _json_string: Callable[[str], str] = json.encoder.encode_basestring_ascii
