@@ -315,28 +315,36 @@ class PgAgencyTopic(uow_types.AgencyTopicOutbox):
     async def add_many(self, publications: Sequence[uow_types.AgencyPublication]) -> None:
         if not publications:
             return
-        await self.conn.executemany(
+        # One statement per table for the whole batch; positions in the order given (the
+        # relay publishes by position).
+        await self.conn.execute(
             """INSERT INTO agency_outbox (event_id, record_key, ce_type, data, traceparent,
-               tracestate) VALUES ($1, $2, $3, $4, $5, $6)""",
+               tracestate)
+               SELECT event_id, record_key, ce_type, data, traceparent, tracestate
+               FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[],
+                 $6::text[]) WITH ORDINALITY
+                 AS p(event_id, record_key, ce_type, data, traceparent, tracestate, n)
+               ORDER BY n""",
+            [p.event_id for p in publications],
+            [p.pseudonym for p in publications],
+            [p.event.event_type if p.event is not None else PURGED_TYPE for p in publications],
             [
-                (
-                    p.event_id,
-                    p.pseudonym,
-                    p.event.event_type if p.event is not None else PURGED_TYPE,
-                    codec.dumps(p.event.model_dump(mode="json")) if p.event is not None else None,
-                    p.trace.traceparent if p.trace is not None else None,
-                    p.trace.tracestate if p.trace is not None else None,
-                )
+                codec.dumps(p.event.model_dump(mode="json")) if p.event is not None else None
                 for p in publications
             ],
+            [p.trace.traceparent if p.trace is not None else None for p in publications],
+            [p.trace.tracestate if p.trace is not None else None for p in publications],
         )
         kept = [p for p in publications if p.fingerprint]
-        if kept:
-            await self.conn.executemany(
-                """INSERT INTO agency_disclosed (pseudonym, fingerprint) VALUES ($1, $2)
+        if kept:  # one publication per citizen: the upsert touches each row once
+            await self.conn.execute(
+                """INSERT INTO agency_disclosed (pseudonym, fingerprint)
+                   SELECT pseudonym, fingerprint::jsonb
+                   FROM unnest($1::text[], $2::text[]) AS d(pseudonym, fingerprint)
                    ON CONFLICT (pseudonym) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,
                      updated_at = now()""",
-                [(p.pseudonym, p.fingerprint) for p in kept],
+                [p.pseudonym for p in kept],
+                [_json_text(p.fingerprint) for p in kept],
             )
         purged = [p.pseudonym for p in publications if not p.fingerprint]
         if purged:
