@@ -31,9 +31,16 @@ _SELECT_VIEW_FOR_UPDATE = _SELECT_VIEW + " FOR UPDATE"
 _SELECT_VIEWS = """SELECT pseudonym, version, data, expires, next_expiry, verified_at, erased,
     source_partition, source_offset, relationships FROM citizen_view
     WHERE pseudonym = ANY($1::text[])"""
-_UPSERT_NEWER = """INSERT INTO citizen_view (pseudonym, version, data, expires, next_expiry,
-      verified_at, erased, source_partition, source_offset, relationships)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+# The batch forms: one statement for all rows of a batch (arrays unnested server-side), JSON
+# passed as text so that it is encoded exactly as the single-row codec does.
+_UPSERT_NEWER_MANY = """INSERT INTO citizen_view (pseudonym, version, data, expires,
+      next_expiry, verified_at, erased, source_partition, source_offset, relationships)
+    SELECT pseudonym, version, data::jsonb, expires::jsonb, next_expiry, verified_at, erased,
+      source_partition, source_offset, relationships::jsonb
+    FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::timestamptz[],
+      $6::timestamptz[], $7::boolean[], $8::integer[], $9::bigint[], $10::text[])
+    AS v(pseudonym, version, data, expires, next_expiry, verified_at, erased, source_partition,
+      source_offset, relationships)
     ON CONFLICT (pseudonym) DO UPDATE SET
       version = EXCLUDED.version, data = EXCLUDED.data, expires = EXCLUDED.expires,
       next_expiry = EXCLUDED.next_expiry, verified_at = EXCLUDED.verified_at,
@@ -41,6 +48,15 @@ _UPSERT_NEWER = """INSERT INTO citizen_view (pseudonym, version, data, expires, 
       source_offset = EXCLUDED.source_offset, relationships = EXCLUDED.relationships,
       updated_at = now()
     WHERE citizen_view.version < EXCLUDED.version"""
+_REPLACE_SAME_VERSION_MANY = """UPDATE citizen_view AS c SET data = v.data::jsonb,
+      expires = v.expires::jsonb, next_expiry = v.next_expiry, verified_at = v.verified_at,
+      erased = v.erased, source_partition = v.source_partition, source_offset = v.source_offset,
+      relationships = v.relationships::jsonb, updated_at = now()
+    FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::timestamptz[],
+      $6::timestamptz[], $7::boolean[], $8::integer[], $9::bigint[], $10::text[])
+    AS v(pseudonym, version, data, expires, next_expiry, verified_at, erased, source_partition,
+      source_offset, relationships)
+    WHERE c.pseudonym = v.pseudonym AND c.version = v.version"""
 _REPLACE_SAME_VERSION = """UPDATE citizen_view SET data = $3, expires = $4, next_expiry = $5,
      verified_at = $6, erased = $7, source_partition = $8, source_offset = $9,
      relationships = $10, updated_at = now()
@@ -71,6 +87,23 @@ def _view_args(view: CitizenView) -> tuple[Any, ...]:
         view.source.offset if view.source else None,
         [r.model_dump(mode="json") for r in view.relationships],
     )
+
+
+def _view_columns(views: Sequence[CitizenView]) -> tuple[list[Any], ...]:
+    """`_view_args` of each row, as one array per column (JSON columns as text)."""
+    columns: tuple[list[Any], ...] = tuple([] for _ in range(10))
+    for view in views:
+        args = _view_args(view)
+        for index, value in enumerate(args):
+            columns[index].append(_json_text(value) if index in _JSON_COLUMNS else value)
+    return columns
+
+
+_JSON_COLUMNS = frozenset((2, 3, 9))
+
+
+def _json_text(value: Any) -> str:
+    return codec.dumps(value).decode()
 
 
 def _view_from(row: asyncpg.Record | Mapping[str, Any]) -> CitizenView:
@@ -115,12 +148,14 @@ class PgViews(uow_types.ViewRepository):
         return {row["pseudonym"]: _view_from(row) for row in rows}
 
     async def upsert_newer_many(self, views: Sequence[CitizenView]) -> None:
+        # One row per citizen (the callers fold a batch per citizen): a multi-row upsert may
+        # not touch a row twice.
         if views:
-            await self.conn.executemany(_UPSERT_NEWER, [_view_args(view) for view in views])
+            await self.conn.execute(_UPSERT_NEWER_MANY, *_view_columns(views))
 
     async def replace_same_version_many(self, views: Sequence[CitizenView]) -> None:
         if views:
-            await self.conn.executemany(_REPLACE_SAME_VERSION, [_view_args(view) for view in views])
+            await self.conn.execute(_REPLACE_SAME_VERSION_MANY, *_view_columns(views))
 
     async def due_for_expiry(self, now: dt.datetime, limit: int) -> Sequence[CitizenView]:
         rows = await self.conn.fetch(
@@ -280,28 +315,36 @@ class PgAgencyTopic(uow_types.AgencyTopicOutbox):
     async def add_many(self, publications: Sequence[uow_types.AgencyPublication]) -> None:
         if not publications:
             return
-        await self.conn.executemany(
+        # One statement per table for the whole batch; positions in the order given (the
+        # relay publishes by position).
+        await self.conn.execute(
             """INSERT INTO agency_outbox (event_id, record_key, ce_type, data, traceparent,
-               tracestate) VALUES ($1, $2, $3, $4, $5, $6)""",
+               tracestate)
+               SELECT event_id, record_key, ce_type, data, traceparent, tracestate
+               FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[],
+                 $6::text[]) WITH ORDINALITY
+                 AS p(event_id, record_key, ce_type, data, traceparent, tracestate, n)
+               ORDER BY n""",
+            [p.event_id for p in publications],
+            [p.pseudonym for p in publications],
+            [p.event.event_type if p.event is not None else PURGED_TYPE for p in publications],
             [
-                (
-                    p.event_id,
-                    p.pseudonym,
-                    p.event.event_type if p.event is not None else PURGED_TYPE,
-                    codec.dumps(p.event.model_dump(mode="json")) if p.event is not None else None,
-                    p.trace.traceparent if p.trace is not None else None,
-                    p.trace.tracestate if p.trace is not None else None,
-                )
+                codec.dumps(p.event.model_dump(mode="json")) if p.event is not None else None
                 for p in publications
             ],
+            [p.trace.traceparent if p.trace is not None else None for p in publications],
+            [p.trace.tracestate if p.trace is not None else None for p in publications],
         )
         kept = [p for p in publications if p.fingerprint]
-        if kept:
-            await self.conn.executemany(
-                """INSERT INTO agency_disclosed (pseudonym, fingerprint) VALUES ($1, $2)
+        if kept:  # one publication per citizen: the upsert touches each row once
+            await self.conn.execute(
+                """INSERT INTO agency_disclosed (pseudonym, fingerprint)
+                   SELECT pseudonym, fingerprint::jsonb
+                   FROM unnest($1::text[], $2::text[]) AS d(pseudonym, fingerprint)
                    ON CONFLICT (pseudonym) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,
                      updated_at = now()""",
-                [(p.pseudonym, p.fingerprint) for p in kept],
+                [p.pseudonym for p in kept],
+                [_json_text(p.fingerprint) for p in kept],
             )
         purged = [p.pseudonym for p in publications if not p.fingerprint]
         if purged:

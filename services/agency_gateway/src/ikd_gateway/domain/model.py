@@ -15,6 +15,7 @@ the fields its consents name, while a consent relationship for it is in force.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
@@ -95,11 +96,12 @@ def agency_relationships(
     Identity publishes only relationships in force; here only their end is checked, so that a
     clock a little behind identity's cannot drop a relationship that has just started.
     """
-    codes = {service.code for service in agency.services}
+    codes = _compiled(agency).codes
+    code = agency.code
     mine = {
         r.relationship_id: r
         for r in relationships
-        if r.agency == agency.code and r.service in codes and r.expires_at > now
+        if r.agency == code and r.service in codes and r.expires_at > now
     }
     return tuple(sorted(mine.values(), key=lambda r: (r.service, str(r.relationship_id))))
 
@@ -111,14 +113,60 @@ def holds(view: CitizenView | None, now: dt.datetime) -> bool:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Service:
+    """What the projection reads of one service, read off its policy once."""
+
+    policy: ServicePolicy
+    code: str
+    fields: frozenset[str]
+    needs_consent: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    agency: AgencyPolicy
+    codes: frozenset[str]
+    services: tuple[_Service, ...]
+    by_code: dict[str, _Service]
+
+
+_COMPILED: dict[int, _Compiled] = {}
+
+
+def _compiled(agency: AgencyPolicy) -> _Compiled:
+    """The agency's services as the projection reads them, per policy object rather than per
+    record (a policy is immutable; a process holds one per agency it serves)."""
+    found = _COMPILED.get(id(agency))
+    if found is None or found.agency is not agency:
+        services = tuple(_Service(s, s.code, s.fields, s.needs_consent) for s in agency.services)
+        found = _Compiled(
+            agency,
+            frozenset(s.code for s in services),
+            services,
+            {s.code: s for s in services},
+        )
+        if len(_COMPILED) >= 1024:  # policies replaced again and again: don't keep them all
+            _COMPILED.clear()
+        _COMPILED[id(agency)] = found
+    return found
+
+
+def _service_of(service: ServicePolicy) -> _Service:
+    return _Service(service, service.code, service.fields, service.needs_consent)
+
+
 def _grants(
-    service: ServicePolicy,
+    service: _Service,
     relationships: Iterable[Relationship],
     consents: Iterable[Consent],
     now: dt.datetime,
 ) -> list[tuple[frozenset[str], dt.datetime]]:
     """What the service may hold now, as (fields, until) per reason."""
-    mine = [r for r in relationships if r.service == service.code and r.expires_at > now]
+    code = service.code
+    mine = [r for r in relationships if r.service == code and r.expires_at > now]
+    if not mine:
+        return []
     if not service.needs_consent:
         return [
             (service.fields, r.expires_at) for r in mine if r.kind is not RelationshipKind.CONSENT
@@ -130,7 +178,7 @@ def _grants(
     return [
         (frozenset(service.fields & set(c.fields)), min(until, c.expires_at))
         for c in consents
-        if c.service == service.code and c.covers(now)
+        if c.service == code and c.covers(now)
     ]
 
 
@@ -141,9 +189,20 @@ def service_grant(
     now: dt.datetime,
 ) -> frozenset[str] | None:
     """Fields the service may use now; None when it needs a consent the citizen has not given."""
+    return _service_grant(_service_of(service), relationships, consents, now)
+
+
+def _service_grant(
+    service: _Service,
+    relationships: Iterable[Relationship],
+    consents: Iterable[Consent],
+    now: dt.datetime,
+) -> frozenset[str] | None:
     grants = _grants(service, relationships, consents, now)
-    if service.needs_consent and not grants:
-        return None
+    if not grants:
+        return None if service.needs_consent else frozenset()
+    if len(grants) == 1:
+        return grants[0][0]
     return frozenset().union(*(names for names, _ in grants))
 
 
@@ -160,7 +219,7 @@ def field_expiry(
     """
     relationships, consents = tuple(relationships), tuple(consents)
     expiry: dict[str, dt.datetime] = {}
-    for service in agency.services:
+    for service in _compiled(agency).services:
         for names, until in _grants(service, relationships, consents, now):
             if until <= now:
                 continue
@@ -265,13 +324,25 @@ def answer_fields(
     service: ServicePolicy, consents: Iterable[Consent], view: CitizenView, now: dt.datetime
 ) -> dict[str, Any] | None:
     """What one service may read from the row now; None if it needs a missing consent."""
-    granted = service_grant(service, view.relationships, consents, now)
+    return _answer(_service_of(service), consents, view, now, None)
+
+
+def _answer(
+    service: _Service,
+    consents: Iterable[Consent],
+    view: CitizenView,
+    now: dt.datetime,
+    live: frozenset[str] | None,
+) -> dict[str, Any] | None:
+    granted = _service_grant(service, view.relationships, consents, now)
     if granted is None:
         return None
     if view.verified_at is None:
         return {}
-    live = view.live_fields(now)
-    return {name: view.data[name] for name in sorted(granted & live) if name in view.data}
+    if live is None:
+        live = view.live_fields(now)
+    data = view.data
+    return {name: data[name] for name in sorted(granted & live) if name in data}
 
 
 def disclosed(
@@ -285,9 +356,10 @@ def disclosed(
     if view is None or not holds(view, now):
         return {}
     consents = tuple(consents)
+    live = view.live_fields(now)  # once for every service
     found = {}
-    for service in agency.services:
-        fields = answer_fields(service, consents, view, now)
+    for service in _compiled(agency).services:
+        fields = _answer(service, consents, view, now, live)
         if fields:
             found[service.code] = fields
     return found
@@ -299,10 +371,17 @@ keeping the values twice."""
 
 
 def fingerprint(disclosure: Mapping[str, Mapping[str, Any]]) -> Fingerprint:
-    return {
-        service: {name: _digest(value) for name, value in sorted(fields.items())}
-        for service, fields in sorted(disclosure.items())
-    }
+    # Services mostly share fields, read from the same row: each value is hashed once.
+    digests: dict[int, str] = {}
+    found: Fingerprint = {}
+    for service, fields in sorted(disclosure.items()):
+        digested = found[service] = {}
+        for name, value in sorted(fields.items()):
+            digest = digests.get(id(value))
+            if digest is None:
+                digest = digests[id(value)] = _digest(value)
+            digested[name] = digest
+    return found
 
 
 def changed_fields(before: Fingerprint, after: Fingerprint) -> list[str]:
@@ -319,12 +398,17 @@ def _digest(value: Any) -> str:
     # Strings and dates (nearly every field) skip json.dumps for its C string encoder: the same
     # text, so digests already published stay equal.
     if isinstance(value, str):
-        encoded = _json_string(value)
-    elif isinstance(value, dt.date):
-        encoded = _json_string(value.isoformat())
-    else:
-        encoded = json.dumps(value, sort_keys=True, default=_iso, separators=(",", ":"))
+        return _string_digest(value)
+    if isinstance(value, dt.date):
+        return _string_digest(value.isoformat())
+    encoded = json.dumps(value, sort_keys=True, default=_iso, separators=(",", ":"))
     return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _string_digest(value: str) -> str:
+    # Many values recur across citizens (a city, a religion, an occupation): hashed once each.
+    return hashlib.sha256(_json_string(value).encode()).hexdigest()
 
 
 _json_string: Callable[[str], str] = json.encoder.encode_basestring_ascii

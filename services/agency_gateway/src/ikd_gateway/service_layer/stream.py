@@ -174,9 +174,8 @@ async def _apply_folded(
             messages += _webhook_messages(
                 ctx, endpoints, view, state.consents, changed, _event_type(record), now
             )
-    await uow.outbox.add_many(access)
     await uow.webhooks.enqueue_many(messages)
-    await publish_changes(uow, ctx, settled, now)
+    await publish_changes(uow, ctx, settled, now, access=access)  # one outbox write per batch
 
 
 def _event_type(record: ProfileRecord) -> str:
@@ -354,21 +353,28 @@ class Settled:
 
 
 async def publish_changes(
-    uow: UnitOfWork, ctx: GatewayContext, citizens: Iterable[Settled], now: dt.datetime
+    uow: UnitOfWork,
+    ctx: GatewayContext,
+    citizens: Iterable[Settled],
+    now: dt.datetime,
+    *,
+    access: list[tuple[AccessRecorded, TraceContext | None]] | None = None,
 ) -> None:
     """Queue an agency-topic record for each citizen whose disclosure changed, with one access
     event per service it discloses to (one, fieldless, for a purge).
 
     The comparison is with what the topic last said (its fingerprint), not with the row before:
     a redelivered event or a change the agency cannot see publishes nothing, and a disclosure
-    that only time changed is caught up by the next write.
+    that only time changed is caught up by the next write. `access`, the batch's other access
+    events, are queued in the same write.
     """
+    access = [] if access is None else access  # queued with the topic's access events
     settled = {citizen.pseudonym: citizen for citizen in citizens}
     if not settled:
+        await uow.outbox.add_many(access)
         return
     published = await uow.agency_topic.published(settled)
     publications: list[AgencyPublication] = []
-    access: list[tuple[AccessRecorded, TraceContext | None]] = []
     for pseudonym in sorted(settled):
         citizen = settled[pseudonym]
         disclosure = disclosed(ctx.agency, citizen.consents, citizen.view, now)
