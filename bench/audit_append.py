@@ -77,7 +77,7 @@ def cpu_rate(batch: list[SourceRecord], repeats: int = 3) -> dict[str, Any]:
         tree = merkle.CompactRange.at(0, {})
         for i in range(0, len(events), BATCH):  # as the log appends: a batch at a time
             extend_tree(
-                tree, EntryBatch.of_events(events[i : i + BATCH], tree.size, utc_now()).leaves
+                tree, EntryBatch.of_entries(events[i : i + BATCH], tree.size, utc_now()).leaves
             )
             tree.root()
         built = time.process_time()

@@ -117,7 +117,7 @@ def test_events_give_the_leaves_of_their_entries_with_enum_values() -> None:
             occurred_at=dt.datetime(2025, 3, 1, 15, 0, tzinfo=dt.timezone(dt.timedelta(hours=7)))
         ),
     ]
-    batch = EntryBatch.of_events(events, 41, T0)
+    batch = EntryBatch.of_entries(events, 41, T0)
     as_entries = [
         NewEntry(
             access_id=e.access_id,

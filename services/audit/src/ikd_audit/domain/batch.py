@@ -66,24 +66,10 @@ class EntryBatch:
         return range(self.first, self.first + len(self.access_ids))
 
     @classmethod
-    def of_events(
-        cls, events: Sequence[AccessRecorded], first: int, recorded_at: dt.datetime
-    ) -> EntryBatch:
-        """Validated access events (the schema checked them once) as entries, leaves hashed."""
-        batch = cls(first, recorded_at)
-        add = batch._add
-        recorded = utc_text(recorded_at)
-        for position, e in enumerate(events, first):
-            add(
-                position, recorded, e.access_id, e.occurred_at, e.agency, e.service,
-                e.pseudonym, e.fields, e.purpose, e.legal_basis, e.channel, e.outcome, e.reason,
-            )  # fmt: skip
-        return batch
-
-    @classmethod
     def of_entries(
-        cls, entries: Sequence[NewEntry], first: int, recorded_at: dt.datetime
+        cls, entries: Sequence[AccessRecorded | NewEntry], first: int, recorded_at: dt.datetime
     ) -> EntryBatch:
+        """Access events (their schema checked them once) or entries, leaves hashed."""
         batch = cls(first, recorded_at)
         add = batch._add
         recorded = utc_text(recorded_at)

@@ -135,17 +135,16 @@ class AuditLog:
                 if event.access_id not in seen:
                     seen.add(event.access_id)
                     ordered.append(event)
-        return await self._append(ordered, EntryBatch.of_events, len(events) - len(ordered))
+        return await self._append(ordered, len(events) - len(ordered))
 
     async def append(self, entries: Sequence[NewEntry], *, duplicates: int = 0) -> AppendResult:
         """Append entries whose access ids are not in the log yet, at the next positions."""
         unique = list({e.access_id: e for e in entries}.values())
-        return await self._append(unique, EntryBatch.of_entries, duplicates)
+        return await self._append(unique, duplicates)
 
     async def _append(
         self,
-        items: Sequence[Any],
-        columns: Callable[[Sequence[Any], int, dt.datetime], EntryBatch],
+        items: Sequence[AccessRecorded | NewEntry],
         duplicates: int,
     ) -> AppendResult:
         """One transaction: the items (distinct access ids) not in the log yet, appended."""
@@ -156,7 +155,7 @@ class AuditLog:
             fresh = [e for e in items if e.access_id not in known] if known else items
             size = await uow.log.size()
             tree = merkle.CompactRange.at(size, await uow.log.node_hashes(merkle.root_nodes(size)))
-            batch = columns(fresh, size, now)
+            batch = EntryBatch.of_entries(fresh, size, now)
             nodes = extend_tree(tree, batch.leaves)
             if fresh:
                 await uow.log.add(batch, nodes)
