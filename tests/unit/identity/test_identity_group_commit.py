@@ -13,9 +13,9 @@ from ikd_dev.synthetic import citizen
 from ikd_identity.domain import commands
 from ikd_identity.domain.errors import CitizenInactive, CredentialRejected
 from ikd_identity.service_layer import handlers
-from ikd_identity.service_layer.group_commit import GroupCommit
 from ikd_shared.credentials import Purpose
 from ikd_shared.events.profile_v1 import ProfileVerified
+from ikd_shared.group_commit import GroupCommit
 from tests.support.identity_fakes import FakeState, FakeUnitOfWork
 
 COUNTER = "bpjs-kesehatan"

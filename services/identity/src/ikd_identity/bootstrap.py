@@ -21,7 +21,6 @@ from ikd_identity.adapters.postgres import OutboxRow, PgClients, PgUnitOfWork, n
 from ikd_identity.adapters.relay import OutboxRelay, ProducerFactory, RelayHooks, outbox_relay
 from ikd_identity.adapters.secrets import Argon2Hasher
 from ikd_identity.config import IdentitySettings
-from ikd_identity.service_layer.group_commit import GroupCommit
 from ikd_identity.service_layer.handlers import (
     Deps,
     PreparedVerification,
@@ -32,6 +31,7 @@ from ikd_shared import telemetry
 from ikd_shared.auth import TokenIssuer, TokenVerifier, load_ed25519_private_key
 from ikd_shared.credentials import CredentialVerifier, Purpose
 from ikd_shared.db import create_pool
+from ikd_shared.group_commit import GroupCommit
 from ikd_shared.kafka import KafkaConnection
 from ikd_shared.policy import load_policy
 from ikd_shared.supervise import in_background

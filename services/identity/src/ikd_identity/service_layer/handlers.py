@@ -39,7 +39,6 @@ from ikd_identity.domain.relationships import (
     requested_services,
     start_or_renew,
 )
-from ikd_identity.service_layer.group_commit import GroupCommit
 from ikd_identity.service_layer.relationships import publish_relationships, stored_relationships
 from ikd_identity.service_layer.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from ikd_shared import tracing
@@ -66,6 +65,7 @@ from ikd_shared.events.profile_v1 import (
     RelationshipKind,
 )
 from ikd_shared.events.topics import CONSENT, PROFILE
+from ikd_shared.group_commit import GroupCommit
 from ikd_shared.policy import MppPolicy
 from ikd_shared.pseudonym import pseudonymize
 

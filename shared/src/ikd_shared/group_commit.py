@@ -1,10 +1,12 @@
 """Group commit: concurrent commands share one transaction, each answered after its commit.
 
 A command waits while `max_in_flight` batches are being committed; when one finishes, all the
-commands that gathered meanwhile (up to `max_batch`) go together. Under load that turns many
-short transactions (each a BEGIN, its statements and a COMMIT, with the session idle in
-transaction whenever this process is busy elsewhere) into a few set-based ones; alone, a
-command goes at once in a batch of one.
+commands that gathered meanwhile (up to `max_batch`) go together. Nothing waits for a timer;
+with `same_turn`, the first batch also waits for the commands submitted in the same turn of
+the event loop (one commit for requests that arrived together, instead of the first alone).
+Under load that turns many short transactions (each a BEGIN, its statements and a COMMIT, with
+the session idle in transaction whenever this process is busy elsewhere) into a few
+set-based ones; alone, a command goes at once in a batch of one.
 
 `run` gets a batch and returns one outcome per command, a result or the exception that
 rejects only that command; if `run` raises (a failed commit, a lost connection), every
@@ -30,6 +32,7 @@ class GroupCommit(Generic[Item, Result]):
         key: Callable[[Item], Hashable],
         max_batch: int = 64,
         max_in_flight: int = 2,
+        same_turn: bool = False,
     ) -> None:
         if max_batch < 1 or max_in_flight < 1:
             raise ValueError("max_batch and max_in_flight must be at least 1")
@@ -39,16 +42,31 @@ class GroupCommit(Generic[Item, Result]):
         self.max_in_flight = max_in_flight
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self._in_flight = 0
+        self._same_turn = same_turn
+        self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self.commits = 0
+        """Batches committed so far (for metrics and tests)."""
 
     async def submit(self, item: Item) -> Result:
         """The command's own outcome, once its batch committed (or failed)."""
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        self._start_batches()
+        if not self._same_turn:
+            self._start_batches()
+        elif not self._scheduled:
+            # After the commands already due in this turn of the loop, so they join the batch.
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._start_batches)
         return await future
 
+    async def close(self) -> None:
+        """Wait for the batches in flight to be committed (or failed)."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
+
     def _start_batches(self) -> None:
+        self._scheduled = False
         while self._pending and self._in_flight < self.max_in_flight:
             batch: list[tuple[Item, asyncio.Future[Result]]] = []
             rest: list[tuple[Item, asyncio.Future[Result]]] = []
@@ -83,6 +101,7 @@ class GroupCommit(Generic[Item, Result]):
             if not isinstance(error, Exception):
                 raise
         else:
+            self.commits += 1
             for (_, future), outcome in zip(batch, outcomes, strict=True):
                 if future.done():  # the caller went away; its command is committed anyway
                     continue
